@@ -1,0 +1,241 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/rs/zerolog"
+
+	"github.com/llm-energy-measure/lem/schemas"
+)
+
+// ClickHouseConfig says where the ClickHouse store is. Credentials come
+// from the environment or a file, never from the command line.
+type ClickHouseConfig struct {
+	Addr     string `yaml:"addr"`     // host:port of the native protocol (9000)
+	Database string `yaml:"database"` // default "lem"
+	User     string `yaml:"user"`     // default "default"
+	// PasswordFile holds the password; LEM_CLICKHOUSE_PASSWORD overrides.
+	PasswordFile string `yaml:"password_file"`
+	Password     string `yaml:"-"`
+}
+
+// DSN-free open: the native protocol only (HTTP breaks on 18.16).
+func (c ClickHouseConfig) options() *clickhouse.Options {
+	return &clickhouse.Options{
+		Addr: []string{c.Addr},
+		Auth: clickhouse.Auth{Database: "default", Username: c.User, Password: c.Password},
+		// 18.16 rejects settings it does not know: send none by default.
+		DialTimeout:      5 * time.Second,
+		ReadTimeout:      5 * time.Minute,
+		MaxOpenConns:     8,
+		MaxIdleConns:     8,
+		ConnMaxLifetime:  time.Hour,
+		Compression:      &clickhouse.Compression{Method: clickhouse.CompressionLZ4},
+		BlockBufferSize:  4,
+		ConnOpenStrategy: clickhouse.ConnOpenInOrder,
+	}
+}
+
+func (c *ClickHouseConfig) defaults() {
+	if c.Database == "" {
+		c.Database = "lem"
+	}
+	if c.User == "" {
+		c.User = "default"
+	}
+}
+
+// OpenClickHouse connects to ClickHouse. It does not create or migrate the
+// database; see Migrate.
+func OpenClickHouse(ctx context.Context, c ClickHouseConfig) (driver.Conn, error) {
+	c.defaults()
+	if err := schemas.CheckIdentifier(c.Database); err != nil {
+		return nil, err
+	}
+	conn, err := clickhouse.Open(c.options())
+	if err != nil {
+		return nil, fmt.Errorf("opening clickhouse %s: %w", c.Addr, err)
+	}
+	if err := conn.Ping(ctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("connecting to clickhouse %s: %w", c.Addr, err)
+	}
+	return conn, nil
+}
+
+// ServerVersion returns the server's version.
+func ServerVersion(ctx context.Context, conn driver.Conn) (schemas.ServerVersion, error) {
+	var v string
+	if err := conn.QueryRow(ctx, "SELECT version()").Scan(&v); err != nil {
+		return schemas.ServerVersion{}, fmt.Errorf("reading server version: %w", err)
+	}
+	return schemas.ParseServerVersion(v)
+}
+
+// MigrationResult reports what Migrate did.
+type MigrationResult struct {
+	Server  schemas.ServerVersion
+	Applied []schemas.Migration
+	// Waiting lists migrations that need a newer server; they apply
+	// automatically once the server is upgraded.
+	Waiting []schemas.Migration
+}
+
+// Migrate creates database db and applies every embedded migration the
+// server supports and has not applied yet, in order.
+func Migrate(ctx context.Context, conn driver.Conn, db string, log zerolog.Logger) (MigrationResult, error) {
+	var res MigrationResult
+	if err := schemas.CheckIdentifier(db); err != nil {
+		return res, err
+	}
+	sv, err := ServerVersion(ctx, conn)
+	if err != nil {
+		return res, err
+	}
+	res.Server = sv
+	if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+db); err != nil {
+		return res, fmt.Errorf("creating database %s: %w", db, err)
+	}
+	if err := conn.Exec(ctx, "CREATE TABLE IF NOT EXISTS "+db+".schema_migrations "+
+		"(id UInt32, name String, applied_ns Int64) ENGINE = MergeTree() ORDER BY id"); err != nil {
+		return res, fmt.Errorf("creating schema_migrations: %w", err)
+	}
+	applied := map[uint32]bool{}
+	rows, err := conn.Query(ctx, "SELECT id FROM "+db+".schema_migrations")
+	if err != nil {
+		return res, fmt.Errorf("reading schema_migrations: %w", err)
+	}
+	for rows.Next() {
+		var id uint32
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return res, err
+		}
+		applied[id] = true
+	}
+	rows.Close()
+	ms, err := schemas.Migrations()
+	if err != nil {
+		return res, err
+	}
+	for _, m := range ms {
+		if applied[uint32(m.ID)] {
+			continue
+		}
+		if !sv.AtLeast(m.MinServer) {
+			res.Waiting = append(res.Waiting, m)
+			continue
+		}
+		stmts, err := m.Render(db)
+		if err != nil {
+			return res, err
+		}
+		for _, s := range stmts {
+			if err := conn.Exec(ctx, s); err != nil {
+				return res, fmt.Errorf("migration %04d_%s: %w", m.ID, m.Name, err)
+			}
+		}
+		if err := conn.Exec(ctx, "INSERT INTO "+db+".schema_migrations (id, name, applied_ns) VALUES (?, ?, ?)",
+			uint32(m.ID), m.Name, time.Now().UnixNano()); err != nil {
+			return res, fmt.Errorf("recording migration %d: %w", m.ID, err)
+		}
+		log.Info().Int("id", m.ID).Str("name", m.Name).Msg("migration applied")
+		res.Applied = append(res.Applied, m)
+	}
+	return res, nil
+}
+
+// ClickHouseSink writes tables to ClickHouse.
+type ClickHouseSink struct {
+	conn driver.Conn
+	db   string
+	// insert statements by table, built once.
+	inserts map[string]string
+}
+
+// NewClickHouseSink returns a sink writing into database db over conn,
+// which it then owns.
+func NewClickHouseSink(conn driver.Conn, db string) (*ClickHouseSink, error) {
+	if err := schemas.CheckIdentifier(db); err != nil {
+		return nil, err
+	}
+	return &ClickHouseSink{conn: conn, db: db, inserts: map[string]string{}}, nil
+}
+
+// Conn returns the underlying connection.
+func (s *ClickHouseSink) Conn() driver.Conn { return s.conn }
+
+func (s *ClickHouseSink) Name() string { return "clickhouse" }
+
+func (s *ClickHouseSink) Close() error { return s.conn.Close() }
+
+func (s *ClickHouseSink) Watermark(ctx context.Context, table string) (uint64, error) {
+	if err := schemas.CheckIdentifier(table); err != nil {
+		return 0, err
+	}
+	var wm uint64
+	if err := s.conn.QueryRow(ctx, "SELECT max(stream_seq) FROM "+s.db+"."+table).Scan(&wm); err != nil {
+		return 0, fmt.Errorf("reading watermark of %s: %w", table, err)
+	}
+	return wm, nil
+}
+
+func (s *ClickHouseSink) Write(ctx context.Context, t *schemas.Table) error {
+	if err := t.Check(); err != nil {
+		return err
+	}
+	if t.Rows() == 0 {
+		return nil
+	}
+	q, ok := s.inserts[t.Name]
+	if !ok {
+		if err := schemas.CheckIdentifier(t.Name); err != nil {
+			return err
+		}
+		// 18.16 returns a batch with no columns unless they are named.
+		q = "INSERT INTO " + s.db + "." + t.Name + " (" + strings.Join(t.ColumnNames(), ", ") + ")"
+		s.inserts[t.Name] = q
+	}
+	batch, err := s.conn.PrepareBatch(ctx, q, driver.WithReleaseConnection())
+	if err != nil {
+		return fmt.Errorf("preparing insert into %s: %w", t.Name, err)
+	}
+	for i, c := range t.Columns {
+		if err := batch.Column(i).Append(c.Data()); err != nil {
+			_ = batch.Abort()
+			return fmt.Errorf("appending column %s.%s: %w", t.Name, c.Name(), err)
+		}
+	}
+	if err := batch.Send(); err != nil {
+		return fmt.Errorf("inserting %d rows into %s: %w", t.Rows(), t.Name, err)
+	}
+	return nil
+}
+
+// IsTransient reports whether a store error may succeed on retry (network,
+// server down or overloaded) rather than being a permanent mistake.
+func IsTransient(err error) bool {
+	if err == nil {
+		return false
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return true
+	}
+	var ex *clickhouse.Exception
+	if errors.As(err, &ex) {
+		switch ex.Code {
+		case 252, 241, 159, 209, 210, 202, 203: // too many parts, memory limit, timeouts, too many queries
+			return true
+		}
+		return false
+	}
+	return true
+}

@@ -1,0 +1,178 @@
+// Package bus is the NATS JetStream plumbing shared by collectors, ingest
+// and the runner: an embedded server, connection options, the stream
+// definitions and a batching-friendly async publisher.
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/llm-energy-measure/lem/schemas"
+)
+
+// Stream names.
+const (
+	EventStream      = "LEM_V1"
+	DeadLetterStream = "LEM_DLQ_V1"
+)
+
+// StreamConfig sizes the event stream.
+type StreamConfig struct {
+	// MaxAge bounds how long events stay replayable (0: 7 days).
+	MaxAge time.Duration `yaml:"max_age"`
+	// MaxBytes bounds the stream's storage (0: 10 GiB). Oldest go first.
+	MaxBytes int64 `yaml:"max_bytes"`
+	// Replicas is 1 for a single server, 3 for a cluster.
+	Replicas int `yaml:"replicas"`
+	// Duplicates is the window in which a repeated Nats-Msg-Id is dropped;
+	// it must exceed the publishers' retry horizon (0: 10 minutes).
+	Duplicates time.Duration `yaml:"duplicates"`
+	// Memory stores the stream in memory (tests, benchmarks).
+	Memory bool `yaml:"memory"`
+}
+
+func (c StreamConfig) withDefaults() StreamConfig {
+	if c.MaxAge == 0 {
+		c.MaxAge = 7 * 24 * time.Hour
+	}
+	if c.MaxBytes == 0 {
+		c.MaxBytes = 10 << 30
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.Duplicates == 0 {
+		c.Duplicates = 10 * time.Minute
+	}
+	return c
+}
+
+// EnsureStreams creates or updates the event and dead-letter streams.
+// Limits retention (not work-queue) keeps events replayable for backfill
+// and for a second consumer such as the Parquet sink.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, c StreamConfig) error {
+	c = c.withDefaults()
+	storage := jetstream.FileStorage
+	if c.Memory {
+		storage = jetstream.MemoryStorage
+	}
+	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        EventStream,
+		Description: "llm-energy-measure events, wire v1",
+		Subjects:    []string{schemas.SubjectRoot + ".>"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     storage,
+		Replicas:    c.Replicas,
+		MaxAge:      c.MaxAge,
+		MaxBytes:    c.MaxBytes,
+		Duplicates:  c.Duplicates,
+		MaxMsgSize:  schemas.MaxMessageSize,
+		Discard:     jetstream.DiscardOld,
+	})
+	if err != nil {
+		return fmt.Errorf("creating stream %s: %w", EventStream, err)
+	}
+	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        DeadLetterStream,
+		Description: "events ingest could not accept, with the reason in headers",
+		Subjects:    []string{schemas.DeadLetterRoot + ".>"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     storage,
+		Replicas:    c.Replicas,
+		MaxAge:      30 * 24 * time.Hour,
+		MaxBytes:    c.MaxBytes / 10,
+		Duplicates:  c.Duplicates,
+		Discard:     jetstream.DiscardOld,
+	})
+	if err != nil {
+		return fmt.Errorf("creating stream %s: %w", DeadLetterStream, err)
+	}
+	return nil
+}
+
+// Embedded is an in-process NATS server with JetStream.
+type Embedded struct {
+	Server *server.Server
+}
+
+// EmbeddedConfig configures StartEmbedded.
+type EmbeddedConfig struct {
+	StoreDir string // JetStream file store; required
+	// Listen, if set (host:port, port 0 for a free one), also accepts TCP
+	// clients such as a separate `lem agent`. Empty: in-process only.
+	Listen string
+}
+
+// StartEmbedded starts an embedded JetStream server.
+func StartEmbedded(c EmbeddedConfig) (*Embedded, error) {
+	if c.StoreDir == "" {
+		return nil, errors.New("embedded nats: store dir required")
+	}
+	opts := &server.Options{
+		ServerName: "lem-embedded",
+		JetStream:  true,
+		StoreDir:   c.StoreDir,
+		DontListen: c.Listen == "",
+		NoSigs:     true,
+		MaxPayload: schemas.MaxMessageSize,
+	}
+	if c.Listen != "" {
+		host, port, err := splitHostPort(c.Listen)
+		if err != nil {
+			return nil, err
+		}
+		opts.Host, opts.Port = host, port
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		return nil, errors.New("embedded nats: not ready after 10s")
+	}
+	return &Embedded{Server: ns}, nil
+}
+
+// Connect returns an in-process client connection.
+func (e *Embedded) Connect(name string) (*nats.Conn, error) {
+	return nats.Connect("", nats.InProcessServer(e.Server), nats.Name(name), nats.MaxReconnects(-1))
+}
+
+// ClientURL returns the TCP URL when the server listens, else "".
+func (e *Embedded) ClientURL() string {
+	if e.Server.Addr() == nil {
+		return ""
+	}
+	return e.Server.ClientURL()
+}
+
+// Shutdown stops the server and waits for it.
+func (e *Embedded) Shutdown() {
+	e.Server.Shutdown()
+	e.Server.WaitForShutdown()
+}
+
+func splitHostPort(s string) (string, int, error) {
+	var host string
+	var port int
+	i := len(s) - 1
+	for i >= 0 && s[i] != ':' {
+		i--
+	}
+	if i < 0 {
+		return "", 0, fmt.Errorf("listen address %q: want host:port", s)
+	}
+	host = s[:i]
+	if _, err := fmt.Sscanf(s[i+1:], "%d", &port); err != nil {
+		return "", 0, fmt.Errorf("listen address %q: bad port", s)
+	}
+	return host, port, nil
+}

@@ -1,0 +1,128 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/llm-energy-measure/lem/schemas"
+)
+
+// Publisher encodes events and publishes them asynchronously with a bounded
+// number of unacknowledged messages. Messages whose publish failed are kept
+// and retried synchronously by Flush, under their original Nats-Msg-Id, so
+// the stream's duplicate window drops any that had in fact arrived.
+type Publisher struct {
+	js jetstream.JetStream
+
+	mu     sync.Mutex
+	failed []*nats.Msg
+
+	published atomic.Uint64
+	bytes     atomic.Uint64
+}
+
+// NewPublisher wraps nc. maxPending bounds unacknowledged messages (0: 4096);
+// Publish blocks while that many are outstanding.
+func NewPublisher(nc *nats.Conn, maxPending int) (*Publisher, error) {
+	if maxPending <= 0 {
+		maxPending = 4096
+	}
+	p := &Publisher{}
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(maxPending),
+		jetstream.WithPublishAsyncTimeout(30*time.Second),
+		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, _ error) {
+			p.mu.Lock()
+			p.failed = append(p.failed, m)
+			p.mu.Unlock()
+		}))
+	if err != nil {
+		return nil, err
+	}
+	p.js = js
+	return p, nil
+}
+
+// JetStream returns the underlying context.
+func (p *Publisher) JetStream() jetstream.JetStream { return p.js }
+
+// Publish encodes ev and publishes it to subject. msgID must identify the
+// batch (e.g. source/device/first timestamp) so that retries deduplicate.
+// The encoded bytes are owned by the publisher until acknowledged.
+func (p *Publisher) Publish(subject, msgID string, ev schemas.Event) error {
+	data := ev.AppendWire(make([]byte, 0, 256))
+	return p.PublishRaw(subject, msgID, data)
+}
+
+// PublishRaw publishes already-encoded bytes; data must not be modified
+// afterwards.
+func (p *Publisher) PublishRaw(subject, msgID string, data []byte) error {
+	m := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+	if msgID != "" {
+		m.Header.Set(jetstream.MsgIDHeader, msgID)
+	}
+	if _, err := p.js.PublishMsgAsync(m); err != nil {
+		return fmt.Errorf("publishing to %s: %w", subject, err)
+	}
+	p.published.Add(1)
+	p.bytes.Add(uint64(len(data)))
+	return nil
+}
+
+// Published returns the number of messages and payload bytes handed to NATS.
+func (p *Publisher) Published() (msgs, bytes uint64) { return p.published.Load(), p.bytes.Load() }
+
+// Flush waits until every published message is acknowledged, retrying
+// failed ones synchronously until ctx ends.
+func (p *Publisher) Flush(ctx context.Context) error {
+	for {
+		select {
+		case <-p.js.PublishAsyncComplete():
+		case <-ctx.Done():
+			return fmt.Errorf("flushing publisher: %d unacknowledged: %w", p.js.PublishAsyncPending(), ctx.Err())
+		}
+		p.mu.Lock()
+		failed := p.failed
+		p.failed = nil
+		p.mu.Unlock()
+		if len(failed) == 0 {
+			return nil
+		}
+		for i, m := range failed {
+			if err := p.retry(ctx, m); err != nil {
+				p.mu.Lock()
+				p.failed = append(p.failed, failed[i:]...)
+				p.mu.Unlock()
+				return err
+			}
+		}
+	}
+}
+
+func (p *Publisher) retry(ctx context.Context, m *nats.Msg) error {
+	backoff := 100 * time.Millisecond
+	for {
+		_, err := p.js.PublishMsg(ctx, &nats.Msg{Subject: m.Subject, Data: m.Data, Header: m.Header})
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("retrying publish to %s: %w", m.Subject, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("retrying publish to %s: %w (last error: %v)", m.Subject, ctx.Err(), err)
+		case <-time.After(backoff):
+		}
+		if backoff < 5*time.Second {
+			backoff *= 2
+		}
+	}
+}

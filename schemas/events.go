@@ -1,0 +1,176 @@
+package schemas
+
+// The event types. Struct tags `doc` and `unit` feed docs/events.md, which
+// the binary generates (lem docs events) and a test checks for drift.
+
+// Device identifies one measured device on a host.
+type Device struct {
+	Index     uint32 `doc:"device index on its host (NVML index, RAPL package number)"`
+	UUID      string `doc:"stable identity (GPU UUID, MIG instance UUID, or rapl:<package>)"`
+	Name      string `doc:"product name as reported by the driver"`
+	MIGParent string `doc:"UUID of the physical GPU when this device is a MIG instance, else empty"`
+}
+
+// Header fields shared by device-scoped batches.
+type Origin struct {
+	Host   string `doc:"host name of the collector"`
+	Source string `doc:"collector and sensor, e.g. nvml.buffer, nvml.instant, nvml.counter, rapl, sim; sim is never a measurement"`
+}
+
+// PowerSample is one power reading.
+type PowerSample struct {
+	TS    int64 `doc:"sample time on the host clock" unit:"ns since Unix epoch"`
+	Power Power `doc:"power drawn" unit:"mW"`
+}
+
+// PowerBatch carries 100 ms to 1 s of one device's power samples.
+type PowerBatch struct {
+	Origin
+	Device  Device
+	Samples []PowerSample
+}
+
+// EnergyReading is one read of a cumulative energy counter, stamped before
+// and after the call (the counter is read somewhere in between).
+type EnergyReading struct {
+	TSBefore int64  `doc:"host time just before the read" unit:"ns since Unix epoch"`
+	TSAfter  int64  `doc:"host time just after the read" unit:"ns since Unix epoch"`
+	Energy   Energy `doc:"counter value (cumulative since driver load or counter start)" unit:"µJ"`
+	Reset    bool   `doc:"the counter went backwards since the previous reading (driver reload or wrap): deltas across it are invalid"`
+}
+
+// EnergyBatch carries energy-counter readings of one device.
+type EnergyBatch struct {
+	Origin
+	Device   Device
+	Readings []EnergyReading
+}
+
+// StateSample is one snapshot of a device's operating state.
+type StateSample struct {
+	TS              int64  `doc:"sample time on the host clock" unit:"ns since Unix epoch"`
+	SMClock         uint32 `doc:"SM (graphics) clock" unit:"MHz"`
+	MemClock        uint32 `doc:"memory clock" unit:"MHz"`
+	Temperature     int32  `doc:"GPU temperature" unit:"°C"`
+	UtilGPU         uint32 `doc:"GPU utilisation over the driver's last sample period" unit:"%"`
+	UtilMem         uint32 `doc:"memory-controller utilisation" unit:"%"`
+	MemUsed         uint64 `doc:"device memory in use" unit:"bytes"`
+	ThrottleReasons uint64 `doc:"NVML clocks-event (throttle) reason bit mask"`
+	PowerLimit      Power  `doc:"enforced power limit" unit:"mW"`
+	PState          int32  `doc:"performance state (0 = P0); -1 when unknown"`
+}
+
+// StateBatch carries device state samples of one device.
+type StateBatch struct {
+	Origin
+	Device  Device
+	Samples []StateSample
+}
+
+// Gap reports a span in which a collector lost samples it should have had.
+type Gap struct {
+	From   int64  `doc:"first instant without samples" unit:"ns since Unix epoch"`
+	To     int64  `doc:"end of the gap" unit:"ns since Unix epoch"`
+	Reason string `doc:"why: buffer overrun, call failed, ..."`
+}
+
+// GapBatch carries collection gaps of one device.
+type GapBatch struct {
+	Origin
+	Device Device
+	Gaps   []Gap
+}
+
+// RequestStatus is how a request ended.
+type RequestStatus uint8
+
+// Request outcomes.
+const (
+	StatusOK        RequestStatus = 0
+	StatusError     RequestStatus = 1
+	StatusTimeout   RequestStatus = 2
+	StatusCancelled RequestStatus = 3
+)
+
+var statusNames = [...]string{"ok", "error", "timeout", "cancelled"}
+
+func (s RequestStatus) String() string {
+	if int(s) < len(statusNames) {
+		return statusNames[s]
+	}
+	return "unknown"
+}
+
+// Request is the lifecycle of one inference request, as seen by the load
+// generator. Zero times mean "did not happen" (no token ever arrived).
+type Request struct {
+	ID           string        `doc:"request id, unique within its run"`
+	Cycle        uint32        `doc:"cycle of the run this request belongs to"`
+	Scheduled    int64         `doc:"time the arrival process scheduled the request" unit:"ns since Unix epoch"`
+	Sent         int64         `doc:"time the request was written to the connection" unit:"ns since Unix epoch"`
+	FirstToken   int64         `doc:"arrival of the first chunk carrying a token (not the role-only chunk)" unit:"ns since Unix epoch"`
+	LastToken    int64         `doc:"arrival of the last chunk carrying a token" unit:"ns since Unix epoch"`
+	Done         int64         `doc:"end of the response stream" unit:"ns since Unix epoch"`
+	PromptTokens uint32        `doc:"prompt tokens, from the server's usage report"`
+	OutputTokens uint32        `doc:"completion tokens, from the server's usage report"`
+	Status       RequestStatus `doc:"ok, error, timeout or cancelled"`
+	Error        string        `doc:"error text when Status is not ok"`
+}
+
+// RequestBatch carries finished requests of one run.
+type RequestBatch struct {
+	RunID    string `doc:"run the requests belong to"`
+	Requests []Request
+}
+
+// Token is the arrival of one streamed chunk of a response.
+type Token struct {
+	Request uint32 `doc:"index into the batch's RequestIDs"`
+	Index   uint32 `doc:"position of the chunk's first token in the response (0-based)"`
+	TS      int64  `doc:"time the chunk was read, before parsing, on the monotonic clock anchored to wall time" unit:"ns since Unix epoch"`
+	Tokens  uint32 `doc:"tokens carried by the chunk"`
+}
+
+// TokenBatch carries chunk arrivals of one run. Request ids are stored once
+// per batch and referenced by index.
+type TokenBatch struct {
+	RunID      string   `doc:"run the tokens belong to"`
+	RequestIDs []string `doc:"request ids referenced by Tokens[].Request"`
+	Tokens     []Token
+}
+
+// RunPhase says which edge of a run cycle a RunEvent marks.
+type RunPhase uint8
+
+// Run phases.
+const (
+	RunStart RunPhase = 0
+	RunEnd   RunPhase = 1
+	// RunBaseline marks the end of the idle-baseline window that precedes
+	// the first cycle; TS of the matching RunStart is its beginning.
+	RunBaseline RunPhase = 2
+)
+
+var phaseNames = [...]string{"start", "end", "baseline"}
+
+func (p RunPhase) String() string {
+	if int(p) < len(phaseNames) {
+		return phaseNames[p]
+	}
+	return "unknown"
+}
+
+// RunEvent marks the start or end of one cycle of a run.
+type RunEvent struct {
+	RunID      string   `doc:"run id (unique)"`
+	Experiment string   `doc:"experiment name"`
+	Cycle      uint32   `doc:"cycle number, from 0"`
+	Phase      RunPhase `doc:"start, end or baseline"`
+	TS         int64    `doc:"time of the edge" unit:"ns since Unix epoch"`
+	Backend    string   `doc:"inference backend (vllm, tensorrt-llm, sglang, tgi, llama.cpp, pytorch, synthetic)"`
+	Model      string   `doc:"model name as served"`
+	Host       string   `doc:"host of the load generator"`
+	Devices    []string `doc:"UUIDs of the devices the run used; analytics counts exactly these"`
+	Config     string   `doc:"normalised run configuration, canonical JSON"`
+	Inventory  string   `doc:"hardware and software inventory, canonical JSON"`
+}

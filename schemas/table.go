@@ -1,0 +1,102 @@
+package schemas
+
+import "fmt"
+
+// Column is one typed column of a Table: a slice that grows as rows are
+// appended and keeps its capacity across Reset.
+type Column interface {
+	Name() string
+	// CHType is the ClickHouse type in the base schema.
+	CHType() string
+	Len() int
+	Reset()
+	// Data returns the column's slice ([]int64, []string, ...), valid until
+	// the next append or Reset. The caller must not modify it.
+	Data() any
+}
+
+// Col is a column of values of type T.
+type Col[T any] struct {
+	name, chType string
+	V            []T
+}
+
+func (c *Col[T]) Name() string                  { return c.name }
+func (c *Col[T]) CHType() string                { return c.chType }
+func (c *Col[T]) Len() int                      { return len(c.V) }
+func (c *Col[T]) Reset()                        { c.V = c.V[:0] }
+func (c *Col[T]) Data() any                     { return c.V }
+func (c *Col[T]) Append(v T)                    { c.V = append(c.V, v) }
+func newCol[T any](name, chType string) *Col[T] { return &Col[T]{name: name, chType: chType} }
+
+// Table is a columnar block of rows bound for one ClickHouse table (or one
+// Parquet file of the local store). The zero Table is not usable; use the
+// constructors below.
+type Table struct {
+	Name    string
+	Columns []Column
+}
+
+// Rows returns the number of complete rows.
+func (t *Table) Rows() int {
+	if len(t.Columns) == 0 {
+		return 0
+	}
+	return t.Columns[0].Len()
+}
+
+// Reset empties every column, keeping capacity.
+func (t *Table) Reset() {
+	for _, c := range t.Columns {
+		c.Reset()
+	}
+}
+
+// Check returns an error if columns have different lengths (a broken
+// invariant of the code filling the table).
+func (t *Table) Check() error {
+	n := t.Rows()
+	for _, c := range t.Columns {
+		if c.Len() != n {
+			return fmt.Errorf("table %s: column %s has %d rows, want %d", t.Name, c.Name(), c.Len(), n)
+		}
+	}
+	return nil
+}
+
+// ColumnNames returns the column names in order.
+func (t *Table) ColumnNames() []string {
+	names := make([]string, len(t.Columns))
+	for i, c := range t.Columns {
+		names[i] = c.Name()
+	}
+	return names
+}
+
+// deviceCols are shared by device-scoped tables.
+type deviceCols struct {
+	Host        *Col[string]
+	Source      *Col[string]
+	DeviceIndex *Col[uint32]
+	DeviceUUID  *Col[string]
+}
+
+func newDeviceCols() deviceCols {
+	return deviceCols{
+		Host:        newCol[string]("host", "String"),
+		Source:      newCol[string]("source", "String"),
+		DeviceIndex: newCol[uint32]("device_index", "UInt32"),
+		DeviceUUID:  newCol[string]("device_uuid", "String"),
+	}
+}
+
+func (d deviceCols) list() []Column {
+	return []Column{d.Host, d.Source, d.DeviceIndex, d.DeviceUUID}
+}
+
+func (d deviceCols) append(o *Origin, dev *Device) {
+	d.Host.Append(o.Host)
+	d.Source.Append(o.Source)
+	d.DeviceIndex.Append(dev.Index)
+	d.DeviceUUID.Append(dev.UUID)
+}

@@ -1,0 +1,359 @@
+package schemas
+
+// Table names.
+const (
+	TablePower   = "power_samples"
+	TableEnergy  = "energy_readings"
+	TableState   = "device_state"
+	TableGap     = "gaps"
+	TableRequest = "requests"
+	TableToken   = "tokens"
+	TableRun     = "runs"
+	TableDevice  = "devices"
+)
+
+// TableFor returns the table that events of kind k are written to.
+func TableFor(k Kind) string {
+	switch k {
+	case KindPower:
+		return TablePower
+	case KindEnergy:
+		return TableEnergy
+	case KindState:
+		return TableState
+	case KindGap:
+		return TableGap
+	case KindRequest:
+		return TableRequest
+	case KindToken:
+		return TableToken
+	case KindRun:
+		return TableRun
+	}
+	return ""
+}
+
+// Rows turns decoded events into table rows. Each kind has one; Append adds
+// the rows of ev (which must be of the kind's type) tagged with the JetStream
+// stream sequence of the message that carried it.
+type Rows interface {
+	Table() *Table
+	Append(ev Event, seq uint64)
+}
+
+// NewRows returns the row builder of kind k.
+func NewRows(k Kind) Rows {
+	switch k {
+	case KindPower:
+		return newPowerRows()
+	case KindEnergy:
+		return newEnergyRows()
+	case KindState:
+		return newStateRows()
+	case KindGap:
+		return newGapRows()
+	case KindRequest:
+		return newRequestRows()
+	case KindToken:
+		return newTokenRows()
+	case KindRun:
+		return newRunRows()
+	}
+	return nil
+}
+
+func seqCol() *Col[uint64] { return newCol[uint64]("stream_seq", "UInt64") }
+
+// PowerRows builds power_samples.
+type PowerRows struct {
+	t     Table
+	dev   deviceCols
+	TS    *Col[int64]
+	Power *Col[int64]
+	Seq   *Col[uint64]
+}
+
+func newPowerRows() *PowerRows {
+	r := &PowerRows{dev: newDeviceCols(), TS: newCol[int64]("ts_ns", "Int64"), Power: newCol[int64]("power_mw", "Int64"), Seq: seqCol()}
+	r.t = Table{Name: TablePower, Columns: append(r.dev.list(), r.TS, r.Power, r.Seq)}
+	return r
+}
+
+func (r *PowerRows) Table() *Table { return &r.t }
+
+func (r *PowerRows) Append(ev Event, seq uint64) {
+	b := ev.(*PowerBatch)
+	for _, s := range b.Samples {
+		r.dev.append(&b.Origin, &b.Device)
+		r.TS.Append(s.TS)
+		r.Power.Append(int64(s.Power))
+		r.Seq.Append(seq)
+	}
+}
+
+// EnergyRows builds energy_readings.
+type EnergyRows struct {
+	t                 Table
+	dev               deviceCols
+	TSBefore, TSAfter *Col[int64]
+	Energy            *Col[int64]
+	Reset             *Col[uint8]
+	Seq               *Col[uint64]
+}
+
+func newEnergyRows() *EnergyRows {
+	r := &EnergyRows{dev: newDeviceCols(),
+		TSBefore: newCol[int64]("ts_before_ns", "Int64"), TSAfter: newCol[int64]("ts_after_ns", "Int64"),
+		Energy: newCol[int64]("energy_uj", "Int64"), Reset: newCol[uint8]("reset", "UInt8"), Seq: seqCol()}
+	r.t = Table{Name: TableEnergy, Columns: append(r.dev.list(), r.TSBefore, r.TSAfter, r.Energy, r.Reset, r.Seq)}
+	return r
+}
+
+func (r *EnergyRows) Table() *Table { return &r.t }
+
+func (r *EnergyRows) Append(ev Event, seq uint64) {
+	b := ev.(*EnergyBatch)
+	for _, e := range b.Readings {
+		r.dev.append(&b.Origin, &b.Device)
+		r.TSBefore.Append(e.TSBefore)
+		r.TSAfter.Append(e.TSAfter)
+		r.Energy.Append(int64(e.Energy))
+		var reset uint8
+		if e.Reset {
+			reset = 1
+		}
+		r.Reset.Append(reset)
+		r.Seq.Append(seq)
+	}
+}
+
+// StateRows builds device_state.
+type StateRows struct {
+	t                                   Table
+	dev                                 deviceCols
+	TS                                  *Col[int64]
+	SMClock, MemClock, UtilGPU, UtilMem *Col[uint32]
+	Temperature, PState                 *Col[int32]
+	MemUsed, Throttle                   *Col[uint64]
+	PowerLimit                          *Col[int64]
+	Seq                                 *Col[uint64]
+}
+
+func newStateRows() *StateRows {
+	r := &StateRows{dev: newDeviceCols(),
+		TS:          newCol[int64]("ts_ns", "Int64"),
+		SMClock:     newCol[uint32]("sm_clock_mhz", "UInt32"),
+		MemClock:    newCol[uint32]("mem_clock_mhz", "UInt32"),
+		Temperature: newCol[int32]("temperature_c", "Int32"),
+		UtilGPU:     newCol[uint32]("util_gpu_pct", "UInt32"),
+		UtilMem:     newCol[uint32]("util_mem_pct", "UInt32"),
+		MemUsed:     newCol[uint64]("mem_used_bytes", "UInt64"),
+		Throttle:    newCol[uint64]("throttle_reasons", "UInt64"),
+		PowerLimit:  newCol[int64]("power_limit_mw", "Int64"),
+		PState:      newCol[int32]("pstate", "Int32"),
+		Seq:         seqCol()}
+	r.t = Table{Name: TableState, Columns: append(r.dev.list(), r.TS, r.SMClock, r.MemClock, r.Temperature,
+		r.UtilGPU, r.UtilMem, r.MemUsed, r.Throttle, r.PowerLimit, r.PState, r.Seq)}
+	return r
+}
+
+func (r *StateRows) Table() *Table { return &r.t }
+
+func (r *StateRows) Append(ev Event, seq uint64) {
+	b := ev.(*StateBatch)
+	for _, s := range b.Samples {
+		r.dev.append(&b.Origin, &b.Device)
+		r.TS.Append(s.TS)
+		r.SMClock.Append(s.SMClock)
+		r.MemClock.Append(s.MemClock)
+		r.Temperature.Append(s.Temperature)
+		r.UtilGPU.Append(s.UtilGPU)
+		r.UtilMem.Append(s.UtilMem)
+		r.MemUsed.Append(s.MemUsed)
+		r.Throttle.Append(s.ThrottleReasons)
+		r.PowerLimit.Append(int64(s.PowerLimit))
+		r.PState.Append(s.PState)
+		r.Seq.Append(seq)
+	}
+}
+
+// GapRows builds gaps.
+type GapRows struct {
+	t        Table
+	dev      deviceCols
+	From, To *Col[int64]
+	Reason   *Col[string]
+	Seq      *Col[uint64]
+}
+
+func newGapRows() *GapRows {
+	r := &GapRows{dev: newDeviceCols(), From: newCol[int64]("from_ns", "Int64"), To: newCol[int64]("to_ns", "Int64"),
+		Reason: newCol[string]("reason", "String"), Seq: seqCol()}
+	r.t = Table{Name: TableGap, Columns: append(r.dev.list(), r.From, r.To, r.Reason, r.Seq)}
+	return r
+}
+
+func (r *GapRows) Table() *Table { return &r.t }
+
+func (r *GapRows) Append(ev Event, seq uint64) {
+	b := ev.(*GapBatch)
+	for _, g := range b.Gaps {
+		r.dev.append(&b.Origin, &b.Device)
+		r.From.Append(g.From)
+		r.To.Append(g.To)
+		r.Reason.Append(g.Reason)
+		r.Seq.Append(seq)
+	}
+}
+
+// RequestRows builds requests.
+type RequestRows struct {
+	t                                            Table
+	RunID, ID                                    *Col[string]
+	Cycle                                        *Col[uint32]
+	Scheduled, Sent, FirstToken, LastToken, Done *Col[int64]
+	PromptTokens, OutputTokens                   *Col[uint32]
+	Status                                       *Col[string]
+	Error                                        *Col[string]
+	Seq                                          *Col[uint64]
+}
+
+func newRequestRows() *RequestRows {
+	r := &RequestRows{
+		RunID: newCol[string]("run_id", "String"), ID: newCol[string]("request_id", "String"),
+		Cycle:     newCol[uint32]("cycle", "UInt32"),
+		Scheduled: newCol[int64]("scheduled_ns", "Int64"), Sent: newCol[int64]("sent_ns", "Int64"),
+		FirstToken: newCol[int64]("first_token_ns", "Int64"), LastToken: newCol[int64]("last_token_ns", "Int64"),
+		Done:         newCol[int64]("done_ns", "Int64"),
+		PromptTokens: newCol[uint32]("prompt_tokens", "UInt32"), OutputTokens: newCol[uint32]("output_tokens", "UInt32"),
+		Status: newCol[string]("status", "String"), Error: newCol[string]("error", "String"), Seq: seqCol()}
+	r.t = Table{Name: TableRequest, Columns: []Column{r.RunID, r.ID, r.Cycle, r.Scheduled, r.Sent, r.FirstToken,
+		r.LastToken, r.Done, r.PromptTokens, r.OutputTokens, r.Status, r.Error, r.Seq}}
+	return r
+}
+
+func (r *RequestRows) Table() *Table { return &r.t }
+
+func (r *RequestRows) Append(ev Event, seq uint64) {
+	b := ev.(*RequestBatch)
+	for i := range b.Requests {
+		q := &b.Requests[i]
+		r.RunID.Append(b.RunID)
+		r.ID.Append(q.ID)
+		r.Cycle.Append(q.Cycle)
+		r.Scheduled.Append(q.Scheduled)
+		r.Sent.Append(q.Sent)
+		r.FirstToken.Append(q.FirstToken)
+		r.LastToken.Append(q.LastToken)
+		r.Done.Append(q.Done)
+		r.PromptTokens.Append(q.PromptTokens)
+		r.OutputTokens.Append(q.OutputTokens)
+		r.Status.Append(q.Status.String())
+		r.Error.Append(q.Error)
+		r.Seq.Append(seq)
+	}
+}
+
+// TokenRows builds tokens.
+type TokenRows struct {
+	t              Table
+	RunID, Request *Col[string]
+	Index, Tokens  *Col[uint32]
+	TS             *Col[int64]
+	Seq            *Col[uint64]
+}
+
+func newTokenRows() *TokenRows {
+	r := &TokenRows{RunID: newCol[string]("run_id", "String"), Request: newCol[string]("request_id", "String"),
+		Index: newCol[uint32]("token_index", "UInt32"), TS: newCol[int64]("ts_ns", "Int64"),
+		Tokens: newCol[uint32]("tokens", "UInt32"), Seq: seqCol()}
+	r.t = Table{Name: TableToken, Columns: []Column{r.RunID, r.Request, r.Index, r.TS, r.Tokens, r.Seq}}
+	return r
+}
+
+func (r *TokenRows) Table() *Table { return &r.t }
+
+func (r *TokenRows) Append(ev Event, seq uint64) {
+	b := ev.(*TokenBatch)
+	for _, t := range b.Tokens {
+		r.RunID.Append(b.RunID)
+		r.Request.Append(b.RequestIDs[t.Request])
+		r.Index.Append(t.Index)
+		r.TS.Append(t.TS)
+		r.Tokens.Append(t.Tokens)
+		r.Seq.Append(seq)
+	}
+}
+
+// RunRows builds runs.
+type RunRows struct {
+	t                                              Table
+	RunID, Experiment, Phase, Backend, Model, Host *Col[string]
+	Cycle                                          *Col[uint32]
+	TS                                             *Col[int64]
+	Devices                                        *Col[[]string]
+	Config, Inventory                              *Col[string]
+	Seq                                            *Col[uint64]
+}
+
+func newRunRows() *RunRows {
+	r := &RunRows{RunID: newCol[string]("run_id", "String"), Experiment: newCol[string]("experiment", "String"),
+		Cycle: newCol[uint32]("cycle", "UInt32"), Phase: newCol[string]("phase", "String"),
+		TS: newCol[int64]("ts_ns", "Int64"), Backend: newCol[string]("backend", "String"),
+		Model: newCol[string]("model", "String"), Host: newCol[string]("host", "String"),
+		Devices: newCol[[]string]("devices", "Array(String)"),
+		Config:  newCol[string]("config", "String"), Inventory: newCol[string]("inventory", "String"), Seq: seqCol()}
+	r.t = Table{Name: TableRun, Columns: []Column{r.RunID, r.Experiment, r.Cycle, r.Phase, r.TS, r.Backend,
+		r.Model, r.Host, r.Devices, r.Config, r.Inventory, r.Seq}}
+	return r
+}
+
+func (r *RunRows) Table() *Table { return &r.t }
+
+func (r *RunRows) Append(ev Event, seq uint64) {
+	e := ev.(*RunEvent)
+	r.RunID.Append(e.RunID)
+	r.Experiment.Append(e.Experiment)
+	r.Cycle.Append(e.Cycle)
+	r.Phase.Append(e.Phase.String())
+	r.TS.Append(e.TS)
+	r.Backend.Append(e.Backend)
+	r.Model.Append(e.Model)
+	r.Host.Append(e.Host)
+	r.Devices.Append(append([]string(nil), e.Devices...))
+	r.Config.Append(e.Config)
+	r.Inventory.Append(e.Inventory)
+	r.Seq.Append(seq)
+}
+
+// DeviceRows builds devices: one row per device identity seen by ingest
+// (a ReplacingMergeTree keeps the latest).
+type DeviceRows struct {
+	t                                   Table
+	Host, UUID, Name, MIGParent, Source *Col[string]
+	Index                               *Col[uint32]
+	Seen                                *Col[int64]
+}
+
+// NewDeviceRows returns an empty devices block.
+func NewDeviceRows() *DeviceRows {
+	r := &DeviceRows{Host: newCol[string]("host", "String"), Index: newCol[uint32]("device_index", "UInt32"),
+		UUID: newCol[string]("device_uuid", "String"), Name: newCol[string]("device_name", "String"),
+		MIGParent: newCol[string]("mig_parent_uuid", "String"), Source: newCol[string]("source", "String"),
+		Seen: newCol[int64]("seen_ns", "Int64")}
+	r.t = Table{Name: TableDevice, Columns: []Column{r.Host, r.Index, r.UUID, r.Name, r.MIGParent, r.Source, r.Seen}}
+	return r
+}
+
+func (r *DeviceRows) Table() *Table { return &r.t }
+
+// Add records one device identity seen at ts.
+func (r *DeviceRows) Add(o *Origin, d *Device, ts int64) {
+	r.Host.Append(o.Host)
+	r.Index.Append(d.Index)
+	r.UUID.Append(d.UUID)
+	r.Name.Append(d.Name)
+	r.MIGParent.Append(d.MIGParent)
+	r.Source.Append(o.Source)
+	r.Seen.Append(ts)
+}
