@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -142,8 +143,14 @@ func Migrate(ctx context.Context, conn driver.Conn, db string, log zerolog.Logge
 				return res, fmt.Errorf("migration %04d_%s: %w", m.ID, m.Name, err)
 			}
 		}
-		if err := conn.Exec(ctx, "INSERT INTO "+db+".schema_migrations (id, name, applied_ns) VALUES (?, ?, ?)",
-			uint32(m.ID), m.Name, time.Now().UnixNano()); err != nil {
+		// Exec of INSERT ... VALUES hangs on 18.16; a batch works everywhere.
+		b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".schema_migrations (id, name, applied_ns)")
+		if err == nil {
+			if err = b.Append(uint32(m.ID), m.Name, time.Now().UnixNano()); err == nil {
+				err = b.Send()
+			}
+		}
+		if err != nil {
 			return res, fmt.Errorf("recording migration %d: %w", m.ID, err)
 		}
 		log.Info().Int("id", m.ID).Str("name", m.Name).Msg("migration applied")
@@ -156,8 +163,8 @@ func Migrate(ctx context.Context, conn driver.Conn, db string, log zerolog.Logge
 type ClickHouseSink struct {
 	conn driver.Conn
 	db   string
-	// insert statements by table, built once.
-	inserts map[string]string
+	// insert statements by table, built once; workers share the sink.
+	inserts sync.Map
 }
 
 // NewClickHouseSink returns a sink writing into database db over conn,
@@ -166,7 +173,7 @@ func NewClickHouseSink(conn driver.Conn, db string) (*ClickHouseSink, error) {
 	if err := schemas.CheckIdentifier(db); err != nil {
 		return nil, err
 	}
-	return &ClickHouseSink{conn: conn, db: db, inserts: map[string]string{}}, nil
+	return &ClickHouseSink{conn: conn, db: db}, nil
 }
 
 // Conn returns the underlying connection.
@@ -194,14 +201,16 @@ func (s *ClickHouseSink) Write(ctx context.Context, t *schemas.Table) error {
 	if t.Rows() == 0 {
 		return nil
 	}
-	q, ok := s.inserts[t.Name]
-	if !ok {
+	var q string
+	if v, ok := s.inserts.Load(t.Name); ok {
+		q = v.(string)
+	} else {
 		if err := schemas.CheckIdentifier(t.Name); err != nil {
 			return err
 		}
 		// 18.16 returns a batch with no columns unless they are named.
 		q = "INSERT INTO " + s.db + "." + t.Name + " (" + strings.Join(t.ColumnNames(), ", ") + ")"
-		s.inserts[t.Name] = q
+		s.inserts.Store(t.Name, q)
 	}
 	batch, err := s.conn.PrepareBatch(ctx, q, driver.WithReleaseConnection())
 	if err != nil {

@@ -1,0 +1,271 @@
+package ingest_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/llm-energy-measure/lem/ingest"
+	"github.com/llm-energy-measure/lem/internal/bus"
+	"github.com/llm-energy-measure/lem/internal/pqstore"
+	"github.com/llm-energy-measure/lem/internal/testenv"
+	"github.com/llm-energy-measure/lem/schemas"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+var t0 = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC).UnixNano()
+
+// workload publishes power batches of nDev devices and token batches, and
+// returns the expected totals.
+type totals struct {
+	powerRows, tokenRows int
+	powerSum, tokenSum   int64
+}
+
+func publishWorkload(t testing.TB, pub *bus.Publisher, batches, perBatch int) totals {
+	t.Helper()
+	var tot totals
+	for b := 0; b < batches; b++ {
+		dev := uint32(b % 4)
+		pb := &schemas.PowerBatch{
+			Origin: schemas.Origin{Host: "h1", Source: "sim"},
+			Device: schemas.Device{Index: dev, UUID: fmt.Sprintf("GPU-%d", dev), Name: "Sim H200"},
+		}
+		base := t0 + int64(b/4)*int64(perBatch)*20e6
+		for i := 0; i < perBatch; i++ {
+			p := schemas.Power(80_000 + (b*perBatch+i)%600_000)
+			pb.Samples = append(pb.Samples, schemas.PowerSample{TS: base + int64(i)*20e6, Power: p})
+			tot.powerSum += int64(p)
+		}
+		tot.powerRows += perBatch
+		if err := pub.Publish(schemas.DeviceSubject(schemas.KindPower, "h1", dev), fmt.Sprintf("p-%d", b), pb); err != nil {
+			t.Fatal(err)
+		}
+		tb := &schemas.TokenBatch{RunID: "run-1", RequestIDs: []string{fmt.Sprintf("r%d", b)}}
+		for i := 0; i < 10; i++ {
+			tb.Tokens = append(tb.Tokens, schemas.Token{Request: 0, Index: uint32(i), TS: base + int64(i)*1e6, Tokens: uint32(1 + i%3)})
+			tot.tokenSum += int64(1 + i%3)
+		}
+		tot.tokenRows += 10
+		if err := pub.Publish(schemas.RunSubject(schemas.KindToken, "run-1"), fmt.Sprintf("t-%d", b), tb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := pub.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return tot
+}
+
+func count(t testing.TB, conn driver.Conn, q string) (n uint64, sum int64) {
+	t.Helper()
+	if err := conn.QueryRow(context.Background(), q).Scan(&n, &sum); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	return n, sum
+}
+
+// runIngest runs ingest until cond holds (or a minute passes), then stops it.
+func runIngest(t testing.TB, js jetstream.JetStream, sink ingest.Sink, cfg ingest.Config, cond func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	in := ingest.New(js, sink, cfg, nil, zerolog.Nop())
+	go func() { done <- in.Run(ctx) }()
+	deadline := time.Now().Add(2 * time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			cancel()
+			<-done
+			t.Fatal("ingest did not reach the expected state in time")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestClickHouseIngestExactlyOnce(t *testing.T) {
+	db, conn := testenv.FreshDatabase(t)
+	_, nc, js := testenv.JetStream(t)
+	pub, err := bus.NewPublisher(nc, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := publishWorkload(t, pub, 200, 50)
+	sink, _ := ingest.NewClickHouseSink(conn, db)
+	cfg := ingest.Config{FlushInterval: 200 * time.Millisecond}
+	qp := "SELECT count(), sum(power_mw) FROM " + db + ".power_samples"
+	qt := "SELECT count(), toInt64(sum(tokens)) FROM " + db + ".tokens"
+	done := func() bool {
+		n1, _ := count(t, conn, qp)
+		n2, _ := count(t, conn, qt)
+		return n1 == uint64(want.powerRows) && n2 == uint64(want.tokenRows)
+	}
+	runIngest(t, js, sink, cfg, done)
+
+	// Replay everything: delete the durable consumers so the stream is
+	// delivered again from the start, as after a lost ack or a crash.
+	ctx := context.Background()
+	for _, k := range schemas.Kinds {
+		_ = js.DeleteConsumer(ctx, bus.EventStream, "ingest-"+k.String())
+	}
+	stream, _ := js.Stream(ctx, bus.EventStream)
+	info, _ := stream.Info(ctx)
+	lastSeq := info.State.LastSeq
+	runIngest(t, js, sink, cfg, func() bool {
+		c, err := js.Consumer(ctx, bus.EventStream, "ingest-power")
+		if err != nil {
+			return false
+		}
+		ci, err := c.Info(ctx)
+		return err == nil && ci.NumPending == 0 && ci.NumAckPending == 0 && ci.Delivered.Stream >= lastSeq-1
+	})
+	n, sum := count(t, conn, qp)
+	if n != uint64(want.powerRows) || sum != want.powerSum {
+		t.Fatalf("power after replay: %d rows sum %d, want %d rows sum %d", n, sum, want.powerRows, want.powerSum)
+	}
+	n, sum = count(t, conn, qt)
+	if n != uint64(want.tokenRows) || sum != want.tokenSum {
+		t.Fatalf("tokens after replay: %d rows sum %d, want %d rows sum %d", n, sum, want.tokenRows, want.tokenSum)
+	}
+	var dups uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM (SELECT device_uuid, ts_ns, count() c FROM "+db+
+		".power_samples GROUP BY device_uuid, ts_ns HAVING c > 1)").Scan(&dups); err != nil {
+		t.Fatal(err)
+	}
+	if dups != 0 {
+		t.Fatalf("%d duplicated sample keys", dups)
+	}
+	var devices uint64
+	if err := conn.QueryRow(ctx, "SELECT uniqExact(device_uuid) FROM "+db+".devices").Scan(&devices); err != nil {
+		t.Fatal(err)
+	}
+	if devices != 4 {
+		t.Fatalf("devices table has %d devices, want 4", devices)
+	}
+}
+
+func TestDeadLetterKeepsStreamMoving(t *testing.T) {
+	db, conn := testenv.FreshDatabase(t)
+	_, nc, js := testenv.JetStream(t)
+	pub, _ := bus.NewPublisher(nc, 0)
+	ctx := context.Background()
+	good := func(ts int64, p schemas.Power) *schemas.PowerBatch {
+		return &schemas.PowerBatch{Origin: schemas.Origin{Host: "h", Source: "sim"},
+			Device: schemas.Device{UUID: "GPU-0"}, Samples: []schemas.PowerSample{{TS: ts, Power: p}}}
+	}
+	subj := schemas.DeviceSubject(schemas.KindPower, "h", 0)
+	_ = pub.Publish(subj, "a", good(t0, 1000))
+	_ = pub.PublishRaw(subj, "b", []byte("garbage"))
+	_ = pub.Publish(subj, "c", good(t0+1, -5))                                   // negative power
+	_ = pub.Publish(subj, "d", good(time.Now().Add(48*time.Hour).UnixNano(), 1)) // far future
+	trunc := good(t0+2, 7).AppendWire(nil)
+	_ = pub.PublishRaw(subj, "e", trunc[:len(trunc)-1])
+	_ = pub.Publish(subj, "f", good(t0+3, 2000))
+	if err := pub.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sink, _ := ingest.NewClickHouseSink(conn, db)
+	q := "SELECT count(), sum(power_mw) FROM " + db + ".power_samples"
+	runIngest(t, js, sink, ingest.Config{Kinds: []schemas.Kind{schemas.KindPower}, FlushInterval: 100 * time.Millisecond},
+		func() bool { n, _ := count(t, conn, q); return n == 2 })
+	if n, sum := count(t, conn, q); n != 2 || sum != 3000 {
+		t.Fatalf("got %d rows sum %d, want 2 rows sum 3000", n, sum)
+	}
+	dlq, err := js.Stream(ctx, bus.DeadLetterStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, _ := dlq.Info(ctx)
+	if info.State.Msgs != 4 {
+		t.Fatalf("dead-letter stream has %d messages, want 4", info.State.Msgs)
+	}
+	m, err := dlq.GetMsg(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := m.Header.Get(ingest.HeaderReason); r == "" || m.Header.Get(ingest.HeaderOriginalSubject) != subj {
+		t.Fatalf("dead letter headers: %v", m.Header)
+	}
+}
+
+// TestSinksAgree writes the same events through ClickHouse and the Parquet
+// store and compares the rows.
+func TestSinksAgree(t *testing.T) {
+	db, conn := testenv.FreshDatabase(t)
+	_, nc, js := testenv.JetStream(t)
+	pub, _ := bus.NewPublisher(nc, 0)
+	want := publishWorkload(t, pub, 40, 25)
+	ch, _ := ingest.NewClickHouseSink(conn, db)
+	dir := t.TempDir()
+	pq := ingest.NewParquetSink(dir)
+	qp := "SELECT count(), sum(power_mw) FROM " + db + ".power_samples"
+	runIngest(t, js, ch, ingest.Config{FlushInterval: 100 * time.Millisecond}, func() bool {
+		n, _ := count(t, conn, qp)
+		return n == uint64(want.powerRows)
+	})
+	pqRows := func() int {
+		tb := schemas.NewRows(schemas.KindPower).Table()
+		if err := pqstore.ReadTable(dir, tb); err != nil {
+			t.Fatal(err)
+		}
+		return tb.Rows()
+	}
+	runIngest(t, js, pq, ingest.Config{ConsumerPrefix: "pq", FlushInterval: 100 * time.Millisecond},
+		func() bool { return pqRows() == want.powerRows })
+
+	rows := schemas.NewRows(schemas.KindPower).(*schemas.PowerRows)
+	if err := pqstore.ReadTable(dir, rows.Table()); err != nil {
+		t.Fatal(err)
+	}
+	var pqSum int64
+	pqKeys := map[string]int64{}
+	for i, p := range rows.Power.V {
+		pqSum += p
+		pqKeys[fmt.Sprintf("%s/%d/%d", rows.Table().Columns[3].Data().([]string)[i], rows.TS.V[i], rows.Seq.V[i])] = p
+	}
+	if pqSum != want.powerSum {
+		t.Fatalf("parquet power sum %d, want %d", pqSum, want.powerSum)
+	}
+	r, err := conn.Query(context.Background(), "SELECT device_uuid, ts_ns, stream_seq, power_mw FROM "+db+".power_samples")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	n := 0
+	for r.Next() {
+		var uuid string
+		var ts, p int64
+		var seq uint64
+		if err := r.Scan(&uuid, &ts, &seq, &p); err != nil {
+			t.Fatal(err)
+		}
+		k := fmt.Sprintf("%s/%d/%d", uuid, ts, seq)
+		if pqKeys[k] != p {
+			t.Fatalf("row %s: clickhouse %d, parquet %d", k, p, pqKeys[k])
+		}
+		n++
+	}
+	if n != len(pqKeys) {
+		t.Fatalf("clickhouse %d rows, parquet %d distinct rows", n, len(pqKeys))
+	}
+	tok := schemas.NewRows(schemas.KindToken).Table()
+	if err := pqstore.ReadTable(dir, tok); err != nil {
+		t.Fatal(err)
+	}
+	if tok.Rows() != want.tokenRows {
+		t.Fatalf("parquet tokens %d, want %d", tok.Rows(), want.tokenRows)
+	}
+}

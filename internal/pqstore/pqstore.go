@@ -1,0 +1,330 @@
+// Package pqstore is the on-disk layout of the local Parquet store: one
+// folder per table, one file per written batch, named by the stream
+// sequences it covers (<first>-<last>.parquet). Ingest writes it; analytics
+// and exporters read it.
+package pqstore
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/parquet-go/parquet-go"
+	"github.com/parquet-go/parquet-go/compress/zstd"
+
+	"github.com/llm-energy-measure/lem/schemas"
+)
+
+// Schema returns the Parquet schema of t: columns ending in _ns are
+// nanosecond timestamps, everything else maps to its integer or string
+// type. Compression is zstd.
+func Schema(t *schemas.Table) (*parquet.Schema, error) {
+	g := parquet.Group{}
+	for _, c := range t.Columns {
+		n, err := node(c)
+		if err != nil {
+			return nil, err
+		}
+		g[c.Name()] = parquet.Compressed(n, &zstd.Codec{Level: zstd.SpeedDefault})
+	}
+	return parquet.NewSchema(t.Name, g), nil
+}
+
+func node(c schemas.Column) (parquet.Node, error) {
+	switch c.Data().(type) {
+	case []string:
+		return parquet.String(), nil
+	case []int64:
+		if strings.HasSuffix(c.Name(), "_ns") {
+			return parquet.Timestamp(parquet.Nanosecond), nil
+		}
+		return parquet.Int(64), nil
+	case []int32:
+		return parquet.Int(32), nil
+	case []uint64:
+		return parquet.Uint(64), nil
+	case []uint32:
+		return parquet.Uint(32), nil
+	case []uint8:
+		return parquet.Uint(8), nil
+	case [][]string:
+		return parquet.Repeated(parquet.String()), nil
+	}
+	return nil, fmt.Errorf("column %s: no parquet mapping for %T", c.Name(), c.Data())
+}
+
+var tmpSeq atomic.Uint64
+
+// WriteFile writes t to path atomically (temp file, fsync, rename).
+func WriteFile(path string, t *schemas.Table, meta map[string]string) error {
+	if err := t.Check(); err != nil {
+		return err
+	}
+	sch, err := Schema(t)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp := fmt.Sprintf("%s.tmp-%d-%d", path, os.Getpid(), tmpSeq.Add(1))
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	opts := []parquet.WriterOption{sch, parquet.KeyValueMetadata("lem.schema_version", strconv.Itoa(schemas.WireVersion))}
+	keys := make([]string, 0, len(meta))
+	for k := range meta {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		opts = append(opts, parquet.KeyValueMetadata(k, meta[k]))
+	}
+	w := parquet.NewWriter(f, opts...)
+	err = writeRows(w, sch, t)
+	if err == nil {
+		err = w.Close()
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+func writeRows(w *parquet.Writer, sch *parquet.Schema, t *schemas.Table) error {
+	idx := make([]int, len(t.Columns))
+	for i, c := range t.Columns {
+		leaf, ok := sch.Lookup(c.Name())
+		if !ok {
+			return fmt.Errorf("column %s missing from schema", c.Name())
+		}
+		idx[i] = leaf.ColumnIndex
+	}
+	// Values must be ordered by column index within a row.
+	order := make([]int, len(t.Columns))
+	for i := range order {
+		order[i] = i
+	}
+	sort.Slice(order, func(a, b int) bool { return idx[order[a]] < idx[order[b]] })
+	const chunk = 1024
+	rows := make([]parquet.Row, 0, chunk)
+	n := t.Rows()
+	for r := 0; r < n; r++ {
+		row := make(parquet.Row, 0, len(t.Columns))
+		for _, ci := range order {
+			row = appendValues(row, t.Columns[ci], r, idx[ci])
+		}
+		rows = append(rows, row)
+		if len(rows) == chunk || r == n-1 {
+			if _, err := w.WriteRows(rows); err != nil {
+				return err
+			}
+			rows = rows[:0]
+		}
+	}
+	return nil
+}
+
+func appendValues(row parquet.Row, c schemas.Column, r, col int) parquet.Row {
+	switch v := c.Data().(type) {
+	case []string:
+		return append(row, parquet.ByteArrayValue([]byte(v[r])).Level(0, 0, col))
+	case []int64:
+		return append(row, parquet.Int64Value(v[r]).Level(0, 0, col))
+	case []int32:
+		return append(row, parquet.Int32Value(v[r]).Level(0, 0, col))
+	case []uint64:
+		return append(row, parquet.Int64Value(int64(v[r])).Level(0, 0, col))
+	case []uint32:
+		return append(row, parquet.Int32Value(int32(v[r])).Level(0, 0, col))
+	case []uint8:
+		return append(row, parquet.Int32Value(int32(v[r])).Level(0, 0, col))
+	case [][]string:
+		if len(v[r]) == 0 {
+			return append(row, parquet.NullValue().Level(0, 0, col))
+		}
+		for i, s := range v[r] {
+			rep := 1
+			if i == 0 {
+				rep = 0
+			}
+			row = append(row, parquet.ByteArrayValue([]byte(s)).Level(rep, 1, col))
+		}
+		return row
+	}
+	panic(fmt.Sprintf("pqstore: unmapped column type %T", c.Data()))
+}
+
+// BatchPath returns the file of a batch of table covering stream sequences
+// first..last.
+func BatchPath(dir, table string, first, last uint64) string {
+	return filepath.Join(dir, table, fmt.Sprintf("%020d-%020d.parquet", first, last))
+}
+
+// UnsequencedPath returns a fresh file name for a table without stream
+// sequences (devices, results).
+func UnsequencedPath(dir, table string) string {
+	return filepath.Join(dir, table, fmt.Sprintf("t%020d-%d.parquet", time.Now().UnixNano(), tmpSeq.Add(1)))
+}
+
+// Files lists the Parquet files of table, in name order.
+func Files(dir, table string) ([]string, error) {
+	ents, err := os.ReadDir(filepath.Join(dir, table))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range ents {
+		if !e.IsDir() && strings.HasSuffix(e.Name(), ".parquet") {
+			out = append(out, filepath.Join(dir, table, e.Name()))
+		}
+	}
+	return out, nil
+}
+
+// Watermark returns the highest stream sequence stored for table.
+func Watermark(dir, table string) (uint64, error) {
+	files, err := Files(dir, table)
+	if err != nil {
+		return 0, err
+	}
+	var wm uint64
+	for _, f := range files {
+		base := strings.TrimSuffix(filepath.Base(f), ".parquet")
+		_, last, ok := strings.Cut(base, "-")
+		if !ok || strings.HasPrefix(base, "t") {
+			continue
+		}
+		v, err := strconv.ParseUint(last, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("store file %s: bad name", f)
+		}
+		wm = max(wm, v)
+	}
+	return wm, nil
+}
+
+// ReadTable reads every row of table into t (whose columns define what is
+// read; columns absent from a file are an error). It appends to t.
+func ReadTable(dir string, t *schemas.Table) error {
+	files, err := Files(dir, t.Name)
+	if err != nil {
+		return err
+	}
+	for _, path := range files {
+		if err := readFile(path, t); err != nil {
+			return fmt.Errorf("reading %s: %w", path, err)
+		}
+	}
+	return t.Check()
+}
+
+func readFile(path string, t *schemas.Table) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	pf, err := parquet.OpenFile(f, st.Size())
+	if err != nil {
+		return err
+	}
+	sch := pf.Schema()
+	idx := make([]int, len(t.Columns))
+	for i, c := range t.Columns {
+		leaf, ok := sch.Lookup(c.Name())
+		if !ok {
+			return fmt.Errorf("no column %s", c.Name())
+		}
+		idx[i] = leaf.ColumnIndex
+	}
+	r := parquet.NewReader(pf)
+	defer r.Close()
+	buf := make([]parquet.Row, 512)
+	for {
+		n, err := r.ReadRows(buf)
+		for _, row := range buf[:n] {
+			byCol := splitByColumn(row)
+			for i, c := range t.Columns {
+				if err := appendFrom(c, byCol[idx[i]]); err != nil {
+					return err
+				}
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func splitByColumn(row parquet.Row) map[int][]parquet.Value {
+	m := make(map[int][]parquet.Value, 16)
+	for _, v := range row {
+		m[v.Column()] = append(m[v.Column()], v)
+	}
+	return m
+}
+
+func appendFrom(c schemas.Column, vals []parquet.Value) error {
+	if len(vals) == 0 {
+		return fmt.Errorf("column %s: no value", c.Name())
+	}
+	v := vals[0]
+	switch col := c.(type) {
+	case *schemas.Col[string]:
+		col.Append(string(v.ByteArray()))
+	case *schemas.Col[int64]:
+		col.Append(v.Int64())
+	case *schemas.Col[int32]:
+		col.Append(v.Int32())
+	case *schemas.Col[uint64]:
+		col.Append(uint64(v.Int64()))
+	case *schemas.Col[uint32]:
+		col.Append(uint32(v.Int32()))
+	case *schemas.Col[uint8]:
+		col.Append(uint8(v.Int32()))
+	case *schemas.Col[[]string]:
+		var ss []string
+		for _, x := range vals {
+			if !x.IsNull() {
+				ss = append(ss, string(x.ByteArray()))
+			}
+		}
+		col.Append(ss)
+	default:
+		return fmt.Errorf("column %s: unmapped type %T", c.Name(), c)
+	}
+	return nil
+}
