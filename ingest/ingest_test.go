@@ -269,3 +269,5 @@ func TestSinksAgree(t *testing.T) {
 		t.Fatalf("parquet tokens %d, want %d", tok.Rows(), want.tokenRows)
 	}
 }
+
+func testLogger() zerolog.Logger { return zerolog.Nop() }
