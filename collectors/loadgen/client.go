@@ -1,0 +1,207 @@
+// Package loadgen drives OpenAI-compatible streaming servers and stamps
+// every chunk of every response: the client, arrival processes, a built-in
+// synthetic server for demos, and the cycle runner that publishes request
+// and token events.
+package loadgen
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/llm-energy-measure/lem/schemas"
+)
+
+// Clock converts monotonic readings to wall time through one anchor taken
+// at construction, so that stamps are immune to wall-clock steps during a
+// run yet comparable with the collectors' host-clock timestamps.
+type Clock struct {
+	wall int64
+	mono time.Time
+}
+
+// NewClock anchors a clock now.
+func NewClock() Clock { t := time.Now(); return Clock{wall: t.UnixNano(), mono: t} }
+
+// Now returns the current time in ns since the Unix epoch.
+func (c Clock) Now() int64 { return c.wall + int64(time.Since(c.mono)) }
+
+// Client streams completions. It is safe for concurrent use.
+type Client struct {
+	BaseURL string // e.g. http://127.0.0.1:8000
+	Model   string
+	Chat    bool // use /v1/chat/completions
+	HTTP    *http.Client
+	Clock   Clock
+}
+
+// NewClient returns a client built for many concurrent streams: no cap on
+// connections per host, keep-alive, large read buffers.
+func NewClient(baseURL, model string) *Client {
+	tr := &http.Transport{
+		Proxy:               nil,
+		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        0,
+		MaxIdleConnsPerHost: 10000,
+		MaxConnsPerHost:     0,
+		IdleConnTimeout:     90 * time.Second,
+		ReadBufferSize:      64 << 10,
+		WriteBufferSize:     64 << 10,
+		DisableCompression:  true,
+	}
+	return &Client{BaseURL: baseURL, Model: model, HTTP: &http.Client{Transport: tr}, Clock: NewClock()}
+}
+
+// Chunk is one streamed chunk as received.
+type Chunk struct {
+	TS     int64 // stamped when the line was read, before parsing
+	Tokens uint32
+}
+
+// Result is one finished request.
+type Result struct {
+	Request schemas.Request
+	Chunks  []Chunk
+	// UsageMismatch is set when the final usage report disagrees with the
+	// tokens counted from chunks (the usage count wins).
+	UsageMismatch bool
+}
+
+type streamChunk struct {
+	Choices []struct {
+		Text  string `json:"text"`
+		Delta struct {
+			Content          string `json:"content"`
+			ReasoningContent string `json:"reasoning_content"`
+		} `json:"delta"`
+	} `json:"choices"`
+	Usage *struct {
+		PromptTokens     uint32 `json:"prompt_tokens"`
+		CompletionTokens uint32 `json:"completion_tokens"`
+	} `json:"usage"`
+}
+
+// Do sends one streaming request with the given prompt and output budget.
+// scheduled is when the arrival process meant it to start. It never
+// returns an error: failures are recorded in the result's status.
+func (c *Client) Do(ctx context.Context, id string, prompt string, maxTokens int, scheduled int64) Result {
+	res := Result{Request: schemas.Request{ID: id, Scheduled: scheduled}}
+	q := &res.Request
+	body := map[string]any{
+		"model": c.Model, "max_tokens": maxTokens, "stream": true, "temperature": 0,
+		"ignore_eos":     true,
+		"stream_options": map[string]any{"include_usage": true, "continuous_usage_stats": true},
+	}
+	path := "/v1/completions"
+	if c.Chat {
+		path = "/v1/chat/completions"
+		body["messages"] = []map[string]string{{"role": "user", "content": prompt}}
+	} else {
+		body["prompt"] = prompt
+	}
+	buf, _ := json.Marshal(body)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.BaseURL+path, bytes.NewReader(buf))
+	if err != nil {
+		return fail(res, schemas.StatusError, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "text/event-stream")
+	q.Sent = c.Clock.Now()
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return fail(res, statusOf(ctx, err), err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 2048))
+		return fail(res, schemas.StatusError, fmt.Errorf("HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(msg)))
+	}
+	br := bufio.NewReaderSize(resp.Body, 64<<10)
+	var counted, lastUsage uint32
+	var usageSeen bool
+	for {
+		line, err := br.ReadSlice('\n')
+		ts := c.Clock.Now() // stamp before parsing
+		if len(line) > 0 {
+			if payload, ok := bytes.CutPrefix(bytes.TrimSpace(line), []byte("data:")); ok {
+				payload = bytes.TrimSpace(payload)
+				if bytes.Equal(payload, []byte("[DONE]")) {
+					break
+				}
+				var ch streamChunk
+				if jerr := json.Unmarshal(payload, &ch); jerr != nil {
+					return fail(res, schemas.StatusError, fmt.Errorf("bad stream chunk: %w", jerr))
+				}
+				content := false
+				for _, c := range ch.Choices {
+					if c.Text != "" || c.Delta.Content != "" || c.Delta.ReasoningContent != "" {
+						content = true
+					}
+				}
+				var n uint32
+				if ch.Usage != nil {
+					q.PromptTokens = ch.Usage.PromptTokens
+					if content && ch.Usage.CompletionTokens >= lastUsage {
+						// continuous usage stats: tokens in this chunk.
+						n = ch.Usage.CompletionTokens - lastUsage
+					}
+					lastUsage = ch.Usage.CompletionTokens
+					usageSeen = true
+				}
+				if content {
+					if n == 0 {
+						n = 1
+					}
+					if q.FirstToken == 0 {
+						q.FirstToken = ts
+					}
+					q.LastToken = ts
+					res.Chunks = append(res.Chunks, Chunk{TS: ts, Tokens: n})
+					counted += n
+				}
+			}
+		}
+		if err == bufio.ErrBufferFull {
+			return fail(res, schemas.StatusError, errors.New("stream line longer than 64 KiB"))
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fail(res, statusOf(ctx, err), err)
+		}
+	}
+	q.Done = c.Clock.Now()
+	q.OutputTokens = counted
+	if usageSeen {
+		if lastUsage != counted {
+			res.UsageMismatch = true
+		}
+		q.OutputTokens = lastUsage
+	}
+	q.Status = schemas.StatusOK
+	return res
+}
+
+func statusOf(ctx context.Context, err error) schemas.RequestStatus {
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded), errors.Is(err, context.DeadlineExceeded):
+		return schemas.StatusTimeout
+	case errors.Is(ctx.Err(), context.Canceled):
+		return schemas.StatusCancelled
+	}
+	return schemas.StatusError
+}
+
+func fail(res Result, st schemas.RequestStatus, err error) Result {
+	res.Request.Status = st
+	res.Request.Error = err.Error()
+	return res
+}
