@@ -1,0 +1,114 @@
+package analytics
+
+import (
+	"math"
+	"sort"
+)
+
+// Quality flags, worst last. Every energy figure carries one.
+const (
+	QualityOK        = "ok"
+	QualitySimulated = "simulated"      // source is the simulator: not a measurement
+	QualityLowRes    = "low_resolution" // window under 10 counter refreshes
+	QualityGaps      = "gaps"           // counter reset or missing readings inside the window
+	QualityTooShort  = "too_short"      // window shorter than the counter can resolve
+)
+
+// CounterRefresh is how often NVML's energy counter changes (gpu-power-facts).
+const CounterRefresh = 100e6 // ns
+
+// SensorGain is the systematic relative uncertainty of the on-board sensor.
+const SensorGain = 0.05
+
+// Window is the energy of one device over [From, To] from its counter.
+type Window struct {
+	From, To int64
+	Joules   float64
+	// EdgeUncJ bounds the error from the counter's refresh period at the
+	// two window edges (random, combined in quadrature).
+	EdgeUncJ float64
+	Quality  string
+	Source   string
+}
+
+// continuous turns counter readings into a monotone series, treating a
+// reset as a restart from zero (NVML counts from driver load).
+type point struct {
+	t int64 // midpoint of the read
+	e float64
+}
+
+func series(rs []Reading) (pts []point, resets int) {
+	var offset float64
+	for i, r := range rs {
+		if i > 0 && (r.Reset || r.Energy < rs[i-1].Energy) {
+			// Restarted counter: continue from the last continuous value.
+			offset = pts[i-1].e
+			resets++
+		}
+		pts = append(pts, point{t: (r.TSBefore + r.TSAfter) / 2, e: offset + float64(r.Energy)})
+	}
+	return pts, resets
+}
+
+func at(pts []point, t int64) float64 {
+	i := sort.Search(len(pts), func(i int) bool { return pts[i].t >= t })
+	switch {
+	case i == 0:
+		return pts[0].e
+	case i == len(pts):
+		return pts[len(pts)-1].e
+	}
+	a, b := pts[i-1], pts[i]
+	if b.t == a.t {
+		return b.e
+	}
+	return a.e + (b.e-a.e)*float64(t-a.t)/float64(b.t-a.t)
+}
+
+// WindowEnergy integrates the counter readings rs (sorted, covering the
+// window with some margin) over [from, to].
+func WindowEnergy(rs []Reading, from, to int64) Window {
+	w := Window{From: from, To: to, Quality: QualityOK, Joules: math.NaN()}
+	if len(rs) < 2 || to <= from {
+		w.Quality = QualityGaps
+		return w
+	}
+	w.Source = rs[0].Source
+	pts, resets := series(rs)
+	w.Joules = (at(pts, to) - at(pts, from)) / 1e6
+	// Power near each edge, for the edge uncertainty: ±half a refresh.
+	edge := func(t int64) float64 {
+		p := (at(pts, t+CounterRefresh) - at(pts, t-CounterRefresh)) / 1e6 / (2 * CounterRefresh / 1e9)
+		return p * (CounterRefresh / 2 / 1e9)
+	}
+	w.EdgeUncJ = math.Hypot(edge(from), edge(to))
+	covered := pts[0].t <= from+2*CounterRefresh && pts[len(pts)-1].t >= to-2*CounterRefresh
+	maxGap := int64(0)
+	for i := 1; i < len(pts); i++ {
+		if pts[i].t > from && pts[i-1].t < to {
+			maxGap = max(maxGap, pts[i].t-pts[i-1].t)
+		}
+	}
+	dur := to - from
+	switch {
+	case resets > 0 || !covered || maxGap > 3e9:
+		w.Quality = QualityGaps
+	case dur < 2*CounterRefresh:
+		w.Quality = QualityTooShort
+	case dur < 10*CounterRefresh:
+		w.Quality = QualityLowRes
+	case w.Source == "sim":
+		w.Quality = QualitySimulated
+	}
+	return w
+}
+
+// worse returns the worse of two quality flags.
+func worse(a, b string) string {
+	rank := map[string]int{QualityOK: 0, QualitySimulated: 1, QualityLowRes: 2, QualityGaps: 3, QualityTooShort: 4}
+	if rank[b] > rank[a] {
+		return b
+	}
+	return a
+}

@@ -1,0 +1,87 @@
+package analytics
+
+import (
+	"encoding/csv"
+	"math"
+	"os"
+	"strconv"
+	"testing"
+
+	"github.com/llm-energy-measure/lem/schemas"
+)
+
+// traceDir is the real H200 trace shipped beside the repository.
+const traceDir = "../../shared/data/h200-trace/"
+
+func loadTrace(t *testing.T) (counter []Reading, phases map[string][2]int64) {
+	t.Helper()
+	read := func(name string) [][]string {
+		f, err := os.Open(traceDir + name)
+		if err != nil {
+			t.Fatalf("the H200 trace must be beside the repo: %v", err)
+		}
+		defer f.Close()
+		r := csv.NewReader(f)
+		r.FieldsPerRecord = -1
+		recs, err := r.ReadAll()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return recs
+	}
+	for _, rec := range read("changes.csv") {
+		if rec[0] != "energy_mJ" {
+			continue
+		}
+		ts, _ := strconv.ParseInt(rec[1], 10, 64)
+		mj, _ := strconv.ParseFloat(rec[2], 64)
+		counter = append(counter, Reading{EnergyReading: schemas.EnergyReading{TSBefore: ts, TSAfter: ts,
+			Energy: schemas.Energy(mj * 1000)}, Source: "nvml.counter"})
+	}
+	phases = map[string][2]int64{}
+	for _, rec := range read("phases.csv") {
+		a, _ := strconv.ParseInt(rec[1], 10, 64)
+		b, _ := strconv.ParseInt(rec[2], 10, 64)
+		phases[rec[0]] = [2]int64{a, b}
+	}
+	return counter, phases
+}
+
+// TestTraceCounterPhases checks window integration of the real counter
+// against the per-phase counter energy published with the trace.
+func TestTraceCounterPhases(t *testing.T) {
+	counter, phases := loadTrace(t)
+	if len(counter) < 100 {
+		t.Fatalf("only %d counter readings", len(counter))
+	}
+	want := map[string]float64{"idle": 248.1, "matmul": 2657.7, "idle2": 246.6, "prefill": 2798.3,
+		"idle3": 150.9, "decode": 2710.4, "decode_b1": 1996.8, "idle4": 217.6}
+	for name, j := range want {
+		ph := phases[name]
+		w := WindowEnergy(counter, ph[0], ph[1])
+		if rel := (w.Joules - j) / j; math.Abs(rel) > 0.01 {
+			t.Errorf("%s: %.1f J from the counter, trace says %.1f J (%.2f%%)", name, w.Joules, j, 100*rel)
+		}
+		if w.Quality != QualityOK {
+			t.Errorf("%s: quality %s", name, w.Quality)
+		}
+		// The edge uncertainty is at most one refresh of peak power.
+		if w.EdgeUncJ <= 0 || w.EdgeUncJ > 0.1*900 {
+			t.Errorf("%s: edge uncertainty %.2f J", name, w.EdgeUncJ)
+		}
+	}
+}
+
+func TestWindowEnergyReset(t *testing.T) {
+	rs := []Reading{
+		{EnergyReading: schemas.EnergyReading{TSBefore: 0, Energy: 1_000_000_000}},
+		{EnergyReading: schemas.EnergyReading{TSBefore: 1e9, Energy: 1_100_000_000}},      // +100 J
+		{EnergyReading: schemas.EnergyReading{TSBefore: 2e9, Energy: 50_000_000, Reset: true}}, // restart
+		{EnergyReading: schemas.EnergyReading{TSBefore: 3e9, Energy: 150_000_000}},          // +100 J
+	}
+	w := WindowEnergy(rs, 0, 3e9)
+	// 100 J, then 50 J since the restart, then 100 J: never negative.
+	if w.Joules != 250 || w.Quality != QualityGaps {
+		t.Fatalf("%+v", w)
+	}
+}
