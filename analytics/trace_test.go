@@ -81,9 +81,9 @@ func TestTraceCounterPhases(t *testing.T) {
 func TestWindowEnergyReset(t *testing.T) {
 	rs := []Reading{
 		{EnergyReading: schemas.EnergyReading{TSBefore: 0, Energy: 1_000_000_000}},
-		{EnergyReading: schemas.EnergyReading{TSBefore: 1e9, Energy: 1_100_000_000}},      // +100 J
+		{EnergyReading: schemas.EnergyReading{TSBefore: 1e9, Energy: 1_100_000_000}},           // +100 J
 		{EnergyReading: schemas.EnergyReading{TSBefore: 2e9, Energy: 50_000_000, Reset: true}}, // restart
-		{EnergyReading: schemas.EnergyReading{TSBefore: 3e9, Energy: 150_000_000}},          // +100 J
+		{EnergyReading: schemas.EnergyReading{TSBefore: 3e9, Energy: 150_000_000}},             // +100 J
 	}
 	w := WindowEnergy(rs, 0, 3e9)
 	// 100 J, then 50 J since the restart, then 100 J: never negative.

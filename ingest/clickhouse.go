@@ -183,12 +183,12 @@ func (s *ClickHouseSink) Name() string { return "clickhouse" }
 
 func (s *ClickHouseSink) Close() error { return s.conn.Close() }
 
-func (s *ClickHouseSink) Watermark(ctx context.Context, table string) (uint64, error) {
+func (s *ClickHouseSink) Watermark(ctx context.Context, table string, epoch int64) (uint64, error) {
 	if err := schemas.CheckIdentifier(table); err != nil {
 		return 0, err
 	}
 	var wm uint64
-	if err := s.conn.QueryRow(ctx, "SELECT max(stream_seq) FROM "+s.db+"."+table).Scan(&wm); err != nil {
+	if err := s.conn.QueryRow(ctx, "SELECT max(stream_seq) FROM "+s.db+"."+table+" WHERE stream_epoch = ?", epoch).Scan(&wm); err != nil {
 		return 0, fmt.Errorf("reading watermark of %s: %w", table, err)
 	}
 	return wm, nil

@@ -95,9 +95,20 @@ func New(js jetstream.JetStream, sink Sink, cfg Config, m *Metrics, log zerolog.
 // Run ingests until ctx ends, then flushes what it holds and returns. It
 // returns early only on a setup failure.
 func (in *Ingester) Run(ctx context.Context) error {
+	stream, err := in.js.Stream(ctx, bus.EventStream)
+	if err != nil {
+		return fmt.Errorf("ingest: stream %s: %w", bus.EventStream, err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("ingest: stream %s: %w", bus.EventStream, err)
+	}
+	// A recreated stream restarts its sequences: its creation time tells
+	// the incarnations apart.
+	epoch := info.Created.UnixNano()
 	ws := make([]*worker, 0, len(in.cfg.Kinds))
 	for _, k := range in.cfg.Kinds {
-		w, err := in.newWorker(ctx, k)
+		w, err := in.newWorker(ctx, k, epoch)
 		if err != nil {
 			return err
 		}
@@ -125,6 +136,7 @@ type worker struct {
 	devices *schemas.DeviceRows
 	seen    map[string]struct{}
 	wm      uint64
+	epoch   int64
 	lastSeq uint64        // highest sequence appended to rows
 	last    jetstream.Msg // last message received, for AckAll
 	log     zerolog.Logger
@@ -132,9 +144,9 @@ type worker struct {
 	lastErrLog time.Time
 }
 
-func (in *Ingester) newWorker(ctx context.Context, k schemas.Kind) (*worker, error) {
+func (in *Ingester) newWorker(ctx context.Context, k schemas.Kind, epoch int64) (*worker, error) {
 	table := schemas.TableFor(k)
-	wm, err := in.sink.Watermark(ctx, table)
+	wm, err := in.sink.Watermark(ctx, table, epoch)
 	if err != nil {
 		return nil, fmt.Errorf("ingest %s: %w", k, err)
 	}
@@ -153,7 +165,7 @@ func (in *Ingester) newWorker(ctx context.Context, k schemas.Kind) (*worker, err
 		return nil, fmt.Errorf("creating consumer %s: %w", name, err)
 	}
 	ev, _ := schemas.New(k)
-	w := &worker{in: in, kind: k, table: table, cons: cons, ev: ev, rows: schemas.NewRows(k), wm: wm,
+	w := &worker{in: in, kind: k, table: table, cons: cons, ev: ev, rows: schemas.NewRows(k), wm: wm, epoch: epoch,
 		log: in.log.With().Str("kind", k.String()).Str("table", table).Logger()}
 	switch k {
 	case schemas.KindPower, schemas.KindEnergy, schemas.KindState:
@@ -219,7 +231,7 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 		w.deadLetter(ctx, msg, seq, "invalid", err)
 		return
 	}
-	w.rows.Append(w.ev, seq)
+	w.rows.Append(w.ev, schemas.Position{Epoch: w.epoch, Seq: seq})
 	w.lastSeq = seq
 	if w.devices != nil {
 		w.noteDevice(now.UnixNano())

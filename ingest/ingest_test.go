@@ -234,7 +234,7 @@ func TestSinksAgree(t *testing.T) {
 	pqKeys := map[string]int64{}
 	for i, p := range rows.Power.V {
 		pqSum += p
-		pqKeys[fmt.Sprintf("%s/%d/%d", rows.Table().Columns[3].Data().([]string)[i], rows.TS.V[i], rows.Seq.V[i])] = p
+		pqKeys[fmt.Sprintf("%s/%d/%d", rows.Table().Columns[3].Data().([]string)[i], rows.TS.V[i], rows.Pos.Seq.V[i])] = p
 	}
 	if pqSum != want.powerSum {
 		t.Fatalf("parquet power sum %d, want %d", pqSum, want.powerSum)
@@ -271,3 +271,52 @@ func TestSinksAgree(t *testing.T) {
 }
 
 func testLogger() zerolog.Logger { return zerolog.Nop() }
+
+// A recreated stream restarts its sequences at 1; rows of the new
+// incarnation must not be mistaken for ones already written.
+func TestRecreatedStreamIsIngested(t *testing.T) {
+	db, conn := testenv.FreshDatabase(t)
+	sink, _ := ingest.NewClickHouseSink(conn, db)
+	q := "SELECT count(), sum(power_mw) FROM " + db + ".power_samples"
+	var total int
+	for round := 0; round < 2; round++ {
+		_, nc, js := testenv.JetStream(t) // a new server and stream each round
+		pub, _ := bus.NewPublisher(nc, 0)
+		w := publishWorkload(t, pub, 20, 10)
+		total += w.powerRows
+		runIngest(t, js, sink, ingest.Config{Kinds: []schemas.Kind{schemas.KindPower}, FlushInterval: 100 * time.Millisecond},
+			func() bool { n, _ := count(t, conn, q); return n == uint64(total) })
+	}
+}
+
+// The Go column lists and the migrated ClickHouse tables must agree.
+func TestColumnsMatchDDL(t *testing.T) {
+	db, conn := testenv.FreshDatabase(t)
+	tables := []*schemas.Table{schemas.NewDeviceRows().Table()}
+	for _, k := range schemas.Kinds {
+		tables = append(tables, schemas.NewRows(k).Table())
+	}
+	for _, tb := range tables {
+		rows, err := conn.Query(context.Background(), "SELECT name, type FROM system.columns WHERE database = ? AND table = ? AND default_kind = ''", db, tb.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]string{}
+		for rows.Next() {
+			var n, ty string
+			if err := rows.Scan(&n, &ty); err != nil {
+				t.Fatal(err)
+			}
+			got[n] = ty
+		}
+		rows.Close()
+		if len(got) != len(tb.Columns) {
+			t.Errorf("%s: ClickHouse has %d plain columns %v, Go has %d", tb.Name, len(got), got, len(tb.Columns))
+		}
+		for _, c := range tb.Columns {
+			if got[c.Name()] != c.CHType() {
+				t.Errorf("%s.%s: ClickHouse %q, Go %q", tb.Name, c.Name(), got[c.Name()], c.CHType())
+			}
+		}
+	}
+}

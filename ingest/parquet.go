@@ -25,8 +25,8 @@ func (s *ParquetSink) Name() string { return "parquet" }
 
 func (s *ParquetSink) Close() error { return nil }
 
-func (s *ParquetSink) Watermark(_ context.Context, table string) (uint64, error) {
-	return pqstore.Watermark(s.dir, table)
+func (s *ParquetSink) Watermark(_ context.Context, table string, epoch int64) (uint64, error) {
+	return pqstore.Watermark(s.dir, table, epoch)
 }
 
 func (s *ParquetSink) Write(_ context.Context, t *schemas.Table) error {
@@ -34,16 +34,25 @@ func (s *ParquetSink) Write(_ context.Context, t *schemas.Table) error {
 		return nil
 	}
 	path := pqstore.UnsequencedPath(s.dir, t.Name)
+	var seqs []uint64
+	var epochs []int64
 	for _, c := range t.Columns {
-		if c.Name() != "stream_seq" {
-			continue
+		switch c.Name() {
+		case "stream_seq":
+			seqs = c.Data().([]uint64)
+		case "stream_epoch":
+			epochs = c.Data().([]int64)
 		}
-		seqs := c.Data().([]uint64)
+	}
+	if seqs != nil && epochs != nil {
 		first, last := seqs[0], seqs[0]
-		for _, q := range seqs {
+		for i, q := range seqs {
+			if epochs[i] != epochs[0] {
+				return fmt.Errorf("parquet sink: batch of %s spans two stream epochs", t.Name)
+			}
 			first, last = min(first, q), max(last, q)
 		}
-		path = pqstore.BatchPath(s.dir, t.Name, first, last)
+		path = pqstore.BatchPath(s.dir, t.Name, epochs[0], first, last)
 	}
 	if err := pqstore.WriteFile(path, t, map[string]string{"lem.table": t.Name}); err != nil {
 		return fmt.Errorf("parquet sink: %w", err)

@@ -34,11 +34,11 @@ func TableFor(k Kind) string {
 }
 
 // Rows turns decoded events into table rows. Each kind has one; Append adds
-// the rows of ev (which must be of the kind's type) tagged with the JetStream
-// stream sequence of the message that carried it.
+// the rows of ev (which must be of the kind's type) tagged with the position
+// of the message that carried it.
 type Rows interface {
 	Table() *Table
-	Append(ev Event, seq uint64)
+	Append(ev Event, pos Position)
 }
 
 // NewRows returns the row builder of kind k.
@@ -62,7 +62,28 @@ func NewRows(k Kind) Rows {
 	return nil
 }
 
-func seqCol() *Col[uint64] { return newCol[uint64]("stream_seq", "UInt64") }
+// Position locates the message that carried a row: the stream's epoch
+// (its creation time, distinguishing a recreated stream whose sequences
+// restart at 1) and the stream sequence. Ingest resumes after the highest
+// stored sequence of the current epoch.
+type Position struct {
+	Epoch int64
+	Seq   uint64
+}
+
+type posCols struct {
+	Epoch *Col[int64]
+	Seq   *Col[uint64]
+}
+
+func newPosCols() posCols {
+	return posCols{Epoch: newCol[int64]("stream_epoch", "Int64"), Seq: newCol[uint64]("stream_seq", "UInt64")}
+}
+
+func (p posCols) append(pos Position) {
+	p.Epoch.Append(pos.Epoch)
+	p.Seq.Append(pos.Seq)
+}
 
 // PowerRows builds power_samples.
 type PowerRows struct {
@@ -70,24 +91,24 @@ type PowerRows struct {
 	dev   deviceCols
 	TS    *Col[int64]
 	Power *Col[int64]
-	Seq   *Col[uint64]
+	Pos   posCols
 }
 
 func newPowerRows() *PowerRows {
-	r := &PowerRows{dev: newDeviceCols(), TS: newCol[int64]("ts_ns", "Int64"), Power: newCol[int64]("power_mw", "Int64"), Seq: seqCol()}
-	r.t = Table{Name: TablePower, Columns: append(r.dev.list(), r.TS, r.Power, r.Seq)}
+	r := &PowerRows{dev: newDeviceCols(), TS: newCol[int64]("ts_ns", "Int64"), Power: newCol[int64]("power_mw", "Int64"), Pos: newPosCols()}
+	r.t = Table{Name: TablePower, Columns: append(r.dev.list(), r.TS, r.Power, r.Pos.Epoch, r.Pos.Seq)}
 	return r
 }
 
 func (r *PowerRows) Table() *Table { return &r.t }
 
-func (r *PowerRows) Append(ev Event, seq uint64) {
+func (r *PowerRows) Append(ev Event, pos Position) {
 	b := ev.(*PowerBatch)
 	for _, s := range b.Samples {
 		r.dev.append(&b.Origin, &b.Device)
 		r.TS.Append(s.TS)
 		r.Power.Append(int64(s.Power))
-		r.Seq.Append(seq)
+		r.Pos.append(pos)
 	}
 }
 
@@ -98,20 +119,20 @@ type EnergyRows struct {
 	TSBefore, TSAfter *Col[int64]
 	Energy            *Col[int64]
 	Reset             *Col[uint8]
-	Seq               *Col[uint64]
+	Pos               posCols
 }
 
 func newEnergyRows() *EnergyRows {
 	r := &EnergyRows{dev: newDeviceCols(),
 		TSBefore: newCol[int64]("ts_before_ns", "Int64"), TSAfter: newCol[int64]("ts_after_ns", "Int64"),
-		Energy: newCol[int64]("energy_uj", "Int64"), Reset: newCol[uint8]("reset", "UInt8"), Seq: seqCol()}
-	r.t = Table{Name: TableEnergy, Columns: append(r.dev.list(), r.TSBefore, r.TSAfter, r.Energy, r.Reset, r.Seq)}
+		Energy: newCol[int64]("energy_uj", "Int64"), Reset: newCol[uint8]("reset", "UInt8"), Pos: newPosCols()}
+	r.t = Table{Name: TableEnergy, Columns: append(r.dev.list(), r.TSBefore, r.TSAfter, r.Energy, r.Reset, r.Pos.Epoch, r.Pos.Seq)}
 	return r
 }
 
 func (r *EnergyRows) Table() *Table { return &r.t }
 
-func (r *EnergyRows) Append(ev Event, seq uint64) {
+func (r *EnergyRows) Append(ev Event, pos Position) {
 	b := ev.(*EnergyBatch)
 	for _, e := range b.Readings {
 		r.dev.append(&b.Origin, &b.Device)
@@ -123,7 +144,7 @@ func (r *EnergyRows) Append(ev Event, seq uint64) {
 			reset = 1
 		}
 		r.Reset.Append(reset)
-		r.Seq.Append(seq)
+		r.Pos.append(pos)
 	}
 }
 
@@ -136,7 +157,7 @@ type StateRows struct {
 	Temperature, PState                 *Col[int32]
 	MemUsed, Throttle                   *Col[uint64]
 	PowerLimit                          *Col[int64]
-	Seq                                 *Col[uint64]
+	Pos                                 posCols
 }
 
 func newStateRows() *StateRows {
@@ -151,15 +172,15 @@ func newStateRows() *StateRows {
 		Throttle:    newCol[uint64]("throttle_reasons", "UInt64"),
 		PowerLimit:  newCol[int64]("power_limit_mw", "Int64"),
 		PState:      newCol[int32]("pstate", "Int32"),
-		Seq:         seqCol()}
+		Pos:         newPosCols()}
 	r.t = Table{Name: TableState, Columns: append(r.dev.list(), r.TS, r.SMClock, r.MemClock, r.Temperature,
-		r.UtilGPU, r.UtilMem, r.MemUsed, r.Throttle, r.PowerLimit, r.PState, r.Seq)}
+		r.UtilGPU, r.UtilMem, r.MemUsed, r.Throttle, r.PowerLimit, r.PState, r.Pos.Epoch, r.Pos.Seq)}
 	return r
 }
 
 func (r *StateRows) Table() *Table { return &r.t }
 
-func (r *StateRows) Append(ev Event, seq uint64) {
+func (r *StateRows) Append(ev Event, pos Position) {
 	b := ev.(*StateBatch)
 	for _, s := range b.Samples {
 		r.dev.append(&b.Origin, &b.Device)
@@ -173,7 +194,7 @@ func (r *StateRows) Append(ev Event, seq uint64) {
 		r.Throttle.Append(s.ThrottleReasons)
 		r.PowerLimit.Append(int64(s.PowerLimit))
 		r.PState.Append(s.PState)
-		r.Seq.Append(seq)
+		r.Pos.append(pos)
 	}
 }
 
@@ -183,26 +204,26 @@ type GapRows struct {
 	dev      deviceCols
 	From, To *Col[int64]
 	Reason   *Col[string]
-	Seq      *Col[uint64]
+	Pos      posCols
 }
 
 func newGapRows() *GapRows {
 	r := &GapRows{dev: newDeviceCols(), From: newCol[int64]("from_ns", "Int64"), To: newCol[int64]("to_ns", "Int64"),
-		Reason: newCol[string]("reason", "String"), Seq: seqCol()}
-	r.t = Table{Name: TableGap, Columns: append(r.dev.list(), r.From, r.To, r.Reason, r.Seq)}
+		Reason: newCol[string]("reason", "String"), Pos: newPosCols()}
+	r.t = Table{Name: TableGap, Columns: append(r.dev.list(), r.From, r.To, r.Reason, r.Pos.Epoch, r.Pos.Seq)}
 	return r
 }
 
 func (r *GapRows) Table() *Table { return &r.t }
 
-func (r *GapRows) Append(ev Event, seq uint64) {
+func (r *GapRows) Append(ev Event, pos Position) {
 	b := ev.(*GapBatch)
 	for _, g := range b.Gaps {
 		r.dev.append(&b.Origin, &b.Device)
 		r.From.Append(g.From)
 		r.To.Append(g.To)
 		r.Reason.Append(g.Reason)
-		r.Seq.Append(seq)
+		r.Pos.append(pos)
 	}
 }
 
@@ -215,7 +236,7 @@ type RequestRows struct {
 	PromptTokens, OutputTokens                   *Col[uint32]
 	Status                                       *Col[string]
 	Error                                        *Col[string]
-	Seq                                          *Col[uint64]
+	Pos                                          posCols
 }
 
 func newRequestRows() *RequestRows {
@@ -226,15 +247,15 @@ func newRequestRows() *RequestRows {
 		FirstToken: newCol[int64]("first_token_ns", "Int64"), LastToken: newCol[int64]("last_token_ns", "Int64"),
 		Done:         newCol[int64]("done_ns", "Int64"),
 		PromptTokens: newCol[uint32]("prompt_tokens", "UInt32"), OutputTokens: newCol[uint32]("output_tokens", "UInt32"),
-		Status: newCol[string]("status", "String"), Error: newCol[string]("error", "String"), Seq: seqCol()}
+		Status: newCol[string]("status", "String"), Error: newCol[string]("error", "String"), Pos: newPosCols()}
 	r.t = Table{Name: TableRequest, Columns: []Column{r.RunID, r.ID, r.Cycle, r.Scheduled, r.Sent, r.FirstToken,
-		r.LastToken, r.Done, r.PromptTokens, r.OutputTokens, r.Status, r.Error, r.Seq}}
+		r.LastToken, r.Done, r.PromptTokens, r.OutputTokens, r.Status, r.Error, r.Pos.Epoch, r.Pos.Seq}}
 	return r
 }
 
 func (r *RequestRows) Table() *Table { return &r.t }
 
-func (r *RequestRows) Append(ev Event, seq uint64) {
+func (r *RequestRows) Append(ev Event, pos Position) {
 	b := ev.(*RequestBatch)
 	for i := range b.Requests {
 		q := &b.Requests[i]
@@ -250,7 +271,7 @@ func (r *RequestRows) Append(ev Event, seq uint64) {
 		r.OutputTokens.Append(q.OutputTokens)
 		r.Status.Append(q.Status.String())
 		r.Error.Append(q.Error)
-		r.Seq.Append(seq)
+		r.Pos.append(pos)
 	}
 }
 
@@ -260,20 +281,20 @@ type TokenRows struct {
 	RunID, Request *Col[string]
 	Index, Tokens  *Col[uint32]
 	TS             *Col[int64]
-	Seq            *Col[uint64]
+	Pos            posCols
 }
 
 func newTokenRows() *TokenRows {
 	r := &TokenRows{RunID: newCol[string]("run_id", "String"), Request: newCol[string]("request_id", "String"),
 		Index: newCol[uint32]("token_index", "UInt32"), TS: newCol[int64]("ts_ns", "Int64"),
-		Tokens: newCol[uint32]("tokens", "UInt32"), Seq: seqCol()}
-	r.t = Table{Name: TableToken, Columns: []Column{r.RunID, r.Request, r.Index, r.TS, r.Tokens, r.Seq}}
+		Tokens: newCol[uint32]("tokens", "UInt32"), Pos: newPosCols()}
+	r.t = Table{Name: TableToken, Columns: []Column{r.RunID, r.Request, r.Index, r.TS, r.Tokens, r.Pos.Epoch, r.Pos.Seq}}
 	return r
 }
 
 func (r *TokenRows) Table() *Table { return &r.t }
 
-func (r *TokenRows) Append(ev Event, seq uint64) {
+func (r *TokenRows) Append(ev Event, pos Position) {
 	b := ev.(*TokenBatch)
 	for _, t := range b.Tokens {
 		r.RunID.Append(b.RunID)
@@ -281,7 +302,7 @@ func (r *TokenRows) Append(ev Event, seq uint64) {
 		r.Index.Append(t.Index)
 		r.TS.Append(t.TS)
 		r.Tokens.Append(t.Tokens)
-		r.Seq.Append(seq)
+		r.Pos.append(pos)
 	}
 }
 
@@ -293,7 +314,7 @@ type RunRows struct {
 	TS                                             *Col[int64]
 	Devices                                        *Col[[]string]
 	Config, Inventory                              *Col[string]
-	Seq                                            *Col[uint64]
+	Pos                                            posCols
 }
 
 func newRunRows() *RunRows {
@@ -302,15 +323,15 @@ func newRunRows() *RunRows {
 		TS: newCol[int64]("ts_ns", "Int64"), Backend: newCol[string]("backend", "String"),
 		Model: newCol[string]("model", "String"), Host: newCol[string]("host", "String"),
 		Devices: newCol[[]string]("devices", "Array(String)"),
-		Config:  newCol[string]("config", "String"), Inventory: newCol[string]("inventory", "String"), Seq: seqCol()}
+		Config:  newCol[string]("config", "String"), Inventory: newCol[string]("inventory", "String"), Pos: newPosCols()}
 	r.t = Table{Name: TableRun, Columns: []Column{r.RunID, r.Experiment, r.Cycle, r.Phase, r.TS, r.Backend,
-		r.Model, r.Host, r.Devices, r.Config, r.Inventory, r.Seq}}
+		r.Model, r.Host, r.Devices, r.Config, r.Inventory, r.Pos.Epoch, r.Pos.Seq}}
 	return r
 }
 
 func (r *RunRows) Table() *Table { return &r.t }
 
-func (r *RunRows) Append(ev Event, seq uint64) {
+func (r *RunRows) Append(ev Event, pos Position) {
 	e := ev.(*RunEvent)
 	r.RunID.Append(e.RunID)
 	r.Experiment.Append(e.Experiment)
@@ -323,7 +344,7 @@ func (r *RunRows) Append(ev Event, seq uint64) {
 	r.Devices.Append(append([]string(nil), e.Devices...))
 	r.Config.Append(e.Config)
 	r.Inventory.Append(e.Inventory)
-	r.Seq.Append(seq)
+	r.Pos.append(pos)
 }
 
 // DeviceRows builds devices: one row per device identity seen by ingest

@@ -236,3 +236,13 @@ func benchBatch() *PowerBatch {
 	}
 	return pb
 }
+
+// Every documented field has a meaning: an undocumented field is drift.
+func TestEventsDocumented(t *testing.T) {
+	md := EventsMarkdown()
+	for _, line := range strings.Split(md, "\n") {
+		if strings.HasPrefix(line, "| ") && strings.HasSuffix(line, "|  |") {
+			t.Errorf("undocumented field: %s", line)
+		}
+	}
+}

@@ -74,7 +74,8 @@ func (r *Runner) runEvent(cycle int, phase schemas.RunPhase, ts int64) error {
 	c := &r.cfg
 	ev := &schemas.RunEvent{RunID: c.RunID, Experiment: c.Experiment, Cycle: uint32(cycle), Phase: phase, TS: ts,
 		Backend: c.Backend, Model: c.Model, Host: c.Host, Devices: c.Devices, Config: c.Config, Inventory: c.Inventory}
-	id := fmt.Sprintf("run/%s/%d/%s", c.RunID, cycle, phase)
+	// The baseline opens with a start event of cycle 0 too: the time keeps ids distinct.
+	id := fmt.Sprintf("run/%s/%d/%s/%d", c.RunID, cycle, phase, ts)
 	return r.pub.Publish(schemas.RunSubject(schemas.KindRun, c.RunID), id, ev)
 }
 

@@ -48,10 +48,23 @@ func Binary() (string, error) {
 	return "", ErrNotInstalled
 }
 
-// Start launches a server whose files live in dir (created if needed). If
-// tcpPort is 0 free ports are chosen. It returns once the server accepts
-// native-protocol connections, or fails after timeout.
-func Start(ctx context.Context, dir string, tcpPort int, timeout time.Duration) (*Server, error) {
+// Options for Start.
+type Options struct {
+	Dir     string        // data, config and logs (created if needed)
+	TCPPort int           // 0: a free port
+	Timeout time.Duration // to accept connections (0: 60 s)
+	// Detach lets the server outlive this process (lem demo leaves it
+	// running so the rows stay queryable); otherwise it dies with it.
+	Detach bool
+}
+
+// Start launches a server and returns once it accepts native-protocol
+// connections.
+func Start(ctx context.Context, o Options) (*Server, error) {
+	dir, tcpPort, timeout := o.Dir, o.TCPPort, o.Timeout
+	if timeout == 0 {
+		timeout = 60 * time.Second
+	}
 	bin, err := Binary()
 	if err != nil {
 		return nil, err
@@ -94,7 +107,10 @@ func Start(ctx context.Context, dir string, tcpPort int, timeout time.Duration) 
 	cmd.Dir = dir
 	// Own process group, and die with the parent where the OS allows it,
 	// so a killed test leaves no server behind.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if !o.Detach {
+		cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	}
 	if err := cmd.Start(); err != nil {
 		out.Close()
 		return nil, fmt.Errorf("starting clickhouse-server: %w", err)
@@ -110,6 +126,7 @@ func Start(ctx context.Context, dir string, tcpPort int, timeout time.Duration) 
 		c, err := net.DialTimeout("tcp", s.Addr(), 200*time.Millisecond)
 		if err == nil {
 			c.Close()
+			_ = os.WriteFile(filepath.Join(dir, "pid"), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644)
 			return s, nil
 		}
 		select {
@@ -144,6 +161,9 @@ func (s *Server) Stop() error {
 	}
 	return nil
 }
+
+// Pid returns the server's process id.
+func (s *Server) Pid() int { return s.cmd.Process.Pid }
 
 // Kill stops the server abruptly (SIGKILL), as a crash would.
 func (s *Server) Kill() {

@@ -178,9 +178,9 @@ func appendValues(row parquet.Row, c schemas.Column, r, col int) parquet.Row {
 }
 
 // BatchPath returns the file of a batch of table covering stream sequences
-// first..last.
-func BatchPath(dir, table string, first, last uint64) string {
-	return filepath.Join(dir, table, fmt.Sprintf("%020d-%020d.parquet", first, last))
+// first..last of stream epoch epoch.
+func BatchPath(dir, table string, epoch int64, first, last uint64) string {
+	return filepath.Join(dir, table, fmt.Sprintf("e%019d-%020d-%020d.parquet", epoch, first, last))
 }
 
 // UnsequencedPath returns a fresh file name for a table without stream
@@ -207,8 +207,8 @@ func Files(dir, table string) ([]string, error) {
 	return out, nil
 }
 
-// Watermark returns the highest stream sequence stored for table.
-func Watermark(dir, table string) (uint64, error) {
+// Watermark returns the highest stream sequence of epoch stored for table.
+func Watermark(dir, table string, epoch int64) (uint64, error) {
 	files, err := Files(dir, table)
 	if err != nil {
 		return 0, err
@@ -216,15 +216,21 @@ func Watermark(dir, table string) (uint64, error) {
 	var wm uint64
 	for _, f := range files {
 		base := strings.TrimSuffix(filepath.Base(f), ".parquet")
-		_, last, ok := strings.Cut(base, "-")
-		if !ok || strings.HasPrefix(base, "t") {
-			continue
+		if !strings.HasPrefix(base, "e") {
+			continue // unsequenced table
 		}
-		v, err := strconv.ParseUint(last, 10, 64)
-		if err != nil {
+		parts := strings.Split(base[1:], "-")
+		if len(parts) != 3 {
 			return 0, fmt.Errorf("store file %s: bad name", f)
 		}
-		wm = max(wm, v)
+		e, err1 := strconv.ParseInt(parts[0], 10, 64)
+		last, err2 := strconv.ParseUint(parts[2], 10, 64)
+		if err1 != nil || err2 != nil {
+			return 0, fmt.Errorf("store file %s: bad name", f)
+		}
+		if e == epoch {
+			wm = max(wm, last)
+		}
 	}
 	return wm, nil
 }

@@ -15,7 +15,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/nats-io/nats.go"
@@ -49,7 +48,7 @@ func ClickHouse(t testing.TB) string {
 			chErr = err
 			return
 		}
-		chServer, chErr = chserver.Start(context.Background(), dir, 0, 60*time.Second)
+		chServer, chErr = chserver.Start(context.Background(), chserver.Options{Dir: dir})
 	})
 	if chErr != nil {
 		if errors.Is(chErr, chserver.ErrNotInstalled) && os.Getenv("LEM_E2E") != "1" {

@@ -2,8 +2,9 @@
 -- The base schema. It must run on ClickHouse 18.16: no codecs, TTL,
 -- LowCardinality or DateTime64. Time is epoch nanoseconds (Int64) in sort
 -- keys; `ts` (DateTime, seconds) exists for partitioning and Grafana.
--- Every event row carries the JetStream stream sequence of its message
--- (stream_seq): ingest resumes after max(stream_seq) for exactly-once effect.
+-- Every event row carries the position of its message: the stream's epoch
+-- (creation time, ns) and the JetStream stream sequence. Ingest resumes
+-- after max(stream_seq) of the current epoch: exactly-once effect.
 
 CREATE TABLE IF NOT EXISTS {db}.power_samples (
     host String,
@@ -12,6 +13,7 @@ CREATE TABLE IF NOT EXISTS {db}.power_samples (
     device_uuid String,
     ts_ns Int64,
     power_mw Int64,
+    stream_epoch Int64,
     stream_seq UInt64,
     ts DateTime DEFAULT toDateTime(intDiv(ts_ns, 1000000000))
 ) ENGINE = MergeTree() PARTITION BY toYYYYMM(ts) ORDER BY (host, device_uuid, ts_ns);
@@ -25,6 +27,7 @@ CREATE TABLE IF NOT EXISTS {db}.energy_readings (
     ts_after_ns Int64,
     energy_uj Int64,
     reset UInt8,
+    stream_epoch Int64,
     stream_seq UInt64,
     ts DateTime DEFAULT toDateTime(intDiv(ts_before_ns, 1000000000))
 ) ENGINE = MergeTree() PARTITION BY toYYYYMM(ts) ORDER BY (host, device_uuid, ts_before_ns);
@@ -44,6 +47,7 @@ CREATE TABLE IF NOT EXISTS {db}.device_state (
     throttle_reasons UInt64,
     power_limit_mw Int64,
     pstate Int32,
+    stream_epoch Int64,
     stream_seq UInt64,
     ts DateTime DEFAULT toDateTime(intDiv(ts_ns, 1000000000))
 ) ENGINE = MergeTree() PARTITION BY toYYYYMM(ts) ORDER BY (host, device_uuid, ts_ns);
@@ -56,6 +60,7 @@ CREATE TABLE IF NOT EXISTS {db}.gaps (
     from_ns Int64,
     to_ns Int64,
     reason String,
+    stream_epoch Int64,
     stream_seq UInt64,
     ts DateTime DEFAULT toDateTime(intDiv(from_ns, 1000000000))
 ) ENGINE = MergeTree() PARTITION BY toYYYYMM(ts) ORDER BY (host, device_uuid, from_ns);
@@ -73,6 +78,7 @@ CREATE TABLE IF NOT EXISTS {db}.requests (
     output_tokens UInt32,
     status String,
     error String,
+    stream_epoch Int64,
     stream_seq UInt64,
     ts DateTime DEFAULT toDateTime(intDiv(scheduled_ns, 1000000000))
 ) ENGINE = MergeTree() PARTITION BY toYYYYMM(ts) ORDER BY (run_id, request_id);
@@ -83,6 +89,7 @@ CREATE TABLE IF NOT EXISTS {db}.tokens (
     token_index UInt32,
     ts_ns Int64,
     tokens UInt32,
+    stream_epoch Int64,
     stream_seq UInt64,
     ts DateTime DEFAULT toDateTime(intDiv(ts_ns, 1000000000))
 ) ENGINE = MergeTree() PARTITION BY toYYYYMM(ts) ORDER BY (run_id, request_id, token_index);
@@ -99,6 +106,7 @@ CREATE TABLE IF NOT EXISTS {db}.runs (
     devices Array(String),
     config String,
     inventory String,
+    stream_epoch Int64,
     stream_seq UInt64,
     ts DateTime DEFAULT toDateTime(intDiv(ts_ns, 1000000000))
 ) ENGINE = MergeTree() PARTITION BY toYYYYMM(ts) ORDER BY (run_id, ts_ns);

@@ -1,0 +1,257 @@
+package analytics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"text/tabwriter"
+
+	"github.com/llm-energy-measure/lem/schemas"
+)
+
+// CycleResult holds one cycle's figures. Energies are in joules, times in
+// milliseconds.
+type CycleResult struct {
+	Cycle        uint32
+	From, To     int64
+	DurationS    float64
+	EnergyJ      float64 // all devices of the run, counter-based
+	StaticJ      float64 // idle baseline power x duration
+	DynamicJ     float64 // EnergyJ - StaticJ
+	EdgeUncJ     float64 // random uncertainty from counter resolution
+	SystematicJ  float64 // sensor gain uncertainty (±5% of reading)
+	Requests     int
+	Failed       int
+	PromptTokens uint64
+	OutputTokens uint64
+	JPerToken    float64 // EnergyJ / output tokens
+	JPerRequest  float64 // EnergyJ / successful requests
+	TokensPerJ   float64
+	TTFTp50      float64
+	TTFTp99      float64
+	ITLp50       float64
+	ITLp99       float64
+	TPOTp50      float64
+	E2Ep50       float64
+	Quality      string
+}
+
+// RunResult aggregates a run's cycles.
+type RunResult struct {
+	RunID, Experiment, Backend, Model string
+	Devices                           []string
+	BaselineW                         map[string]float64 // idle power per device, settled, before the run
+	Cycles                            []CycleResult
+	// Summary holds mean/std/CI/CV over cycles for each metric by name.
+	Summary map[string]Stat
+	Quality string
+}
+
+// Metrics summarised over cycles, in table order.
+var SummaryMetrics = []string{"energy_j", "dynamic_j", "j_per_token", "j_per_request", "tokens_per_j",
+	"ttft_p50_ms", "itl_p50_ms", "tpot_p50_ms", "e2e_p50_ms", "throughput_tok_s"}
+
+// ErrNoRun is returned for a run without start and end events.
+var ErrNoRun = errors.New("run has no complete cycle")
+
+// AnalyzeRun computes the results of runID from store.
+func AnalyzeRun(ctx context.Context, store Store, runID string) (*RunResult, error) {
+	evs, err := store.RunEvents(ctx, runID)
+	if err != nil {
+		return nil, err
+	}
+	if len(evs) == 0 {
+		return nil, fmt.Errorf("run %q: %w", runID, ErrNoRun)
+	}
+	res := &RunResult{RunID: runID, Experiment: evs[0].Experiment, Backend: evs[0].Backend, Model: evs[0].Model,
+		Devices: evs[0].Devices, BaselineW: map[string]float64{}, Summary: map[string]Stat{}, Quality: QualityOK}
+	starts, ends := map[uint32]int64{}, map[uint32]int64{}
+	var baseFrom, baseTo int64
+	for _, e := range evs {
+		switch e.Phase {
+		case schemas.RunBaseline:
+			baseTo = e.TS
+		case schemas.RunStart:
+			// Events are in time order: with a baseline, the first start
+			// opens it and a second start of cycle 0 follows it.
+			if baseFrom == 0 {
+				baseFrom = e.TS
+			}
+			starts[e.Cycle] = e.TS
+		case schemas.RunEnd:
+			ends[e.Cycle] = e.TS
+		}
+	}
+	if baseTo == 0 || baseFrom >= baseTo {
+		baseFrom, baseTo = 0, 0
+	}
+	from, to := int64(math.MaxInt64), int64(0)
+	for c, s := range starts {
+		if e, ok := ends[c]; ok {
+			from, to = min(from, s), max(to, e)
+		}
+	}
+	if baseFrom != 0 {
+		from = min(from, baseFrom)
+	}
+	if to == 0 {
+		return nil, fmt.Errorf("run %q: %w", runID, ErrNoRun)
+	}
+	margin := int64(3e9)
+	readings := map[string][]Reading{}
+	for _, d := range res.Devices {
+		rs, err := store.Energy(ctx, d, from-margin, to+margin)
+		if err != nil {
+			return nil, err
+		}
+		readings[d] = rs
+		if baseTo > baseFrom && baseFrom != 0 {
+			w := WindowEnergy(rs, baseFrom, baseTo)
+			res.BaselineW[d] = w.Joules / (float64(baseTo-baseFrom) / 1e9)
+		}
+	}
+	reqs, err := store.Requests(ctx, runID)
+	if err != nil {
+		return nil, err
+	}
+	toks, err := store.Tokens(ctx, runID)
+	if err != nil {
+		return nil, err
+	}
+	byCycle := map[uint32][]schemas.Request{}
+	for _, q := range reqs {
+		byCycle[q.Cycle] = append(byCycle[q.Cycle], q)
+	}
+	for c := uint32(0); ; c++ {
+		s, ok1 := starts[c]
+		e, ok2 := ends[c]
+		if !ok1 || !ok2 {
+			break
+		}
+		cr := cycleResult(c, s, e, res, readings, byCycle[c], toks)
+		res.Cycles = append(res.Cycles, cr)
+		res.Quality = worse(res.Quality, cr.Quality)
+	}
+	if len(res.Cycles) == 0 {
+		return nil, fmt.Errorf("run %q: %w", runID, ErrNoRun)
+	}
+	col := func(f func(*CycleResult) float64) []float64 {
+		out := make([]float64, len(res.Cycles))
+		for i := range res.Cycles {
+			out[i] = f(&res.Cycles[i])
+		}
+		return out
+	}
+	getters := map[string]func(*CycleResult) float64{
+		"energy_j": func(c *CycleResult) float64 { return c.EnergyJ }, "dynamic_j": func(c *CycleResult) float64 { return c.DynamicJ },
+		"j_per_token": func(c *CycleResult) float64 { return c.JPerToken }, "j_per_request": func(c *CycleResult) float64 { return c.JPerRequest },
+		"tokens_per_j": func(c *CycleResult) float64 { return c.TokensPerJ }, "ttft_p50_ms": func(c *CycleResult) float64 { return c.TTFTp50 },
+		"itl_p50_ms": func(c *CycleResult) float64 { return c.ITLp50 }, "tpot_p50_ms": func(c *CycleResult) float64 { return c.TPOTp50 },
+		"e2e_p50_ms":       func(c *CycleResult) float64 { return c.E2Ep50 },
+		"throughput_tok_s": func(c *CycleResult) float64 { return float64(c.OutputTokens) / c.DurationS },
+	}
+	for _, m := range SummaryMetrics {
+		res.Summary[m] = Summarise(col(getters[m]))
+	}
+	return res, nil
+}
+
+func cycleResult(c uint32, from, to int64, run *RunResult, readings map[string][]Reading,
+	reqs []schemas.Request, toks map[string][]schemas.Token) CycleResult {
+	cr := CycleResult{Cycle: c, From: from, To: to, DurationS: float64(to-from) / 1e9, Quality: QualityOK}
+	var unc2 float64
+	for _, d := range run.Devices {
+		w := WindowEnergy(readings[d], from, to)
+		cr.EnergyJ += w.Joules
+		unc2 += w.EdgeUncJ * w.EdgeUncJ
+		cr.Quality = worse(cr.Quality, w.Quality)
+		if p, ok := run.BaselineW[d]; ok {
+			cr.StaticJ += p * cr.DurationS
+		} else {
+			cr.StaticJ = math.NaN()
+		}
+	}
+	if len(run.Devices) == 0 {
+		cr.EnergyJ, cr.Quality = math.NaN(), QualityGaps
+	}
+	cr.DynamicJ = cr.EnergyJ - cr.StaticJ
+	cr.EdgeUncJ = math.Sqrt(unc2)
+	cr.SystematicJ = SensorGain * cr.EnergyJ
+	var ttft, itl, tpot, e2e []float64
+	ok := 0
+	for _, q := range reqs {
+		cr.Requests++
+		if q.Status != schemas.StatusOK {
+			cr.Failed++
+			continue
+		}
+		ok++
+		cr.PromptTokens += uint64(q.PromptTokens)
+		cr.OutputTokens += uint64(q.OutputTokens)
+		if q.FirstToken != 0 {
+			ttft = append(ttft, float64(q.FirstToken-q.Sent)/1e6)
+		}
+		if q.Done != 0 {
+			e2e = append(e2e, float64(q.Done-q.Sent)/1e6)
+		}
+		if q.OutputTokens > 1 && q.LastToken > q.FirstToken {
+			tpot = append(tpot, float64(q.LastToken-q.FirstToken)/1e6/float64(q.OutputTokens-1))
+		}
+		// ITL per token: a chunk carrying n tokens after a gap g counts as
+		// n inter-token latencies of g/n.
+		ts := toks[q.ID]
+		for i := 1; i < len(ts); i++ {
+			n := max(ts[i].Tokens, 1)
+			g := float64(ts[i].TS-ts[i-1].TS) / 1e6 / float64(n)
+			for k := uint32(0); k < n; k++ {
+				itl = append(itl, g)
+			}
+		}
+	}
+	cr.JPerToken = cr.EnergyJ / float64(cr.OutputTokens)
+	cr.JPerRequest = cr.EnergyJ / float64(ok)
+	cr.TokensPerJ = float64(cr.OutputTokens) / cr.EnergyJ
+	cr.TTFTp50, cr.TTFTp99 = Percentile(ttft, 50), Percentile(ttft, 99)
+	cr.ITLp50, cr.ITLp99 = Percentile(itl, 50), Percentile(itl, 99)
+	cr.TPOTp50 = Percentile(tpot, 50)
+	cr.E2Ep50 = Percentile(e2e, 50)
+	return cr
+}
+
+// PrintRun writes the results table of r.
+func PrintRun(w io.Writer, r *RunResult) {
+	fmt.Fprintf(w, "run %s  experiment %s  backend %s  model %s  devices %d  quality %s\n",
+		r.RunID, r.Experiment, r.Backend, r.Model, len(r.Devices), r.Quality)
+	for _, d := range r.Devices {
+		if p, ok := r.BaselineW[d]; ok {
+			fmt.Fprintf(w, "  idle baseline %s: %.1f W\n", d, p)
+		}
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "cycle\tdur s\tenergy J\t±edge J\t±5% J\tdynamic J\treqs\tfail\tout tok\tJ/token\tJ/req\tTTFT p50 ms\tTTFT p99 ms\tITL p50 ms\tITL p99 ms\tquality\t")
+	for _, c := range r.Cycles {
+		fmt.Fprintf(tw, "%d\t%.2f\t%.1f\t%.2f\t%.1f\t%.1f\t%d\t%d\t%d\t%.4f\t%.2f\t%.1f\t%.1f\t%.2f\t%.2f\t%s\t\n",
+			c.Cycle, c.DurationS, c.EnergyJ, c.EdgeUncJ, c.SystematicJ, c.DynamicJ, c.Requests, c.Failed, c.OutputTokens,
+			c.JPerToken, c.JPerRequest, c.TTFTp50, c.TTFTp99, c.ITLp50, c.ITLp99, c.Quality)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "over %d cycles (mean ± 95%% CI, Student t; CV):\n", len(r.Cycles))
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, m := range SummaryMetrics {
+		s := r.Summary[m]
+		fmt.Fprintf(tw, "  %s\t%s\tCV %.1f%%\n", m, fmtCI(s), 100*s.CV)
+	}
+	tw.Flush()
+	if r.Quality == QualitySimulated {
+		fmt.Fprintln(w, "NOTE: power came from the simulator (source=sim): these figures exercise the pipeline and are not measurements.")
+	}
+}
+
+func fmtCI(s Stat) string {
+	if math.IsNaN(s.CI95) {
+		return fmt.Sprintf("%.4g (n=%d)", s.Mean, s.N)
+	}
+	return fmt.Sprintf("%.4g ± %.2g", s.Mean, s.CI95)
+}

@@ -1,0 +1,296 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/llm-energy-measure/lem/analytics"
+	"github.com/llm-energy-measure/lem/collectors/loadgen"
+	"github.com/llm-energy-measure/lem/collectors/sim"
+	"github.com/llm-energy-measure/lem/exporters/hfdataset"
+	"github.com/llm-energy-measure/lem/ingest"
+	"github.com/llm-energy-measure/lem/internal/bus"
+	"github.com/llm-energy-measure/lem/internal/chserver"
+	"github.com/llm-energy-measure/lem/schemas"
+)
+
+func init() {
+	register(&command{
+		name: "demo",
+		summary: "Run a short measured experiment on embedded defaults (JetStream in-process, simulated GPU power, " +
+			"synthetic streaming server), store it, print the results table and export a dataset.",
+		setup: func(fs *flag.FlagSet) func([]string) error {
+			out := fs.String("out", "lem-demo", "directory for the store, the exported dataset and logs")
+			store := fs.String("store", "auto", "auto (a local clickhouse-server if installed, else Parquet), clickhouse, or parquet")
+			cycles := fs.Int("cycles", 3, "measurement cycles")
+			requests := fs.Int("requests", 48, "requests per cycle")
+			concurrency := fs.Int("concurrency", 8, "requests in flight")
+			outTokens := fs.Int("output-tokens", 64, "max_tokens of each request")
+			baseline := fs.Duration("baseline", 3*time.Second, "idle baseline measured before the first cycle")
+			cooldown := fs.Duration("cooldown", 2*time.Second, "pause between cycles")
+			devices := fs.Int("devices", 1, "simulated GPUs")
+			seed := fs.Uint64("seed", 1, "seed of the simulator and the workload")
+			chc := clickhouseFlags(fs)
+			logger := logFlags(fs)
+			return func([]string) error {
+				cfg, err := chc()
+				if err != nil {
+					return err
+				}
+				d := demo{out: *out, store: *store, ch: cfg, log: logger(), cycles: *cycles, requests: *requests,
+					concurrency: *concurrency, outTokens: *outTokens, baseline: *baseline, cooldown: *cooldown,
+					devices: *devices, seed: *seed}
+				ctx, cancel := signalContext()
+				defer cancel()
+				return d.run(ctx)
+			}
+		},
+	})
+}
+
+type demo struct {
+	out, store                                        string
+	ch                                                ingest.ClickHouseConfig
+	log                                               zerolog.Logger
+	cycles, requests, concurrency, outTokens, devices int
+	baseline, cooldown                                time.Duration
+	seed                                              uint64
+}
+
+func (d *demo) run(ctx context.Context) error {
+	start := time.Now()
+	if err := os.MkdirAll(d.out, 0o755); err != nil {
+		return err
+	}
+	// 1. Embedded JetStream.
+	natsDir := filepath.Join(d.out, "nats")
+	os.RemoveAll(natsDir)
+	emb, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: natsDir})
+	if err != nil {
+		return err
+	}
+	defer emb.Shutdown()
+	nc, err := emb.Connect("lem-demo")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	pub, err := bus.NewPublisher(nc, 0)
+	if err != nil {
+		return err
+	}
+	js := pub.JetStream()
+	if err := bus.EnsureStreams(ctx, js, bus.StreamConfig{}); err != nil {
+		return err
+	}
+
+	// 2. The store.
+	sink, store, where, err := d.openStore(ctx)
+	if err != nil {
+		return err
+	}
+	defer sink.Close()
+	fmt.Printf("store: %s\n", where)
+
+	// 3. Ingest in-process.
+	ictx, stopIngest := context.WithCancel(context.Background())
+	ingestDone := make(chan error, 1)
+	go func() {
+		ingestDone <- ingest.New(js, sink, ingest.Config{FlushInterval: 500 * time.Millisecond}, nil, d.log).Run(ictx)
+	}()
+	defer func() { stopIngest(); <-ingestDone }()
+
+	// 4. Synthetic server and the simulated GPU whose power follows it.
+	syn := loadgen.NewSynthetic(loadgen.SyntheticConfig{})
+	defer syn.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: syn, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	defer srv.Close()
+	host, _ := os.Hostname()
+	simulator := sim.New(sim.Config{Host: host, Devices: d.devices, Seed: d.seed, Publish: 500 * time.Millisecond,
+		Load: func(int, int64) float64 { return syn.Load() }}, time.Now())
+	var uuids []string
+	for _, dev := range simulator.Devices() {
+		uuids = append(uuids, dev.UUID)
+	}
+	sctx, stopSim := context.WithCancel(context.Background())
+	simDone := make(chan error, 1)
+	go func() { simDone <- simulator.Run(sctx, pub) }()
+
+	// 5. The experiment.
+	runID := "demo-" + time.Now().UTC().Format("20060102T150405Z")
+	client := loadgen.NewClient("http://"+ln.Addr().String(), loadgen.SyntheticModel)
+	rc := loadgen.RunConfig{RunID: runID, Experiment: "lem-demo", Backend: "synthetic", Model: loadgen.SyntheticModel,
+		Host: host, Devices: uuids, Cycles: d.cycles, RequestsPerCycle: d.requests, Concurrency: d.concurrency,
+		PromptTokens: 256, OutputTokens: d.outTokens, Seed: d.seed, Baseline: d.baseline, CoolDown: d.cooldown,
+		Config:    fmt.Sprintf(`{"backend":"synthetic","concurrency":%d,"max_tokens":%d,"prompt_words":256}`, d.concurrency, d.outTokens),
+		Inventory: fmt.Sprintf(`{"gpu":"simulated","devices":%d,"lem":%q}`, d.devices, version)}
+	fmt.Printf("run %s: %d-s idle baseline, then %d cycles of %d requests (concurrency %d)\n",
+		runID, int(d.baseline.Seconds()), d.cycles, d.requests, d.concurrency)
+	runErr := loadgen.NewRunner(rc, client, pub).Run(ctx)
+	// Keep measuring the post-load tail briefly, then stop the collector.
+	time.Sleep(time.Second)
+	stopSim()
+	if err := <-simDone; err != nil {
+		return err
+	}
+	if runErr != nil {
+		return runErr
+	}
+	fctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := pub.Flush(fctx); err != nil {
+		return err
+	}
+	msgs, _ := pub.Published()
+	if err := waitIngested(fctx, js); err != nil {
+		return err
+	}
+	fmt.Printf("published %d messages; all stored\n\n", msgs)
+
+	// 6. Results.
+	res, err := analytics.AnalyzeRun(ctx, store, runID)
+	if err != nil {
+		return err
+	}
+	analytics.PrintRun(os.Stdout, res)
+
+	// 7. Dataset.
+	dsDir := filepath.Join(d.out, "dataset")
+	os.RemoveAll(dsDir)
+	sum, err := hfdataset.Export(ctx, store, store, []string{runID}, []*analytics.RunResult{res}, dsDir, version)
+	if err != nil {
+		return err
+	}
+	var parts []string
+	for _, t := range hfdataset.Tables {
+		if n := sum.Rows[t]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", t, n))
+		}
+	}
+	fmt.Printf("\ndataset: %s (%s rows)\n", dsDir, strings.Join(parts, ", "))
+	d.printNext(runID, where)
+	fmt.Printf("\ndemo finished in %.0f s\n", time.Since(start).Seconds())
+	return nil
+}
+
+// openStore picks ClickHouse (given, or a local server started here) or
+// the Parquet store.
+func (d *demo) openStore(ctx context.Context) (ingest.Sink, readStore, string, error) {
+	useCH := d.ch.Addr != "" || d.store == "clickhouse"
+	if d.store == "auto" && d.ch.Addr == "" {
+		if _, err := chserver.Binary(); err == nil {
+			useCH = true
+		}
+	}
+	if d.store == "parquet" {
+		useCH = false
+	}
+	if !useCH {
+		dir := filepath.Join(d.out, "store")
+		os.RemoveAll(dir)
+		return ingest.NewParquetSink(dir), &analytics.ParquetStore{Dir: dir}, "Parquet store " + dir, nil
+	}
+	if d.ch.Addr == "" {
+		dir := filepath.Join(d.out, "clickhouse")
+		stopPrevious(dir)
+		srv, err := chserver.Start(ctx, chserver.Options{Dir: dir, Detach: true})
+		if err != nil {
+			return nil, nil, "", err
+		}
+		d.ch.Addr = srv.Addr()
+		fmt.Printf("started clickhouse-server (pid %d) on %s; it keeps running so the rows stay queryable "+
+			"(stop it: kill %d, or make demo-stop)\n", srv.Pid(), srv.Addr(), srv.Pid())
+	}
+	conn, err := ingest.OpenClickHouse(ctx, d.ch)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	if _, err := ingest.Migrate(ctx, conn, d.ch.Database, d.log); err != nil {
+		return nil, nil, "", err
+	}
+	sink, err := ingest.NewClickHouseSink(conn, d.ch.Database)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	return sink, &analytics.ClickHouseStore{Conn: conn, DB: d.ch.Database}, "ClickHouse " + d.ch.Addr + " database " + d.ch.Database, nil
+}
+
+// stopPrevious stops a server an earlier demo left in dir.
+func stopPrevious(dir string) {
+	b, err := os.ReadFile(filepath.Join(dir, "pid"))
+	if err != nil {
+		return
+	}
+	var pid int
+	if _, err := fmt.Sscanf(string(b), "%d", &pid); err != nil || pid <= 0 {
+		return
+	}
+	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if !strings.Contains(exe, "clickhouse") {
+		return
+	}
+	_ = syscall.Kill(pid, syscall.SIGTERM)
+	for i := 0; i < 200 && syscall.Kill(pid, 0) == nil; i++ {
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitIngested returns once every ingest consumer has acknowledged all
+// messages of its subject.
+func waitIngested(ctx context.Context, js jetstream.JetStream) error {
+	for {
+		done := true
+		for _, k := range schemas.Kinds {
+			c, err := js.Consumer(ctx, bus.EventStream, "ingest-"+k.String())
+			if err != nil {
+				done = false
+				break
+			}
+			ci, err := c.Info(ctx)
+			if err != nil || ci.NumPending > 0 || ci.NumAckPending > 0 {
+				done = false
+				break
+			}
+		}
+		if done {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return errors.New("ingest did not catch up within a minute")
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (d *demo) printNext(runID, where string) {
+	fmt.Println("\nnext:")
+	if strings.HasPrefix(where, "ClickHouse") {
+		_, port, _ := net.SplitHostPort(d.ch.Addr)
+		fmt.Printf("  clickhouse-client --port %s --query \"SELECT request_id, output_tokens, (first_token_ns - sent_ns)/1e6 AS ttft_ms "+
+			"FROM %s.requests WHERE run_id = '%s' ORDER BY scheduled_ns LIMIT 5\"\n", port, d.ch.Database, runID)
+		fmt.Printf("  clickhouse-client --port %s --query \"SELECT intDiv(ts_ns, 1000000000) AS s, avg(power_mw)/1000 AS watts "+
+			"FROM %s.power_samples GROUP BY s ORDER BY s\"\n", port, d.ch.Database)
+		fmt.Printf("  lem analyze -clickhouse %s %s\n", d.ch.Addr, runID)
+	} else {
+		fmt.Printf("  lem analyze -parquet %s %s\n", filepath.Join(d.out, "store"), runID)
+		fmt.Printf("  duckdb -c \"SELECT * FROM '%s/dataset/data/requests/*.parquet' LIMIT 5\"\n", d.out)
+	}
+}

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+
+	"github.com/llm-energy-measure/lem/ingest"
+	"github.com/llm-energy-measure/lem/internal/bus"
+)
+
+func init() {
+	register(&command{
+		name:    "ingest",
+		summary: "Consume events from JetStream into ClickHouse (-clickhouse) or the local Parquet store (-parquet).",
+		setup: func(fs *flag.FlagSet) func([]string) error {
+			natsURL := fs.String("nats", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated")
+			pqDir := fs.String("parquet", "", "write the local Parquet store under this directory instead of ClickHouse")
+			metrics := fs.String("metrics", "127.0.0.1:9464", "listen address of /metrics (empty: off)")
+			prefix := fs.String("consumer-prefix", "ingest", "durable consumer name prefix (one per sink)")
+			flush := fs.Duration("flush-interval", time.Second, "flush each table at least this often")
+			chc := clickhouseFlags(fs)
+			logger := logFlags(fs)
+			return func([]string) error {
+				log := logger()
+				cfg, err := chc()
+				if err != nil {
+					return err
+				}
+				if (cfg.Addr == "") == (*pqDir == "") {
+					return errors.New("give exactly one of -clickhouse and -parquet")
+				}
+				ctx, cancel := signalContext()
+				defer cancel()
+				nc, err := nats.Connect(*natsURL, nats.Name("lem-ingest"), nats.MaxReconnects(-1))
+				if err != nil {
+					return fmt.Errorf("connecting to NATS: %w", err)
+				}
+				defer nc.Close()
+				js, err := jetstream.New(nc)
+				if err != nil {
+					return err
+				}
+				if err := bus.EnsureStreams(ctx, js, bus.StreamConfig{}); err != nil {
+					return err
+				}
+				sink, err := openSink(ctx, cfg, *pqDir, log)
+				if err != nil {
+					return err
+				}
+				defer sink.Close()
+				reg := prometheus.NewRegistry()
+				reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+				m := ingest.NewMetrics(reg)
+				if *metrics != "" {
+					srv := &http.Server{Addr: *metrics, Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
+					go func() {
+						if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+							log.Error().Err(err).Msg("metrics server failed")
+						}
+					}()
+					defer srv.Close()
+				}
+				log.Info().Str("sink", sink.Name()).Msg("ingest running")
+				return ingest.New(js, sink, ingest.Config{ConsumerPrefix: *prefix, FlushInterval: *flush}, m, log).Run(ctx)
+			}
+		},
+	})
+}
+
+// openSink opens ClickHouse (migrating it) when cfg.Addr is set, else the
+// Parquet store under pqDir.
+func openSink(ctx context.Context, cfg ingest.ClickHouseConfig, pqDir string, log zerolog.Logger) (ingest.Sink, error) {
+	if cfg.Addr == "" {
+		return ingest.NewParquetSink(pqDir), nil
+	}
+	conn, err := ingest.OpenClickHouse(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := ingest.Migrate(ctx, conn, cfg.Database, log); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return ingest.NewClickHouseSink(conn, cfg.Database)
+}

@@ -1,0 +1,157 @@
+// Package hfdataset exports runs as a Hugging Face dataset folder:
+// data/<table>/*.parquet for the raw tables, results.json with the
+// analysed figures, and README.md with a dataset card (YAML front matter
+// with configs, license, task categories and size; prose on how the data
+// was measured, its uncertainty and how to cite it).
+package hfdataset
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/llm-energy-measure/lem/analytics"
+	"github.com/llm-energy-measure/lem/internal/pqstore"
+	"github.com/llm-energy-measure/lem/schemas"
+)
+
+// Tables exported, in card order.
+var Tables = []string{schemas.TableRun, schemas.TableRequest, schemas.TableToken, schemas.TablePower,
+	schemas.TableEnergy, schemas.TableState, schemas.TableGap, schemas.TableDevice}
+
+func emptyTable(name string) *schemas.Table {
+	if name == schemas.TableDevice {
+		return schemas.NewDeviceRows().Table()
+	}
+	for _, k := range schemas.Kinds {
+		if schemas.TableFor(k) == name {
+			return schemas.NewRows(k).Table()
+		}
+	}
+	return nil
+}
+
+// Summary describes what was exported.
+type Summary struct {
+	Dir  string
+	Rows map[string]int
+}
+
+// Export writes the runs' data and results under dir.
+func Export(ctx context.Context, src analytics.TableReader, store analytics.Store, runIDs []string,
+	results []*analytics.RunResult, dir, toolVersion string) (Summary, error) {
+	sum := Summary{Dir: dir, Rows: map[string]int{}}
+	from, to, err := analytics.RunSpan(ctx, store, runIDs)
+	if err != nil {
+		return sum, err
+	}
+	f := analytics.Filter{RunIDs: runIDs, From: from - 5e9, To: to + 5e9}
+	meta := map[string]string{"lem.tool_version": toolVersion, "lem.run_ids": strings.Join(runIDs, ","),
+		"lem.units": "power_mw=mW energy_uj=µJ *_ns=ns since Unix epoch"}
+	for _, name := range Tables {
+		t := emptyTable(name)
+		if err := src.ReadTable(ctx, t, f); err != nil {
+			return sum, fmt.Errorf("exporting %s: %w", name, err)
+		}
+		sum.Rows[name] = t.Rows()
+		if t.Rows() == 0 {
+			continue
+		}
+		meta["lem.table"] = name
+		if err := pqstore.WriteFile(filepath.Join(dir, "data", name, "part-00000.parquet"), t, meta); err != nil {
+			return sum, err
+		}
+	}
+	js, err := json.MarshalIndent(results, "", "  ")
+	if err != nil {
+		return sum, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "results.json"), js, 0o644); err != nil {
+		return sum, err
+	}
+	return sum, os.WriteFile(filepath.Join(dir, "README.md"), []byte(card(sum, results, toolVersion)), 0o644)
+}
+
+func sizeCategory(n int) string {
+	switch {
+	case n < 1_000:
+		return "n<1K"
+	case n < 10_000:
+		return "1K<n<10K"
+	case n < 100_000:
+		return "10K<n<100K"
+	case n < 1_000_000:
+		return "100K<n<1M"
+	}
+	return "1M<n<10M"
+}
+
+func card(s Summary, results []*analytics.RunResult, version string) string {
+	var b strings.Builder
+	total := 0
+	var present []string
+	for _, t := range Tables {
+		if s.Rows[t] > 0 {
+			present = append(present, t)
+			total += s.Rows[t]
+		}
+	}
+	b.WriteString("---\nlicense: cc-by-4.0\ntask_categories:\n- text-generation\ntags:\n- energy\n- llm-inference\n- gpu-power\n- llm-energy-measure\n")
+	fmt.Fprintf(&b, "size_categories:\n- %s\nconfigs:\n", sizeCategory(total))
+	for _, t := range present {
+		fmt.Fprintf(&b, "- config_name: %s\n  data_files:\n  - split: train\n    path: data/%s/*.parquet\n", t, t)
+	}
+	b.WriteString("---\n\n# LLM inference energy measurements\n\n")
+	fmt.Fprintf(&b, "Exported by llm-energy-measure %s on %s.\n\n", version, time.Now().UTC().Format(time.RFC3339))
+	simulated := false
+	b.WriteString("## Runs\n\n| run | backend | model | devices | cycles | J/token (mean ± 95% CI) | quality |\n|---|---|---|---|---|---|---|\n")
+	for _, r := range results {
+		st := r.Summary["j_per_token"]
+		fmt.Fprintf(&b, "| %s | %s | %s | %d | %d | %.4g ± %.2g | %s |\n", r.RunID, r.Backend, r.Model, len(r.Devices), len(r.Cycles), st.Mean, st.CI95, r.Quality)
+		if r.Quality == analytics.QualitySimulated {
+			simulated = true
+		}
+	}
+	if simulated {
+		b.WriteString("\n**Simulated data.** Power in runs flagged `simulated` came from lem's simulator (source `sim`), " +
+			"not from a sensor. Such data exercises the pipeline; it must not be cited as a measurement.\n")
+	}
+	b.WriteString("\n## Tables\n\n| config | rows |\n|---|---|\n")
+	keys := append([]string(nil), present...)
+	sort.Strings(keys)
+	for _, t := range keys {
+		fmt.Fprintf(&b, "| %s | %d |\n", t, s.Rows[t])
+	}
+	b.WriteString(`
+## How it was measured
+
+Power and energy come from each GPU's on-board sensor through NVML: the
+cumulative energy counter (refreshes every ~100 ms) is the reference, and the
+driver's 20 ms power buffer places that energy in time. Token arrivals were
+stamped by the load generator when each streamed chunk was read, on a
+monotonic clock anchored to wall time. See docs/methodology.md of
+llm-energy-measure for every formula.
+
+## Uncertainty
+
+Every energy figure carries a systematic uncertainty of ±5% of reading (the
+sensor's gain error, which differs between boards), a random uncertainty from
+the counter's 100 ms refresh at the window edges, and a quality flag
+(ok, simulated, low_resolution, gaps, too_short).
+
+## Units
+
+power_mw in milliwatts, energy_uj in microjoules, every *_ns column in
+nanoseconds since the Unix epoch (Parquet TIMESTAMP(NANOS)).
+
+## Citation
+
+Please cite llm-energy-measure and state the tool version above.
+`)
+	return b.String()
+}
