@@ -46,24 +46,54 @@ func series(rs []Reading) (pts []point, resets int) {
 			offset = pts[i-1].e
 			resets++
 		}
-		pts = append(pts, point{t: (r.TSBefore + r.TSAfter) / 2, e: offset + float64(r.Energy)})
+		t := r.TSBefore
+		if r.TSAfter > r.TSBefore {
+			t += (r.TSAfter - r.TSBefore) / 2
+		}
+		pts = append(pts, point{t: t, e: offset + float64(r.Energy)})
 	}
 	return pts, resets
 }
 
+// at interpolates the series at t. Outside it, the mean power of the
+// nearest second of readings extends it (one 100 ms step is too noisy);
+// WindowEnergy flags windows that need more than a couple of refresh
+// periods of that.
 func at(pts []point, t int64) float64 {
-	i := sort.Search(len(pts), func(i int) bool { return pts[i].t >= t })
-	switch {
-	case i == 0:
+	n := len(pts)
+	if n == 1 {
 		return pts[0].e
-	case i == len(pts):
-		return pts[len(pts)-1].e
+	}
+	if t < pts[0].t {
+		j := 1
+		for j < n-1 && pts[j].t-pts[0].t < 1e9 {
+			j++
+		}
+		return pts[0].e - slope(pts[0], pts[j])*float64(pts[0].t-t)
+	}
+	if t > pts[n-1].t {
+		j := n - 2
+		for j > 0 && pts[n-1].t-pts[j].t < 1e9 {
+			j--
+		}
+		return pts[n-1].e + slope(pts[j], pts[n-1])*float64(t-pts[n-1].t)
+	}
+	i := sort.Search(n, func(i int) bool { return pts[i].t >= t })
+	if i == 0 {
+		return pts[0].e
 	}
 	a, b := pts[i-1], pts[i]
 	if b.t == a.t {
 		return b.e
 	}
 	return a.e + (b.e-a.e)*float64(t-a.t)/float64(b.t-a.t)
+}
+
+func slope(a, b point) float64 {
+	if b.t == a.t {
+		return 0
+	}
+	return (b.e - a.e) / float64(b.t-a.t)
 }
 
 // WindowEnergy integrates the counter readings rs (sorted, covering the

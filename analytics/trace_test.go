@@ -59,7 +59,14 @@ func TestTraceCounterPhases(t *testing.T) {
 	for name, j := range want {
 		ph := phases[name]
 		w := WindowEnergy(counter, ph[0], ph[1])
-		if rel := (w.Joules - j) / j; math.Abs(rel) > 0.01 {
+		if name == "idle4" {
+			// The counter stops 0.22 s early; the published figure stops
+			// there too, while lem extends it at the last second's mean
+			// power (~120 W): between the two bounds.
+			if w.Joules < j || w.Joules > j+0.25*130 {
+				t.Errorf("idle4: %.1f J, want within [%.1f, %.1f]", w.Joules, j, j+0.25*130)
+			}
+		} else if rel := (w.Joules - j) / j; math.Abs(rel) > 0.01 {
 			t.Errorf("%s: %.1f J from the counter, trace says %.1f J (%.2f%%)", name, w.Joules, j, 100*rel)
 		}
 		// The trace's counter stops 0.22 s before idle4 ends: that window

@@ -132,6 +132,8 @@ func (d *demo) run(ctx context.Context) error {
 	sctx, stopSim := context.WithCancel(context.Background())
 	simDone := make(chan error, 1)
 	go func() { simDone <- simulator.Run(sctx, pub) }()
+	// Let the collector settle before the idle baseline starts.
+	time.Sleep(time.Second)
 
 	// 5. The experiment.
 	runID := "demo-" + time.Now().UTC().Format("20060102T150405Z")
