@@ -7,11 +7,10 @@ import (
 
 // Quality flags, worst last. Every energy figure carries one.
 const (
-	QualityOK        = "ok"
-	QualitySimulated = "simulated"      // source is the simulator: not a measurement
-	QualityLowRes    = "low_resolution" // window under 10 counter refreshes
-	QualityGaps      = "gaps"           // counter reset or missing readings inside the window
-	QualityTooShort  = "too_short"      // window shorter than the counter can resolve
+	QualityOK       = "ok"
+	QualityLowRes   = "low_resolution" // window under 10 counter refreshes
+	QualityGaps     = "gaps"           // counter reset or missing readings inside the window
+	QualityTooShort = "too_short"      // window shorter than the counter can resolve
 )
 
 // CounterRefresh is how often NVML's energy counter changes (gpu-power-facts).
@@ -29,6 +28,9 @@ type Window struct {
 	EdgeUncJ float64
 	Quality  string
 	Source   string
+	// Simulated is set when the readings came from the simulator: such a
+	// figure exercises the pipeline and is never a measurement.
+	Simulated bool
 }
 
 // continuous turns counter readings into a monotone series, treating a
@@ -128,15 +130,14 @@ func WindowEnergy(rs []Reading, from, to int64) Window {
 		w.Quality = QualityTooShort
 	case dur < 10*CounterRefresh:
 		w.Quality = QualityLowRes
-	case w.Source == "sim":
-		w.Quality = QualitySimulated
 	}
+	w.Simulated = w.Source == "sim"
 	return w
 }
 
 // worse returns the worse of two quality flags.
 func worse(a, b string) string {
-	rank := map[string]int{QualityOK: 0, QualitySimulated: 1, QualityLowRes: 2, QualityGaps: 3, QualityTooShort: 4}
+	rank := map[string]int{QualityOK: 0, QualityLowRes: 1, QualityGaps: 2, QualityTooShort: 3}
 	if rank[b] > rank[a] {
 		return b
 	}

@@ -36,6 +36,7 @@ type CycleResult struct {
 	TPOTp50      float64
 	E2Ep50       float64
 	Quality      string
+	Simulated    bool // power came from the simulator
 }
 
 // RunResult aggregates a run's cycles.
@@ -45,8 +46,9 @@ type RunResult struct {
 	BaselineW                         map[string]float64 // idle power per device, settled, before the run
 	Cycles                            []CycleResult
 	// Summary holds mean/std/CI/CV over cycles for each metric by name.
-	Summary map[string]Stat
-	Quality string
+	Summary   map[string]Stat
+	Quality   string
+	Simulated bool
 }
 
 // Metrics summarised over cycles, in table order.
@@ -133,6 +135,7 @@ func AnalyzeRun(ctx context.Context, store Store, runID string) (*RunResult, err
 		cr := cycleResult(c, s, e, res, readings, byCycle[c], toks)
 		res.Cycles = append(res.Cycles, cr)
 		res.Quality = worse(res.Quality, cr.Quality)
+		res.Simulated = res.Simulated || cr.Simulated
 	}
 	if len(res.Cycles) == 0 {
 		return nil, fmt.Errorf("run %q: %w", runID, ErrNoRun)
@@ -167,6 +170,7 @@ func cycleResult(c uint32, from, to int64, run *RunResult, readings map[string][
 		cr.EnergyJ += w.Joules
 		unc2 += w.EdgeUncJ * w.EdgeUncJ
 		cr.Quality = worse(cr.Quality, w.Quality)
+		cr.Simulated = cr.Simulated || w.Simulated
 		if p, ok := run.BaselineW[d]; ok {
 			cr.StaticJ += p * cr.DurationS
 		} else {
@@ -223,7 +227,7 @@ func cycleResult(c uint32, from, to int64, run *RunResult, readings map[string][
 // PrintRun writes the results table of r.
 func PrintRun(w io.Writer, r *RunResult) {
 	fmt.Fprintf(w, "run %s  experiment %s  backend %s  model %s  devices %d  quality %s\n",
-		r.RunID, r.Experiment, r.Backend, r.Model, len(r.Devices), r.Quality)
+		r.RunID, r.Experiment, r.Backend, r.Model, len(r.Devices), qualityLabel(r.Quality, r.Simulated))
 	for _, d := range r.Devices {
 		if p, ok := r.BaselineW[d]; ok {
 			fmt.Fprintf(w, "  idle baseline %s: %.1f W\n", d, p)
@@ -234,7 +238,7 @@ func PrintRun(w io.Writer, r *RunResult) {
 	for _, c := range r.Cycles {
 		fmt.Fprintf(tw, "%d\t%.2f\t%.1f\t%.2f\t%.1f\t%.1f\t%d\t%d\t%d\t%.4f\t%.2f\t%.1f\t%.1f\t%.2f\t%.2f\t%s\t\n",
 			c.Cycle, c.DurationS, c.EnergyJ, c.EdgeUncJ, c.SystematicJ, c.DynamicJ, c.Requests, c.Failed, c.OutputTokens,
-			c.JPerToken, c.JPerRequest, c.TTFTp50, c.TTFTp99, c.ITLp50, c.ITLp99, c.Quality)
+			c.JPerToken, c.JPerRequest, c.TTFTp50, c.TTFTp99, c.ITLp50, c.ITLp99, qualityLabel(c.Quality, c.Simulated))
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "over %d cycles (mean ± 95%% CI, Student t; CV):\n", len(r.Cycles))
@@ -244,7 +248,7 @@ func PrintRun(w io.Writer, r *RunResult) {
 		fmt.Fprintf(tw, "  %s\t%s\tCV %.1f%%\n", m, fmtCI(s), 100*s.CV)
 	}
 	tw.Flush()
-	if r.Quality == QualitySimulated {
+	if r.Simulated {
 		fmt.Fprintln(w, "NOTE: power came from the simulator (source=sim): these figures exercise the pipeline and are not measurements.")
 	}
 }
@@ -254,4 +258,11 @@ func fmtCI(s Stat) string {
 		return fmt.Sprintf("%.4g (n=%d)", s.Mean, s.N)
 	}
 	return fmt.Sprintf("%.4g ± %.2g", s.Mean, s.CI95)
+}
+
+func qualityLabel(q string, simulated bool) string {
+	if simulated {
+		return q + ",simulated"
+	}
+	return q
 }

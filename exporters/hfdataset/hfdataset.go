@@ -109,16 +109,16 @@ func card(s Summary, results []*analytics.RunResult, version string) string {
 	b.WriteString("---\n\n# LLM inference energy measurements\n\n")
 	fmt.Fprintf(&b, "Exported by llm-energy-measure %s on %s.\n\n", version, time.Now().UTC().Format(time.RFC3339))
 	simulated := false
-	b.WriteString("## Runs\n\n| run | backend | model | devices | cycles | J/token (mean ± 95% CI) | quality |\n|---|---|---|---|---|---|---|\n")
+	b.WriteString("## Runs\n\n| run | backend | model | devices | cycles | J/token (mean ± 95% CI) | quality | simulated |\n|---|---|---|---|---|---|---|---|\n")
 	for _, r := range results {
 		st := r.Summary["j_per_token"]
-		fmt.Fprintf(&b, "| %s | %s | %s | %d | %d | %.4g ± %.2g | %s |\n", r.RunID, r.Backend, r.Model, len(r.Devices), len(r.Cycles), st.Mean, st.CI95, r.Quality)
-		if r.Quality == analytics.QualitySimulated {
+		fmt.Fprintf(&b, "| %s | %s | %s | %d | %d | %.4g ± %.2g | %s | %v |\n", r.RunID, r.Backend, r.Model, len(r.Devices), len(r.Cycles), st.Mean, st.CI95, r.Quality, r.Simulated)
+		if r.Simulated {
 			simulated = true
 		}
 	}
 	if simulated {
-		b.WriteString("\n**Simulated data.** Power in runs flagged `simulated` came from lem's simulator (source `sim`), " +
+		b.WriteString("\n**Simulated data.** Power in runs marked simulated came from lem's simulator (source `sim`), " +
 			"not from a sensor. Such data exercises the pipeline; it must not be cited as a measurement.\n")
 	}
 	b.WriteString("\n## Tables\n\n| config | rows |\n|---|---|\n")
@@ -142,7 +142,7 @@ llm-energy-measure for every formula.
 Every energy figure carries a systematic uncertainty of ±5% of reading (the
 sensor's gain error, which differs between boards), a random uncertainty from
 the counter's 100 ms refresh at the window edges, and a quality flag
-(ok, simulated, low_resolution, gaps, too_short).
+(ok, low_resolution, gaps, too_short); figures computed from the simulator are marked simulated.
 
 ## Units
 

@@ -1,0 +1,70 @@
+# llm-energy-measure — the two commands a newcomer needs are `make demo` and
+# `make test`. Everything else is for developers.
+
+GO        ?= go
+BIN       := bin/lem
+VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X main.version=$(VERSION)
+# cgo is needed by go-nvml (dlopen, no driver at build time). A stray nvml.h
+# in TMPDIR breaks the build, so cgo gets a clean temp dir of its own.
+export CGO_ENABLED := 1
+export CGO_CFLAGS := -O2 -Wno-deprecated-declarations
+CGO_TMP   := $(CURDIR)/.cache/cgo-tmp
+DEMO_OUT  ?= lem-demo
+
+.PHONY: all build demo demo-stop test test-short bench fuzz docs check-docs clickhouse vet clean
+
+all: build
+
+build:
+	@mkdir -p $(CGO_TMP) bin
+	TMPDIR=$(CGO_TMP) $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/lem
+
+# A short measured experiment on embedded defaults: embedded JetStream,
+# simulated GPU power, the built-in synthetic streaming server, a local
+# clickhouse-server when installed (else the Parquet store), a results table
+# and an exported dataset under $(DEMO_OUT)/.
+demo: build
+	./$(BIN) demo -out $(DEMO_OUT)
+
+demo-stop:
+	@if [ -f $(DEMO_OUT)/clickhouse/pid ]; then kill $$(cat $(DEMO_OUT)/clickhouse/pid) 2>/dev/null || true; rm -f $(DEMO_OUT)/clickhouse/pid; echo stopped; fi
+
+# Installs clickhouse-server with apt when missing (Debian, root).
+clickhouse:
+	@command -v clickhouse-server >/dev/null 2>&1 || [ -x /usr/sbin/clickhouse-server ] || { \
+		echo "installing clickhouse-server (Debian package)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq clickhouse-server clickhouse-client >/dev/null; }
+
+# All tests. Each test package starts the throwaway servers it needs;
+# LEM_E2E=1 turns a missing server into a failure instead of a skip.
+test: clickhouse
+	@mkdir -p $(CGO_TMP)
+	TMPDIR=$(CGO_TMP) LEM_E2E=1 $(GO) test -count=1 -timeout 30m ./...
+	TMPDIR=$(CGO_TMP) $(GO) test -count=1 -run XXX -fuzz FuzzDecode -fuzztime 15s ./schemas
+
+test-short:
+	@mkdir -p $(CGO_TMP)
+	TMPDIR=$(CGO_TMP) $(GO) test -short ./...
+
+bench: clickhouse
+	@mkdir -p $(CGO_TMP)
+	TMPDIR=$(CGO_TMP) LEM_E2E=1 $(GO) test -run XXX -bench . -benchmem -benchtime 3x ./ingest ./schemas
+
+fuzz:
+	@mkdir -p $(CGO_TMP)
+	TMPDIR=$(CGO_TMP) $(GO) test -run XXX -fuzz FuzzDecode -fuzztime 2m ./schemas
+
+# Regenerates the documents the binary owns.
+docs: build
+	./$(BIN) docs -o docs/events.md events
+	./$(BIN) docs -o docs/cli.md cli
+
+vet:
+	@mkdir -p $(CGO_TMP)
+	TMPDIR=$(CGO_TMP) $(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+
+clean:
+	rm -rf bin .cache $(DEMO_OUT)
