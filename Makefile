@@ -50,7 +50,8 @@ test-short:
 
 bench: clickhouse
 	@mkdir -p $(CGO_TMP)
-	TMPDIR=$(CGO_TMP) LEM_E2E=1 $(GO) test -run XXX -bench . -benchmem -benchtime 3x ./ingest ./schemas
+	TMPDIR=$(CGO_TMP) $(GO) test -run XXX -bench . -benchmem ./schemas
+	TMPDIR=$(CGO_TMP) LEM_E2E=1 $(GO) test -run XXX -bench EndToEnd -benchmem -benchtime 3x ./ingest
 
 fuzz:
 	@mkdir -p $(CGO_TMP)
