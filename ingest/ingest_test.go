@@ -9,6 +9,8 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 
 	"github.com/llm-energy-measure/lem/ingest"
@@ -76,10 +78,14 @@ func count(t testing.TB, conn driver.Conn, q string) (n uint64, sum int64) {
 
 // runIngest runs ingest until cond holds (or a minute passes), then stops it.
 func runIngest(t testing.TB, js jetstream.JetStream, sink ingest.Sink, cfg ingest.Config, cond func() bool) {
+	runIngestM(t, js, sink, cfg, nil, cond)
+}
+
+func runIngestM(t testing.TB, js jetstream.JetStream, sink ingest.Sink, cfg ingest.Config, m *ingest.Metrics, cond func() bool) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	in := ingest.New(js, sink, cfg, nil, zerolog.Nop())
+	in := ingest.New(js, sink, cfg, m, zerolog.Nop())
 	go func() { done <- in.Run(ctx) }()
 	deadline := time.Now().Add(2 * time.Minute)
 	for !cond() {
@@ -179,7 +185,8 @@ func TestDeadLetterKeepsStreamMoving(t *testing.T) {
 	}
 	sink, _ := ingest.NewClickHouseSink(conn, db)
 	q := "SELECT count(), sum(power_mw) FROM " + db + ".power_samples"
-	runIngest(t, js, sink, ingest.Config{Kinds: []schemas.Kind{schemas.KindPower}, FlushInterval: 100 * time.Millisecond},
+	m := ingest.NewMetrics(prometheus.NewRegistry())
+	runIngestM(t, js, sink, ingest.Config{Kinds: []schemas.Kind{schemas.KindPower}, FlushInterval: 100 * time.Millisecond}, m,
 		func() bool { n, _ := count(t, conn, q); return n == 2 })
 	if n, sum := count(t, conn, q); n != 2 || sum != 3000 {
 		t.Fatalf("got %d rows sum %d, want 2 rows sum 3000", n, sum)
@@ -192,12 +199,26 @@ func TestDeadLetterKeepsStreamMoving(t *testing.T) {
 	if info.State.Msgs != 4 {
 		t.Fatalf("dead-letter stream has %d messages, want 4", info.State.Msgs)
 	}
-	m, err := dlq.GetMsg(ctx, 1)
+	dl, err := dlq.GetMsg(ctx, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := m.Header.Get(ingest.HeaderReason); r == "" || m.Header.Get(ingest.HeaderOriginalSubject) != subj {
-		t.Fatalf("dead letter headers: %v", m.Header)
+	if r := dl.Header.Get(ingest.HeaderReason); r == "" || dl.Header.Get(ingest.HeaderOriginalSubject) != subj {
+		t.Fatalf("dead letter headers: %v", dl.Header)
+	}
+	// Self-metrics account for every message.
+	for name, c := range map[string]struct {
+		got  float64
+		want float64
+	}{
+		"messages in":        {testutil.ToFloat64(m.MessagesIn.WithLabelValues("power")), 6},
+		"rows written":       {testutil.ToFloat64(m.RowsWritten.WithLabelValues("power_samples")), 2},
+		"dead-lettered bad":  {testutil.ToFloat64(m.DeadLettered.WithLabelValues("power", "decode")), 2},
+		"dead-lettered rule": {testutil.ToFloat64(m.DeadLettered.WithLabelValues("power", "invalid")), 2},
+	} {
+		if c.got != c.want {
+			t.Errorf("metric %s = %v, want %v", name, c.got, c.want)
+		}
 	}
 }
 
