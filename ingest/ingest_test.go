@@ -34,6 +34,7 @@ type totals struct {
 func publishWorkload(t testing.TB, pub *bus.Publisher, batches, perBatch int) totals {
 	t.Helper()
 	var tot totals
+	round := e2eRound.Add(1) // message ids must differ between calls
 	for b := 0; b < batches; b++ {
 		dev := uint32(b % 4)
 		pb := &schemas.PowerBatch{
@@ -47,7 +48,7 @@ func publishWorkload(t testing.TB, pub *bus.Publisher, batches, perBatch int) to
 			tot.powerSum += int64(p)
 		}
 		tot.powerRows += perBatch
-		if err := pub.Publish(schemas.DeviceSubject(schemas.KindPower, "h1", dev), fmt.Sprintf("p-%d", b), pb); err != nil {
+		if err := pub.Publish(schemas.DeviceSubject(schemas.KindPower, "h1", dev), fmt.Sprintf("p-%d-%d", round, b), pb); err != nil {
 			t.Fatal(err)
 		}
 		tb := &schemas.TokenBatch{RunID: "run-1", RequestIDs: []string{fmt.Sprintf("r%d", b)}}
@@ -56,7 +57,7 @@ func publishWorkload(t testing.TB, pub *bus.Publisher, batches, perBatch int) to
 			tot.tokenSum += int64(1 + i%3)
 		}
 		tot.tokenRows += 10
-		if err := pub.Publish(schemas.RunSubject(schemas.KindToken, "run-1"), fmt.Sprintf("t-%d", b), tb); err != nil {
+		if err := pub.Publish(schemas.RunSubject(schemas.KindToken, "run-1"), fmt.Sprintf("t-%d-%d", round, b), tb); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -340,4 +341,9 @@ func TestColumnsMatchDDL(t *testing.T) {
 			}
 		}
 	}
+}
+
+func testutilValue(m *ingest.Metrics) float64 {
+	return testutil.ToFloat64(m.InsertErrors.WithLabelValues("power_samples")) +
+		testutil.ToFloat64(m.InsertErrors.WithLabelValues("tokens"))
 }
