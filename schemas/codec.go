@@ -33,6 +33,13 @@ func (o *Origin) validate() error {
 	return nil
 }
 
+func validateSource(o *Origin, d *Device) error {
+	if err := o.validate(); err != nil {
+		return err
+	}
+	return d.validate()
+}
+
 func (d *Device) validate() error {
 	if d.UUID == "" {
 		return invalid("device %d has no UUID", d.Index)
@@ -80,10 +87,7 @@ func (b *PowerBatch) DecodeWire(buf []byte) error {
 }
 
 func (b *PowerBatch) Validate(minTS, maxTS int64) error {
-	if err := b.Origin.validate(); err != nil {
-		return err
-	}
-	if err := b.Device.validate(); err != nil {
+	if err := validateSource(&b.Origin, &b.Device); err != nil {
 		return err
 	}
 	for i, s := range b.Samples {
@@ -143,10 +147,7 @@ func (b *EnergyBatch) DecodeWire(buf []byte) error {
 }
 
 func (b *EnergyBatch) Validate(minTS, maxTS int64) error {
-	if err := b.Origin.validate(); err != nil {
-		return err
-	}
-	if err := b.Device.validate(); err != nil {
+	if err := validateSource(&b.Origin, &b.Device); err != nil {
 		return err
 	}
 	for i, e := range b.Readings {
@@ -221,10 +222,7 @@ func (b *StateBatch) DecodeWire(buf []byte) error {
 }
 
 func (b *StateBatch) Validate(minTS, maxTS int64) error {
-	if err := b.Origin.validate(); err != nil {
-		return err
-	}
-	if err := b.Device.validate(); err != nil {
+	if err := validateSource(&b.Origin, &b.Device); err != nil {
 		return err
 	}
 	for i, s := range b.Samples {
@@ -281,10 +279,7 @@ func (b *GapBatch) DecodeWire(buf []byte) error {
 }
 
 func (b *GapBatch) Validate(minTS, maxTS int64) error {
-	if err := b.Origin.validate(); err != nil {
-		return err
-	}
-	if err := b.Device.validate(); err != nil {
+	if err := validateSource(&b.Origin, &b.Device); err != nil {
 		return err
 	}
 	for i, g := range b.Gaps {
