@@ -1,0 +1,161 @@
+package nvml
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/llm-energy-measure/lem/collectors"
+	"github.com/llm-energy-measure/lem/schemas"
+)
+
+// Config sets the cadences. Zero values take the defaults.
+type Config struct {
+	Publish time.Duration // read counter and buffer, publish: 1 s
+	Instant time.Duration // instant-power fallback period: 100 ms
+	State   time.Duration // device state period: 200 ms
+}
+
+func (c Config) withDefaults() Config {
+	if c.Publish <= 0 {
+		c.Publish = time.Second
+	}
+	if c.Instant <= 0 {
+		c.Instant = 100 * time.Millisecond
+	}
+	if c.State <= 0 {
+		c.State = 200 * time.Millisecond
+	}
+	return c
+}
+
+// Collector publishes the events of every opened GPU.
+type Collector struct {
+	rd  *Reader
+	cfg Config
+	log zerolog.Logger
+	st  []gpuBatches
+}
+
+type gpuBatches struct {
+	power, instant schemas.PowerBatch
+	energy         schemas.EnergyBatch
+	state          schemas.StateBatch
+	gaps           schemas.GapBatch
+}
+
+// NewCollector wraps an opened Reader.
+func NewCollector(rd *Reader, cfg Config, log zerolog.Logger) *Collector {
+	c := &Collector{rd: rd, cfg: cfg.withDefaults(), log: log, st: make([]gpuBatches, len(rd.GPUs))}
+	for i, g := range rd.GPUs {
+		b := &c.st[i]
+		b.power = schemas.PowerBatch{Origin: schemas.Origin{Host: rd.Host, Source: SourceBuffer}, Device: g.ID}
+		b.instant = schemas.PowerBatch{Origin: schemas.Origin{Host: rd.Host, Source: SourceInstant}, Device: g.ID}
+		b.energy = schemas.EnergyBatch{Origin: schemas.Origin{Host: rd.Host, Source: SourceCounter}, Device: g.ID}
+		b.state = schemas.StateBatch{Origin: schemas.Origin{Host: rd.Host, Source: SourceState}, Device: g.ID}
+		b.gaps = schemas.GapBatch{Origin: schemas.Origin{Host: rd.Host, Source: SourceBuffer}, Device: g.ID}
+		if !g.HasBuffer {
+			log.Warn().Str("gpu", g.ID.UUID).Msg("driver power buffer unsupported: falling back to instant power (lower quality)")
+		}
+	}
+	return c
+}
+
+// Name implements collectors.Collector.
+func (c *Collector) Name() string { return "nvml" }
+
+// Run polls until ctx ends, then publishes what it holds.
+func (c *Collector) Run(ctx context.Context, pub collectors.Publisher) error {
+	pubT := time.NewTicker(c.cfg.Publish)
+	instT := time.NewTicker(c.cfg.Instant)
+	stateT := time.NewTicker(c.cfg.State)
+	defer pubT.Stop()
+	defer instT.Stop()
+	defer stateT.Stop()
+	c.Tick() // prime: first counter reading and buffer position
+	for {
+		select {
+		case <-ctx.Done():
+			c.Tick()
+			return c.Flush(pub)
+		case <-instT.C:
+			for i, g := range c.rd.GPUs {
+				if !g.HasBuffer {
+					if err := c.rd.ReadInstant(g, &c.st[i].instant); err != nil {
+						c.log.Debug().Err(err).Str("gpu", g.ID.UUID).Msg("instant power read failed")
+					}
+				}
+			}
+		case <-stateT.C:
+			for i, g := range c.rd.GPUs {
+				c.rd.ReadState(g, &c.st[i].state)
+			}
+		case <-pubT.C:
+			c.Tick()
+			if err := c.Flush(pub); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// Tick reads every GPU's counter and buffer once.
+func (c *Collector) Tick() {
+	for i, g := range c.rd.GPUs {
+		b := &c.st[i]
+		if err := c.rd.ReadEnergy(g, &b.energy); err != nil {
+			c.log.Warn().Err(err).Str("gpu", g.ID.UUID).Msg("energy counter read failed")
+		}
+		if err := c.rd.ReadBuffer(g, &b.power, &b.gaps); err != nil {
+			c.log.Warn().Err(err).Str("gpu", g.ID.UUID).Msg("power buffer read failed")
+		}
+	}
+}
+
+// Flush publishes and empties every held batch.
+func (c *Collector) Flush(pub collectors.Publisher) error {
+	for i, g := range c.rd.GPUs {
+		b := &c.st[i]
+		h := c.rd.Host
+		if n := len(b.power.Samples); n > 0 {
+			id := fmt.Sprintf("%s/%s/%d", SourceBuffer, g.ID.UUID, b.power.Samples[0].TS)
+			if err := pub.Publish(schemas.DeviceSubject(schemas.KindPower, h, g.ID.Index), id, &b.power); err != nil {
+				return err
+			}
+			b.power.Samples = b.power.Samples[:0]
+		}
+		if n := len(b.instant.Samples); n > 0 {
+			id := fmt.Sprintf("%s/%s/%d", SourceInstant, g.ID.UUID, b.instant.Samples[0].TS)
+			if err := pub.Publish(schemas.DeviceSubject(schemas.KindPower, h, g.ID.Index), id, &b.instant); err != nil {
+				return err
+			}
+			b.instant.Samples = b.instant.Samples[:0]
+		}
+		if n := len(b.energy.Readings); n > 0 {
+			id := fmt.Sprintf("%s/%s/%d", SourceCounter, g.ID.UUID, b.energy.Readings[0].TSBefore)
+			if err := pub.Publish(schemas.DeviceSubject(schemas.KindEnergy, h, g.ID.Index), id, &b.energy); err != nil {
+				return err
+			}
+			b.energy.Readings = b.energy.Readings[:0]
+		}
+		if n := len(b.state.Samples); n > 0 {
+			id := fmt.Sprintf("%s/%s/%d", SourceState, g.ID.UUID, b.state.Samples[0].TS)
+			if err := pub.Publish(schemas.DeviceSubject(schemas.KindState, h, g.ID.Index), id, &b.state); err != nil {
+				return err
+			}
+			b.state.Samples = b.state.Samples[:0]
+		}
+		if n := len(b.gaps.Gaps); n > 0 {
+			id := fmt.Sprintf("gap/%s/%d", g.ID.UUID, b.gaps.Gaps[0].From)
+			if err := pub.Publish(schemas.DeviceSubject(schemas.KindGap, h, g.ID.Index), id, &b.gaps); err != nil {
+				return err
+			}
+			b.gaps.Gaps = b.gaps.Gaps[:0]
+		}
+	}
+	return nil
+}
+
+var _ collectors.Collector = (*Collector)(nil)
