@@ -4,6 +4,7 @@ import (
 	"encoding/csv"
 	"math"
 	"os"
+	"sort"
 	"strconv"
 	"testing"
 
@@ -96,5 +97,39 @@ func TestWindowEnergyReset(t *testing.T) {
 	// 100 J, then 50 J since the restart, then 100 J: never negative.
 	if w.Joules != 250 || w.Quality != QualityGaps {
 		t.Fatalf("%+v", w)
+	}
+}
+
+// The 20 ms driver buffer of the real trace integrates to within 1% of the
+// counter on every phase of 2 s or more (gpu-power-facts.md).
+func TestTraceBufferMeetsCounter(t *testing.T) {
+	counter, phases := loadTrace(t)
+	f, err := os.Open(traceDir + "changes.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	recs, _ := csv.NewReader(f).ReadAll()
+	var buf []schemas.PowerSample
+	for _, rec := range recs {
+		if rec[0] == "driver_power_sample" {
+			ts, _ := strconv.ParseInt(rec[1], 10, 64)
+			mw, _ := strconv.ParseFloat(rec[2], 64)
+			buf = append(buf, schemas.PowerSample{TS: ts, Power: schemas.Power(mw)})
+		}
+	}
+	sort.Slice(buf, func(i, j int) bool { return buf[i].TS < buf[j].TS })
+	for _, name := range []string{"idle", "matmul", "idle2", "prefill", "decode", "decode_b1"} {
+		ph := phases[name]
+		c := WindowEnergy(counter, ph[0], ph[1]).Joules
+		// The trace keeps a row only when the value changed: a sample holds
+		// until the next row, not for one 20 ms period.
+		b, n := IntegratePower(buf, ph[0], ph[1], 1e9)
+		if rel := (b - c) / c; math.Abs(rel) > 0.01 {
+			t.Errorf("%s: buffer %.1f J, counter %.1f J (%+.2f%%)", name, b, c, 100*rel)
+		}
+		if want := float64(ph[1]-ph[0]) / 20e6; float64(n) < 0.5*want {
+			t.Errorf("%s: %d buffer samples, expected about %.0f", name, n, want)
+		}
 	}
 }
