@@ -16,6 +16,9 @@ type Config struct {
 	Publish time.Duration // read counter and buffer, publish: 1 s
 	Instant time.Duration // instant-power fallback period: 100 ms
 	State   time.Duration // device state period: 200 ms
+	// AlsoInstant reads instant power at 10 Hz even where the buffer works,
+	// to compare the two (validation).
+	AlsoInstant bool
 }
 
 func (c Config) withDefaults() Config {
@@ -82,7 +85,7 @@ func (c *Collector) Run(ctx context.Context, pub collectors.Publisher) error {
 			return c.Flush(pub)
 		case <-instT.C:
 			for i, g := range c.rd.GPUs {
-				if !g.HasBuffer {
+				if !g.HasBuffer || c.cfg.AlsoInstant {
 					if err := c.rd.ReadInstant(g, &c.st[i].instant); err != nil {
 						c.log.Debug().Err(err).Str("gpu", g.ID.UUID).Msg("instant power read failed")
 					}

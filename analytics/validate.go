@@ -1,0 +1,136 @@
+package analytics
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"text/tabwriter"
+
+	"github.com/llm-energy-measure/lem/schemas"
+)
+
+// Phase is a named time window, e.g. from a workload's own log.
+type Phase struct {
+	Name     string
+	From, To int64
+}
+
+// PhaseCheck compares, for one device and phase, the energy of the counter
+// with the integrals of each power series.
+type PhaseCheck struct {
+	Phase    Phase
+	Device   string
+	CounterJ float64
+	SeriesJ  map[string]float64 // by source (nvml.buffer, nvml.instant, ...)
+	Samples  map[string]int
+	Expected int // buffer samples expected at 50 Hz
+	Gaps     int
+	Quality  string
+}
+
+// ComparePhases computes a PhaseCheck for every device and phase.
+func ComparePhases(ctx context.Context, st interface {
+	Store
+	TableReader
+}, phases []Phase) ([]PhaseCheck, error) {
+	if len(phases) == 0 {
+		return nil, nil
+	}
+	from, to := phases[0].From, phases[0].To
+	for _, p := range phases {
+		from, to = min(from, p.From), max(to, p.To)
+	}
+	pw := schemas.NewRows(schemas.KindPower).(*schemas.PowerRows)
+	if err := st.ReadTable(ctx, pw.Table(), Filter{From: from - 5e9, To: to + 5e9}); err != nil {
+		return nil, err
+	}
+	gp := schemas.NewRows(schemas.KindGap).(*schemas.GapRows)
+	if err := st.ReadTable(ctx, gp.Table(), Filter{From: from - 5e9, To: to + 5e9}); err != nil {
+		return nil, err
+	}
+	cols := pw.Table().Columns
+	sources, uuids := cols[1].Data().([]string), cols[3].Data().([]string)
+	series := map[string]map[string][]schemas.PowerSample{} // device -> source -> samples
+	for i, u := range uuids {
+		if series[u] == nil {
+			series[u] = map[string][]schemas.PowerSample{}
+		}
+		series[u][sources[i]] = append(series[u][sources[i]], schemas.PowerSample{TS: pw.TS.V[i], Power: schemas.Power(pw.Power.V[i])})
+	}
+	devs := make([]string, 0, len(series))
+	for d, m := range series {
+		devs = append(devs, d)
+		for _, s := range m {
+			sort.Slice(s, func(a, b int) bool { return s[a].TS < s[b].TS })
+		}
+	}
+	sort.Strings(devs)
+	gapUUIDs := gp.Table().Columns[3].Data().([]string)
+	var out []PhaseCheck
+	for _, d := range devs {
+		rs, err := st.Energy(ctx, d, from-5e9, to+5e9)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range phases {
+			w := WindowEnergy(rs, p.From, p.To)
+			pc := PhaseCheck{Phase: p, Device: d, CounterJ: w.Joules, Quality: w.Quality, SeriesJ: map[string]float64{},
+				Samples: map[string]int{}, Expected: int((p.To - p.From) / 20e6)}
+			for src, s := range series[d] {
+				hold := int64(20e6)
+				if src != "nvml.buffer" && src != "sim" {
+					hold = 100e6
+				}
+				pc.SeriesJ[src], pc.Samples[src] = IntegratePower(s, p.From, p.To, hold)
+			}
+			for i, u := range gapUUIDs {
+				if u == d && gp.From.V[i] < p.To && gp.To.V[i] > p.From {
+					pc.Gaps++
+				}
+			}
+			out = append(out, pc)
+		}
+	}
+	return out, nil
+}
+
+// PrintPhaseChecks writes a markdown table of checks.
+func PrintPhaseChecks(w io.Writer, cs []PhaseCheck) {
+	srcSet := map[string]bool{}
+	for _, c := range cs {
+		for s := range c.SeriesJ {
+			srcSet[s] = true
+		}
+	}
+	var srcs []string
+	for s := range srcSet {
+		srcs = append(srcs, s)
+	}
+	sort.Strings(srcs)
+	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
+	fmt.Fprint(tw, "| device\t| phase\t| s\t| counter J\t| mean W\t|")
+	for _, s := range srcs {
+		fmt.Fprintf(tw, " %s J\t| Δ%%\t| samples\t|", s)
+	}
+	fmt.Fprintln(tw, " expected 50 Hz\t| gaps\t| quality\t|")
+	fmt.Fprint(tw, "|---\t|---\t|---\t|---\t|---\t|")
+	for range srcs {
+		fmt.Fprint(tw, "---\t|---\t|---\t|")
+	}
+	fmt.Fprintln(tw, "---\t|---\t|---\t|")
+	for _, c := range cs {
+		dur := float64(c.Phase.To-c.Phase.From) / 1e9
+		fmt.Fprintf(tw, "| %s\t| %s\t| %.2f\t| %.1f\t| %.1f\t|", c.Device, c.Phase.Name, dur, c.CounterJ, c.CounterJ/dur)
+		for _, s := range srcs {
+			j, ok := c.SeriesJ[s]
+			if !ok {
+				fmt.Fprint(tw, " —\t| —\t| 0\t|")
+				continue
+			}
+			fmt.Fprintf(tw, " %.1f\t| %+.2f%%\t| %d\t|", j, 100*(j-c.CounterJ)/c.CounterJ, c.Samples[s])
+		}
+		fmt.Fprintf(tw, " %d\t| %d\t| %s\t|\n", c.Expected, c.Gaps, c.Quality)
+	}
+	tw.Flush()
+}

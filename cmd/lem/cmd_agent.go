@@ -1,0 +1,164 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"github.com/llm-energy-measure/lem/collectors"
+	"github.com/llm-energy-measure/lem/collectors/nvml"
+	"github.com/llm-energy-measure/lem/collectors/sim"
+	"github.com/llm-energy-measure/lem/ingest"
+	"github.com/llm-energy-measure/lem/internal/bus"
+)
+
+func init() {
+	register(&command{
+		name: "agent",
+		summary: "Collect GPU power, energy and state on this host (NVML, or -sim) and publish to NATS; " +
+			"without -nats, run an embedded JetStream with in-process ingest into -parquet or -clickhouse.",
+		setup: func(fs *flag.FlagSet) func([]string) error {
+			natsURL := fs.String("nats", "", "NATS URL to publish to (empty: embedded server plus in-process ingest)")
+			pqDir := fs.String("parquet", "lem-agent-store", "with the embedded server: Parquet store directory (unless -clickhouse)")
+			devs := fs.String("devices", "", "comma-separated GPU indices (empty: all)")
+			useSim := fs.Bool("sim", false, "publish the simulator instead of NVML (labelled source=sim)")
+			duration := fs.Duration("duration", 0, "stop after this long (0: until SIGINT/SIGTERM)")
+			publish := fs.Duration("publish-interval", time.Second, "read counter and buffer and publish this often")
+			alsoInstant := fs.Bool("instant", false, "also read instant power (field 186) at 10 Hz beside the buffer, for validation")
+			chc := clickhouseFlags(fs)
+			logger := logFlags(fs)
+			return func([]string) error {
+				log := logger()
+				cfg, err := chc()
+				if err != nil {
+					return err
+				}
+				ctx, cancel := signalContext()
+				defer cancel()
+				if *duration > 0 {
+					ctx, cancel = context.WithTimeout(ctx, *duration)
+					defer cancel()
+				}
+				host, _ := os.Hostname()
+				var col collectors.Collector
+				if *useSim {
+					col = sim.New(sim.Config{Host: host, Publish: *publish}, time.Now())
+				} else {
+					idx, err := parseIndices(*devs)
+					if err != nil {
+						return err
+					}
+					rd, err := nvml.Open(gonvml.New(), host, idx, nil)
+					if err != nil {
+						return fmt.Errorf("%w (no GPU? use -sim)", err)
+					}
+					defer rd.Close()
+					for _, g := range rd.GPUs {
+						log.Info().Uint32("index", g.ID.Index).Str("uuid", g.ID.UUID).Str("name", g.ID.Name).
+							Bool("buffer", g.HasBuffer).Bool("counter", g.HasCounter).Msg("gpu")
+					}
+					col = nvml.NewCollector(rd, nvml.Config{Publish: *publish, AlsoInstant: *alsoInstant}, log)
+				}
+				start, cpu0 := time.Now(), cpuTime()
+				err = runAgent(ctx, col, *natsURL, *pqDir, cfg, log)
+				wall, cpu := time.Since(start), cpuTime()-cpu0
+				fmt.Printf("agent: %.1f s wall, %.3f s CPU (%.3f%% of one core, ingest included when embedded)\n",
+					wall.Seconds(), cpu.Seconds(), 100*cpu.Seconds()/wall.Seconds())
+				return err
+			}
+		},
+	})
+}
+
+func runAgent(ctx context.Context, col collectors.Collector, natsURL, pqDir string, cfg ingest.ClickHouseConfig, log zerolog.Logger) error {
+	var nc *nats.Conn
+	var err error
+	var stopIngest func()
+	if natsURL != "" {
+		nc, err = nats.Connect(natsURL, nats.Name("lem-agent"), nats.MaxReconnects(-1))
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+	} else {
+		emb, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: pqDir + ".nats"})
+		if err != nil {
+			return err
+		}
+		defer emb.Shutdown()
+		if nc, err = emb.Connect("lem-agent"); err != nil {
+			return err
+		}
+		defer nc.Close()
+		sink, err := openSink(context.Background(), cfg, pqDir, log)
+		if err != nil {
+			return err
+		}
+		defer sink.Close()
+		pubJS, err := bus.NewPublisher(nc, 0)
+		if err != nil {
+			return err
+		}
+		if err := bus.EnsureStreams(context.Background(), pubJS.JetStream(), bus.StreamConfig{}); err != nil {
+			return err
+		}
+		ictx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- ingest.New(pubJS.JetStream(), sink, ingest.Config{}, nil, log).Run(ictx) }()
+		stopIngest = func() {
+			fctx, c := context.WithTimeout(context.Background(), time.Minute)
+			defer c()
+			_ = waitIngested(fctx, pubJS.JetStream())
+			cancel()
+			<-done
+		}
+	}
+	pub, err := bus.NewPublisher(nc, 0)
+	if err != nil {
+		return err
+	}
+	runErr := col.Run(ctx, pub)
+	fctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := pub.Flush(fctx); err != nil && runErr == nil {
+		runErr = err
+	}
+	if stopIngest != nil {
+		stopIngest()
+	}
+	if errors.Is(runErr, context.Canceled) || errors.Is(runErr, context.DeadlineExceeded) {
+		return nil
+	}
+	return runErr
+}
+
+func parseIndices(s string) ([]int, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		i, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			return nil, fmt.Errorf("-devices: %q is not an index", f)
+		}
+		out = append(out, i)
+	}
+	return out, nil
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"encoding/csv"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+
+	"github.com/llm-energy-measure/lem/analytics"
+)
+
+func init() {
+	register(&command{
+		name: "validate-power",
+		summary: "Compare, per phase and device, the energy counter with the integrals of every power series " +
+			"(driver buffer, instant field) and count captured samples and gaps.",
+		setup: func(fs *flag.FlagSet) func([]string) error {
+			pqDir := fs.String("parquet", "", "read the local Parquet store under this directory")
+			phasesFile := fs.String("phases", "", "CSV of phases: name,start_unix_ns,end_unix_ns[,details]")
+			chc := clickhouseFlags(fs)
+			return func([]string) error {
+				if *phasesFile == "" {
+					return errors.New("-phases is required")
+				}
+				phases, err := readPhases(*phasesFile)
+				if err != nil {
+					return err
+				}
+				cfg, err := chc()
+				if err != nil {
+					return err
+				}
+				ctx := context.Background()
+				st, closeFn, err := openStore(ctx, cfg, *pqDir)
+				if err != nil {
+					return err
+				}
+				defer closeFn()
+				cs, err := analytics.ComparePhases(ctx, st, phases)
+				if err != nil {
+					return err
+				}
+				analytics.PrintPhaseChecks(os.Stdout, cs)
+				return nil
+			}
+		},
+	})
+}
+
+func readPhases(path string) ([]analytics.Phase, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	r := csv.NewReader(f)
+	r.FieldsPerRecord = -1
+	recs, err := r.ReadAll()
+	if err != nil {
+		return nil, fmt.Errorf("reading phases: %w", err)
+	}
+	var out []analytics.Phase
+	for i, rec := range recs {
+		if len(rec) < 3 {
+			return nil, fmt.Errorf("phases line %d: want name,start_ns,end_ns", i+1)
+		}
+		a, err1 := strconv.ParseInt(rec[1], 10, 64)
+		b, err2 := strconv.ParseInt(rec[2], 10, 64)
+		if err1 != nil || err2 != nil {
+			if i == 0 {
+				continue // header
+			}
+			return nil, fmt.Errorf("phases line %d: times must be integers (ns)", i+1)
+		}
+		if b > a {
+			out = append(out, analytics.Phase{Name: rec[0], From: a, To: b})
+		}
+	}
+	return out, nil
+}
