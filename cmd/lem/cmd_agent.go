@@ -34,6 +34,8 @@ func init() {
 			useSim := fs.Bool("sim", false, "publish the simulator instead of NVML (labelled source=sim)")
 			duration := fs.Duration("duration", 0, "stop after this long (0: until SIGINT/SIGTERM)")
 			publish := fs.Duration("publish-interval", time.Second, "read counter and buffer and publish this often")
+			counter := fs.Duration("counter-interval", time.Second, "energy-counter read period (100ms = the counter's full resolution)")
+			host := fs.String("host", "", "host name to publish under (default: the OS host name)")
 			alsoInstant := fs.Bool("instant", false, "also read instant power (field 186) at 10 Hz beside the buffer, for validation")
 			chc := clickhouseFlags(fs)
 			logger := logFlags(fs)
@@ -49,16 +51,18 @@ func init() {
 					ctx, cancel = context.WithTimeout(ctx, *duration)
 					defer cancel()
 				}
-				host, _ := os.Hostname()
+				if *host == "" {
+					*host, _ = os.Hostname()
+				}
 				var col collectors.Collector
 				if *useSim {
-					col = sim.New(sim.Config{Host: host, Publish: *publish}, time.Now())
+					col = sim.New(sim.Config{Host: *host, Publish: *publish}, time.Now())
 				} else {
 					idx, err := parseIndices(*devs)
 					if err != nil {
 						return err
 					}
-					rd, err := nvml.Open(gonvml.New(), host, idx, nil)
+					rd, err := nvml.Open(gonvml.New(), *host, idx, nil)
 					if err != nil {
 						return fmt.Errorf("%w (no GPU? use -sim)", err)
 					}
@@ -67,7 +71,7 @@ func init() {
 						log.Info().Uint32("index", g.ID.Index).Str("uuid", g.ID.UUID).Str("name", g.ID.Name).
 							Bool("buffer", g.HasBuffer).Bool("counter", g.HasCounter).Msg("gpu")
 					}
-					col = nvml.NewCollector(rd, nvml.Config{Publish: *publish, AlsoInstant: *alsoInstant}, log)
+					col = nvml.NewCollector(rd, nvml.Config{Publish: *publish, Counter: *counter, AlsoInstant: *alsoInstant}, log)
 				}
 				start, cpu0 := time.Now(), cpuTime()
 				err = runAgent(ctx, col, *natsURL, *pqDir, cfg, log)
@@ -83,7 +87,7 @@ func init() {
 func runAgent(ctx context.Context, col collectors.Collector, natsURL, pqDir string, cfg ingest.ClickHouseConfig, log zerolog.Logger) error {
 	var nc *nats.Conn
 	var err error
-	var stopIngest func()
+	stop := func() {}
 	if natsURL != "" {
 		nc, err = nats.Connect(natsURL, nats.Name("lem-agent"), nats.MaxReconnects(-1))
 		if err != nil {
@@ -91,40 +95,15 @@ func runAgent(ctx context.Context, col collectors.Collector, natsURL, pqDir stri
 		}
 		defer nc.Close()
 	} else {
-		emb, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: pqDir + ".nats"})
-		if err != nil {
+		var bb *backbone
+		if bb, err = startBackbone("", pqDir, cfg, log); err != nil {
 			return err
 		}
-		defer emb.Shutdown()
-		if nc, err = emb.Connect("lem-agent"); err != nil {
-			return err
-		}
-		defer nc.Close()
-		sink, err := openSink(context.Background(), cfg, pqDir, log)
-		if err != nil {
-			return err
-		}
-		defer sink.Close()
-		pubJS, err := bus.NewPublisher(nc, 0)
-		if err != nil {
-			return err
-		}
-		if err := bus.EnsureStreams(context.Background(), pubJS.JetStream(), bus.StreamConfig{}); err != nil {
-			return err
-		}
-		ictx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- ingest.New(pubJS.JetStream(), sink, ingest.Config{}, nil, log).Run(ictx) }()
-		stopIngest = func() {
-			fctx, c := context.WithTimeout(context.Background(), time.Minute)
-			defer c()
-			_ = waitIngested(fctx, pubJS.JetStream())
-			cancel()
-			<-done
-		}
+		nc, stop = bb.nc, bb.stop
 	}
 	pub, err := bus.NewPublisher(nc, 0)
 	if err != nil {
+		stop()
 		return err
 	}
 	runErr := col.Run(ctx, pub)
@@ -133,9 +112,7 @@ func runAgent(ctx context.Context, col collectors.Collector, natsURL, pqDir stri
 	if err := pub.Flush(fctx); err != nil && runErr == nil {
 		runErr = err
 	}
-	if stopIngest != nil {
-		stopIngest()
-	}
+	stop()
 	if errors.Is(runErr, context.Canceled) || errors.Is(runErr, context.DeadlineExceeded) {
 		return nil
 	}
