@@ -16,6 +16,14 @@ const (
 // CounterRefresh is how often NVML's energy counter changes (gpu-power-facts).
 const CounterRefresh = 100e6 // ns
 
+// CounterLag is how far, on average, an NVML counter value trails the
+// moment it was read: the counter refreshes every ~100 ms and a read returns
+// the last refresh, so its effective time is the read time minus half a
+// refresh (uncertainty ±50 ms, uniform). Readings whose source is
+// nvml.counter are shifted by it; sources stamped at the change itself
+// (the shared trace, the simulator) are not.
+const CounterLag = CounterRefresh / 2
+
 // SensorGain is the systematic relative uncertainty of the on-board sensor.
 const SensorGain = 0.05
 
@@ -51,6 +59,9 @@ func series(rs []Reading) (pts []point, resets int) {
 		t := r.TSBefore
 		if r.TSAfter > r.TSBefore {
 			t += (r.TSAfter - r.TSBefore) / 2
+		}
+		if r.Source == "nvml.counter" {
+			t -= CounterLag
 		}
 		pts = append(pts, point{t: t, e: offset + float64(r.Energy)})
 	}

@@ -37,7 +37,7 @@ func loadTrace(t *testing.T) (counter []Reading, phases map[string][2]int64) {
 		ts, _ := strconv.ParseInt(rec[1], 10, 64)
 		mj, _ := strconv.ParseFloat(rec[2], 64)
 		counter = append(counter, Reading{EnergyReading: schemas.EnergyReading{TSBefore: ts, TSAfter: ts,
-			Energy: schemas.Energy(mj * 1000)}, Source: "nvml.counter"})
+			Energy: schemas.Energy(mj * 1000)}, Source: "trace.counter-change"})
 	}
 	phases = map[string][2]int64{}
 	for _, rec := range read("phases.csv") {

@@ -78,9 +78,11 @@ func ComparePhases(ctx context.Context, st interface {
 			pc := PhaseCheck{Phase: p, Device: d, CounterJ: w.Joules, Quality: w.Quality, SeriesJ: map[string]float64{},
 				Samples: map[string]int{}, Expected: int((p.To - p.From) / 20e6)}
 			for src, s := range series[d] {
-				hold := int64(20e6)
+				// A sample holds until the next one, at most three periods
+				// (longer is a gap): the driver's 20 ms cadence jitters.
+				hold := int64(60e6)
 				if src != "nvml.buffer" && src != "sim" {
-					hold = 100e6
+					hold = 300e6
 				}
 				pc.SeriesJ[src], pc.Samples[src] = IntegratePower(s, p.From, p.To, hold)
 			}

@@ -28,3 +28,4 @@ echo "B (production cadence):"; tail -1 "$out/agentB.log"
 "$lem" validate-power -parquet "$out/storeA" -phases "$out/phases.csv" > "$out/reportA.md" 2>&1
 "$lem" validate-power -parquet "$out/storeB" -phases "$out/phases.csv" > "$out/reportB.md" 2>&1
 cat "$out/reportA.md" "$out/reportB.md"
+tar czf "$out/stores.tgz" -C "$out" storeA storeB phases.csv && rm -rf "$out"/store?  "$out"/store?.nats
