@@ -22,6 +22,7 @@ type PhaseCheck struct {
 	Phase    Phase
 	Device   string
 	CounterJ float64
+	EdgeUncJ float64            // the counter's own resolution at the phase edges
 	SeriesJ  map[string]float64 // by source (nvml.buffer, nvml.instant, ...)
 	Samples  map[string]int
 	Expected int // buffer samples expected at 50 Hz
@@ -75,7 +76,7 @@ func ComparePhases(ctx context.Context, st interface {
 		}
 		for _, p := range phases {
 			w := WindowEnergy(rs, p.From, p.To)
-			pc := PhaseCheck{Phase: p, Device: d, CounterJ: w.Joules, Quality: w.Quality, SeriesJ: map[string]float64{},
+			pc := PhaseCheck{Phase: p, Device: d, CounterJ: w.Joules, EdgeUncJ: w.EdgeUncJ, Quality: w.Quality, SeriesJ: map[string]float64{},
 				Samples: map[string]int{}, Expected: int((p.To - p.From) / 20e6)}
 			for src, s := range series[d] {
 				// A sample holds until the next one, at most three periods
@@ -111,19 +112,19 @@ func PrintPhaseChecks(w io.Writer, cs []PhaseCheck) {
 	}
 	sort.Strings(srcs)
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
-	fmt.Fprint(tw, "| device\t| phase\t| s\t| counter J\t| mean W\t|")
+	fmt.Fprint(tw, "| device\t| phase\t| s\t| counter J\t| ±edge J\t| mean W\t|")
 	for _, s := range srcs {
 		fmt.Fprintf(tw, " %s J\t| Δ%%\t| samples\t|", s)
 	}
 	fmt.Fprintln(tw, " expected 50 Hz\t| gaps\t| quality\t|")
-	fmt.Fprint(tw, "|---\t|---\t|---\t|---\t|---\t|")
+	fmt.Fprint(tw, "|---\t|---\t|---\t|---\t|---\t|---\t|")
 	for range srcs {
 		fmt.Fprint(tw, "---\t|---\t|---\t|")
 	}
 	fmt.Fprintln(tw, "---\t|---\t|---\t|")
 	for _, c := range cs {
 		dur := float64(c.Phase.To-c.Phase.From) / 1e9
-		fmt.Fprintf(tw, "| %s\t| %s\t| %.2f\t| %.1f\t| %.1f\t|", c.Device, c.Phase.Name, dur, c.CounterJ, c.CounterJ/dur)
+		fmt.Fprintf(tw, "| %s\t| %s\t| %.2f\t| %.1f\t| %.1f\t| %.1f\t|", c.Device, c.Phase.Name, dur, c.CounterJ, c.EdgeUncJ, c.CounterJ/dur)
 		for _, s := range srcs {
 			j, ok := c.SeriesJ[s]
 			if !ok {

@@ -19,7 +19,7 @@ type Config struct {
 	// resolution (validation), 1 s costs 0.3% of a core.
 	Counter time.Duration
 	Instant time.Duration // instant-power fallback period: 100 ms
-	State   time.Duration // device state period: 200 ms
+	State   time.Duration // device state period: 500 ms
 	// AlsoInstant reads instant power at 10 Hz even where the buffer works,
 	// to compare the two (validation).
 	AlsoInstant bool
@@ -36,7 +36,7 @@ func (c Config) withDefaults() Config {
 		c.Instant = 100 * time.Millisecond
 	}
 	if c.State <= 0 {
-		c.State = 200 * time.Millisecond
+		c.State = 500 * time.Millisecond
 	}
 	return c
 }
