@@ -12,13 +12,18 @@ export CGO_CFLAGS := -O2 -Wno-deprecated-declarations
 CGO_TMP   := $(CURDIR)/.cache/cgo-tmp
 DEMO_OUT  ?= lem-demo
 
-.PHONY: all build demo demo-stop test test-short bench fuzz docs check-docs clickhouse vet clean
+.PHONY: all build build-device demo demo-stop test test-short bench fuzz docs check-docs clickhouse vet clean
 
 all: build
 
 build:
 	@mkdir -p $(CGO_TMP) bin
 	TMPDIR=$(CGO_TMP) $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/lem
+
+# A stripped cgo build to carry to the GPU machine (see docs/validation/).
+build-device:
+	@mkdir -p $(CGO_TMP) .device-bin
+	TMPDIR=$(CGO_TMP) $(GO) build -ldflags "-s -w $(LDFLAGS)" -o .device-bin/lem ./cmd/lem
 
 # A short measured experiment on embedded defaults: embedded JetStream,
 # simulated GPU power, the built-in synthetic streaming server, a local

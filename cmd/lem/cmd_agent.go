@@ -76,7 +76,11 @@ func init() {
 				start, cpu0 := time.Now(), cpuTime()
 				err = runAgent(ctx, col, *natsURL, *pqDir, cfg, log)
 				wall, cpu := time.Since(start), cpuTime()-cpu0
-				fmt.Printf("agent: %.1f s wall, %.3f s CPU (%.3f%% of one core, ingest included when embedded)\n",
+				what := "agent"
+				if *natsURL == "" {
+					what = "agent with embedded backbone"
+				}
+				fmt.Printf("%s: %.1f s wall, %.3f s CPU (%.3f%% of one core)\n", what,
 					wall.Seconds(), cpu.Seconds(), 100*cpu.Seconds()/wall.Seconds())
 				return err
 			}
