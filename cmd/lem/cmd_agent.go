@@ -17,6 +17,7 @@ import (
 
 	"github.com/llm-energy-measure/lem/collectors"
 	"github.com/llm-energy-measure/lem/collectors/nvml"
+	"github.com/llm-energy-measure/lem/collectors/rapl"
 	"github.com/llm-energy-measure/lem/collectors/sim"
 	"github.com/llm-energy-measure/lem/ingest"
 	"github.com/llm-energy-measure/lem/internal/bus"
@@ -36,6 +37,7 @@ func init() {
 			publish := fs.Duration("publish-interval", time.Second, "read counter and buffer and publish this often")
 			counter := fs.Duration("counter-interval", time.Second, "energy-counter read period (100ms = the counter's full resolution)")
 			host := fs.String("host", "", "host name to publish under (default: the OS host name)")
+			raplRoot := fs.String("rapl", "/sys/class/powercap", "powercap root for CPU/DRAM energy (empty: off)")
 			alsoInstant := fs.Bool("instant", false, "also read instant power (field 186) at 10 Hz beside the buffer, for validation")
 			chc := clickhouseFlags(fs)
 			logger := logFlags(fs)
@@ -54,6 +56,15 @@ func init() {
 				if *host == "" {
 					*host, _ = os.Hostname()
 				}
+				var cols []collectors.Collector
+				if *raplRoot != "" && !*useSim {
+					if ds, err := rapl.Discover(*raplRoot, *host); err == nil {
+						cols = append(cols, rapl.NewCollector(*host, ds, *publish))
+						log.Info().Int("domains", len(ds)).Msg("rapl")
+					} else {
+						log.Info().Err(err).Msg("CPU/DRAM energy not collected")
+					}
+				}
 				var col collectors.Collector
 				if *useSim {
 					col = sim.New(sim.Config{Host: *host, Publish: *publish}, time.Now())
@@ -63,18 +74,25 @@ func init() {
 						return err
 					}
 					rd, err := nvml.Open(gonvml.New(), *host, idx, nil)
-					if err != nil {
-						return fmt.Errorf("%w (no GPU? use -sim)", err)
+					switch {
+					case err != nil && len(cols) == 0:
+						return fmt.Errorf("%w (no GPU and no RAPL: use -sim to exercise the pipeline)", err)
+					case err != nil:
+						log.Warn().Err(err).Msg("no GPU collected; CPU/DRAM energy only")
+					default:
+						defer rd.Close()
+						for _, g := range rd.GPUs {
+							log.Info().Uint32("index", g.ID.Index).Str("uuid", g.ID.UUID).Str("name", g.ID.Name).
+								Bool("buffer", g.HasBuffer).Bool("counter", g.HasCounter).Msg("gpu")
+						}
+						col = nvml.NewCollector(rd, nvml.Config{Publish: *publish, Counter: *counter, AlsoInstant: *alsoInstant}, log)
 					}
-					defer rd.Close()
-					for _, g := range rd.GPUs {
-						log.Info().Uint32("index", g.ID.Index).Str("uuid", g.ID.UUID).Str("name", g.ID.Name).
-							Bool("buffer", g.HasBuffer).Bool("counter", g.HasCounter).Msg("gpu")
-					}
-					col = nvml.NewCollector(rd, nvml.Config{Publish: *publish, Counter: *counter, AlsoInstant: *alsoInstant}, log)
+				}
+				if col != nil {
+					cols = append(cols, col)
 				}
 				start, cpu0 := time.Now(), cpuTime()
-				err = runAgent(ctx, col, *natsURL, *pqDir, cfg, log)
+				err = runAgent(ctx, cols, *natsURL, *pqDir, cfg, log)
 				wall, cpu := time.Since(start), cpuTime()-cpu0
 				what := "agent"
 				if *natsURL == "" {
@@ -88,7 +106,7 @@ func init() {
 	})
 }
 
-func runAgent(ctx context.Context, col collectors.Collector, natsURL, pqDir string, cfg ingest.ClickHouseConfig, log zerolog.Logger) error {
+func runAgent(ctx context.Context, cols []collectors.Collector, natsURL, pqDir string, cfg ingest.ClickHouseConfig, log zerolog.Logger) error {
 	var nc *nats.Conn
 	var err error
 	stop := func() {}
@@ -110,7 +128,16 @@ func runAgent(ctx context.Context, col collectors.Collector, natsURL, pqDir stri
 		stop()
 		return err
 	}
-	runErr := col.Run(ctx, pub)
+	errs := make(chan error, len(cols))
+	for _, c := range cols {
+		go func() { errs <- c.Run(ctx, pub) }()
+	}
+	var runErr error
+	for range cols {
+		if err := <-errs; err != nil && runErr == nil {
+			runErr = err
+		}
+	}
 	fctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := pub.Flush(fctx); err != nil && runErr == nil {
