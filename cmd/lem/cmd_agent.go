@@ -21,6 +21,7 @@ import (
 	"github.com/llm-energy-measure/lem/collectors/sim"
 	"github.com/llm-energy-measure/lem/ingest"
 	"github.com/llm-energy-measure/lem/internal/bus"
+	"github.com/llm-energy-measure/lem/internal/spool"
 )
 
 func init() {
@@ -37,6 +38,8 @@ func init() {
 			publish := fs.Duration("publish-interval", time.Second, "read counter and buffer and publish this often")
 			counter := fs.Duration("counter-interval", time.Second, "energy-counter read period (100ms = the counter's full resolution)")
 			host := fs.String("host", "", "host name to publish under (default: the OS host name)")
+			spoolDir := fs.String("spool", "lem-agent-spool", "with -nats: directory of the on-disk buffer used while NATS is unreachable")
+			spoolMax := fs.Int64("spool-max-bytes", 256<<20, "size bound of the spool; when full the oldest events are dropped and counted")
 			raplRoot := fs.String("rapl", "/sys/class/powercap", "powercap root for CPU/DRAM energy (empty: off)")
 			alsoInstant := fs.Bool("instant", false, "also read instant power (field 186) at 10 Hz beside the buffer, for validation")
 			chc := clickhouseFlags(fs)
@@ -92,7 +95,7 @@ func init() {
 					cols = append(cols, col)
 				}
 				start, cpu0 := time.Now(), cpuTime()
-				err = runAgent(ctx, cols, *natsURL, *pqDir, cfg, log)
+				err = runAgent(ctx, cols, *natsURL, *pqDir, *spoolDir, *spoolMax, cfg, log)
 				wall, cpu := time.Since(start), cpuTime()-cpu0
 				what := "agent"
 				if *natsURL == "" {
@@ -106,7 +109,8 @@ func init() {
 	})
 }
 
-func runAgent(ctx context.Context, cols []collectors.Collector, natsURL, pqDir string, cfg ingest.ClickHouseConfig, log zerolog.Logger) error {
+func runAgent(ctx context.Context, cols []collectors.Collector, natsURL, pqDir, spoolDir string, spoolMax int64,
+	cfg ingest.ClickHouseConfig, log zerolog.Logger) error {
 	var nc *nats.Conn
 	var err error
 	stop := func() {}
@@ -128,6 +132,20 @@ func runAgent(ctx context.Context, cols []collectors.Collector, natsURL, pqDir s
 		stop()
 		return err
 	}
+	var sp *spool.Spool
+	if natsURL != "" {
+		if sp, err = spool.Open(spoolDir, spoolMax); err != nil {
+			return err
+		}
+		defer sp.Close()
+		if n, _, _ := sp.Stats(); n > 0 {
+			log.Info().Int64("events", n).Msg("spooled events from an earlier run will be sent")
+		}
+		pub.UseSpool(sp)
+		dctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go pub.Drain(dctx)
+	}
 	errs := make(chan error, len(cols))
 	for _, c := range cols {
 		go func() { errs <- c.Run(ctx, pub) }()
@@ -142,6 +160,11 @@ func runAgent(ctx context.Context, cols []collectors.Collector, natsURL, pqDir s
 	defer cancel()
 	if err := pub.Flush(fctx); err != nil && runErr == nil {
 		runErr = err
+	}
+	if sp != nil {
+		if n, _, dropped := sp.Stats(); n > 0 || dropped > 0 {
+			log.Warn().Int64("spooled", n).Uint64("dropped", dropped).Msg("events left in the spool (sent on next start) / dropped because it was full")
+		}
 	}
 	stop()
 	if errors.Is(runErr, context.Canceled) || errors.Is(runErr, context.DeadlineExceeded) {

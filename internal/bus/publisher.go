@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/llm-energy-measure/lem/internal/spool"
 	"github.com/llm-energy-measure/lem/schemas"
 )
 
@@ -19,7 +20,9 @@ import (
 // and retried synchronously by Flush, under their original Nats-Msg-Id, so
 // the stream's duplicate window drops any that had in fact arrived.
 type Publisher struct {
-	js jetstream.JetStream
+	js    jetstream.JetStream
+	nc    *nats.Conn
+	spool *spool.Spool // nil: failed messages are held in memory
 
 	mu     sync.Mutex
 	failed []*nats.Msg
@@ -34,11 +37,14 @@ func NewPublisher(nc *nats.Conn, maxPending int) (*Publisher, error) {
 	if maxPending <= 0 {
 		maxPending = 4096
 	}
-	p := &Publisher{}
+	p := &Publisher{nc: nc}
 	js, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(maxPending),
 		jetstream.WithPublishAsyncTimeout(30*time.Second),
 		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, _ error) {
+			if p.spool != nil && p.spool.Append(m.Subject, m.Header.Get(jetstream.MsgIDHeader), m.Data) == nil {
+				return
+			}
 			p.mu.Lock()
 			p.failed = append(p.failed, m)
 			p.mu.Unlock()
@@ -61,9 +67,19 @@ func (p *Publisher) Publish(subject, msgID string, ev schemas.Event) error {
 	return p.PublishRaw(subject, msgID, data)
 }
 
+// UseSpool makes the publisher write messages to sp while NATS is
+// unreachable (and those whose publish failed); Drain sends them later.
+func (p *Publisher) UseSpool(sp *spool.Spool) { p.spool = sp }
+
 // PublishRaw publishes already-encoded bytes; data must not be modified
 // afterwards.
 func (p *Publisher) PublishRaw(subject, msgID string, data []byte) error {
+	if p.spool != nil && (p.nc.Status() != nats.CONNECTED || p.spooled()) {
+		// Keep order: while older messages wait in the spool, new ones
+		// queue behind them.
+		p.published.Add(1)
+		return p.spool.Append(subject, msgID, data)
+	}
 	m := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
 	if msgID != "" {
 		m.Header.Set(jetstream.MsgIDHeader, msgID)
@@ -124,5 +140,37 @@ func (p *Publisher) retry(ctx context.Context, m *nats.Msg) error {
 		if backoff < 5*time.Second {
 			backoff *= 2
 		}
+	}
+}
+
+func (p *Publisher) spooled() bool {
+	n, _, _ := p.spool.Stats()
+	return n > 0
+}
+
+// Drain publishes spooled messages whenever NATS is connected, until ctx
+// ends. Run it in its own goroutine when a spool is used.
+func (p *Publisher) Drain(ctx context.Context) {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if p.spool == nil || p.nc.Status() != nats.CONNECTED || !p.spooled() {
+			continue
+		}
+		_, _ = p.spool.Drain(func(subject, msgID string, data []byte) error {
+			m := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+			if msgID != "" {
+				m.Header.Set(jetstream.MsgIDHeader, msgID)
+			}
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			_, err := p.js.PublishMsg(pctx, m)
+			return err
+		})
 	}
 }
