@@ -139,42 +139,31 @@ func (c *Collector) Tick() {
 func (c *Collector) Flush(pub collectors.Publisher) error {
 	for i, g := range c.rd.GPUs {
 		b := &c.st[i]
-		h := c.rd.Host
+		send := func(k schemas.Kind, tag string, first int64, ev schemas.Event) error {
+			id := fmt.Sprintf("%s/%s/%d", tag, g.ID.UUID, first)
+			return pub.Publish(schemas.DeviceSubject(k, c.rd.Host, g.ID.Index), id, ev)
+		}
+		var err error
 		if n := len(b.power.Samples); n > 0 {
-			id := fmt.Sprintf("%s/%s/%d", SourceBuffer, g.ID.UUID, b.power.Samples[0].TS)
-			if err := pub.Publish(schemas.DeviceSubject(schemas.KindPower, h, g.ID.Index), id, &b.power); err != nil {
-				return err
-			}
-			b.power.Samples = b.power.Samples[:0]
+			err = send(schemas.KindPower, SourceBuffer, b.power.Samples[0].TS, &b.power)
 		}
-		if n := len(b.instant.Samples); n > 0 {
-			id := fmt.Sprintf("%s/%s/%d", SourceInstant, g.ID.UUID, b.instant.Samples[0].TS)
-			if err := pub.Publish(schemas.DeviceSubject(schemas.KindPower, h, g.ID.Index), id, &b.instant); err != nil {
-				return err
-			}
-			b.instant.Samples = b.instant.Samples[:0]
+		if n := len(b.instant.Samples); err == nil && n > 0 {
+			err = send(schemas.KindPower, SourceInstant, b.instant.Samples[0].TS, &b.instant)
 		}
-		if n := len(b.energy.Readings); n > 0 {
-			id := fmt.Sprintf("%s/%s/%d", SourceCounter, g.ID.UUID, b.energy.Readings[0].TSBefore)
-			if err := pub.Publish(schemas.DeviceSubject(schemas.KindEnergy, h, g.ID.Index), id, &b.energy); err != nil {
-				return err
-			}
-			b.energy.Readings = b.energy.Readings[:0]
+		if n := len(b.energy.Readings); err == nil && n > 0 {
+			err = send(schemas.KindEnergy, SourceCounter, b.energy.Readings[0].TSBefore, &b.energy)
 		}
-		if n := len(b.state.Samples); n > 0 {
-			id := fmt.Sprintf("%s/%s/%d", SourceState, g.ID.UUID, b.state.Samples[0].TS)
-			if err := pub.Publish(schemas.DeviceSubject(schemas.KindState, h, g.ID.Index), id, &b.state); err != nil {
-				return err
-			}
-			b.state.Samples = b.state.Samples[:0]
+		if n := len(b.state.Samples); err == nil && n > 0 {
+			err = send(schemas.KindState, SourceState, b.state.Samples[0].TS, &b.state)
 		}
-		if n := len(b.gaps.Gaps); n > 0 {
-			id := fmt.Sprintf("gap/%s/%d", g.ID.UUID, b.gaps.Gaps[0].From)
-			if err := pub.Publish(schemas.DeviceSubject(schemas.KindGap, h, g.ID.Index), id, &b.gaps); err != nil {
-				return err
-			}
-			b.gaps.Gaps = b.gaps.Gaps[:0]
+		if n := len(b.gaps.Gaps); err == nil && n > 0 {
+			err = send(schemas.KindGap, "gap", b.gaps.Gaps[0].From, &b.gaps)
 		}
+		if err != nil {
+			return err // batches kept: the next Flush retries them
+		}
+		b.power.Samples, b.instant.Samples = b.power.Samples[:0], b.instant.Samples[:0]
+		b.energy.Readings, b.state.Samples, b.gaps.Gaps = b.energy.Readings[:0], b.state.Samples[:0], b.gaps.Gaps[:0]
 	}
 	return nil
 }

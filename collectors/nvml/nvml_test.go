@@ -8,6 +8,7 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxh100"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
+	"github.com/rs/zerolog"
 
 	"github.com/llm-energy-measure/lem/schemas"
 )
@@ -210,5 +211,48 @@ func TestInventoryStateAndMIG(t *testing.T) {
 	}
 	if _, err := Open(s, "h", []int{9}, nil); err == nil {
 		t.Fatal("device 9 of 8 accepted")
+	}
+}
+
+type recorder struct{ events []schemas.Event }
+
+func (r *recorder) Publish(subject, _ string, ev schemas.Event) error {
+	cp, err := schemas.Decode(ev.AppendWire(nil))
+	if err != nil {
+		return err
+	}
+	if err := cp.Validate(0, 1<<62); err != nil {
+		return err
+	}
+	r.events = append(r.events, cp)
+	return nil
+}
+
+func TestCollectorPublishesEachKind(t *testing.T) {
+	f := &fakeDriver{nowUS: 1_795_757_000_000_000, power: 400_000, energy: 10}
+	rd := open(t, newServer(t, f), f)
+	c := NewCollector(rd, Config{}, zerolog.Nop())
+	c.readCounters()
+	f.advance(1_000_000)
+	c.readCounters()
+	c.Tick()
+	rd.ReadState(rd.GPUs[0], &c.st[0].state)
+	rec := &recorder{}
+	if err := c.Flush(rec); err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[schemas.Kind]int{}
+	for _, ev := range rec.events {
+		kinds[ev.Kind()]++
+	}
+	if kinds[schemas.KindPower] != 1 || kinds[schemas.KindEnergy] != 1 || kinds[schemas.KindState] != 1 {
+		t.Fatalf("published %v", kinds)
+	}
+	if err := c.Flush(rec); err != nil || len(rec.events) != 3 {
+		t.Fatalf("second flush republished: %d events", len(rec.events))
+	}
+	eb := rec.events[1].(*schemas.EnergyBatch)
+	if eb.Source != SourceCounter || len(eb.Readings) != 2 || eb.Readings[1].Energy-eb.Readings[0].Energy != 400*schemas.Joule {
+		t.Fatalf("%+v", eb)
 	}
 }
