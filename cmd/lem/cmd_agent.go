@@ -13,6 +13,7 @@ import (
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/llm-energy-measure/lem/collectors"
@@ -40,6 +41,7 @@ func init() {
 			host := fs.String("host", "", "host name to publish under (default: the OS host name)")
 			spoolDir := fs.String("spool", "lem-agent-spool", "with -nats: directory of the on-disk buffer used while NATS is unreachable")
 			spoolMax := fs.Int64("spool-max-bytes", 256<<20, "size bound of the spool; when full the oldest events are dropped and counted")
+			metricsAddr := fs.String("metrics", "127.0.0.1:9465", "listen address of /metrics (empty: off)")
 			raplRoot := fs.String("rapl", "/sys/class/powercap", "powercap root for CPU/DRAM energy (empty: off)")
 			alsoInstant := fs.Bool("instant", false, "also read instant power (field 186) at 10 Hz beside the buffer, for validation")
 			chc := clickhouseFlags(fs)
@@ -95,7 +97,7 @@ func init() {
 					cols = append(cols, col)
 				}
 				start, cpu0 := time.Now(), cpuTime()
-				err = runAgent(ctx, cols, *natsURL, *pqDir, *spoolDir, *spoolMax, cfg, log)
+				err = runAgent(ctx, cols, *natsURL, *pqDir, *spoolDir, *spoolMax, *metricsAddr, cfg, log)
 				wall, cpu := time.Since(start), cpuTime()-cpu0
 				what := "agent"
 				if *natsURL == "" {
@@ -109,7 +111,7 @@ func init() {
 	})
 }
 
-func runAgent(ctx context.Context, cols []collectors.Collector, natsURL, pqDir, spoolDir string, spoolMax int64,
+func runAgent(ctx context.Context, cols []collectors.Collector, natsURL, pqDir, spoolDir string, spoolMax int64, metricsAddr string,
 	cfg ingest.ClickHouseConfig, log zerolog.Logger) error {
 	var nc *nats.Conn
 	var err error
@@ -146,6 +148,9 @@ func runAgent(ctx context.Context, cols []collectors.Collector, natsURL, pqDir, 
 		defer cancel()
 		go pub.Drain(dctx)
 	}
+	reg := newRegistry()
+	registerAgentMetrics(reg, pub, sp)
+	defer serveMetrics(metricsAddr, reg, log)()
 	errs := make(chan error, len(cols))
 	for _, c := range cols {
 		go func() { errs <- c.Run(ctx, pub) }()
@@ -192,4 +197,25 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// registerAgentMetrics exposes the publisher's and the spool's counters.
+func registerAgentMetrics(reg *prometheus.Registry, pub *bus.Publisher, sp *spool.Spool) {
+	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "lem_agent_published_messages_total",
+			Help: "Event batches handed to NATS or the spool."}, func() float64 { m, _ := pub.Published(); return float64(m) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "lem_agent_published_bytes_total",
+			Help: "Encoded bytes handed to NATS."}, func() float64 { _, b := pub.Published(); return float64(b) }),
+	)
+	if sp == nil {
+		return
+	}
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "lem_agent_spool_events",
+			Help: "Event batches waiting in the on-disk spool."}, func() float64 { n, _, _ := sp.Stats(); return float64(n) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "lem_agent_spool_bytes",
+			Help: "Bytes held by the on-disk spool."}, func() float64 { _, b, _ := sp.Stats(); return float64(b) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "lem_agent_spool_dropped_total",
+			Help: "Event batches dropped because the spool was full."}, func() float64 { _, _, d := sp.Stats(); return float64(d) }),
+	)
 }

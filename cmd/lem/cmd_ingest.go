@@ -58,18 +58,9 @@ func init() {
 					return err
 				}
 				defer sink.Close()
-				reg := prometheus.NewRegistry()
-				reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+				reg := newRegistry()
 				m := ingest.NewMetrics(reg)
-				if *metrics != "" {
-					srv := &http.Server{Addr: *metrics, Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
-					go func() {
-						if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-							log.Error().Err(err).Msg("metrics server failed")
-						}
-					}()
-					defer srv.Close()
-				}
+				defer serveMetrics(*metrics, reg, log)()
 				log.Info().Str("sink", sink.Name()).Msg("ingest running")
 				return ingest.New(js, sink, ingest.Config{ConsumerPrefix: *prefix, FlushInterval: *flush}, m, log).Run(ctx)
 			}
@@ -92,4 +83,28 @@ func openSink(ctx context.Context, cfg ingest.ClickHouseConfig, pqDir string, lo
 		return nil, err
 	}
 	return ingest.NewClickHouseSink(conn, cfg.Database)
+}
+
+// newRegistry returns a registry with the Go and process collectors
+// (process_cpu_seconds_total is how a daemon's own cost is watched).
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	return reg
+}
+
+// serveMetrics serves /metrics on addr (empty: off) and returns its stop.
+func serveMetrics(addr string, reg *prometheus.Registry, log zerolog.Logger) func() {
+	if addr == "" {
+		return func() {}
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error().Err(err).Str("addr", addr).Msg("metrics server failed")
+		}
+	}()
+	return func() { srv.Close() }
 }

@@ -2,11 +2,19 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/llm-energy-measure/lem/internal/bus"
 	"github.com/llm-energy-measure/lem/internal/testenv"
 	"github.com/llm-energy-measure/lem/schemas"
 )
@@ -100,4 +108,54 @@ func captureStdout(t *testing.T, f func()) string {
 	w.Close()
 	os.Stdout = old
 	return <-done
+}
+
+// TestAgentPublishesAndServesMetrics runs `lem agent -sim` against a NATS
+// server and reads its /metrics while it runs.
+func TestAgentPublishesAndServesMetrics(t *testing.T) {
+	emb, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: t.TempDir(), Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emb.Shutdown()
+	nc, _ := emb.Connect("check")
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	if err := bus.EnsureStreams(context.Background(), js, bus.StreamConfig{}); err != nil { // the backbone's job
+		t.Fatal(err)
+	}
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	maddr := l.Addr().String()
+	l.Close()
+	done := make(chan int, 1)
+	go func() {
+		var out, errb bytes.Buffer
+		done <- run([]string{"agent", "-sim", "-nats", emb.ClientURL(), "-duration", "2500ms", "-publish-interval", "200ms",
+			"-metrics", maddr, "-spool", t.TempDir(), "-quiet"}, &out, &errb)
+	}()
+	var body string
+	for i := 0; i < 40 && !strings.Contains(body, "lem_agent_published_messages_total "); i++ {
+		time.Sleep(100 * time.Millisecond)
+		if resp, err := http.Get("http://" + maddr + "/metrics"); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			body = string(b)
+		}
+	}
+	for _, m := range []string{"lem_agent_published_messages_total", "lem_agent_spool_events 0", "process_cpu_seconds_total"} {
+		if !strings.Contains(body, m) {
+			t.Errorf("/metrics lacks %q", m)
+		}
+	}
+	if code := <-done; code != 0 {
+		t.Fatalf("agent exited %d", code)
+	}
+	s, err := js.Stream(context.Background(), bus.EventStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, _ := s.Info(context.Background())
+	if info.State.Msgs < 10 {
+		t.Fatalf("stream holds %d messages after a 2.5 s agent run", info.State.Msgs)
+	}
 }
