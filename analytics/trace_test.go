@@ -133,3 +133,43 @@ func TestTraceBufferMeetsCounter(t *testing.T) {
 		}
 	}
 }
+
+// Calibrating the trace's buffer with counter readings taken only once a
+// second still gives each phase's energy within 1% of the full-resolution
+// counter; interpolating those sparse readings alone does not.
+func TestTraceCalibratedSparseCounter(t *testing.T) {
+	counter, phases := loadTrace(t)
+	f, _ := os.Open(traceDir + "changes.csv")
+	defer f.Close()
+	recs, _ := csv.NewReader(f).ReadAll()
+	var buf []schemas.PowerSample
+	for _, rec := range recs {
+		if rec[0] == "driver_power_sample" {
+			ts, _ := strconv.ParseInt(rec[1], 10, 64)
+			mw, _ := strconv.ParseFloat(rec[2], 64)
+			buf = append(buf, schemas.PowerSample{TS: ts, Power: schemas.Power(mw)})
+		}
+	}
+	sort.Slice(buf, func(i, j int) bool { return buf[i].TS < buf[j].TS })
+	// Keep one counter reading per second, as the production agent reads.
+	var sparse []Reading
+	for _, r := range counter {
+		if len(sparse) == 0 || r.TSBefore-sparse[len(sparse)-1].TSBefore >= 1e9 {
+			sparse = append(sparse, r)
+		}
+	}
+	worstInterp := 0.0
+	for _, name := range []string{"idle", "matmul", "idle2", "prefill", "decode", "decode_b1"} {
+		ph := phases[name]
+		ref := WindowEnergy(counter, ph[0], ph[1]).Joules
+		cal := CalibratedEnergy(sparse, buf, 1e9, ph[0], ph[1])
+		if rel := (cal - ref) / ref; math.Abs(rel) > 0.01 {
+			t.Errorf("%s: calibrated %.1f J, counter %.1f J (%+.2f%%)", name, cal, ref, 100*rel)
+		}
+		interp := WindowEnergy(sparse, ph[0], ph[1]).Joules
+		worstInterp = math.Max(worstInterp, math.Abs(interp-ref)/ref)
+	}
+	if worstInterp < 0.02 {
+		t.Errorf("interpolating the sparse counter is within %.1f%% everywhere: the test no longer shows why calibration is needed", 100*worstInterp)
+	}
+}

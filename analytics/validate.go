@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"sort"
 	"text/tabwriter"
 
@@ -24,17 +25,26 @@ type PhaseCheck struct {
 	CounterJ float64
 	EdgeUncJ float64            // the counter's own resolution at the phase edges
 	SeriesJ  map[string]float64 // by source (nvml.buffer, nvml.instant, ...)
-	Samples  map[string]int
-	Expected int // buffer samples expected at 50 Hz
-	Gaps     int
-	Quality  string
+	// CalibratedJ is the buffer calibrated to this store's own counter
+	// (CalibratedEnergy); NaN without buffer samples.
+	CalibratedJ float64
+	Samples     map[string]int
+	Expected    int // buffer samples expected at 50 Hz
+	Gaps        int
+	Quality     string
 }
 
-// ComparePhases computes a PhaseCheck for every device and phase.
+// ComparePhases computes a PhaseCheck for every device and phase. The
+// reference counter comes from ref (nil: st), so that a store collected at
+// production cadence can be checked against a counter read at full
+// resolution by a second agent on the same GPU.
 func ComparePhases(ctx context.Context, st interface {
 	Store
 	TableReader
-}, phases []Phase) ([]PhaseCheck, error) {
+}, ref Store, phases []Phase) ([]PhaseCheck, error) {
+	if ref == nil {
+		ref = st
+	}
 	if len(phases) == 0 {
 		return nil, nil
 	}
@@ -70,9 +80,15 @@ func ComparePhases(ctx context.Context, st interface {
 	gapUUIDs := gp.Table().Columns[3].Data().([]string)
 	var out []PhaseCheck
 	for _, d := range devs {
-		rs, err := st.Energy(ctx, d, from-5e9, to+5e9)
+		rs, err := ref.Energy(ctx, d, from-5e9, to+5e9)
 		if err != nil {
 			return nil, err
+		}
+		own := rs
+		if ref != Store(st) {
+			if own, err = st.Energy(ctx, d, from-5e9, to+5e9); err != nil {
+				return nil, err
+			}
 		}
 		for _, p := range phases {
 			w := WindowEnergy(rs, p.From, p.To)
@@ -86,6 +102,10 @@ func ComparePhases(ctx context.Context, st interface {
 					hold = 300e6
 				}
 				pc.SeriesJ[src], pc.Samples[src] = IntegratePower(s, p.From, p.To, hold)
+			}
+			pc.CalibratedJ = math.NaN()
+			if buf := series[d]["nvml.buffer"]; len(buf) > 0 {
+				pc.CalibratedJ = CalibratedEnergy(own, buf, 60e6, p.From, p.To)
 			}
 			for i, u := range gapUUIDs {
 				if u == d && gp.From.V[i] < p.To && gp.To.V[i] > p.From {
@@ -116,12 +136,12 @@ func PrintPhaseChecks(w io.Writer, cs []PhaseCheck) {
 	for _, s := range srcs {
 		fmt.Fprintf(tw, " %s J\t| Δ%%\t| samples\t|", s)
 	}
-	fmt.Fprintln(tw, " expected 50 Hz\t| gaps\t| quality\t|")
+	fmt.Fprintln(tw, " calibrated buffer J\t| Δ%\t| expected 50 Hz\t| gaps\t| quality\t|")
 	fmt.Fprint(tw, "|---\t|---\t|---\t|---\t|---\t|---\t|")
 	for range srcs {
 		fmt.Fprint(tw, "---\t|---\t|---\t|")
 	}
-	fmt.Fprintln(tw, "---\t|---\t|---\t|")
+	fmt.Fprintln(tw, "---\t|---\t|---\t|---\t|---\t|")
 	for _, c := range cs {
 		dur := float64(c.Phase.To-c.Phase.From) / 1e9
 		fmt.Fprintf(tw, "| %s\t| %s\t| %.2f\t| %.1f\t| %.1f\t| %.1f\t|", c.Device, c.Phase.Name, dur, c.CounterJ, c.EdgeUncJ, c.CounterJ/dur)
@@ -133,7 +153,7 @@ func PrintPhaseChecks(w io.Writer, cs []PhaseCheck) {
 			}
 			fmt.Fprintf(tw, " %.1f\t| %+.2f%%\t| %d\t|", j, 100*(j-c.CounterJ)/c.CounterJ, c.Samples[s])
 		}
-		fmt.Fprintf(tw, " %d\t| %d\t| %s\t|\n", c.Expected, c.Gaps, c.Quality)
+		fmt.Fprintf(tw, " %.1f\t| %+.2f%%\t| %d\t| %d\t| %s\t|\n", c.CalibratedJ, 100*(c.CalibratedJ-c.CounterJ)/c.CounterJ, c.Expected, c.Gaps, c.Quality)
 	}
 	tw.Flush()
 }

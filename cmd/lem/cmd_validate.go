@@ -19,6 +19,7 @@ func init() {
 			"(driver buffer, instant field) and count captured samples and gaps.",
 		setup: func(fs *flag.FlagSet) func([]string) error {
 			pqDir := fs.String("parquet", "", "read the local Parquet store under this directory")
+			refDir := fs.String("reference", "", "Parquet store whose energy counter is the reference (a second agent reading it at full resolution); default: the same store")
 			phasesFile := fs.String("phases", "", "CSV of phases: name,start_unix_ns,end_unix_ns[,details]")
 			chc := clickhouseFlags(fs)
 			return func([]string) error {
@@ -39,7 +40,11 @@ func init() {
 					return err
 				}
 				defer closeFn()
-				cs, err := analytics.ComparePhases(ctx, st, phases)
+				var ref analytics.Store
+				if *refDir != "" {
+					ref = &analytics.ParquetStore{Dir: *refDir}
+				}
+				cs, err := analytics.ComparePhases(ctx, st, ref, phases)
 				if err != nil {
 					return err
 				}

@@ -6,7 +6,7 @@
 #   B (production cadence): defaults (counter and buffer once a second, state
 #     at 2 Hz); its CPU time is the agent's own (ingest runs in `lem serve`).
 # Then `lem validate-power` compares, per phase, counter vs each series.
-# Usage: run.sh LEM_BINARY OUT_DIR   (writes at most 6 files into OUT_DIR)
+# Usage: run.sh LEM_BINARY OUT_DIR   (writes at most 7 files into OUT_DIR)
 set -uo pipefail
 lem=$1 out=$2
 mkdir -p "$out"
@@ -28,5 +28,6 @@ kill -INT $sa $sb; wait $sa $sb
 rm -f "$out"/agent?.tmp
 "$lem" validate-power -parquet "$out/storeA" -phases "$out/phases.csv" > "$out/reportA.md" 2>&1
 "$lem" validate-power -parquet "$out/storeB" -phases "$out/phases.csv" > "$out/reportB.md" 2>&1
-cat "$out/reportA.md" "$out/reportB.md"
+"$lem" validate-power -parquet "$out/storeB" -reference "$out/storeA" -phases "$out/phases.csv" > "$out/reportB-vs-A.md" 2>&1
+cat "$out/reportA.md" "$out/reportB.md" "$out/reportB-vs-A.md"
 tar czf "$out/stores.tgz" -C "$out" storeA storeB && rm -rf "$out"/store?  "$out"/store?.nats
