@@ -36,7 +36,8 @@ type CycleResult struct {
 	TPOTp50      float64
 	E2Ep50       float64
 	Quality      string
-	Simulated    bool // power came from the simulator
+	Simulated    bool   // power came from the simulator
+	Method       string // "calibrated <source>" or "counter"
 }
 
 // RunResult aggregates a run's cycles.
@@ -102,15 +103,20 @@ func AnalyzeRun(ctx context.Context, store Store, runID string) (*RunResult, err
 		return nil, fmt.Errorf("run %q: %w", runID, ErrNoRun)
 	}
 	margin := int64(3e9)
-	readings := map[string][]Reading{}
+	devs := map[string]*deviceData{}
 	for _, d := range res.Devices {
 		rs, err := store.Energy(ctx, d, from-margin, to+margin)
 		if err != nil {
 			return nil, err
 		}
-		readings[d] = rs
+		ps, src, err := store.Power(ctx, d, from-margin, to+margin)
+		if err != nil {
+			return nil, err
+		}
+		dd := &deviceData{readings: rs, power: ps, source: src}
+		devs[d] = dd
 		if baseTo > baseFrom && baseFrom != 0 {
-			w := WindowEnergy(rs, baseFrom, baseTo)
+			w := dd.window(baseFrom, baseTo)
 			res.BaselineW[d] = w.Joules / (float64(baseTo-baseFrom) / 1e9)
 		}
 	}
@@ -132,7 +138,7 @@ func AnalyzeRun(ctx context.Context, store Store, runID string) (*RunResult, err
 		if !ok1 || !ok2 {
 			break
 		}
-		cr := cycleResult(c, s, e, res, readings, byCycle[c], toks)
+		cr := cycleResult(c, s, e, res, devs, byCycle[c], toks)
 		res.Cycles = append(res.Cycles, cr)
 		res.Quality = worse(res.Quality, cr.Quality)
 		res.Simulated = res.Simulated || cr.Simulated
@@ -161,12 +167,53 @@ func AnalyzeRun(ctx context.Context, store Store, runID string) (*RunResult, err
 	return res, nil
 }
 
-func cycleResult(c uint32, from, to int64, run *RunResult, readings map[string][]Reading,
+// deviceData holds one device's counter readings and power series.
+type deviceData struct {
+	readings []Reading
+	power    []schemas.PowerSample
+	source   string
+}
+
+// hold is how long one sample of the series stands for: up to three sample
+// periods (a longer hole is a gap).
+func (d *deviceData) hold() int64 {
+	if d.source == "nvml.instant" {
+		return 300e6
+	}
+	return 60e6
+}
+
+// window is the device's energy over [from, to]: the power series
+// calibrated to the counter when there is one (the counter fixes how much,
+// the samples when), else the counter interpolated. Quality and the
+// simulated mark come from the counter's coverage; with calibration the
+// edge uncertainty is half a sample period of power at each edge.
+func (d *deviceData) window(from, to int64) Window {
+	w := WindowEnergy(d.readings, from, to)
+	if len(d.power) == 0 || math.IsNaN(w.Joules) {
+		return w
+	}
+	w.Joules = CalibratedEnergy(d.readings, d.power, d.hold(), from, to)
+	half := d.hold() / 6 // half of one period
+	edge := func(t int64) float64 {
+		j, _ := IntegratePower(d.power, t-half, t+half, d.hold())
+		return j / 2
+	}
+	w.EdgeUncJ = math.Hypot(edge(from), edge(to))
+	return w
+}
+
+func cycleResult(c uint32, from, to int64, run *RunResult, devs map[string]*deviceData,
 	reqs []schemas.Request, toks map[string][]schemas.Token) CycleResult {
 	cr := CycleResult{Cycle: c, From: from, To: to, DurationS: float64(to-from) / 1e9, Quality: QualityOK}
 	var unc2 float64
+	cr.Method = "counter"
 	for _, d := range run.Devices {
-		w := WindowEnergy(readings[d], from, to)
+		dd := devs[d]
+		if len(dd.power) > 0 {
+			cr.Method = "calibrated " + dd.source
+		}
+		w := dd.window(from, to)
 		cr.EnergyJ += w.Joules
 		unc2 += w.EdgeUncJ * w.EdgeUncJ
 		cr.Quality = worse(cr.Quality, w.Quality)
@@ -232,6 +279,9 @@ func PrintRun(w io.Writer, r *RunResult) {
 		if p, ok := r.BaselineW[d]; ok {
 			fmt.Fprintf(w, "  idle baseline %s: %.1f W\n", d, p)
 		}
+	}
+	if len(r.Cycles) > 0 {
+		fmt.Fprintf(w, "  energy: %s (docs/methodology.md)\n", r.Cycles[0].Method)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "cycle\tdur s\tenergy J\t±edge J\t±5% J\tdynamic J\treqs\tfail\tout tok\tJ/token\tJ/req\tTTFT p50 ms\tTTFT p99 ms\tITL p50 ms\tITL p99 ms\tquality\t")

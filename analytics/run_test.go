@@ -13,6 +13,7 @@ import (
 // memStore is an in-memory Store for data-driven tests of the arithmetic;
 // the ClickHouse and Parquet stores are exercised by cmd/lem's demo test.
 type memStore struct {
+	power    map[string][]schemas.PowerSample
 	runs     []schemas.RunEvent
 	requests []schemas.Request
 	tokens   map[string][]schemas.Token
@@ -29,6 +30,19 @@ func (m *memStore) Requests(context.Context, string) ([]schemas.Request, error) 
 func (m *memStore) Tokens(context.Context, string) (map[string][]schemas.Token, error) {
 	return m.tokens, nil
 }
+func (m *memStore) Power(_ context.Context, uuid string, from, to int64) ([]schemas.PowerSample, string, error) {
+	var out []schemas.PowerSample
+	for _, p := range m.power[uuid] {
+		if p.TS >= from && p.TS <= to {
+			out = append(out, p)
+		}
+	}
+	if len(out) == 0 {
+		return nil, "", nil
+	}
+	return out, "sim", nil
+}
+
 func (m *memStore) Energy(_ context.Context, uuid string, from, to int64) ([]Reading, error) {
 	var out []Reading
 	for _, r := range m.energy[uuid] {
@@ -46,13 +60,15 @@ func TestRunAgainstSimTruth(t *testing.T) {
 	start := time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC)
 	t0 := start.UnixNano()
 	s := sim.New(sim.Config{Devices: 2, Seed: 5, NoiseW: 0.001}, start)
-	m := &memStore{energy: map[string][]Reading{}, tokens: map[string][]schemas.Token{}}
+	m := &memStore{energy: map[string][]Reading{}, tokens: map[string][]schemas.Token{}, power: map[string][]schemas.PowerSample{}}
+	samples := map[string][]schemas.PowerSample{}
 	// Truth[i][k]: exact energy of device i after k seconds.
 	truth := make([][]float64, 2)
 	for i := 0; i < 2; i++ {
 		truth[i] = append(truth[i], 0)
 		for sec := 1; sec <= 30; sec++ {
-			_, eb := s.Advance(i, t0+int64(sec)*1e9)
+			pb, eb := s.Advance(i, t0+int64(sec)*1e9)
+			samples[s.Devices()[i].UUID] = append(samples[s.Devices()[i].UUID], pb.Samples...)
 			for _, e := range eb.Readings {
 				m.energy[s.Devices()[i].UUID] = append(m.energy[s.Devices()[i].UUID], Reading{EnergyReading: e, Source: "sim"})
 			}
@@ -79,9 +95,26 @@ func TestRunAgainstSimTruth(t *testing.T) {
 		}
 		m.tokens["a"+string(rune('0'+c))] = tk
 	}
+	for _, withPower := range []bool{false, true} {
+		if withPower {
+			m.power = samples // the calibrated path: samples place the counter's energy
+		}
+		checkRunAgainstTruth(t, m, devs, truth, withPower)
+	}
+}
+
+func checkRunAgainstTruth(t *testing.T, m *memStore, devs []string, truth [][]float64, withPower bool) {
+	t.Helper()
 	res, err := AnalyzeRun(context.Background(), m, "r")
 	if err != nil {
 		t.Fatal(err)
+	}
+	wantMethod := "counter"
+	if withPower {
+		wantMethod = "calibrated sim"
+	}
+	if res.Cycles[0].Method != wantMethod {
+		t.Fatalf("method %q, want %q", res.Cycles[0].Method, wantMethod)
 	}
 	if len(res.Cycles) != 2 || !res.Simulated || res.Quality != QualityOK {
 		t.Fatalf("%d cycles, simulated %v, quality %s", len(res.Cycles), res.Simulated, res.Quality)

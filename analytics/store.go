@@ -25,6 +25,26 @@ type Store interface {
 	Tokens(ctx context.Context, runID string) (map[string][]schemas.Token, error)
 	// Energy returns the counter readings of a device in [from, to].
 	Energy(ctx context.Context, deviceUUID string, from, to int64) ([]Reading, error)
+	// Power returns the device's best time-resolved power series in
+	// [from, to] — the driver buffer (nvml.buffer), else the simulator, else
+	// the instant field — and its source; nil when there is none.
+	Power(ctx context.Context, deviceUUID string, from, to int64) ([]schemas.PowerSample, string, error)
+}
+
+// powerPreference ranks power sources for calibration: lower is better.
+var powerPreference = map[string]int{"nvml.buffer": 0, "sim": 1, "nvml.instant": 2}
+
+// pickSeries keeps the preferred source's samples, sorted by time.
+func pickSeries(bySource map[string][]schemas.PowerSample) ([]schemas.PowerSample, string) {
+	best, rank := "", 1<<30
+	for src := range bySource {
+		if r, ok := powerPreference[src]; ok && r < rank {
+			best, rank = src, r
+		}
+	}
+	ps := bySource[best]
+	sort.Slice(ps, func(a, b int) bool { return ps[a].TS < ps[b].TS })
+	return ps, best
 }
 
 // Reading is an energy-counter reading with its source label.
@@ -140,6 +160,26 @@ func (s *ClickHouseStore) Energy(ctx context.Context, uuid string, from, to int6
 	return out, rows.Err()
 }
 
+func (s *ClickHouseStore) Power(ctx context.Context, uuid string, from, to int64) ([]schemas.PowerSample, string, error) {
+	rows, err := s.Conn.Query(ctx, "SELECT source, ts_ns, power_mw FROM "+s.q(schemas.TablePower)+
+		" WHERE device_uuid = ? AND ts_ns BETWEEN ? AND ?", uuid, from, to)
+	if err != nil {
+		return nil, "", fmt.Errorf("reading power of %s: %w", uuid, err)
+	}
+	defer rows.Close()
+	by := map[string][]schemas.PowerSample{}
+	for rows.Next() {
+		var src string
+		var ts, p int64
+		if err := rows.Scan(&src, &ts, &p); err != nil {
+			return nil, "", err
+		}
+		by[src] = append(by[src], schemas.PowerSample{TS: ts, Power: schemas.Power(p)})
+	}
+	ps, src := pickSeries(by)
+	return ps, src, rows.Err()
+}
+
 // ParquetStore reads the local Parquet store under Dir. It loads whole
 // tables; it is meant for single-machine experiments.
 type ParquetStore struct{ Dir string }
@@ -239,6 +279,23 @@ func (s *ParquetStore) Energy(_ context.Context, uuid string, from, to int64) ([
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].TSBefore < out[b].TSBefore })
 	return out, nil
+}
+
+func (s *ParquetStore) Power(_ context.Context, uuid string, from, to int64) ([]schemas.PowerSample, string, error) {
+	r := schemas.NewRows(schemas.KindPower).(*schemas.PowerRows)
+	if err := pqstore.ReadTable(s.Dir, r.Table()); err != nil {
+		return nil, "", err
+	}
+	cols := r.Table().Columns
+	sources, uuids := cols[1].Data().([]string), cols[3].Data().([]string)
+	by := map[string][]schemas.PowerSample{}
+	for i, u := range uuids {
+		if u == uuid && r.TS.V[i] >= from && r.TS.V[i] <= to {
+			by[sources[i]] = append(by[sources[i]], schemas.PowerSample{TS: r.TS.V[i], Power: schemas.Power(r.Power.V[i])})
+		}
+	}
+	ps, src := pickSeries(by)
+	return ps, src, nil
 }
 
 func parsePhase(s string) schemas.RunPhase {
