@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxh100"
@@ -254,5 +255,24 @@ func TestCollectorPublishesEachKind(t *testing.T) {
 	eb := rec.events[1].(*schemas.EnergyBatch)
 	if eb.Source != SourceCounter || len(eb.Readings) != 2 || eb.Readings[1].Energy-eb.Readings[0].Energy != 400*schemas.Joule {
 		t.Fatalf("%+v", eb)
+	}
+}
+
+func TestProbeOnMock(t *testing.T) {
+	f := &fakeDriver{nowUS: 1_795_757_000_000_000, power: 300_000}
+	f.advance(3_000_000)
+	s := newServer(t, f)
+	ticks := uint64(0)
+	s.Devices[0].(*server.Device).GetTotalEnergyConsumptionFunc = func() (uint64, nvml.Return) {
+		ticks++
+		return ticks / 100, nvml.SUCCESS // changes every 100 calls
+	}
+	rd := open(t, s, f)
+	p := rd.Probe(rd.GPUs[0], 20*time.Millisecond)
+	if p.BufferDepth != 119 || p.BufferSpacing[1] != 20*time.Millisecond || p.CounterRefresh <= 0 {
+		t.Fatalf("%+v", p)
+	}
+	if _, ok := p.CallCost["GetTotalEnergyConsumption"]; !ok {
+		t.Fatal("counter call not timed")
 	}
 }
