@@ -38,6 +38,10 @@ type CycleResult struct {
 	Quality      string
 	Simulated    bool   // power came from the simulator
 	Method       string // "calibrated <source>" or "counter"
+	// Per-request attribution (token-weighted) of the cycle's energy; only
+	// with a power series (Method "calibrated ...").
+	PrefillJ, DecodeJ, UnattributedJ float64
+	RequestJp50                      float64 // median energy of one request
 }
 
 // RunResult aggregates a run's cycles.
@@ -50,10 +54,12 @@ type RunResult struct {
 	Summary   map[string]Stat
 	Quality   string
 	Simulated bool
+	// Requests holds each request's attributed energy, all cycles.
+	Requests []RequestEnergy
 }
 
 // Metrics summarised over cycles, in table order.
-var SummaryMetrics = []string{"energy_j", "dynamic_j", "j_per_token", "j_per_request", "tokens_per_j",
+var SummaryMetrics = []string{"energy_j", "dynamic_j", "prefill_j", "decode_j", "j_per_token", "j_per_request", "tokens_per_j",
 	"ttft_p50_ms", "itl_p50_ms", "tpot_p50_ms", "e2e_p50_ms", "throughput_tok_s"}
 
 // ErrNoRun is returned for a run without start and end events.
@@ -139,6 +145,9 @@ func AnalyzeRun(ctx context.Context, store Store, runID string) (*RunResult, err
 			break
 		}
 		cr := cycleResult(c, s, e, res, devs, byCycle[c], toks)
+		if err := attributeCycle(&cr, res, devs, byCycle[c], toks); err != nil {
+			return nil, err
+		}
 		res.Cycles = append(res.Cycles, cr)
 		res.Quality = worse(res.Quality, cr.Quality)
 		res.Simulated = res.Simulated || cr.Simulated
@@ -159,6 +168,8 @@ func AnalyzeRun(ctx context.Context, store Store, runID string) (*RunResult, err
 		"tokens_per_j": func(c *CycleResult) float64 { return c.TokensPerJ }, "ttft_p50_ms": func(c *CycleResult) float64 { return c.TTFTp50 },
 		"itl_p50_ms": func(c *CycleResult) float64 { return c.ITLp50 }, "tpot_p50_ms": func(c *CycleResult) float64 { return c.TPOTp50 },
 		"e2e_p50_ms":       func(c *CycleResult) float64 { return c.E2Ep50 },
+		"prefill_j":        func(c *CycleResult) float64 { return c.PrefillJ },
+		"decode_j":         func(c *CycleResult) float64 { return c.DecodeJ },
 		"throughput_tok_s": func(c *CycleResult) float64 { return float64(c.OutputTokens) / c.DurationS },
 	}
 	for _, m := range SummaryMetrics {
@@ -271,6 +282,57 @@ func cycleResult(c uint32, from, to int64, run *RunResult, devs map[string]*devi
 	return cr
 }
 
+// attributeCycle splits the cycle's energy among its requests, device by
+// device (each with its own timeline and baseline), and sums per request.
+func attributeCycle(cr *CycleResult, run *RunResult, devs map[string]*deviceData, reqs []schemas.Request, toks map[string][]schemas.Token) error {
+	byID := map[string]*RequestEnergy{}
+	var order []string
+	cr.PrefillJ, cr.DecodeJ, cr.UnattributedJ = math.NaN(), math.NaN(), math.NaN()
+	for _, d := range run.Devices {
+		dd := devs[d]
+		if len(dd.power) == 0 {
+			return nil // no time-resolved power: no attribution
+		}
+		slices := Slices(dd.readings, dd.power, dd.hold(), cr.From, cr.To)
+		a, err := Attribute(slices, run.BaselineW[d], reqs, toks, MethodTokens)
+		if err != nil {
+			return err
+		}
+		if math.IsNaN(cr.PrefillJ) {
+			cr.PrefillJ, cr.DecodeJ, cr.UnattributedJ = 0, 0, 0
+		}
+		cr.PrefillJ += a.PrefillJ
+		cr.DecodeJ += a.DecodeJ
+		cr.UnattributedJ += a.UnattributedJ
+		for _, r := range a.Requests {
+			acc, ok := byID[r.ID]
+			if !ok {
+				acc = &RequestEnergy{ID: r.ID, PromptTokens: r.PromptTokens, OutputTokens: r.OutputTokens}
+				byID[r.ID] = acc
+				order = append(order, r.ID)
+			}
+			acc.StaticJ += r.StaticJ
+			acc.DynamicJ += r.DynamicJ
+			acc.PrefillJ += r.PrefillJ
+			acc.DecodeJ += r.DecodeJ
+		}
+	}
+	var totals []float64
+	for _, id := range order {
+		r := byID[id]
+		if r.OutputTokens > 0 {
+			r.JPerOutputToken = r.TotalJ() / float64(r.OutputTokens)
+		}
+		if r.PromptTokens > 0 {
+			r.JPerInputToken = r.TotalJ() / float64(r.PromptTokens)
+		}
+		totals = append(totals, r.TotalJ())
+		run.Requests = append(run.Requests, *r)
+	}
+	cr.RequestJp50 = Percentile(totals, 50)
+	return nil
+}
+
 // PrintRun writes the results table of r.
 func PrintRun(w io.Writer, r *RunResult) {
 	fmt.Fprintf(w, "run %s  experiment %s  backend %s  model %s  devices %d  quality %s\n",
@@ -284,11 +346,11 @@ func PrintRun(w io.Writer, r *RunResult) {
 		fmt.Fprintf(w, "  energy: %s (docs/methodology.md)\n", r.Cycles[0].Method)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "cycle\tdur s\tenergy J\t±edge J\t±5% J\tdynamic J\treqs\tfail\tout tok\tJ/token\tJ/req\tTTFT p50 ms\tTTFT p99 ms\tITL p50 ms\tITL p99 ms\tquality\t")
+	fmt.Fprintln(tw, "cycle\tdur s\tenergy J\t±edge J\t±5% J\tdynamic J\tprefill J\tdecode J\treqs\tfail\tout tok\tJ/token\tJ/req\treq J p50\tTTFT p50 ms\tTTFT p99 ms\tITL p50 ms\tITL p99 ms\tquality\t")
 	for _, c := range r.Cycles {
-		fmt.Fprintf(tw, "%d\t%.2f\t%.1f\t%.2f\t%.1f\t%.1f\t%d\t%d\t%d\t%.4f\t%.2f\t%.1f\t%.1f\t%.2f\t%.2f\t%s\t\n",
-			c.Cycle, c.DurationS, c.EnergyJ, c.EdgeUncJ, c.SystematicJ, c.DynamicJ, c.Requests, c.Failed, c.OutputTokens,
-			c.JPerToken, c.JPerRequest, c.TTFTp50, c.TTFTp99, c.ITLp50, c.ITLp99, qualityLabel(c.Quality, c.Simulated))
+		fmt.Fprintf(tw, "%d\t%.2f\t%.1f\t%.2f\t%.1f\t%.1f\t%.1f\t%.1f\t%d\t%d\t%d\t%.4f\t%.2f\t%.2f\t%.1f\t%.1f\t%.2f\t%.2f\t%s\t\n",
+			c.Cycle, c.DurationS, c.EnergyJ, c.EdgeUncJ, c.SystematicJ, c.DynamicJ, c.PrefillJ, c.DecodeJ, c.Requests, c.Failed, c.OutputTokens,
+			c.JPerToken, c.JPerRequest, c.RequestJp50, c.TTFTp50, c.TTFTp99, c.ITLp50, c.ITLp99, qualityLabel(c.Quality, c.Simulated))
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "over %d cycles (mean ± 95%% CI, Student t; CV):\n", len(r.Cycles))

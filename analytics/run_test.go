@@ -148,6 +148,24 @@ func checkRunAgainstTruth(t *testing.T, m *memStore, devs []string, truth [][]fl
 			t.Errorf("systematic %v", c.SystematicJ)
 		}
 	}
+	if withPower {
+		var reqSum float64
+		for _, r := range res.Requests {
+			reqSum += r.TotalJ()
+		}
+		var unattr float64
+		for ci, c := range res.Cycles {
+			if d := c.PrefillJ + c.DecodeJ + c.UnattributedJ - c.EnergyJ; math.Abs(d) > 1e-6 {
+				t.Errorf("cycle %d: prefill %.3f + decode %.3f + unattributed %.3f != energy %.3f", ci, c.PrefillJ, c.DecodeJ, c.UnattributedJ, c.EnergyJ)
+			}
+			unattr += c.UnattributedJ
+		}
+		if d := reqSum + unattr - (res.Cycles[0].EnergyJ + res.Cycles[1].EnergyJ); math.Abs(d) > 1e-6 {
+			t.Errorf("requests %.3f + unattributed %.3f do not add up to the cycles' energy", reqSum, unattr)
+		}
+	} else if !math.IsNaN(res.Cycles[0].PrefillJ) {
+		t.Error("attribution claimed without a power series")
+	}
 	e := res.Summary["energy_j"]
 	if e.N != 2 || math.Abs(e.Mean-(res.Cycles[0].EnergyJ+res.Cycles[1].EnergyJ)/2) > 1e-9 {
 		t.Errorf("summary %+v", e)

@@ -1,0 +1,201 @@
+package analytics
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/llm-energy-measure/lem/schemas"
+)
+
+// Attribution methods for the dynamic energy of a slice.
+const (
+	// MethodTokens weighs each active request by its work in the slice:
+	// prompt tokens being prefilled (spread evenly from sent to first token)
+	// plus output tokens being decoded (each chunk's tokens spread over the
+	// gap since the request's previous chunk). The default.
+	MethodTokens = "token-weighted"
+	// MethodEqual splits the slice's dynamic energy equally among the
+	// requests in the system.
+	MethodEqual = "equal-share"
+)
+
+// RequestEnergy is the energy attributed to one request.
+type RequestEnergy struct {
+	ID                string
+	StaticJ, DynamicJ float64 // static by time in system; dynamic by the method
+	PrefillJ, DecodeJ float64 // split of StaticJ+DynamicJ by the request's phase
+	PromptTokens      uint32
+	OutputTokens      uint32
+	JPerOutputToken   float64
+	JPerInputToken    float64
+}
+
+// TotalJ is the request's whole share.
+func (r RequestEnergy) TotalJ() float64 { return r.StaticJ + r.DynamicJ }
+
+// Attribution is the split of one window's energy among its requests.
+type Attribution struct {
+	Method   string
+	Requests []RequestEnergy
+	// UnattributedJ is energy of slices in which no request was in the
+	// system (idle gaps inside the window): kept, not spread.
+	UnattributedJ float64
+	TotalJ        float64 // the window's measured energy: Σ requests + unattributed
+	PrefillJ      float64
+	DecodeJ       float64
+}
+
+// Slice is a piece of the power timeline with its measured energy.
+type Slice struct {
+	From, To int64
+	Joules   float64
+}
+
+// Slices cuts [from, to] at the power samples and gives each piece its
+// counter-calibrated energy, so that the slices sum to CalibratedEnergy of
+// the window.
+func Slices(rs []Reading, ps []schemas.PowerSample, hold, from, to int64) []Slice {
+	var cuts []int64
+	cuts = append(cuts, from)
+	i := sort.Search(len(ps), func(i int) bool { return ps[i].TS > from })
+	for ; i < len(ps) && ps[i].TS < to; i++ {
+		cuts = append(cuts, ps[i].TS)
+	}
+	cuts = append(cuts, to)
+	out := make([]Slice, 0, len(cuts)-1)
+	for k := 1; k < len(cuts); k++ {
+		if cuts[k] > cuts[k-1] {
+			out = append(out, Slice{From: cuts[k-1], To: cuts[k], Joules: CalibratedEnergy(rs, ps, hold, cuts[k-1], cuts[k])})
+		}
+	}
+	return out
+}
+
+// work is one request's activity as intervals with token weights.
+type work struct {
+	from, to int64
+	tokens   float64 // spread evenly over [from, to]
+	prefill  bool
+}
+
+// Attribute splits the energy of slices among requests. staticW is the
+// idle power of the devices (sum), taken from the baseline; each slice's
+// static part is staticW × its duration, the rest is dynamic (it may be
+// negative when power dips below the baseline: it is split all the same,
+// so the sum stays exact).
+func Attribute(slices []Slice, staticW float64, reqs []schemas.Request, toks map[string][]schemas.Token, method string) (*Attribution, error) {
+	if method == "" {
+		method = MethodTokens
+	}
+	if method != MethodTokens && method != MethodEqual {
+		return nil, fmt.Errorf("unknown attribution method %q (want %s or %s)", method, MethodTokens, MethodEqual)
+	}
+	a := &Attribution{Method: method, Requests: make([]RequestEnergy, 0, len(reqs))}
+	works := make([][]work, len(reqs))
+	firstTok := make([]int64, len(reqs))
+	for i, q := range reqs {
+		a.Requests = append(a.Requests, RequestEnergy{ID: q.ID, PromptTokens: q.PromptTokens, OutputTokens: q.OutputTokens})
+		first := q.FirstToken
+		if first == 0 {
+			first = q.Done
+		}
+		firstTok[i] = first
+		if q.Sent != 0 && first > q.Sent {
+			works[i] = append(works[i], work{from: q.Sent, to: first, tokens: float64(max(q.PromptTokens, 1)), prefill: true})
+		}
+		prev := first
+		for _, t := range toks[q.ID] {
+			if t.TS > prev {
+				works[i] = append(works[i], work{from: prev, to: t.TS, tokens: float64(t.Tokens)})
+				prev = t.TS
+			}
+		}
+	}
+	type share struct {
+		req        int
+		w          float64
+		prefillW   float64
+		inSystemNS int64
+	}
+	var shares []share
+	for _, s := range slices {
+		a.TotalJ += s.Joules
+		dur := float64(s.To-s.From) / 1e9
+		static := staticW * dur
+		dynamic := s.Joules - static
+		shares = shares[:0]
+		var sumW, sumT float64
+		for i, q := range reqs {
+			end := q.Done
+			if end == 0 {
+				end = q.LastToken
+			}
+			lo, hi := max(q.Sent, s.From), min(end, s.To)
+			if q.Sent == 0 || hi <= lo {
+				continue
+			}
+			sh := share{req: i, inSystemNS: hi - lo}
+			switch method {
+			case MethodEqual:
+				sh.w = 1
+				if lo < firstTok[i] {
+					sh.prefillW = float64(min(hi, firstTok[i])-lo) / float64(hi-lo)
+				}
+			default:
+				for _, wk := range works[i] {
+					ol, oh := max(wk.from, s.From), min(wk.to, s.To)
+					if oh <= ol {
+						continue
+					}
+					x := wk.tokens * float64(oh-ol) / float64(wk.to-wk.from)
+					sh.w += x
+					if wk.prefill {
+						sh.prefillW += x
+					}
+				}
+				if sh.w > 0 {
+					sh.prefillW /= sh.w
+				}
+			}
+			sumW += sh.w
+			sumT += float64(sh.inSystemNS)
+			shares = append(shares, sh)
+		}
+		if len(shares) == 0 {
+			a.UnattributedJ += s.Joules
+			continue
+		}
+		for _, sh := range shares {
+			r := &a.Requests[sh.req]
+			st := static * float64(sh.inSystemNS) / sumT
+			var dy float64
+			if sumW > 0 {
+				dy = dynamic * sh.w / sumW
+			} else {
+				// In the system but no token work in this slice (queued,
+				// or between chunks): share by time in system.
+				dy = dynamic * float64(sh.inSystemNS) / sumT
+			}
+			r.StaticJ += st
+			r.DynamicJ += dy
+			pf := sh.prefillW
+			if sumW == 0 {
+				pf = 0
+			}
+			r.PrefillJ += (st + dy) * pf
+			r.DecodeJ += (st + dy) * (1 - pf)
+		}
+	}
+	for i := range a.Requests {
+		r := &a.Requests[i]
+		a.PrefillJ += r.PrefillJ
+		a.DecodeJ += r.DecodeJ
+		if r.OutputTokens > 0 {
+			r.JPerOutputToken = r.TotalJ() / float64(r.OutputTokens)
+		}
+		if r.PromptTokens > 0 {
+			r.JPerInputToken = r.TotalJ() / float64(r.PromptTokens)
+		}
+	}
+	return a, nil
+}

@@ -1,0 +1,117 @@
+package analytics
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/llm-energy-measure/lem/collectors/sim"
+	"github.com/llm-energy-measure/lem/schemas"
+)
+
+// Conservation: whatever the method and workload, the requests' shares
+// plus the unattributed remainder equal the window's measured energy.
+func TestAttributionConserves(t *testing.T) {
+	start := time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC)
+	t0 := start.UnixNano()
+	s := sim.New(sim.Config{Seed: 9}, start)
+	var ps []schemas.PowerSample
+	var rs []Reading
+	for sec := 1; sec <= 20; sec++ {
+		pb, eb := s.Advance(0, t0+int64(sec)*1e9)
+		ps = append(ps, pb.Samples...)
+		for _, e := range eb.Readings {
+			rs = append(rs, Reading{EnergyReading: e, Source: "sim"})
+		}
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	var reqs []schemas.Request
+	toks := map[string][]schemas.Token{}
+	for i := 0; i < 60; i++ {
+		sent := t0 + 2e9 + rng.Int64N(12e9)
+		first := sent + 20e6 + rng.Int64N(300e6)
+		id := string(rune('A'+i%26)) + string(rune('a'+i/26))
+		ts := first
+		var out uint32
+		for k := 0; k < 1+rng.IntN(40); k++ {
+			n := uint32(1 + rng.IntN(3))
+			toks[id] = append(toks[id], schemas.Token{Index: out, TS: ts, Tokens: n})
+			out += n
+			ts += 5e6 + rng.Int64N(40e6)
+		}
+		reqs = append(reqs, schemas.Request{ID: id, Sent: sent, FirstToken: first, LastToken: ts, Done: ts + 1e6,
+			PromptTokens: uint32(10 + rng.IntN(500)), OutputTokens: out, Status: schemas.StatusOK})
+	}
+	from, to := t0+1_500_000_000, t0+18_300_000_000
+	want := CalibratedEnergy(rs, ps, 60e6, from, to)
+	slices := Slices(rs, ps, 60e6, from, to)
+	for _, m := range []string{MethodTokens, MethodEqual} {
+		a, err := Attribute(slices, 83, reqs, toks, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sum, pd float64
+		for _, r := range a.Requests {
+			sum += r.TotalJ()
+			pd += r.PrefillJ + r.DecodeJ
+			if r.TotalJ() <= 0 {
+				t.Errorf("%s: request %s got %.3f J", m, r.ID, r.TotalJ())
+			}
+		}
+		if d := math.Abs(sum + a.UnattributedJ - want); d > 1e-6*want || math.Abs(a.TotalJ-want) > 1e-6*want {
+			t.Errorf("%s: requests %.6f + unattributed %.6f = %.6f, window %.6f", m, sum, a.UnattributedJ, sum+a.UnattributedJ, want)
+		}
+		if math.Abs(pd-sum) > 1e-6*sum || math.Abs(a.PrefillJ+a.DecodeJ-sum) > 1e-6*sum {
+			t.Errorf("%s: prefill+decode %.6f, requests %.6f", m, pd, sum)
+		}
+		if a.UnattributedJ <= 0 {
+			t.Errorf("%s: the window's idle start holds no unattributed energy", m)
+		}
+	}
+	if _, err := Attribute(slices, 83, reqs, toks, "guess"); err == nil {
+		t.Fatal("unknown method accepted")
+	}
+}
+
+// Hand-computed: constant 200 W, idle 100 W; A alone for 1 s, then A and B
+// together for 1 s in which A decodes 1 token and B prefills 3 prompt
+// tokens.
+func TestAttributionHandComputed(t *testing.T) {
+	var ps []schemas.PowerSample
+	for ts := int64(0); ts < 2e9; ts += 20e6 {
+		ps = append(ps, schemas.PowerSample{TS: ts + 1e12, Power: 200 * schemas.Watt})
+	}
+	rs := []Reading{{EnergyReading: schemas.EnergyReading{TSBefore: 1e12, TSAfter: 1e12, Energy: 0}, Source: "sim"},
+		{EnergyReading: schemas.EnergyReading{TSBefore: 1e12 + 2e9, TSAfter: 1e12 + 2e9, Energy: 400 * schemas.Joule}, Source: "sim"}}
+	o := int64(1e12)
+	reqs := []schemas.Request{
+		// A: prefill of 1 token over the first second, decode 1 token over the second.
+		{ID: "A", Sent: o, FirstToken: o + 1e9, Done: o + 2e9, PromptTokens: 1, OutputTokens: 2},
+		// B: prefill of 3 tokens over the second second, no output yet.
+		{ID: "B", Sent: o + 1e9, FirstToken: o + 2e9, Done: o + 2e9, PromptTokens: 3, OutputTokens: 1},
+	}
+	toks := map[string][]schemas.Token{"A": {{TS: o + 1e9, Tokens: 1}, {TS: o + 2e9, Tokens: 1}}}
+	a, err := Attribute(Slices(rs, ps, 60e6, o, o+2e9), 100, reqs, toks, MethodTokens)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Second 1: A alone: static 100 J + dynamic 100 J, all prefill.
+	// Second 2: static 100 J split by time (50/50); dynamic 100 J by tokens
+	// A 1 : B 3 → 25 / 75.
+	wantA, wantB := 100+100+50+25.0, 50+75.0
+	got := map[string]RequestEnergy{}
+	for _, r := range a.Requests {
+		got[r.ID] = r
+	}
+	if math.Abs(got["A"].TotalJ()-wantA) > 1e-6 || math.Abs(got["B"].TotalJ()-wantB) > 1e-6 {
+		t.Fatalf("A %.4f J (want %.1f), B %.4f J (want %.1f)", got["A"].TotalJ(), wantA, got["B"].TotalJ(), wantB)
+	}
+	// A's first second is prefill (200 J), its second second decode (75 J).
+	if math.Abs(got["A"].PrefillJ-200) > 1e-6 || math.Abs(got["A"].DecodeJ-75) > 1e-6 || math.Abs(got["B"].PrefillJ-125) > 1e-6 {
+		t.Fatalf("split A %.3f/%.3f B %.3f/%.3f", got["A"].PrefillJ, got["A"].DecodeJ, got["B"].PrefillJ, got["B"].DecodeJ)
+	}
+	if math.Abs(got["A"].JPerOutputToken-wantA/2) > 1e-9 || math.Abs(got["B"].JPerInputToken-wantB/3) > 1e-9 {
+		t.Fatalf("per-token figures %+v %+v", got["A"], got["B"])
+	}
+}
