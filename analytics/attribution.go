@@ -53,22 +53,89 @@ type Slice struct {
 
 // Slices cuts [from, to] at the power samples and gives each piece its
 // counter-calibrated energy, so that the slices sum to CalibratedEnergy of
-// the window.
+// the window. One pass: each counter interval's scale is computed once.
 func Slices(rs []Reading, ps []schemas.PowerSample, hold, from, to int64) []Slice {
-	var cuts []int64
-	cuts = append(cuts, from)
+	cuts := []int64{from}
 	i := sort.Search(len(ps), func(i int) bool { return ps[i].TS > from })
 	for ; i < len(ps) && ps[i].TS < to; i++ {
 		cuts = append(cuts, ps[i].TS)
 	}
 	cuts = append(cuts, to)
+	pts, _ := series(rs)
+	cal := newCalibrator(pts, ps, hold)
 	out := make([]Slice, 0, len(cuts)-1)
 	for k := 1; k < len(cuts); k++ {
 		if cuts[k] > cuts[k-1] {
-			out = append(out, Slice{From: cuts[k-1], To: cuts[k], Joules: CalibratedEnergy(rs, ps, hold, cuts[k-1], cuts[k])})
+			out = append(out, Slice{From: cuts[k-1], To: cuts[k], Joules: cal.energy(cuts[k-1], cuts[k])})
 		}
 	}
 	return out
+}
+
+// calibrator integrates the calibrated timeline over successive,
+// non-decreasing windows, caching each counter interval's scale.
+type calibrator struct {
+	pts   []point
+	ps    []schemas.PowerSample
+	hold  int64
+	i     int // current counter interval: [pts[i-1], pts[i]]
+	scale float64
+	lin   bool // interval has no samples: counter interpolated
+}
+
+func newCalibrator(pts []point, ps []schemas.PowerSample, hold int64) *calibrator {
+	return &calibrator{pts: pts, ps: ps, hold: hold}
+}
+
+func (c *calibrator) load(i int) {
+	c.i = i
+	a, b := c.pts[i-1], c.pts[i]
+	sampJ, _ := IntegratePower(c.ps, a.t, b.t, c.hold)
+	c.lin = sampJ <= 0
+	if !c.lin {
+		c.scale = (b.e - a.e) / 1e6 / sampJ
+	}
+}
+
+// energy of [lo, hi]; calls must come in non-decreasing order of lo.
+func (c *calibrator) energy(lo, hi int64) float64 {
+	if len(c.pts) < 2 || len(c.ps) == 0 {
+		return WindowEnergy(nil, lo, hi).Joules
+	}
+	var j float64
+	n := len(c.pts)
+	if lo < c.pts[0].t {
+		e, _ := IntegratePower(c.ps, lo, min(hi, c.pts[0].t), c.hold)
+		j += e
+		lo = min(hi, c.pts[0].t)
+	}
+	if hi > c.pts[n-1].t {
+		e, _ := IntegratePower(c.ps, max(lo, c.pts[n-1].t), hi, c.hold)
+		j += e
+		hi = max(lo, c.pts[n-1].t)
+	}
+	for lo < hi {
+		if c.i == 0 || c.pts[c.i].t <= lo {
+			k := c.i + 1
+			for k < n && c.pts[k].t <= lo {
+				k++
+			}
+			if k >= n {
+				break
+			}
+			c.load(k)
+		}
+		a, b := c.pts[c.i-1], c.pts[c.i]
+		end := min(hi, b.t)
+		if c.lin {
+			j += (b.e - a.e) / 1e6 * float64(end-lo) / float64(b.t-a.t)
+		} else {
+			e, _ := IntegratePower(c.ps, lo, end, c.hold)
+			j += e * c.scale
+		}
+		lo = end
+	}
+	return j
 }
 
 // work is one request's activity as intervals with token weights.
