@@ -184,21 +184,46 @@ func Attribute(slices []Slice, staticW float64, reqs []schemas.Request, toks map
 		prefillW   float64
 		inSystemNS int64
 	}
+	// Sweep line: requests enter the active set in order of Sent and leave
+	// once their stream ended before the slice; each request's work list is
+	// walked with a cursor, as slices only move forward in time.
+	end := make([]int64, len(reqs))
+	order := make([]int, 0, len(reqs))
+	for i, q := range reqs {
+		end[i] = q.Done
+		if end[i] == 0 {
+			end[i] = q.LastToken
+		}
+		if q.Sent != 0 && end[i] > q.Sent {
+			order = append(order, i)
+		}
+	}
+	sort.Slice(order, func(x, y int) bool { return reqs[order[x]].Sent < reqs[order[y]].Sent })
+	cursor := make([]int, len(reqs))
+	var active []int
+	next := 0
 	var shares []share
 	for _, s := range slices {
 		a.TotalJ += s.Joules
 		dur := float64(s.To-s.From) / 1e9
 		static := staticW * dur
 		dynamic := s.Joules - static
+		for next < len(order) && reqs[order[next]].Sent < s.To {
+			active = append(active, order[next])
+			next++
+		}
+		kept := active[:0]
+		for _, i := range active {
+			if end[i] > s.From {
+				kept = append(kept, i)
+			}
+		}
+		active = kept
 		shares = shares[:0]
 		var sumW, sumT float64
-		for i, q := range reqs {
-			end := q.Done
-			if end == 0 {
-				end = q.LastToken
-			}
-			lo, hi := max(q.Sent, s.From), min(end, s.To)
-			if q.Sent == 0 || hi <= lo {
+		for _, i := range active {
+			lo, hi := max(reqs[i].Sent, s.From), min(end[i], s.To)
+			if hi <= lo {
 				continue
 			}
 			sh := share{req: i, inSystemNS: hi - lo}
@@ -209,7 +234,12 @@ func Attribute(slices []Slice, staticW float64, reqs []schemas.Request, toks map
 					sh.prefillW = float64(min(hi, firstTok[i])-lo) / float64(hi-lo)
 				}
 			default:
-				for _, wk := range works[i] {
+				ws := works[i]
+				for cursor[i] < len(ws) && ws[cursor[i]].to <= s.From {
+					cursor[i]++
+				}
+				for k := cursor[i]; k < len(ws) && ws[k].from < s.To; k++ {
+					wk := ws[k]
 					ol, oh := max(wk.from, s.From), min(wk.to, s.To)
 					if oh <= ol {
 						continue
