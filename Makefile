@@ -12,7 +12,7 @@ export CGO_CFLAGS := -O2 -Wno-deprecated-declarations
 CGO_TMP   := $(CURDIR)/.cache/cgo-tmp
 DEMO_OUT  ?= lem-demo
 
-.PHONY: all build build-device demo demo-stop test test-short bench fuzz docs check-docs clickhouse vet clean
+.PHONY: all build build-device debootstrap demo demo-stop test test-short bench fuzz docs check-docs clickhouse vet clean
 
 all: build
 
@@ -42,9 +42,16 @@ clickhouse:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq clickhouse-server clickhouse-client >/dev/null; }
 
+# debootstrap builds the llama.cpp root filesystem (shared/tools/llama-server)
+# that the load generator's integration tests run against.
+debootstrap:
+	@command -v debootstrap >/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq debootstrap >/dev/null; }
+
 # All tests. Each test package starts the throwaway servers it needs;
 # LEM_E2E=1 turns a missing server into a failure instead of a skip.
-test: clickhouse
+test: clickhouse debootstrap
 	@mkdir -p $(CGO_TMP)
 	TMPDIR=$(CGO_TMP) LEM_E2E=1 $(GO) test -count=1 -timeout 30m ./...
 	TMPDIR=$(CGO_TMP) $(GO) test -count=1 -run XXX -fuzz FuzzDecode -fuzztime 15s ./schemas

@@ -113,6 +113,11 @@ func (c *Client) Do(ctx context.Context, id string, prompt string, maxTokens int
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "text/event-stream")
+	// Servers (llama.cpp's among them) close idle keep-alive connections;
+	// a POST on a connection found dead before anything was written is
+	// retried by net/http only when marked idempotent. It is safe here: the
+	// server never saw the request.
+	req.Header.Set("Idempotency-Key", id)
 	q.Sent = c.Clock.Now()
 	resp, err := c.HTTP.Do(req)
 	if err != nil {

@@ -64,6 +64,7 @@ func ClickHouseServer() *chserver.Server { return chServer }
 
 // Shutdown stops servers started by this package; call it from TestMain.
 func Shutdown() {
+	stopLlama()
 	if chServer != nil {
 		chServer.Stop()
 		os.RemoveAll(chServer.Dir)
