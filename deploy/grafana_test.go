@@ -1,0 +1,150 @@
+package deploy_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/llm-energy-measure/lem/collectors/sim"
+	"github.com/llm-energy-measure/lem/ingest"
+	"github.com/llm-energy-measure/lem/internal/testenv"
+	"github.com/llm-energy-measure/lem/schemas"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+type dashboard struct {
+	UID    string `json:"uid"`
+	Panels []struct {
+		ID         int    `json:"id"`
+		Title      string `json:"title"`
+		Datasource struct {
+			UID string `json:"uid"`
+		} `json:"datasource"`
+		Targets []struct {
+			RawSQL string `json:"rawSql"`
+		} `json:"targets"`
+	} `json:"panels"`
+}
+
+func loadDashboard(t *testing.T) dashboard {
+	b, err := os.ReadFile("grafana/dashboards/lem-overview.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d dashboard
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatalf("dashboard JSON: %v", err)
+	}
+	return d
+}
+
+func TestDashboardStatic(t *testing.T) {
+	d := loadDashboard(t)
+	prov, err := os.ReadFile("grafana/provisioning/datasources/clickhouse.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.UID != "lem-overview" || len(d.Panels) == 0 {
+		t.Fatalf("uid %q, %d panels", d.UID, len(d.Panels))
+	}
+	ids := map[int]bool{}
+	for _, p := range d.Panels {
+		if ids[p.ID] {
+			t.Errorf("panel id %d repeated", p.ID)
+		}
+		ids[p.ID] = true
+		if !strings.Contains(string(prov), "uid: "+p.Datasource.UID) {
+			t.Errorf("panel %q uses datasource %q, not provisioned", p.Title, p.Datasource.UID)
+		}
+		if len(p.Targets) == 0 || p.Targets[0].RawSQL == "" {
+			t.Errorf("panel %q has no query", p.Title)
+		}
+	}
+}
+
+var (
+	timeFilterRE = regexp.MustCompile(`\$__timeFilter\((\w+)\)`)
+)
+
+// expand does what the ClickHouse plugin does with the macros lem uses
+// (all of which work on 18.16).
+func expand(sql, db string, from, to time.Time, intervalS int) string {
+	sql = timeFilterRE.ReplaceAllString(sql, fmt.Sprintf("$1 >= toDateTime(%d) AND $1 <= toDateTime(%d)", from.Unix(), to.Unix()))
+	sql = strings.ReplaceAll(sql, "$__interval_s", fmt.Sprint(intervalS))
+	return strings.ReplaceAll(sql, "lem.", db+".")
+}
+
+// TestDashboardQueriesRun runs every panel's query against a real
+// ClickHouse holding a short simulated run; a SQL error or an empty
+// result fails.
+func TestDashboardQueriesRun(t *testing.T) {
+	db, conn := testenv.FreshDatabase(t)
+	sink, _ := ingest.NewClickHouseSink(conn, db)
+	ctx := context.Background()
+	start := time.Now().Add(-2 * time.Minute).Truncate(time.Second)
+	s := sim.New(sim.Config{Host: "h", Devices: 2}, start)
+	pow := schemas.NewRows(schemas.KindPower)
+	en := schemas.NewRows(schemas.KindEnergy)
+	seq := uint64(0)
+	for sec := 1; sec <= 60; sec++ {
+		for i := 0; i < 2; i++ {
+			pb, eb := s.Advance(i, start.Add(time.Duration(sec)*time.Second).UnixNano())
+			seq++
+			pow.Append(pb, schemas.Position{Epoch: 1, Seq: seq})
+			en.Append(eb, schemas.Position{Epoch: 1, Seq: seq})
+		}
+	}
+	req := schemas.NewRows(schemas.KindRequest)
+	tok := schemas.NewRows(schemas.KindToken)
+	run := schemas.NewRows(schemas.KindRun)
+	t0 := start.Add(5 * time.Second).UnixNano()
+	rb := &schemas.RequestBatch{RunID: "r1"}
+	tb := &schemas.TokenBatch{RunID: "r1"}
+	for i := 0; i < 20; i++ {
+		sent := t0 + int64(i)*1e9
+		id := fmt.Sprint("q", i)
+		rb.Requests = append(rb.Requests, schemas.Request{ID: id, Scheduled: sent, Sent: sent, FirstToken: sent + 50e6,
+			LastToken: sent + 500e6, Done: sent + 510e6, PromptTokens: 100, OutputTokens: 10, Status: schemas.StatusOK})
+		tb.RequestIDs = append(tb.RequestIDs, id)
+		for k := 0; k < 10; k++ {
+			tb.Tokens = append(tb.Tokens, schemas.Token{Request: uint32(i), Index: uint32(k), TS: sent + 50e6 + int64(k)*50e6, Tokens: 1})
+		}
+	}
+	req.Append(rb, schemas.Position{Epoch: 1, Seq: 1000})
+	tok.Append(tb, schemas.Position{Epoch: 1, Seq: 1001})
+	for c, ph := range []schemas.RunPhase{schemas.RunStart, schemas.RunEnd} {
+		run.Append(&schemas.RunEvent{RunID: "r1", Experiment: "e", Backend: "synthetic", Model: "m", Phase: ph,
+			TS: t0 + int64(c)*25e9, Devices: []string{"a"}}, schemas.Position{Epoch: 1, Seq: uint64(1002 + c)})
+	}
+	for _, r := range []schemas.Rows{pow, en, req, tok, run} {
+		if err := sink.Write(ctx, r.Table()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := loadDashboard(t)
+	for _, p := range d.Panels {
+		q := expand(p.Targets[0].RawSQL, db, start.Add(-time.Minute), time.Now().Add(time.Minute), 10)
+		rows, err := conn.Query(ctx, q)
+		if err != nil {
+			t.Errorf("panel %q: %v\n%s", p.Title, err, q)
+			continue
+		}
+		n := 0
+		for rows.Next() {
+			n++
+		}
+		if err := rows.Err(); err != nil {
+			t.Errorf("panel %q: %v", p.Title, err)
+		}
+		rows.Close()
+		if n == 0 {
+			t.Errorf("panel %q returned no rows", p.Title)
+		}
+	}
+}
