@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -41,6 +42,7 @@ func init() {
 			host := fs.String("host", "", "host name to publish under (default: the OS host name)")
 			spoolDir := fs.String("spool", "lem-agent-spool", "with -nats: directory of the on-disk buffer used while NATS is unreachable")
 			spoolMax := fs.Int64("spool-max-bytes", 256<<20, "size bound of the spool; when full the oldest events are dropped and counted")
+			cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the agent to this file")
 			metricsAddr := fs.String("metrics", "127.0.0.1:9465", "listen address of /metrics (empty: off)")
 			raplRoot := fs.String("rapl", "/sys/class/powercap", "powercap root for CPU/DRAM energy (empty: off)")
 			alsoInstant := fs.Bool("instant", false, "also read instant power (field 186) at 10 Hz beside the buffer, for validation")
@@ -95,6 +97,16 @@ func init() {
 				}
 				if col != nil {
 					cols = append(cols, col)
+				}
+				if *cpuProfile != "" {
+					f, err := os.Create(*cpuProfile)
+					if err != nil {
+						return err
+					}
+					if err := pprof.StartCPUProfile(f); err != nil {
+						return err
+					}
+					defer func() { pprof.StopCPUProfile(); f.Close() }()
 				}
 				start, cpu0 := time.Now(), cpuTime()
 				err = runAgent(ctx, cols, *natsURL, *pqDir, *spoolDir, *spoolMax, *metricsAddr, cfg, log)

@@ -73,13 +73,30 @@ func NewCollector(rd *Reader, cfg Config, log zerolog.Logger) *Collector {
 	return c
 }
 
+func (c *Collector) needInstant() bool {
+	if c.cfg.AlsoInstant {
+		return true
+	}
+	for _, g := range c.rd.GPUs {
+		if !g.HasBuffer && g.HasInstant {
+			return true
+		}
+	}
+	return false
+}
+
 // Name implements collectors.Collector.
 func (c *Collector) Name() string { return "nvml" }
 
 // Run polls until ctx ends, then publishes what it holds.
 func (c *Collector) Run(ctx context.Context, pub collectors.Publisher) error {
 	pubT := time.NewTicker(c.cfg.Publish)
+	// The instant field is read only where the buffer is missing (or for
+	// validation); otherwise its ticker never fires.
 	instT := time.NewTicker(c.cfg.Instant)
+	if !c.needInstant() {
+		instT.Stop()
+	}
 	stateT := time.NewTicker(c.cfg.State)
 	ctrT := time.NewTicker(c.cfg.Counter)
 	defer ctrT.Stop()
