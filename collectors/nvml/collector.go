@@ -14,12 +14,17 @@ import (
 // Config sets the cadences. Zero values take the defaults.
 type Config struct {
 	Publish time.Duration // read the buffer and publish: 1 s
-	// Counter is the energy-counter read period (1 s). The counter changes
-	// every ~100 ms and a read costs ~3 ms: 100 ms gives the counter's full
-	// resolution (validation), 1 s costs 0.3% of a core.
+	// Counter is the shortest energy-counter read period (1 s). The
+	// counter changes every ~100 ms; 100 ms gives its full resolution
+	// (validation). A read busy-waits in the driver (7.75 ms of CPU per call
+	// on average on an H200, docs/validation/nvml-h200.md), so the period
+	// stretches until reads cost at most CounterBudget of one core.
 	Counter time.Duration
-	Instant time.Duration // instant-power fallback period: 100 ms
-	State   time.Duration // device state period: 500 ms
+	// CounterBudget is the share of one core that counter reads may use,
+	// per GPU (0.003 = 0.3%; negative: no limit).
+	CounterBudget float64
+	Instant       time.Duration // instant-power fallback period: 100 ms
+	State         time.Duration // device state period: 500 ms
 	// AlsoInstant reads instant power at 10 Hz even where the buffer works,
 	// to compare the two (validation).
 	AlsoInstant bool
@@ -31,6 +36,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Counter <= 0 {
 		c.Counter = time.Second
+	}
+	if c.CounterBudget == 0 {
+		c.CounterBudget = 0.003
 	}
 	if c.Instant <= 0 {
 		c.Instant = 100 * time.Millisecond
@@ -47,6 +55,8 @@ type Collector struct {
 	cfg Config
 	log zerolog.Logger
 	st  []gpuBatches
+	// costEWMA is the smoothed duration of one counter read (ns).
+	costEWMA float64
 }
 
 type gpuBatches struct {
@@ -98,7 +108,7 @@ func (c *Collector) Run(ctx context.Context, pub collectors.Publisher) error {
 		instT.Stop()
 	}
 	stateT := time.NewTicker(c.cfg.State)
-	ctrT := time.NewTicker(c.cfg.Counter)
+	ctrT := time.NewTimer(c.cfg.Counter)
 	defer ctrT.Stop()
 	defer pubT.Stop()
 	defer instT.Stop()
@@ -120,7 +130,7 @@ func (c *Collector) Run(ctx context.Context, pub collectors.Publisher) error {
 				}
 			}
 		case <-ctrT.C:
-			c.readCounters()
+			ctrT.Reset(c.counterPeriod(c.readCounters()))
 		case <-stateT.C:
 			for i, g := range c.rd.GPUs {
 				c.rd.ReadState(g, &c.st[i].state)
@@ -134,12 +144,38 @@ func (c *Collector) Run(ctx context.Context, pub collectors.Publisher) error {
 	}
 }
 
-func (c *Collector) readCounters() {
+// readCounters reads every GPU's counter and returns the mean duration of
+// one read.
+func (c *Collector) readCounters() time.Duration {
+	var total time.Duration
 	for i, g := range c.rd.GPUs {
+		start := time.Now()
 		if err := c.rd.ReadEnergy(g, &c.st[i].energy); err != nil {
 			c.log.Warn().Err(err).Str("gpu", g.ID.UUID).Msg("energy counter read failed")
 		}
+		total += time.Since(start)
 	}
+	if len(c.rd.GPUs) == 0 {
+		return 0
+	}
+	return total / time.Duration(len(c.rd.GPUs))
+}
+
+// counterPeriod returns the next counter period given the last read's
+// cost, smoothed: at least cfg.Counter, long enough that reads stay within
+// CounterBudget of a core, at most 10 s (the buffer calibration needs the
+// counter, not its frequency: longer intervals lose no time resolution).
+func (c *Collector) counterPeriod(cost time.Duration) time.Duration {
+	if c.costEWMA == 0 {
+		c.costEWMA = float64(cost)
+	} else {
+		c.costEWMA = 0.8*c.costEWMA + 0.2*float64(cost)
+	}
+	p := c.cfg.Counter
+	if c.cfg.CounterBudget > 0 {
+		p = max(p, time.Duration(c.costEWMA/c.cfg.CounterBudget))
+	}
+	return min(p, 10*time.Second)
 }
 
 // Tick reads every GPU's buffer once (and the counters, at start and end).

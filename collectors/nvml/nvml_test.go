@@ -276,3 +276,26 @@ func TestProbeOnMock(t *testing.T) {
 		t.Fatal("counter call not timed")
 	}
 }
+
+func TestCounterPeriodRespectsBudget(t *testing.T) {
+	f := &fakeDriver{nowUS: 1_795_757_000_000_000}
+	c := NewCollector(open(t, newServer(t, f), f), Config{}, zerolog.Nop())
+	if p := c.counterPeriod(500 * time.Microsecond); p != time.Second {
+		t.Fatalf("cheap reads: period %v, want the 1 s minimum", p)
+	}
+	c.costEWMA = 0
+	var p time.Duration
+	for i := 0; i < 20; i++ {
+		p = c.counterPeriod(7750 * time.Microsecond) // H200 mean
+	}
+	if p < 2500*time.Millisecond || p > 2700*time.Millisecond {
+		t.Fatalf("7.75 ms reads at a 0.3%% budget: period %v, want ~2.58 s", p)
+	}
+	if p = c.counterPeriod(time.Second); p != 10*time.Second {
+		t.Fatalf("period %v, want the 10 s cap", p)
+	}
+	c = NewCollector(c.rd, Config{Counter: 100 * time.Millisecond, CounterBudget: -1}, zerolog.Nop())
+	if p = c.counterPeriod(8 * time.Millisecond); p != 100*time.Millisecond {
+		t.Fatalf("validation cadence without budget: %v", p)
+	}
+}

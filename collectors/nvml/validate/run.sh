@@ -16,7 +16,7 @@ nvidia-smi --query-gpu=name,driver_version,power.limit,pci.bus_id --format=csv >
 "$lem" serve -listen 127.0.0.1:4331 -parquet "$out/storeA" -quiet >> "$log" 2>&1 & sa=$!
 "$lem" serve -listen 127.0.0.1:4332 -parquet "$out/storeB" -quiet >> "$log" 2>&1 & sb=$!
 sleep 2
-"$lem" agent -nats nats://127.0.0.1:4331 -devices 0 -instant -counter-interval 100ms -duration 300s -quiet > "$out/agentA.tmp" 2>&1 & aa=$!
+"$lem" agent -nats nats://127.0.0.1:4331 -devices 0 -instant -counter-interval 100ms -counter-cpu-budget -1 -duration 300s -quiet > "$out/agentA.tmp" 2>&1 & aa=$!
 "$lem" agent -nats nats://127.0.0.1:4332 -devices 0 -duration 300s -quiet > "$out/agentB.tmp" 2>&1 & ab=$!
 sleep 4
 python3 "$(dirname "$0")/workload.py" "$out/phases.csv" >> "$log" 2>&1 || tail -20 "$log"
