@@ -39,7 +39,7 @@ func init() {
 			duration := fs.Duration("duration", 0, "stop after this long (0: until SIGINT/SIGTERM)")
 			publish := fs.Duration("publish-interval", time.Second, "read counter and buffer and publish this often")
 			counter := fs.Duration("counter-interval", time.Second, "shortest energy-counter read period (100ms = the counter's full resolution)")
-			counterBudget := fs.Float64("counter-cpu-budget", 0.003, "share of one core counter reads may use per GPU; the period stretches to respect it (negative: no limit)")
+			counterBudget := fs.Float64("counter-cpu-budget", 0.004, "agent CPU share target per GPU; the counter period stretches (up to 10 s) while above it (negative: no limit)")
 			host := fs.String("host", "", "host name to publish under (default: the OS host name)")
 			spoolDir := fs.String("spool", "lem-agent-spool", "with -nats: directory of the on-disk buffer used while NATS is unreachable")
 			spoolMax := fs.Int64("spool-max-bytes", 256<<20, "size bound of the spool; when full the oldest events are dropped and counted")

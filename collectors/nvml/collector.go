@@ -3,6 +3,7 @@ package nvml
 import (
 	"context"
 	"fmt"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -16,12 +17,11 @@ type Config struct {
 	Publish time.Duration // read the buffer and publish: 1 s
 	// Counter is the shortest energy-counter read period (1 s). The
 	// counter changes every ~100 ms; 100 ms gives its full resolution
-	// (validation). A read busy-waits in the driver (7.75 ms of CPU per call
-	// on average on an H200, docs/validation/nvml-h200.md), so the period
-	// stretches until reads cost at most CounterBudget of one core.
+	// (validation). A read busy-waits in the driver, so the period stretches
+	// while the agent exceeds CounterBudget (see nextCounterPeriod).
 	Counter time.Duration
-	// CounterBudget is the share of one core that counter reads may use,
-	// per GPU (0.003 = 0.3%; negative: no limit).
+	// CounterBudget is the agent's CPU share target per GPU (0.004 = 0.4% of
+	// one core; negative: no limit, read every Counter).
 	CounterBudget float64
 	Instant       time.Duration // instant-power fallback period: 100 ms
 	State         time.Duration // device state period: 500 ms
@@ -38,7 +38,7 @@ func (c Config) withDefaults() Config {
 		c.Counter = time.Second
 	}
 	if c.CounterBudget == 0 {
-		c.CounterBudget = 0.003
+		c.CounterBudget = 0.004
 	}
 	if c.Instant <= 0 {
 		c.Instant = 100 * time.Millisecond
@@ -55,8 +55,10 @@ type Collector struct {
 	cfg Config
 	log zerolog.Logger
 	st  []gpuBatches
-	// costEWMA is the smoothed duration of one counter read (ns).
-	costEWMA float64
+	// counter period control (nextCounterPeriod)
+	period  time.Duration
+	lastAdj time.Time
+	lastCPU time.Duration
 }
 
 type gpuBatches struct {
@@ -130,7 +132,8 @@ func (c *Collector) Run(ctx context.Context, pub collectors.Publisher) error {
 				}
 			}
 		case <-ctrT.C:
-			ctrT.Reset(c.counterPeriod(c.readCounters()))
+			c.readCounters()
+			ctrT.Reset(c.nextCounterPeriod(processCPU(), time.Now()))
 		case <-stateT.C:
 			for i, g := range c.rd.GPUs {
 				c.rd.ReadState(g, &c.st[i].state)
@@ -144,38 +147,45 @@ func (c *Collector) Run(ctx context.Context, pub collectors.Publisher) error {
 	}
 }
 
-// readCounters reads every GPU's counter and returns the mean duration of
-// one read.
-func (c *Collector) readCounters() time.Duration {
-	var total time.Duration
+// readCounters reads every GPU's counter.
+func (c *Collector) readCounters() {
 	for i, g := range c.rd.GPUs {
-		start := time.Now()
 		if err := c.rd.ReadEnergy(g, &c.st[i].energy); err != nil {
 			c.log.Warn().Err(err).Str("gpu", g.ID.UUID).Msg("energy counter read failed")
 		}
-		total += time.Since(start)
 	}
-	if len(c.rd.GPUs) == 0 {
-		return 0
-	}
-	return total / time.Duration(len(c.rd.GPUs))
 }
 
-// counterPeriod returns the next counter period given the last read's
-// cost, smoothed: at least cfg.Counter, long enough that reads stay within
-// CounterBudget of a core, at most 10 s (the buffer calibration needs the
-// counter, not its frequency: longer intervals lose no time resolution).
-func (c *Collector) counterPeriod(cost time.Duration) time.Duration {
-	if c.costEWMA == 0 {
-		c.costEWMA = float64(cost)
+// nextCounterPeriod adapts the counter period to keep the whole agent's CPU
+// share (measured, process-wide) within CounterBudget per GPU: the counter
+// read dominates the agent's cost (a driver busy-wait of ~7-11 ms of CPU
+// per call on an H200, docs/validation/nvml-h200.md). The period grows by
+// half while over budget, shrinks back toward cfg.Counter while well under
+// it, and stays within [cfg.Counter, 10 s]. Longer intervals lose no time
+// resolution: windows come from the buffer calibrated to the counter.
+func (c *Collector) nextCounterPeriod(cpu time.Duration, now time.Time) time.Duration {
+	if c.period == 0 {
+		c.period = c.cfg.Counter
+	}
+	if c.cfg.CounterBudget < 0 {
+		return c.period
+	}
+	if !c.lastAdj.IsZero() {
+		if wall := now.Sub(c.lastAdj); wall >= 5*time.Second {
+			share := float64(cpu-c.lastCPU) / float64(wall)
+			target := c.cfg.CounterBudget * float64(max(len(c.rd.GPUs), 1))
+			switch {
+			case share > target:
+				c.period = min(c.period*3/2, 10*time.Second)
+			case share < 0.7*target:
+				c.period = max(c.period*4/5, c.cfg.Counter)
+			}
+			c.lastAdj, c.lastCPU = now, cpu
+		}
 	} else {
-		c.costEWMA = 0.8*c.costEWMA + 0.2*float64(cost)
+		c.lastAdj, c.lastCPU = now, cpu
 	}
-	p := c.cfg.Counter
-	if c.cfg.CounterBudget > 0 {
-		p = max(p, time.Duration(c.costEWMA/c.cfg.CounterBudget))
-	}
-	return min(p, 10*time.Second)
+	return c.period
 }
 
 // Tick reads every GPU's buffer once (and the counters, at start and end).
@@ -219,6 +229,14 @@ func (c *Collector) Flush(pub collectors.Publisher) error {
 		b.energy.Readings, b.state.Samples, b.gaps.Gaps = b.energy.Readings[:0], b.state.Samples[:0], b.gaps.Gaps[:0]
 	}
 	return nil
+}
+
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 var _ collectors.Collector = (*Collector)(nil)

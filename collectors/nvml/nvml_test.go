@@ -277,25 +277,37 @@ func TestProbeOnMock(t *testing.T) {
 	}
 }
 
-func TestCounterPeriodRespectsBudget(t *testing.T) {
+func TestCounterPeriodFollowsCPUBudget(t *testing.T) {
 	f := &fakeDriver{nowUS: 1_795_757_000_000_000}
-	c := NewCollector(open(t, newServer(t, f), f), Config{}, zerolog.Nop())
-	if p := c.counterPeriod(500 * time.Microsecond); p != time.Second {
-		t.Fatalf("cheap reads: period %v, want the 1 s minimum", p)
+	c := NewCollector(open(t, newServer(t, f), f), Config{}, zerolog.Nop()) // 1 GPU: target 0.4%
+	now := time.Unix(0, 0)
+	var cpu time.Duration
+	step := func(share float64) time.Duration {
+		now = now.Add(6 * time.Second)
+		cpu += time.Duration(share * float64(6*time.Second))
+		return c.nextCounterPeriod(cpu, now)
 	}
-	c.costEWMA = 0
-	var p time.Duration
+	step(0) // baseline
+	if p := step(0.10); p != 1500*time.Millisecond {
+		t.Fatalf("over budget: %v, want 1.5 s", p)
+	}
+	for i := 0; i < 10; i++ {
+		step(0.10)
+	}
+	if p := step(0.10); p != 10*time.Second {
+		t.Fatalf("capped at %v, want 10 s", p)
+	}
 	for i := 0; i < 20; i++ {
-		p = c.counterPeriod(7750 * time.Microsecond) // H200 mean
+		step(0.001)
 	}
-	if p < 2500*time.Millisecond || p > 2700*time.Millisecond {
-		t.Fatalf("7.75 ms reads at a 0.3%% budget: period %v, want ~2.58 s", p)
+	if p := step(0.001); p != time.Second {
+		t.Fatalf("well under budget: %v, want back at the 1 s minimum", p)
 	}
-	if p = c.counterPeriod(time.Second); p != 10*time.Second {
-		t.Fatalf("period %v, want the 10 s cap", p)
+	if p := step(0.0035); p != time.Second {
+		t.Fatalf("inside the band: %v, want unchanged", p)
 	}
 	c = NewCollector(c.rd, Config{Counter: 100 * time.Millisecond, CounterBudget: -1}, zerolog.Nop())
-	if p = c.counterPeriod(8 * time.Millisecond); p != 100*time.Millisecond {
+	if p := c.nextCounterPeriod(time.Hour, now); p != 100*time.Millisecond {
 		t.Fatalf("validation cadence without budget: %v", p)
 	}
 }
