@@ -2,9 +2,7 @@ package ingest
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"time"
@@ -226,25 +224,4 @@ func (s *ClickHouseSink) Write(ctx context.Context, t *schemas.Table) error {
 		return fmt.Errorf("inserting %d rows into %s: %w", t.Rows(), t.Name, err)
 	}
 	return nil
-}
-
-// IsTransient reports whether a store error may succeed on retry (network,
-// server down or overloaded) rather than being a permanent mistake.
-func IsTransient(err error) bool {
-	if err == nil {
-		return false
-	}
-	var ne net.Error
-	if errors.As(err, &ne) {
-		return true
-	}
-	var ex *clickhouse.Exception
-	if errors.As(err, &ex) {
-		switch ex.Code {
-		case 252, 241, 159, 209, 210, 202, 203: // too many parts, memory limit, timeouts, too many queries
-			return true
-		}
-		return false
-	}
-	return true
 }

@@ -2,7 +2,6 @@ package schemas
 
 import (
 	"strconv"
-	"time"
 )
 
 // Power is an electrical power in milliwatts, NVML's native unit.
@@ -33,12 +32,6 @@ func (p Power) String() string {
 
 func (e Energy) String() string {
 	return strconv.FormatFloat(e.Joules(), 'f', 6, 64) + " J"
-}
-
-// EnergyOver returns the energy of power p held for d.
-func EnergyOver(p Power, d time.Duration) Energy {
-	// mW * ns = 1e-3 W * 1e-9 s = 1e-12 J = 1e-6 µJ.
-	return Energy(float64(p) * float64(d) / 1e6)
 }
 
 // PowerFromWatts converts watts to Power, rounding to the nearest milliwatt.

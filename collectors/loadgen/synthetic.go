@@ -49,7 +49,7 @@ type Synthetic struct {
 	wake    chan struct{}
 	stop    chan struct{}
 	done    chan struct{}
-	// load is the engine's current utilisation in [0,1], as float bits.
+	// prefilling and active feed Load.
 	prefilling atomic.Bool
 	active     atomic.Int32
 }

@@ -165,12 +165,6 @@ func (s *Server) Stop() error {
 // Pid returns the server's process id.
 func (s *Server) Pid() int { return s.cmd.Process.Pid }
 
-// Kill stops the server abruptly (SIGKILL), as a crash would.
-func (s *Server) Kill() {
-	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-	<-s.done
-}
-
 func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
