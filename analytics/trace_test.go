@@ -104,21 +104,7 @@ func TestWindowEnergyReset(t *testing.T) {
 // counter on every phase of 2 s or more (gpu-power-facts.md).
 func TestTraceBufferMeetsCounter(t *testing.T) {
 	counter, phases := loadTrace(t)
-	f, err := os.Open(traceDir + "changes.csv")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	recs, _ := csv.NewReader(f).ReadAll()
-	var buf []schemas.PowerSample
-	for _, rec := range recs {
-		if rec[0] == "driver_power_sample" {
-			ts, _ := strconv.ParseInt(rec[1], 10, 64)
-			mw, _ := strconv.ParseFloat(rec[2], 64)
-			buf = append(buf, schemas.PowerSample{TS: ts, Power: schemas.Power(mw)})
-		}
-	}
-	sort.Slice(buf, func(i, j int) bool { return buf[i].TS < buf[j].TS })
+	buf := loadTraceBuffer(t)
 	for _, name := range []string{"idle", "matmul", "idle2", "prefill", "decode", "decode_b1"} {
 		ph := phases[name]
 		c := WindowEnergy(counter, ph[0], ph[1]).Joules
@@ -139,18 +125,7 @@ func TestTraceBufferMeetsCounter(t *testing.T) {
 // counter; interpolating those sparse readings alone does not.
 func TestTraceCalibratedSparseCounter(t *testing.T) {
 	counter, phases := loadTrace(t)
-	f, _ := os.Open(traceDir + "changes.csv")
-	defer f.Close()
-	recs, _ := csv.NewReader(f).ReadAll()
-	var buf []schemas.PowerSample
-	for _, rec := range recs {
-		if rec[0] == "driver_power_sample" {
-			ts, _ := strconv.ParseInt(rec[1], 10, 64)
-			mw, _ := strconv.ParseFloat(rec[2], 64)
-			buf = append(buf, schemas.PowerSample{TS: ts, Power: schemas.Power(mw)})
-		}
-	}
-	sort.Slice(buf, func(i, j int) bool { return buf[i].TS < buf[j].TS })
+	buf := loadTraceBuffer(t)
 	// Keep one counter reading per second, as the production agent reads.
 	var sparse []Reading
 	for _, r := range counter {
@@ -172,4 +147,34 @@ func TestTraceCalibratedSparseCounter(t *testing.T) {
 	if worstInterp < 0.02 {
 		t.Errorf("interpolating the sparse counter is within %.1f%% everywhere: the test no longer shows why calibration is needed", 100*worstInterp)
 	}
+}
+
+// loadTraceBuffer returns the trace's driver power samples (20 ms buffer),
+// sorted; rows exist only where the value changed.
+func loadTraceBuffer(t *testing.T) []schemas.PowerSample {
+	t.Helper()
+	f, err := os.Open(traceDir + "changes.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r := csv.NewReader(f)
+	r.FieldsPerRecord = -1
+	recs, err := r.ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf []schemas.PowerSample
+	for _, rec := range recs {
+		if rec[0] == "driver_power_sample" {
+			ts, _ := strconv.ParseInt(rec[1], 10, 64)
+			mw, _ := strconv.ParseFloat(rec[2], 64)
+			buf = append(buf, schemas.PowerSample{TS: ts, Power: schemas.Power(mw)})
+		}
+	}
+	if len(buf) < 1000 {
+		t.Fatalf("only %d driver power samples in the trace", len(buf))
+	}
+	sort.Slice(buf, func(i, j int) bool { return buf[i].TS < buf[j].TS })
+	return buf
 }

@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/llm-energy-measure/lem/collectors/sim"
 	"github.com/llm-energy-measure/lem/ingest"
 	"github.com/llm-energy-measure/lem/internal/testenv"
@@ -23,6 +25,7 @@ type dashboard struct {
 	Panels []struct {
 		ID         int    `json:"id"`
 		Title      string `json:"title"`
+		Type       string `json:"type"`
 		Datasource struct {
 			UID string `json:"uid"`
 		} `json:"datasource"`
@@ -135,9 +138,21 @@ func TestDashboardQueriesRun(t *testing.T) {
 			t.Errorf("panel %q: %v\n%s", p.Title, err, q)
 			continue
 		}
-		n := 0
+		n, zeroStat := 0, false
 		for rows.Next() {
 			n++
+			if p.Type == "stat" {
+				// Aggregates without GROUP BY return one row even over no
+				// data: require a positive first value.
+				v, err := firstNumber(rows)
+				if err != nil {
+					t.Errorf("panel %q: %v", p.Title, err)
+				}
+				zeroStat = zeroStat || !(v > 0)
+			}
+		}
+		if zeroStat {
+			t.Errorf("panel %q: stat value is zero or NaN", p.Title)
 		}
 		if err := rows.Err(); err != nil {
 			t.Errorf("panel %q: %v", p.Title, err)
@@ -147,4 +162,27 @@ func TestDashboardQueriesRun(t *testing.T) {
 			t.Errorf("panel %q returned no rows", p.Title)
 		}
 	}
+}
+
+// firstNumber scans a row and returns its first column as float64,
+// whatever numeric type the server chose (quantiles are Float32).
+func firstNumber(rows driver.Rows) (float64, error) {
+	types := rows.ColumnTypes()
+	dest := make([]any, len(types))
+	for i, ct := range types {
+		dest[i] = reflect.New(ct.ScanType()).Interface()
+	}
+	if err := rows.Scan(dest...); err != nil {
+		return 0, err
+	}
+	v := reflect.ValueOf(dest[0]).Elem()
+	switch {
+	case v.CanFloat():
+		return v.Float(), nil
+	case v.CanInt():
+		return float64(v.Int()), nil
+	case v.CanUint():
+		return float64(v.Uint()), nil
+	}
+	return 0, fmt.Errorf("first column is %s, not a number", v.Type())
 }
