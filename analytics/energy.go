@@ -3,6 +3,7 @@ package analytics
 import (
 	"math"
 	"sort"
+	"strings"
 )
 
 // Quality flags, worst last. Every energy figure carries one.
@@ -39,6 +40,22 @@ type Window struct {
 	// Simulated is set when the readings came from the simulator: such a
 	// figure exercises the pipeline and is never a measurement.
 	Simulated bool
+	// Apportioned is set for a MIG instance: its figure is a share of its
+	// board's measured energy (by SMs), not a measurement of the instance.
+	Apportioned bool
+}
+
+// apportionedSuffix ends the source of a MIG instance's share of its
+// board's readings (collectors/nvml.ApportionedSuffix).
+const apportionedSuffix = ".apportioned"
+
+// SplitSource returns the sensor of a source label and whether the values
+// are an apportioned share (a MIG instance's) rather than a measurement.
+func SplitSource(src string) (sensor string, apportioned bool) {
+	if s, ok := strings.CutSuffix(src, apportionedSuffix); ok {
+		return s, true
+	}
+	return src, false
 }
 
 // continuous turns counter readings into a monotone series, treating a
@@ -60,7 +77,7 @@ func series(rs []Reading) (pts []point, resets int) {
 		if r.TSAfter > r.TSBefore {
 			t += (r.TSAfter - r.TSBefore) / 2
 		}
-		if r.Source == "nvml.counter" {
+		if sensor, _ := SplitSource(r.Source); sensor == "nvml.counter" {
 			t -= CounterLag
 		}
 		pts = append(pts, point{t: t, e: offset + float64(r.Energy)})
@@ -143,6 +160,7 @@ func WindowEnergy(rs []Reading, from, to int64) Window {
 		w.Quality = QualityLowRes
 	}
 	w.Simulated = w.Source == "sim"
+	_, w.Apportioned = SplitSource(w.Source)
 	return w
 }
 

@@ -37,6 +37,7 @@ type CycleResult struct {
 	E2Ep50       float64
 	Quality      string
 	Simulated    bool   // power came from the simulator
+	Apportioned  bool   // a device is a MIG instance: its share of the board, not measured
 	Method       string // "calibrated <source>" or "counter"
 	// Per-request attribution (token-weighted) of the cycle's energy; only
 	// with a power series (Method "calibrated ...").
@@ -49,11 +50,16 @@ type RunResult struct {
 	RunID, Experiment, Backend, Model string
 	Devices                           []string
 	BaselineW                         map[string]float64 // idle power per device, settled, before the run
-	Cycles                            []CycleResult
+	// SeriesShiftMS is, per device, the shift applied to the power series
+	// to put it on the aligned counter's time base (AlignSeries), in ms;
+	// absent where none was applied.
+	SeriesShiftMS map[string]float64
+	Cycles        []CycleResult
 	// Summary holds mean/std/CI/CV over cycles for each metric by name.
-	Summary   map[string]Stat
-	Quality   string
-	Simulated bool
+	Summary     map[string]Stat
+	Quality     string
+	Simulated   bool
+	Apportioned bool // some device is a MIG instance (figures apportioned)
 	// Requests holds each request's attributed energy, all cycles.
 	Requests []RequestEnergy
 }
@@ -75,7 +81,7 @@ func AnalyzeRun(ctx context.Context, store Store, runID string) (*RunResult, err
 		return nil, fmt.Errorf("run %q: %w", runID, ErrNoRun)
 	}
 	res := &RunResult{RunID: runID, Experiment: evs[0].Experiment, Backend: evs[0].Backend, Model: evs[0].Model,
-		Devices: evs[0].Devices, BaselineW: map[string]float64{}, Summary: map[string]Stat{}, Quality: QualityOK}
+		Devices: evs[0].Devices, BaselineW: map[string]float64{}, SeriesShiftMS: map[string]float64{}, Summary: map[string]Stat{}, Quality: QualityOK}
 	starts, ends := map[uint32]int64{}, map[uint32]int64{}
 	var baseFrom, baseTo int64
 	for _, e := range evs {
@@ -120,6 +126,13 @@ func AnalyzeRun(ctx context.Context, store Store, runID string) (*RunResult, err
 			return nil, err
 		}
 		dd := &deviceData{readings: rs, power: ps, source: src}
+		if len(ps) > 0 {
+			var fit DelayFit
+			var shifted bool
+			if dd.power, fit, shifted = AlignSeries(rs, ps, dd.hold()); shifted {
+				res.SeriesShiftMS[d] = float64(fit.Delay) / 1e6
+			}
+		}
 		devs[d] = dd
 		if baseTo > baseFrom && baseFrom != 0 {
 			w := dd.window(baseFrom, baseTo)
@@ -151,6 +164,7 @@ func AnalyzeRun(ctx context.Context, store Store, runID string) (*RunResult, err
 		res.Cycles = append(res.Cycles, cr)
 		res.Quality = worse(res.Quality, cr.Quality)
 		res.Simulated = res.Simulated || cr.Simulated
+		res.Apportioned = res.Apportioned || cr.Apportioned
 	}
 	if len(res.Cycles) == 0 {
 		return nil, fmt.Errorf("run %q: %w", runID, ErrNoRun)
@@ -188,7 +202,7 @@ type deviceData struct {
 // hold is how long one sample of the series stands for: up to three sample
 // periods (a longer hole is a gap).
 func (d *deviceData) hold() int64 {
-	if d.source == "nvml.instant" {
+	if sensor, _ := SplitSource(d.source); sensor == "nvml.instant" {
 		return 300e6
 	}
 	return 60e6
@@ -229,6 +243,7 @@ func cycleResult(c uint32, from, to int64, run *RunResult, devs map[string]*devi
 		unc2 += w.EdgeUncJ * w.EdgeUncJ
 		cr.Quality = worse(cr.Quality, w.Quality)
 		cr.Simulated = cr.Simulated || w.Simulated
+		cr.Apportioned = cr.Apportioned || w.Apportioned
 		if p, ok := run.BaselineW[d]; ok {
 			cr.StaticJ += p * cr.DurationS
 		} else {
@@ -336,10 +351,15 @@ func attributeCycle(cr *CycleResult, run *RunResult, devs map[string]*deviceData
 // PrintRun writes the results table of r.
 func PrintRun(w io.Writer, r *RunResult) {
 	fmt.Fprintf(w, "run %s  experiment %s  backend %s  model %s  devices %d  quality %s\n",
-		r.RunID, r.Experiment, r.Backend, r.Model, len(r.Devices), qualityLabel(r.Quality, r.Simulated))
+		r.RunID, r.Experiment, r.Backend, r.Model, len(r.Devices), qualityLabel(r.Quality, r.Simulated, r.Apportioned))
 	for _, d := range r.Devices {
 		if p, ok := r.BaselineW[d]; ok {
 			fmt.Fprintf(w, "  idle baseline %s: %.1f W\n", d, p)
+		}
+	}
+	for _, d := range r.Devices {
+		if ms, ok := r.SeriesShiftMS[d]; ok {
+			fmt.Fprintf(w, "  power series of %s shifted %+.0f ms onto the counter's time base (fitted)\n", d, ms)
 		}
 	}
 	if len(r.Cycles) > 0 {
@@ -350,7 +370,7 @@ func PrintRun(w io.Writer, r *RunResult) {
 	for _, c := range r.Cycles {
 		fmt.Fprintf(tw, "%d\t%.2f\t%.1f\t%.2f\t%.1f\t%.1f\t%.1f\t%.1f\t%d\t%d\t%d\t%.4f\t%.2f\t%.2f\t%.1f\t%.1f\t%.2f\t%.2f\t%s\t\n",
 			c.Cycle, c.DurationS, c.EnergyJ, c.EdgeUncJ, c.SystematicJ, c.DynamicJ, c.PrefillJ, c.DecodeJ, c.Requests, c.Failed, c.OutputTokens,
-			c.JPerToken, c.JPerRequest, c.RequestJp50, c.TTFTp50, c.TTFTp99, c.ITLp50, c.ITLp99, qualityLabel(c.Quality, c.Simulated))
+			c.JPerToken, c.JPerRequest, c.RequestJp50, c.TTFTp50, c.TTFTp99, c.ITLp50, c.ITLp99, qualityLabel(c.Quality, c.Simulated, c.Apportioned))
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "over %d cycles (mean ± 95%% CI, Student t; CV):\n", len(r.Cycles))
@@ -363,6 +383,9 @@ func PrintRun(w io.Writer, r *RunResult) {
 	if r.Simulated {
 		fmt.Fprintln(w, "NOTE: power came from the simulator (source=sim): these figures exercise the pipeline and are not measurements.")
 	}
+	if r.Apportioned {
+		fmt.Fprintln(w, "NOTE: some devices are MIG instances: their energy is a share of the board's (by SMs), apportioned, not measured per instance.")
+	}
 }
 
 func fmtCI(s Stat) string {
@@ -372,9 +395,12 @@ func fmtCI(s Stat) string {
 	return fmt.Sprintf("%.4g ± %.2g", s.Mean, s.CI95)
 }
 
-func qualityLabel(q string, simulated bool) string {
+func qualityLabel(q string, simulated, apportioned bool) string {
 	if simulated {
-		return q + ",simulated"
+		q += ",simulated"
+	}
+	if apportioned {
+		q += ",apportioned"
 	}
 	return q
 }

@@ -38,13 +38,33 @@ var powerPreference = map[string]int{"nvml.buffer": 0, "sim": 1, "nvml.instant":
 func pickSeries(bySource map[string][]schemas.PowerSample) ([]schemas.PowerSample, string) {
 	best, rank := "", 1<<30
 	for src := range bySource {
-		if r, ok := powerPreference[src]; ok && r < rank {
+		sensor, _ := SplitSource(src)
+		if r, ok := powerPreference[sensor]; ok && r < rank {
 			best, rank = src, r
 		}
 	}
 	ps := bySource[best]
 	sort.Slice(ps, func(a, b int) bool { return ps[a].TS < ps[b].TS })
-	return ps, best
+	return OnSensorTimebase(best, ps), best
+}
+
+// BufferLead is how far a driver power-buffer sample's stamp trails the
+// power it reports: each sample is the mean of the ~20 ms period that ends
+// at its stamp, so the sample holds from its stamp minus one period. Fitted
+// against counter reads aligned to their refresh on two H200 boards
+// (docs/validation/nvml-h200.md: −20 ms, 400 and 203 intervals).
+const BufferLead = 20e6 // ns
+
+// OnSensorTimebase returns the samples of source src placed on the time
+// they describe: nvml.buffer samples move back by BufferLead (in place);
+// others are returned as they are.
+func OnSensorTimebase(src string, ps []schemas.PowerSample) []schemas.PowerSample {
+	if sensor, _ := SplitSource(src); sensor == "nvml.buffer" {
+		for i := range ps {
+			ps[i].TS -= BufferLead
+		}
+	}
+	return ps
 }
 
 // Reading is an energy-counter reading with its source label.

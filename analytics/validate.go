@@ -32,6 +32,36 @@ type PhaseCheck struct {
 	Expected    int // buffer samples expected at 50 Hz
 	Gaps        int
 	Quality     string
+	// Snapped is set when the phase's edges were moved to the nearest
+	// refresh of an aligned counter (see snapToRefresh); Phase then holds
+	// the snapped edges.
+	Snapped bool
+}
+
+// snapToRefresh returns the stamp (bracket midpoint) of the aligned counter
+// reading nearest t and the bracket's half-width, if one lies within
+// 110 ms. At such an instant the counter's value is exact, so a window
+// between two of them needs no interpolation: its only timing error is the
+// bracket, a few ms, instead of the ±50 ms of a refresh period.
+func snapToRefresh(rs []Reading, t int64) (int64, int64, bool) {
+	best, half, ok := int64(0), int64(0), false
+	for _, r := range rs {
+		if sensor, _ := SplitSource(r.Source); sensor != "nvml.counter.aligned" {
+			return 0, 0, false
+		}
+		mid := r.TSBefore + (r.TSAfter-r.TSBefore)/2
+		if d := abs64(mid - t); d <= 110e6 && (!ok || d < abs64(best-t)) {
+			best, half, ok = mid, (r.TSAfter-r.TSBefore)/2, true
+		}
+	}
+	return best, half, ok
+}
+
+func abs64(x int64) int64 {
+	if x < 0 {
+		return -x
+	}
+	return x
 }
 
 // ComparePhases computes a PhaseCheck for every device and phase. The
@@ -72,8 +102,9 @@ func ComparePhases(ctx context.Context, st interface {
 	devs := make([]string, 0, len(series))
 	for d, m := range series {
 		devs = append(devs, d)
-		for _, s := range m {
+		for src, s := range m {
 			sort.Slice(s, func(a, b int) bool { return s[a].TS < s[b].TS })
+			OnSensorTimebase(src, s)
 		}
 	}
 	sort.Strings(devs)
@@ -91,9 +122,25 @@ func ComparePhases(ctx context.Context, st interface {
 			}
 		}
 		for _, p := range phases {
+			// With an aligned reference counter, compare on windows whose
+			// edges are its refreshes: the counter is then exact at both
+			// edges and the edge uncertainty is the brackets' (a few ms).
+			from, hf, ok1 := snapToRefresh(rs, p.From)
+			to, ht, ok2 := snapToRefresh(rs, p.To)
+			snapped := ok1 && ok2 && to > from
+			if snapped {
+				p.From, p.To = from, to
+			}
 			w := WindowEnergy(rs, p.From, p.To)
+			if buf := series[d]["nvml.buffer"]; snapped && len(buf) > 0 {
+				edge := func(t, h int64) float64 {
+					j, _ := IntegratePower(buf, t-h, t+h, 60e6)
+					return j / 2
+				}
+				w.EdgeUncJ = math.Hypot(edge(p.From, hf), edge(p.To, ht))
+			}
 			pc := PhaseCheck{Phase: p, Device: d, CounterJ: w.Joules, EdgeUncJ: w.EdgeUncJ, Quality: w.Quality, SeriesJ: map[string]float64{},
-				Samples: map[string]int{}, Expected: int((p.To - p.From) / 20e6)}
+				Samples: map[string]int{}, Expected: int((p.To - p.From) / 20e6), Snapped: snapped}
 			for src, s := range series[d] {
 				// A sample holds until the next one, at most three periods
 				// (longer is a gap): the driver's 20 ms cadence jitters.
@@ -105,7 +152,10 @@ func ComparePhases(ctx context.Context, st interface {
 			}
 			pc.CalibratedJ = math.NaN()
 			if buf := series[d]["nvml.buffer"]; len(buf) > 0 {
-				pc.CalibratedJ = CalibratedEnergy(own, buf, 60e6, p.From, p.To)
+				// As analytics does for runs: the buffer on the store's own
+				// counter time base when the data determine the shift.
+				aligned, _, _ := AlignSeries(own, buf, 60e6)
+				pc.CalibratedJ = CalibratedEnergy(own, aligned, 60e6, p.From, p.To)
 			}
 			for i, u := range gapUUIDs {
 				if u == d && gp.From.V[i] < p.To && gp.To.V[i] > p.From {
@@ -156,4 +206,11 @@ func PrintPhaseChecks(w io.Writer, cs []PhaseCheck) {
 		fmt.Fprintf(tw, " %.1f\t| %+.2f%%\t| %d\t| %d\t| %s\t|\n", c.CalibratedJ, 100*(c.CalibratedJ-c.CounterJ)/c.CounterJ, c.Expected, c.Gaps, c.Quality)
 	}
 	tw.Flush()
+	for _, c := range cs {
+		if c.Snapped {
+			fmt.Fprintln(w, "\nPhase edges snapped to the nearest refresh of the aligned reference counter (within 110 ms): "+
+				"the counter is exact there, ±edge J is the refresh brackets' width times power.")
+			break
+		}
+	}
 }

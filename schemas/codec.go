@@ -293,6 +293,77 @@ func (b *GapBatch) Validate(minTS, maxTS int64) error {
 	return nil
 }
 
+// --- clock
+
+func (*ClockBatch) Kind() Kind { return KindClock }
+
+func (b *ClockBatch) AppendWire(dst []byte) []byte {
+	dst = appendHeader(dst, KindClock)
+	dst = appendOrigin(dst, &b.Origin)
+	dst = appendDevice(dst, &b.Device)
+	dst = appendUint(dst, uint64(len(b.Samples)))
+	var prev int64
+	for _, c := range b.Samples {
+		dst = appendInt(dst, c.TS-prev)
+		dst = appendInt(dst, c.Offset)
+		dst = appendInt(dst, c.Low-c.Offset)
+		dst = appendInt(dst, c.High-c.Offset)
+		dst = appendInt(dst, c.Applied)
+		dst = appendUint(dst, uint64(c.Reads))
+		prev = c.TS
+	}
+	return dst
+}
+
+func (b *ClockBatch) DecodeWire(buf []byte) error {
+	r, err := newReader(buf, KindClock)
+	if err != nil {
+		return err
+	}
+	r.origin(&b.Origin)
+	r.device(&b.Device)
+	n := r.count(6)
+	b.Samples = grow(b.Samples, n)
+	var prev int64
+	for i := range b.Samples {
+		c := &b.Samples[i]
+		prev += r.int()
+		c.TS = prev
+		c.Offset = r.int()
+		c.Low = c.Offset + r.int()
+		c.High = c.Offset + r.int()
+		c.Applied = r.int()
+		c.Reads = r.uint32()
+	}
+	if err := r.done(); err != nil {
+		b.Samples = b.Samples[:0]
+		return fmt.Errorf("decoding clock batch: %w", err)
+	}
+	return nil
+}
+
+// maxClockOffset bounds a plausible sensor-clock offset (a day): beyond it
+// the stamps are not a clock of this host.
+const maxClockOffset = int64(24 * 3600 * 1e9)
+
+func (b *ClockBatch) Validate(minTS, maxTS int64) error {
+	if err := validateSource(&b.Origin, &b.Device); err != nil {
+		return err
+	}
+	for i, c := range b.Samples {
+		if err := checkTS("clock", c.TS, minTS, maxTS); err != nil {
+			return err
+		}
+		if c.Low > c.Offset || c.Offset > c.High {
+			return invalid("clock sample %d: offset %d outside its bounds [%d, %d]", i, c.Offset, c.Low, c.High)
+		}
+		if c.Low < -maxClockOffset || c.High > maxClockOffset || c.Applied < -maxClockOffset || c.Applied > maxClockOffset {
+			return invalid("clock sample %d: offset beyond ±1 day", i)
+		}
+	}
+	return nil
+}
+
 // --- request
 
 func (*RequestBatch) Kind() Kind { return KindRequest }
@@ -537,6 +608,7 @@ var (
 	_ Event = (*EnergyBatch)(nil)
 	_ Event = (*StateBatch)(nil)
 	_ Event = (*GapBatch)(nil)
+	_ Event = (*ClockBatch)(nil)
 	_ Event = (*RequestBatch)(nil)
 	_ Event = (*TokenBatch)(nil)
 	_ Event = (*RunEvent)(nil)

@@ -14,7 +14,7 @@ type Device struct {
 // Header fields shared by device-scoped batches.
 type Origin struct {
 	Host   string `doc:"host name of the collector"`
-	Source string `doc:"collector and sensor, e.g. nvml.buffer, nvml.instant, nvml.counter, rapl, sim; sim is never a measurement"`
+	Source string `doc:"collector and sensor, e.g. nvml.buffer, nvml.instant, nvml.counter, nvml.counter.aligned, rapl, sim; sim is never a measurement; a suffix .apportioned marks a MIG instance's share of its board"`
 }
 
 // PowerSample is one power reading.
@@ -30,11 +30,13 @@ type PowerBatch struct {
 	Samples []PowerSample
 }
 
-// EnergyReading is one read of a cumulative energy counter, stamped before
-// and after the call (the counter is read somewhere in between).
+// EnergyReading is one read of a cumulative energy counter. Plain reads
+// (source nvml.counter) are stamped before and after the call; reads
+// aligned to the counter's refresh (nvml.counter.aligned) are stamped with
+// a bracket of the refresh instant their value refers to.
 type EnergyReading struct {
-	TSBefore int64  `doc:"host time just before the read" unit:"ns since Unix epoch"`
-	TSAfter  int64  `doc:"host time just after the read" unit:"ns since Unix epoch"`
+	TSBefore int64  `doc:"host time just before the read; aligned sources: earliest instant the value can refer to" unit:"ns since Unix epoch"`
+	TSAfter  int64  `doc:"host time just after the read; aligned sources: latest instant the value can refer to" unit:"ns since Unix epoch"`
 	Energy   Energy `doc:"counter value (cumulative since driver load or counter start)" unit:"µJ"`
 	Reset    bool   `doc:"the counter went backwards since the previous reading (driver reload or wrap): deltas across it are invalid"`
 }
@@ -79,6 +81,27 @@ type GapBatch struct {
 	Origin
 	Device Device
 	Gaps   []Gap
+}
+
+// ClockSample is one estimate of the offset between a sensor's own clock
+// (the NVML driver's microsecond sample stamps) and the host clock, bounded
+// from both sides by the reads in the estimation window: a sample returned
+// by a call existed before the call returned, and a sample not yet returned
+// did not exist when the call began.
+type ClockSample struct {
+	TS      int64  `doc:"host time of the estimate (end of its window)" unit:"ns since Unix epoch"`
+	Offset  int64  `doc:"best estimate of host − sensor clock (midpoint of the bounds)" unit:"ns"`
+	Low     int64  `doc:"lower bound of host − sensor clock" unit:"ns"`
+	High    int64  `doc:"upper bound of host − sensor clock" unit:"ns"`
+	Applied int64  `doc:"offset added to the sensor's stamps in the published samples; 0 when the bounds contain 0" unit:"ns"`
+	Reads   uint32 `doc:"reads that bounded the estimate"`
+}
+
+// ClockBatch carries clock-offset estimates of one device's sensor.
+type ClockBatch struct {
+	Origin
+	Device  Device
+	Samples []ClockSample
 }
 
 // RequestStatus is how a request ended.

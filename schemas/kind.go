@@ -22,10 +22,11 @@ const (
 	KindToken   Kind = 5 // batch of token/chunk arrivals of one run
 	KindRun     Kind = 6 // one run lifecycle event (start or end of a cycle)
 	KindGap     Kind = 7 // batch of collection gaps of one device
+	KindClock   Kind = 8 // batch of sensor-clock offset estimates of one device
 )
 
 // Kinds lists every kind in wire order.
-var Kinds = []Kind{KindPower, KindEnergy, KindState, KindRequest, KindToken, KindRun, KindGap}
+var Kinds = []Kind{KindPower, KindEnergy, KindState, KindRequest, KindToken, KindRun, KindGap, KindClock}
 
 var kindNames = map[Kind]string{
 	KindPower:   "power",
@@ -35,6 +36,7 @@ var kindNames = map[Kind]string{
 	KindToken:   "token",
 	KindRun:     "run",
 	KindGap:     "gap",
+	KindClock:   "clock",
 }
 
 func (k Kind) String() string {

@@ -10,6 +10,7 @@ const (
 	TableToken   = "tokens"
 	TableRun     = "runs"
 	TableDevice  = "devices"
+	TableClock   = "clock_offsets"
 )
 
 // TableFor returns the table that events of kind k are written to.
@@ -23,6 +24,8 @@ func TableFor(k Kind) string {
 		return TableState
 	case KindGap:
 		return TableGap
+	case KindClock:
+		return TableClock
 	case KindRequest:
 		return TableRequest
 	case KindToken:
@@ -52,6 +55,8 @@ func NewRows(k Kind) Rows {
 		return newStateRows()
 	case KindGap:
 		return newGapRows()
+	case KindClock:
+		return newClockRows()
 	case KindRequest:
 		return newRequestRows()
 	case KindToken:
@@ -223,6 +228,39 @@ func (r *GapRows) Append(ev Event, pos Position) {
 		r.From.Append(g.From)
 		r.To.Append(g.To)
 		r.Reason.Append(g.Reason)
+		r.Pos.append(pos)
+	}
+}
+
+// ClockRows builds clock_offsets.
+type ClockRows struct {
+	t                              Table
+	dev                            deviceCols
+	TS, Offset, Low, High, Applied *Col[int64]
+	Reads                          *Col[uint32]
+	Pos                            posCols
+}
+
+func newClockRows() *ClockRows {
+	r := &ClockRows{dev: newDeviceCols(), TS: newCol[int64]("ts_ns", "Int64"), Offset: newCol[int64]("offset_ns", "Int64"),
+		Low: newCol[int64]("low_ns", "Int64"), High: newCol[int64]("high_ns", "Int64"), Applied: newCol[int64]("applied_ns", "Int64"),
+		Reads: newCol[uint32]("reads", "UInt32"), Pos: newPosCols()}
+	r.t = Table{Name: TableClock, Columns: append(r.dev.list(), r.TS, r.Offset, r.Low, r.High, r.Applied, r.Reads, r.Pos.Epoch, r.Pos.Seq)}
+	return r
+}
+
+func (r *ClockRows) Table() *Table { return &r.t }
+
+func (r *ClockRows) Append(ev Event, pos Position) {
+	b := ev.(*ClockBatch)
+	for _, c := range b.Samples {
+		r.dev.append(&b.Origin, &b.Device)
+		r.TS.Append(c.TS)
+		r.Offset.Append(c.Offset)
+		r.Low.Append(c.Low)
+		r.High.Append(c.High)
+		r.Applied.Append(c.Applied)
+		r.Reads.Append(c.Reads)
 		r.Pos.append(pos)
 	}
 }

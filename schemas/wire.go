@@ -59,6 +59,8 @@ func New(k Kind) (Event, error) {
 		return &RunEvent{}, nil
 	case KindGap:
 		return &GapBatch{}, nil
+	case KindClock:
+		return &ClockBatch{}, nil
 	}
 	return nil, fmt.Errorf("%w: %d", ErrKind, uint8(k))
 }

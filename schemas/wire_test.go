@@ -29,6 +29,9 @@ func samples() []Event {
 			Samples: []StateSample{{TS: ts0, SMClock: 1980, MemClock: 2619, Temperature: 41, UtilGPU: 97, UtilMem: 55,
 				MemUsed: 70 << 30, ThrottleReasons: 0x4, PowerLimit: 700 * Watt, PState: 0}}},
 		&GapBatch{Origin: org, Device: dev, Gaps: []Gap{{From: ts0, To: ts0 + 2_500_000_000, Reason: "buffer overrun"}}},
+		&ClockBatch{Origin: org, Device: dev, Samples: []ClockSample{
+			{TS: ts0, Offset: 1_250_000, Low: 1_000_000, High: 1_500_000, Applied: 1_250_000, Reads: 30},
+			{TS: ts0 + 10e9, Offset: -400, Low: -9_000, High: 8_200, Applied: 0, Reads: 10}}},
 		&RequestBatch{RunID: "run-a", Requests: []Request{
 			{ID: "r1", Cycle: 2, Scheduled: ts0, Sent: ts0 + 1000, FirstToken: ts0 + 50_000_000, LastToken: ts0 + 900_000_000,
 				Done: ts0 + 900_100_000, PromptTokens: 512, OutputTokens: 128, Status: StatusOK},
@@ -129,6 +132,8 @@ func TestValidate(t *testing.T) {
 		"no run":          &RunEvent{TS: ts0},
 		"request order":   &RequestBatch{RunID: "r", Requests: []Request{{ID: "a", Scheduled: ts0, FirstToken: ts0 + 5, LastToken: ts0 + 1}}},
 		"energy negative": &EnergyBatch{Origin: Origin{"h", "s"}, Device: Device{UUID: "u"}, Readings: []EnergyReading{{TSBefore: ts0, TSAfter: ts0, Energy: -1}}},
+		"clock bounds":    &ClockBatch{Origin: Origin{"h", "s"}, Device: Device{UUID: "u"}, Samples: []ClockSample{{TS: ts0, Offset: 5, Low: 6, High: 9}}},
+		"clock absurd":    &ClockBatch{Origin: Origin{"h", "s"}, Device: Device{UUID: "u"}, Samples: []ClockSample{{TS: ts0, Offset: 0, Low: -1, High: 1e15}}},
 		"util":            &StateBatch{Origin: Origin{"h", "s"}, Device: Device{UUID: "u"}, Samples: []StateSample{{TS: ts0, UtilGPU: 101}}},
 	}
 	for name, ev := range bad {

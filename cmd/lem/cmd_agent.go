@@ -47,6 +47,7 @@ func init() {
 			metricsAddr := fs.String("metrics", "127.0.0.1:9465", "listen address of /metrics (empty: off)")
 			raplRoot := fs.String("rapl", "/sys/class/powercap", "powercap root for CPU/DRAM energy (empty: off)")
 			alsoInstant := fs.Bool("instant", false, "also read instant power (field 186) at 10 Hz beside the buffer, for validation")
+			plainCounter := fs.Bool("plain-counter", false, "read the energy counter whenever its timer fires (value 0-100 ms old, source nvml.counter) instead of aligned to its refresh")
 			chc := clickhouseFlags(fs)
 			logger := logFlags(fs)
 			return func([]string) error {
@@ -74,6 +75,7 @@ func init() {
 					}
 				}
 				var col collectors.Collector
+				var rd *nvml.Reader
 				if *useSim {
 					col = sim.New(sim.Config{Host: *host, Publish: *publish}, time.Now())
 				} else {
@@ -81,7 +83,7 @@ func init() {
 					if err != nil {
 						return err
 					}
-					rd, err := nvml.Open(gonvml.New(), *host, idx, nil)
+					rd, err = nvml.Open(gonvml.New(), *host, idx, nil)
 					switch {
 					case err != nil && len(cols) == 0:
 						return fmt.Errorf("%w (no GPU and no RAPL: use -sim to exercise the pipeline)", err)
@@ -93,7 +95,8 @@ func init() {
 							log.Info().Uint32("index", g.ID.Index).Str("uuid", g.ID.UUID).Str("name", g.ID.Name).
 								Bool("buffer", g.HasBuffer).Bool("counter", g.HasCounter).Msg("gpu")
 						}
-						col = nvml.NewCollector(rd, nvml.Config{Publish: *publish, Counter: *counter, CounterBudget: *counterBudget, AlsoInstant: *alsoInstant}, log)
+						col = nvml.NewCollector(rd, nvml.Config{Publish: *publish, Counter: *counter, CounterBudget: *counterBudget,
+							AlsoInstant: *alsoInstant, PlainCounter: *plainCounter}, log)
 					}
 				}
 				if col != nil {
@@ -115,6 +118,15 @@ func init() {
 				what := "agent"
 				if *natsURL == "" {
 					what = "agent with embedded backbone"
+				}
+				if rd != nil {
+					for _, g := range rd.GPUs {
+						c, _ := g.Clock(time.Now().UnixNano())
+						fmt.Printf("gpu %d: counter reads bracketed %d, predicted %d, missed %d, refresh period %.3f ms, jitter %.2f ms; "+
+							"driver clock offset %.3f ms in [%.3f, %.3f] from %d reads, applied %.3f ms\n",
+							g.ID.Index, g.Refresh.Aligned, g.Refresh.Predicted, g.Refresh.Missed, float64(g.Refresh.Period())/1e6, float64(g.Refresh.Jitter())/1e6,
+							float64(c.Offset)/1e6, float64(c.Low)/1e6, float64(c.High)/1e6, c.Reads, float64(c.Applied)/1e6)
+					}
 				}
 				fmt.Printf("%s: %.1f s wall, %.3f s CPU (%.3f%% of one core)\n", what,
 					wall.Seconds(), cpu.Seconds(), 100*cpu.Seconds()/wall.Seconds())

@@ -49,7 +49,13 @@ func init() {
 					return err
 				}
 				analytics.PrintPhaseChecks(os.Stdout, cs)
-				return nil
+				var devs []string
+				for _, c := range cs {
+					if len(devs) == 0 || devs[len(devs)-1] != c.Device {
+						devs = append(devs, c.Device)
+					}
+				}
+				return printDelayFits(ctx, st, ref, phases, devs)
 			}
 		},
 	})
@@ -85,4 +91,38 @@ func readPhases(path string) ([]analytics.Phase, error) {
 		}
 	}
 	return out, nil
+}
+
+// printDelayFits reports, per device, how the counter's timing matches the
+// power series (analytics.FitCounterDelay) over the span of the phases.
+func printDelayFits(ctx context.Context, st analytics.Store, ref analytics.Store, phases []analytics.Phase, devs []string) error {
+	if ref == nil {
+		ref = st
+	}
+	from, to := phases[0].From, phases[0].To
+	for _, p := range phases {
+		from, to = min(from, p.From), max(to, p.To)
+	}
+	fmt.Println()
+	fmt.Println("Counter timing against the power series (interval energies, best extra shift; docs/methodology.md):")
+	fmt.Println()
+	fmt.Println("| device | counter source | series | intervals | best extra delay ms | RMS J at best | RMS J at 0 | gain |")
+	fmt.Println("|---|---|---|---|---|---|---|---|")
+	for _, d := range devs {
+		rs, err := ref.Energy(ctx, d, from-5e9, to+5e9)
+		if err != nil {
+			return err
+		}
+		ps, src, err := st.Power(ctx, d, from-5e9, to+5e9)
+		if err != nil {
+			return err
+		}
+		if len(rs) == 0 || len(ps) == 0 {
+			continue
+		}
+		f := analytics.FitCounterDelay(rs, ps, 60e6)
+		fmt.Printf("| %s | %s | %s | %d | %+.0f | %.2f | %.2f | %.4f |\n", d, rs[0].Source, src, f.Intervals,
+			float64(f.Delay)/1e6, f.RMSJ, f.RMSZeroJ, f.Scale)
+	}
+	return nil
 }

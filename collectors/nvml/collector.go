@@ -3,6 +3,7 @@ package nvml
 import (
 	"context"
 	"fmt"
+	"math"
 	"syscall"
 	"time"
 
@@ -28,6 +29,12 @@ type Config struct {
 	// AlsoInstant reads instant power at 10 Hz even where the buffer works,
 	// to compare the two (validation).
 	AlsoInstant bool
+	// Clock is how often the driver-clock offset bounds are published: 10 s.
+	Clock time.Duration
+	// PlainCounter reads the counter once per period whenever the timer
+	// fires (source nvml.counter, value 0–100 ms old) instead of aligned
+	// to its refresh (nvml.counter.aligned, the default: ReadEnergyAligned).
+	PlainCounter bool
 }
 
 func (c Config) withDefaults() Config {
@@ -45,6 +52,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.State <= 0 {
 		c.State = 500 * time.Millisecond
+	}
+	if c.Clock <= 0 {
+		c.Clock = 10 * time.Second
 	}
 	return c
 }
@@ -66,6 +76,8 @@ type gpuBatches struct {
 	energy         schemas.EnergyBatch
 	state          schemas.StateBatch
 	gaps           schemas.GapBatch
+	clock          schemas.ClockBatch
+	lastClock      int64 // host ns of the last clock sample taken
 }
 
 // NewCollector wraps an opened Reader.
@@ -75,9 +87,14 @@ func NewCollector(rd *Reader, cfg Config, log zerolog.Logger) *Collector {
 		b := &c.st[i]
 		b.power = schemas.PowerBatch{Origin: schemas.Origin{Host: rd.Host, Source: SourceBuffer}, Device: g.ID}
 		b.instant = schemas.PowerBatch{Origin: schemas.Origin{Host: rd.Host, Source: SourceInstant}, Device: g.ID}
-		b.energy = schemas.EnergyBatch{Origin: schemas.Origin{Host: rd.Host, Source: SourceCounter}, Device: g.ID}
+		ctr := SourceCounterAligned
+		if c.cfg.PlainCounter {
+			ctr = SourceCounter
+		}
+		b.energy = schemas.EnergyBatch{Origin: schemas.Origin{Host: rd.Host, Source: ctr}, Device: g.ID}
 		b.state = schemas.StateBatch{Origin: schemas.Origin{Host: rd.Host, Source: SourceState}, Device: g.ID}
 		b.gaps = schemas.GapBatch{Origin: schemas.Origin{Host: rd.Host, Source: SourceBuffer}, Device: g.ID}
+		b.clock = schemas.ClockBatch{Origin: schemas.Origin{Host: rd.Host, Source: SourceBuffer}, Device: g.ID}
 		if !g.HasBuffer {
 			log.Warn().Str("gpu", g.ID.UUID).Msg("driver power buffer unsupported: falling back to instant power (lower quality)")
 		}
@@ -122,6 +139,7 @@ func (c *Collector) Run(ctx context.Context, pub collectors.Publisher) error {
 		case <-ctx.Done():
 			c.readCounters()
 			c.Tick()
+			c.sampleClocks(true)
 			return c.Flush(pub)
 		case <-instT.C:
 			for i, g := range c.rd.GPUs {
@@ -133,7 +151,13 @@ func (c *Collector) Run(ctx context.Context, pub collectors.Publisher) error {
 			}
 		case <-ctrT.C:
 			c.readCounters()
-			ctrT.Reset(c.nextCounterPeriod(processCPU(), time.Now()))
+			next := c.nextCounterPeriod(processCPU(), time.Now())
+			if !c.cfg.PlainCounter {
+				// An aligned read waits for the refresh itself: wake half a
+				// refresh early so that a 100 ms period reads every refresh.
+				next = max(next-refreshGuess/2, time.Millisecond)
+			}
+			ctrT.Reset(next)
 		case <-stateT.C:
 			for i, g := range c.rd.GPUs {
 				c.rd.ReadState(g, &c.st[i].state)
@@ -150,7 +174,11 @@ func (c *Collector) Run(ctx context.Context, pub collectors.Publisher) error {
 // readCounters reads every GPU's counter.
 func (c *Collector) readCounters() {
 	for i, g := range c.rd.GPUs {
-		if err := c.rd.ReadEnergy(g, &c.st[i].energy); err != nil {
+		read := c.rd.ReadEnergyAligned
+		if c.cfg.PlainCounter {
+			read = c.rd.ReadEnergy
+		}
+		if err := read(g, &c.st[i].energy); err != nil {
 			c.log.Warn().Err(err).Str("gpu", g.ID.UUID).Msg("energy counter read failed")
 		}
 	}
@@ -196,39 +224,97 @@ func (c *Collector) Tick() {
 			c.log.Warn().Err(err).Str("gpu", g.ID.UUID).Msg("power buffer read failed")
 		}
 	}
+	c.sampleClocks(false)
 }
 
-// Flush publishes and empties every held batch.
+// sampleClocks takes each GPU's clock-offset bounds every cfg.Clock (and
+// always when final).
+func (c *Collector) sampleClocks(final bool) {
+	now := c.rd.now()
+	for i, g := range c.rd.GPUs {
+		b := &c.st[i]
+		if !final && b.lastClock != 0 && now-b.lastClock < int64(c.cfg.Clock) {
+			continue
+		}
+		if s, ok := g.Clock(now); ok {
+			b.clock.Samples = append(b.clock.Samples, s)
+			b.lastClock = now
+		}
+	}
+}
+
+// Flush publishes and empties every held batch. A board in MIG mode also
+// gets each instance's apportioned share of its power, energy and gaps,
+// published under the instance's UUID with sources ending in
+// ApportionedSuffix.
 func (c *Collector) Flush(pub collectors.Publisher) error {
 	for i, g := range c.rd.GPUs {
 		b := &c.st[i]
-		send := func(k schemas.Kind, tag string, first int64, ev schemas.Event) error {
-			id := fmt.Sprintf("%s/%s/%d", tag, g.ID.UUID, first)
-			return pub.Publish(schemas.DeviceSubject(k, c.rd.Host, g.ID.Index), id, ev)
-		}
-		var err error
-		if n := len(b.power.Samples); n > 0 {
-			err = send(schemas.KindPower, SourceBuffer, b.power.Samples[0].TS, &b.power)
-		}
-		if n := len(b.instant.Samples); err == nil && n > 0 {
-			err = send(schemas.KindPower, SourceInstant, b.instant.Samples[0].TS, &b.instant)
-		}
-		if n := len(b.energy.Readings); err == nil && n > 0 {
-			err = send(schemas.KindEnergy, SourceCounter, b.energy.Readings[0].TSBefore, &b.energy)
-		}
-		if n := len(b.state.Samples); err == nil && n > 0 {
-			err = send(schemas.KindState, SourceState, b.state.Samples[0].TS, &b.state)
-		}
-		if n := len(b.gaps.Gaps); err == nil && n > 0 {
-			err = send(schemas.KindGap, "gap", b.gaps.Gaps[0].From, &b.gaps)
-		}
-		if err != nil {
+		if err := c.publish(pub, g.ID, b); err != nil {
 			return err // batches kept: the next Flush retries them
+		}
+		for _, inst := range g.Instances {
+			if err := c.publish(pub, inst.ID, apportion(b, inst)); err != nil {
+				return err
+			}
 		}
 		b.power.Samples, b.instant.Samples = b.power.Samples[:0], b.instant.Samples[:0]
 		b.energy.Readings, b.state.Samples, b.gaps.Gaps = b.energy.Readings[:0], b.state.Samples[:0], b.gaps.Gaps[:0]
+		b.clock.Samples = b.clock.Samples[:0]
 	}
 	return nil
+}
+
+func (c *Collector) publish(pub collectors.Publisher, dev schemas.Device, b *gpuBatches) error {
+	send := func(k schemas.Kind, tag string, first int64, ev schemas.Event) error {
+		id := fmt.Sprintf("%s/%s/%d", tag, dev.UUID, first)
+		return pub.Publish(schemas.DeviceSubject(k, c.rd.Host, dev.Index), id, ev)
+	}
+	var err error
+	if n := len(b.power.Samples); n > 0 {
+		err = send(schemas.KindPower, b.power.Source, b.power.Samples[0].TS, &b.power)
+	}
+	if n := len(b.instant.Samples); err == nil && n > 0 {
+		err = send(schemas.KindPower, b.instant.Source, b.instant.Samples[0].TS, &b.instant)
+	}
+	if n := len(b.energy.Readings); err == nil && n > 0 {
+		err = send(schemas.KindEnergy, b.energy.Source, b.energy.Readings[0].TSBefore, &b.energy)
+	}
+	if n := len(b.state.Samples); err == nil && n > 0 {
+		err = send(schemas.KindState, b.state.Source, b.state.Samples[0].TS, &b.state)
+	}
+	if n := len(b.gaps.Gaps); err == nil && n > 0 {
+		err = send(schemas.KindGap, "gap", b.gaps.Gaps[0].From, &b.gaps)
+	}
+	if n := len(b.clock.Samples); err == nil && n > 0 {
+		err = send(schemas.KindClock, "clock", b.clock.Samples[0].TS, &b.clock)
+	}
+	return err
+}
+
+// apportion returns inst's share of a board's held batches: power samples
+// and cumulative counter values scaled by the share (so differences, and
+// the sum over a board's instances, keep the board's energy to within a
+// µJ / mW of rounding), the board's gaps as they are; state and clock stay
+// with the board.
+func apportion(b *gpuBatches, inst MIGInstance) *gpuBatches {
+	scale := func(src schemas.PowerBatch) schemas.PowerBatch {
+		out := schemas.PowerBatch{Origin: schemas.Origin{Host: src.Host, Source: src.Source + ApportionedSuffix}, Device: inst.ID,
+			Samples: make([]schemas.PowerSample, len(src.Samples))}
+		for k, s := range src.Samples {
+			out.Samples[k] = schemas.PowerSample{TS: s.TS, Power: schemas.Power(math.Round(float64(s.Power) * inst.Share))}
+		}
+		return out
+	}
+	a := &gpuBatches{power: scale(b.power), instant: scale(b.instant)}
+	a.energy = schemas.EnergyBatch{Origin: schemas.Origin{Host: b.energy.Host, Source: b.energy.Source + ApportionedSuffix}, Device: inst.ID,
+		Readings: make([]schemas.EnergyReading, len(b.energy.Readings))}
+	for k, r := range b.energy.Readings {
+		r.Energy = schemas.Energy(math.Round(float64(r.Energy) * inst.Share))
+		a.energy.Readings[k] = r
+	}
+	a.gaps = schemas.GapBatch{Origin: schemas.Origin{Host: b.gaps.Host, Source: b.gaps.Source + ApportionedSuffix}, Device: inst.ID, Gaps: b.gaps.Gaps}
+	return a
 }
 
 func processCPU() time.Duration {

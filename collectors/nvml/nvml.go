@@ -32,9 +32,15 @@ import (
 // Source labels.
 const (
 	SourceCounter = "nvml.counter"
-	SourceBuffer  = "nvml.buffer"
-	SourceInstant = "nvml.instant"
-	SourceState   = "nvml.state"
+	// SourceCounterAligned is the counter read at its refresh, stamped
+	// with the bracket of the change (ReadEnergyAligned).
+	SourceCounterAligned = "nvml.counter.aligned"
+	SourceBuffer         = "nvml.buffer"
+	SourceInstant        = "nvml.instant"
+	SourceState          = "nvml.state"
+	// ApportionedSuffix marks a MIG instance's share of its board's power
+	// and energy (e.g. nvml.buffer.apportioned): NVML measures boards only.
+	ApportionedSuffix = ".apportioned"
 )
 
 // FieldPowerInstant is NVML_FI_DEV_POWER_INSTANT.
@@ -59,6 +65,20 @@ type GPU struct {
 	haveEnergy   bool
 	// offset maps driver µs timestamps to host ns: host = driver*1000 + offset.
 	offset int64
+	clock  clockSync
+	// Refresh tracks the energy counter's refresh grid (aligned reads).
+	Refresh refreshGrid
+	// Instances are the MIG instances of a board in MIG mode, each with its
+	// share of the board's power.
+	Instances []MIGInstance
+}
+
+// MIGInstance is one MIG device of a board. Power and energy exist per
+// board only; an instance is given Share of them (its SMs over the SMs of
+// all the board's instances, so the shares of a board add up to 1).
+type MIGInstance struct {
+	ID    schemas.Device
+	Share float64
 }
 
 // Inventory is the software and hardware description published with runs.
@@ -79,6 +99,21 @@ type GPUInfo struct {
 	MIGParent string `json:"mig_parent,omitempty"`
 	Buffer    bool   `json:"power_buffer"`
 	Counter   bool   `json:"energy_counter"`
+	// MIG lists the instances of a board in MIG mode.
+	MIG      []MIGInfo `json:"mig_instances,omitempty"`
+	MIGError string    `json:"mig_error,omitempty"`
+}
+
+// MIGInfo describes one MIG instance.
+type MIGInfo struct {
+	UUID            string  `json:"uuid"`
+	Name            string  `json:"name"`
+	GPUInstance     int     `json:"gpu_instance_id"`
+	ComputeInstance int     `json:"compute_instance_id"`
+	SMs             uint32  `json:"multiprocessors"`
+	Slices          uint32  `json:"gpu_instance_slices"`
+	MemoryMB        uint64  `json:"memory_mb"`
+	Share           float64 `json:"power_share"`
 }
 
 // Reader holds the opened library and devices.
@@ -88,6 +123,8 @@ type Reader struct {
 	GPUs []*GPU
 	Inv  Inventory
 	now  func() int64
+	// sleep waits on the same clock as now (tests replace both).
+	sleep func(time.Duration)
 }
 
 func nvErr(what string, r nvml.Return) error {
@@ -103,7 +140,7 @@ func Open(lib nvml.Interface, host string, indices []int, now func() int64) (*Re
 	if r := lib.Init(); r != nvml.SUCCESS {
 		return nil, nvErr("init", r)
 	}
-	rd := &Reader{lib: lib, Host: host, now: now}
+	rd := &Reader{lib: lib, Host: host, now: now, sleep: time.Sleep}
 	rd.Inv.Driver, _ = lib.SystemGetDriverVersion()
 	rd.Inv.NVML, _ = lib.SystemGetNVMLVersion()
 	rd.Inv.CUDADriver, _ = lib.SystemGetCudaDriverVersion()
@@ -143,11 +180,62 @@ func Open(lib nvml.Interface, host string, indices []int, now func() int64) (*Re
 			// Power exists per board only: MIG instances share this device's
 			// figures and per-instance energy must be apportioned.
 			info.MIGMode = true
+			// A driver that cannot enumerate them still gets the board
+			// measured; the inventory says why the instances are missing.
+			if mi, err := migInstances(dev, g); err != nil {
+				info.MIGError = err.Error()
+			} else {
+				info.MIG = mi
+			}
 		}
 		rd.Inv.GPUs = append(rd.Inv.GPUs, info)
 		rd.GPUs = append(rd.GPUs, g)
 	}
 	return rd, nil
+}
+
+// migInstances enumerates the MIG devices of board dev and gives each its
+// share of the board's power by SM count.
+func migInstances(dev nvml.Device, g *GPU) ([]MIGInfo, error) {
+	n, r := dev.GetMaxMigDeviceCount()
+	if r != nvml.SUCCESS {
+		return nil, nvErr("MIG device count", r)
+	}
+	var out []MIGInfo
+	var total uint32
+	for j := 0; j < n; j++ {
+		mig, r := dev.GetMigDeviceHandleByIndex(j)
+		if r == nvml.ERROR_NOT_FOUND || r == nvml.ERROR_INVALID_ARGUMENT {
+			continue // an empty slot
+		}
+		if r != nvml.SUCCESS {
+			return nil, nvErr(fmt.Sprintf("MIG device %d", j), r)
+		}
+		var m MIGInfo
+		if m.UUID, r = mig.GetUUID(); r != nvml.SUCCESS {
+			return nil, nvErr(fmt.Sprintf("MIG device %d uuid", j), r)
+		}
+		a, r := mig.GetAttributes()
+		if r != nvml.SUCCESS {
+			return nil, nvErr(fmt.Sprintf("MIG device %d attributes", j), r)
+		}
+		m.Name, _ = mig.GetName()
+		m.GPUInstance, _ = mig.GetGpuInstanceId()
+		m.ComputeInstance, _ = mig.GetComputeInstanceId()
+		m.SMs, m.Slices, m.MemoryMB = a.MultiprocessorCount, a.GpuInstanceSliceCount, a.MemorySizeMB
+		total += m.SMs
+		out = append(out, m)
+	}
+	g.Instances = nil
+	for k := range out {
+		if total > 0 {
+			out[k].Share = float64(out[k].SMs) / float64(total)
+		}
+		g.Instances = append(g.Instances, MIGInstance{
+			ID:    schemas.Device{Index: g.ID.Index, UUID: out[k].UUID, Name: out[k].Name, MIGParent: g.ID.UUID},
+			Share: out[k].Share})
+	}
+	return out, nil
 }
 
 // Close shuts NVML down.
@@ -189,11 +277,13 @@ func (rd *Reader) ReadEnergy(g *GPU, b *schemas.EnergyBatch) error {
 
 // ReadBuffer appends the driver's power samples newer than the last seen
 // to pb, and any hole to gb. The first call only takes what the buffer
-// holds (up to ~2.4 s of history).
+// holds (up to ~2.4 s of history). Every call that returns samples also
+// bounds the driver-to-host clock offset (clockSync).
 func (rd *Reader) ReadBuffer(g *GPU, pb *schemas.PowerBatch, gb *schemas.GapBatch) error {
 	if !g.HasBuffer {
 		return nil
 	}
+	before := rd.now()
 	vt, samples, r := g.dev.GetSamples(nvml.TOTAL_POWER_SAMPLES, g.lastBufferTS)
 	now := rd.now()
 	switch r {
@@ -207,14 +297,20 @@ func (rd *Reader) ReadBuffer(g *GPU, pb *schemas.PowerBatch, gb *schemas.GapBatc
 		}
 		return nvErr("power samples", r)
 	}
-	if len(samples) == 0 {
-		return nil
-	}
-	newest := samples[0].TimeStamp
+	newest, oldestNew := uint64(0), uint64(0)
 	for _, s := range samples {
 		newest = max(newest, s.TimeStamp)
+		if s.TimeStamp > g.lastBufferTS && (oldestNew == 0 || s.TimeStamp < oldestNew) {
+			oldestNew = s.TimeStamp
+		}
 	}
-	rd.updateOffset(g, newest, now)
+	if oldestNew == 0 {
+		return nil // only the repeated boundary sample
+	}
+	g.clock.observe(before, now, oldestNew, newest)
+	if est, ok := g.clock.estimate(now); ok {
+		g.offset = est.Applied
+	}
 	prev := g.lastBufferTS
 	for _, s := range samples {
 		if s.TimeStamp <= g.lastBufferTS {
@@ -235,23 +331,14 @@ func (rd *Reader) ReadBuffer(g *GPU, pb *schemas.PowerBatch, gb *schemas.GapBatc
 	return nil
 }
 
-// updateOffset maps driver µs stamps onto the host clock. The driver stamps
-// in host wall-clock µs on current drivers (offset ~0); when the newest
-// sample is further than a second from the host time, a constant offset is
-// estimated so the samples still align with token events.
-func (rd *Reader) updateOffset(g *GPU, newest uint64, now int64) {
-	d := now - int64(newest)*1000
-	if d > int64(time.Second) || d < -int64(time.Second) {
-		g.offset = d - int64(bufferPeriod)/2
-	} else {
-		g.offset = 0
-	}
-}
-
 func (rd *Reader) hostTS(g *GPU, driverUS uint64) int64 { return int64(driverUS)*1000 + g.offset }
 
 // ClockOffset returns the offset applied to g's driver timestamps (ns).
 func (g *GPU) ClockOffset() time.Duration { return time.Duration(g.offset) }
+
+// Clock returns the current bounds on g's driver-to-host clock offset, as
+// of host time now; ok is false before the buffer returned samples.
+func (g *GPU) Clock(now int64) (schemas.ClockSample, bool) { return g.clock.estimate(now) }
 
 func sampleValue(vt nvml.ValueType, v [8]byte) int64 {
 	switch vt {
