@@ -121,7 +121,8 @@ func (s *ClickHouseStore) RunEvents(ctx context.Context, runID string) ([]schema
 
 func (s *ClickHouseStore) Requests(ctx context.Context, runID string) ([]schemas.Request, error) {
 	rows, err := s.Conn.Query(ctx, "SELECT request_id, cycle, scheduled_ns, sent_ns, first_token_ns, last_token_ns, done_ns, "+
-		"prompt_tokens, output_tokens, status, error FROM "+s.q(schemas.TableRequest)+" WHERE run_id = ? ORDER BY scheduled_ns", runID)
+		"prompt_tokens, output_tokens, status, error, server_queue_dur_ns, server_prefill_dur_ns, server_decode_dur_ns FROM "+
+		s.q(schemas.TableRequest)+" WHERE run_id = ? ORDER BY scheduled_ns", runID)
 	if err != nil {
 		return nil, fmt.Errorf("reading requests of %s: %w", runID, err)
 	}
@@ -131,7 +132,7 @@ func (s *ClickHouseStore) Requests(ctx context.Context, runID string) ([]schemas
 		var q schemas.Request
 		var st string
 		if err := rows.Scan(&q.ID, &q.Cycle, &q.Scheduled, &q.Sent, &q.FirstToken, &q.LastToken, &q.Done,
-			&q.PromptTokens, &q.OutputTokens, &st, &q.Error); err != nil {
+			&q.PromptTokens, &q.OutputTokens, &st, &q.Error, &q.ServerQueue, &q.ServerPrefill, &q.ServerDecode); err != nil {
 			return nil, err
 		}
 		q.Status = parseStatus(st)
@@ -258,7 +259,8 @@ func (s *ParquetStore) Requests(_ context.Context, runID string) ([]schemas.Requ
 		}
 		out = append(out, schemas.Request{ID: r.ID.V[i], Cycle: r.Cycle.V[i], Scheduled: r.Scheduled.V[i], Sent: r.Sent.V[i],
 			FirstToken: r.FirstToken.V[i], LastToken: r.LastToken.V[i], Done: r.Done.V[i], PromptTokens: r.PromptTokens.V[i],
-			OutputTokens: r.OutputTokens.V[i], Status: parseStatus(r.Status.V[i]), Error: r.Error.V[i]})
+			OutputTokens: r.OutputTokens.V[i], Status: parseStatus(r.Status.V[i]), Error: r.Error.V[i],
+			ServerQueue: r.ServerQueue.V[i], ServerPrefill: r.ServerPrefill.V[i], ServerDecode: r.ServerDecode.V[i]})
 	}
 	sort.SliceStable(out, func(a, b int) bool { return out[a].Scheduled < out[b].Scheduled })
 	return out, nil

@@ -311,7 +311,8 @@ func TestRecreatedStreamIsIngested(t *testing.T) {
 	}
 }
 
-// The Go column lists and the migrated ClickHouse tables must agree.
+// The Go column lists and the migrated ClickHouse tables must agree (the
+// computed partition column ts aside; columns added later carry DEFAULT 0).
 func TestColumnsMatchDDL(t *testing.T) {
 	db, conn := testenv.FreshDatabase(t)
 	tables := []*schemas.Table{schemas.NewDeviceRows().Table()}
@@ -319,7 +320,7 @@ func TestColumnsMatchDDL(t *testing.T) {
 		tables = append(tables, schemas.NewRows(k).Table())
 	}
 	for _, tb := range tables {
-		rows, err := conn.Query(context.Background(), "SELECT name, type FROM system.columns WHERE database = ? AND table = ? AND default_kind = ''", db, tb.Name)
+		rows, err := conn.Query(context.Background(), "SELECT name, type FROM system.columns WHERE database = ? AND table = ? AND name != 'ts' AND default_kind != 'ALIAS'", db, tb.Name)
 		if err != nil {
 			t.Fatal(err)
 		}

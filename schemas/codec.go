@@ -3,6 +3,7 @@ package schemas
 import (
 	"errors"
 	"fmt"
+	"math"
 )
 
 // ErrInvalid wraps every validation failure.
@@ -364,12 +365,77 @@ func (b *ClockBatch) Validate(minTS, maxTS int64) error {
 	return nil
 }
 
+// --- metric
+
+func (*MetricBatch) Kind() Kind { return KindMetric }
+
+func (b *MetricBatch) AppendWire(dst []byte) []byte {
+	dst = appendHeader(dst, KindMetric)
+	dst = appendString(dst, b.RunID)
+	dst = appendString(dst, b.Endpoint)
+	dst = appendUint(dst, uint64(len(b.Samples)))
+	var prev int64
+	for _, m := range b.Samples {
+		dst = appendInt(dst, m.TS-prev)
+		dst = appendString(dst, m.Name)
+		dst = appendString(dst, m.Labels)
+		dst = appendFloat(dst, m.Value)
+		prev = m.TS
+	}
+	return dst
+}
+
+func (b *MetricBatch) DecodeWire(buf []byte) error {
+	r, err := newReader(buf, KindMetric)
+	if err != nil {
+		return err
+	}
+	b.RunID = r.string(MaxShortString)
+	b.Endpoint = r.string(MaxShortString)
+	n := r.count(11)
+	b.Samples = grow(b.Samples, n)
+	var prev int64
+	for i := range b.Samples {
+		m := &b.Samples[i]
+		prev += r.int()
+		m.TS = prev
+		m.Name = r.string(MaxShortString)
+		m.Labels = r.string(MaxShortString)
+		m.Value = r.float()
+	}
+	if err := r.done(); err != nil {
+		b.Samples = b.Samples[:0]
+		return fmt.Errorf("decoding metric batch: %w", err)
+	}
+	return nil
+}
+
+func (b *MetricBatch) Validate(minTS, maxTS int64) error {
+	if b.RunID == "" {
+		return invalid("empty run id")
+	}
+	for i, m := range b.Samples {
+		if err := checkTS("metric", m.TS, minTS, maxTS); err != nil {
+			return err
+		}
+		if m.Name == "" {
+			return invalid("metric sample %d has no name", i)
+		}
+		if math.IsInf(m.Value, 0) {
+			// Bucket bounds live in the le label; a sample value is never
+			// infinite. NaN is kept: Prometheus uses it for "no value".
+			return invalid("metric %s: infinite value", m.Name)
+		}
+	}
+	return nil
+}
+
 // --- request
 
 func (*RequestBatch) Kind() Kind { return KindRequest }
 
 func (b *RequestBatch) AppendWire(dst []byte) []byte {
-	dst = appendHeader(dst, KindRequest)
+	dst = appendHeaderFlags(dst, KindRequest, flagServerTimings)
 	dst = appendString(dst, b.RunID)
 	dst = appendUint(dst, uint64(len(b.Requests)))
 	for i := range b.Requests {
@@ -386,6 +452,9 @@ func (b *RequestBatch) AppendWire(dst []byte) []byte {
 		dst = appendUint(dst, uint64(q.OutputTokens))
 		dst = append(dst, byte(q.Status))
 		dst = appendString(dst, q.Error)
+		dst = appendInt(dst, q.ServerQueue)
+		dst = appendInt(dst, q.ServerPrefill)
+		dst = appendInt(dst, q.ServerDecode)
 	}
 	return dst
 }
@@ -435,6 +504,10 @@ func (b *RequestBatch) DecodeWire(buf []byte) error {
 		q.OutputTokens = r.uint32()
 		q.Status = RequestStatus(r.uint8())
 		q.Error = r.string(MaxLongString)
+		q.ServerQueue, q.ServerPrefill, q.ServerDecode = 0, 0, 0
+		if r.flags&flagServerTimings != 0 {
+			q.ServerQueue, q.ServerPrefill, q.ServerDecode = r.int(), r.int(), r.int()
+		}
 	}
 	if err := r.done(); err != nil {
 		b.Requests = b.Requests[:0]
@@ -454,6 +527,9 @@ func (b *RequestBatch) Validate(minTS, maxTS int64) error {
 		}
 		if q.Status > StatusCancelled {
 			return invalid("request %s: unknown status %d", q.ID, q.Status)
+		}
+		if q.ServerQueue < 0 || q.ServerPrefill < 0 || q.ServerDecode < 0 {
+			return invalid("request %s: negative server timing", q.ID)
 		}
 		if err := checkTS("request scheduled", q.Scheduled, minTS, maxTS); err != nil {
 			return err
@@ -609,6 +685,7 @@ var (
 	_ Event = (*StateBatch)(nil)
 	_ Event = (*GapBatch)(nil)
 	_ Event = (*ClockBatch)(nil)
+	_ Event = (*MetricBatch)(nil)
 	_ Event = (*RequestBatch)(nil)
 	_ Event = (*TokenBatch)(nil)
 	_ Event = (*RunEvent)(nil)

@@ -138,6 +138,11 @@ type Request struct {
 	OutputTokens uint32        `doc:"completion tokens, from the server's usage report"`
 	Status       RequestStatus `doc:"ok, error, timeout or cancelled"`
 	Error        string        `doc:"error text when Status is not ok"`
+	// The server's own view, where its responses report it (llama.cpp's
+	// timings, TGI's headers, ...): cross-checks the client's stamps.
+	ServerQueue   int64 `doc:"time the server reports the request waited before processing; 0 when not reported" unit:"ns"`
+	ServerPrefill int64 `doc:"server-reported prompt processing (prefill) time; 0 when not reported" unit:"ns"`
+	ServerDecode  int64 `doc:"server-reported generation (decode) time; 0 when not reported" unit:"ns"`
 }
 
 // RequestBatch carries finished requests of one run.
@@ -160,6 +165,22 @@ type TokenBatch struct {
 	RunID      string   `doc:"run the tokens belong to"`
 	RequestIDs []string `doc:"request ids referenced by Tokens[].Request"`
 	Tokens     []Token
+}
+
+// MetricSample is one sample of one series scraped from an inference
+// server's Prometheus endpoint.
+type MetricSample struct {
+	TS     int64   `doc:"scrape time on the host clock" unit:"ns since Unix epoch"`
+	Name   string  `doc:"metric name as exposed (histograms and summaries as _bucket/_sum/_count series)"`
+	Labels string  `doc:"labels, canonical: sorted name=\"value\" pairs joined by commas"`
+	Value  float64 `doc:"sample value, in the metric's own unit"`
+}
+
+// MetricBatch carries server metric samples scraped during one run.
+type MetricBatch struct {
+	RunID    string `doc:"run the scrape belongs to"`
+	Endpoint string `doc:"URL scraped"`
+	Samples  []MetricSample
 }
 
 // RunPhase says which edge of a run cycle a RunEvent marks.

@@ -23,10 +23,11 @@ const (
 	KindRun     Kind = 6 // one run lifecycle event (start or end of a cycle)
 	KindGap     Kind = 7 // batch of collection gaps of one device
 	KindClock   Kind = 8 // batch of sensor-clock offset estimates of one device
+	KindMetric  Kind = 9 // batch of inference-server metric samples scraped during a run
 )
 
 // Kinds lists every kind in wire order.
-var Kinds = []Kind{KindPower, KindEnergy, KindState, KindRequest, KindToken, KindRun, KindGap, KindClock}
+var Kinds = []Kind{KindPower, KindEnergy, KindState, KindRequest, KindToken, KindRun, KindGap, KindClock, KindMetric}
 
 var kindNames = map[Kind]string{
 	KindPower:   "power",
@@ -37,6 +38,7 @@ var kindNames = map[Kind]string{
 	KindRun:     "run",
 	KindGap:     "gap",
 	KindClock:   "clock",
+	KindMetric:  "metric",
 }
 
 func (k Kind) String() string {

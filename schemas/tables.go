@@ -11,6 +11,7 @@ const (
 	TableRun     = "runs"
 	TableDevice  = "devices"
 	TableClock   = "clock_offsets"
+	TableMetric  = "server_metrics"
 )
 
 // TableFor returns the table that events of kind k are written to.
@@ -26,6 +27,8 @@ func TableFor(k Kind) string {
 		return TableGap
 	case KindClock:
 		return TableClock
+	case KindMetric:
+		return TableMetric
 	case KindRequest:
 		return TableRequest
 	case KindToken:
@@ -57,6 +60,8 @@ func NewRows(k Kind) Rows {
 		return newGapRows()
 	case KindClock:
 		return newClockRows()
+	case KindMetric:
+		return newMetricRows()
 	case KindRequest:
 		return newRequestRows()
 	case KindToken:
@@ -242,8 +247,8 @@ type ClockRows struct {
 }
 
 func newClockRows() *ClockRows {
-	r := &ClockRows{dev: newDeviceCols(), TS: newCol[int64]("ts_ns", "Int64"), Offset: newCol[int64]("offset_ns", "Int64"),
-		Low: newCol[int64]("low_ns", "Int64"), High: newCol[int64]("high_ns", "Int64"), Applied: newCol[int64]("applied_ns", "Int64"),
+	r := &ClockRows{dev: newDeviceCols(), TS: newCol[int64]("ts_ns", "Int64"), Offset: newCol[int64]("offset_dur_ns", "Int64"),
+		Low: newCol[int64]("low_dur_ns", "Int64"), High: newCol[int64]("high_dur_ns", "Int64"), Applied: newCol[int64]("applied_dur_ns", "Int64"),
 		Reads: newCol[uint32]("reads", "UInt32"), Pos: newPosCols()}
 	r.t = Table{Name: TableClock, Columns: append(r.dev.list(), r.TS, r.Offset, r.Low, r.High, r.Applied, r.Reads, r.Pos.Epoch, r.Pos.Seq)}
 	return r
@@ -265,6 +270,38 @@ func (r *ClockRows) Append(ev Event, pos Position) {
 	}
 }
 
+// MetricRows builds server_metrics.
+type MetricRows struct {
+	t                            Table
+	RunID, Endpoint, Name, Label *Col[string]
+	TS                           *Col[int64]
+	Value                        *Col[float64]
+	Pos                          posCols
+}
+
+func newMetricRows() *MetricRows {
+	r := &MetricRows{RunID: newCol[string]("run_id", "String"), Endpoint: newCol[string]("endpoint", "String"),
+		TS: newCol[int64]("ts_ns", "Int64"), Name: newCol[string]("name", "String"), Label: newCol[string]("labels", "String"),
+		Value: newCol[float64]("value", "Float64"), Pos: newPosCols()}
+	r.t = Table{Name: TableMetric, Columns: []Column{r.RunID, r.Endpoint, r.TS, r.Name, r.Label, r.Value, r.Pos.Epoch, r.Pos.Seq}}
+	return r
+}
+
+func (r *MetricRows) Table() *Table { return &r.t }
+
+func (r *MetricRows) Append(ev Event, pos Position) {
+	b := ev.(*MetricBatch)
+	for _, m := range b.Samples {
+		r.RunID.Append(b.RunID)
+		r.Endpoint.Append(b.Endpoint)
+		r.TS.Append(m.TS)
+		r.Name.Append(m.Name)
+		r.Label.Append(m.Labels)
+		r.Value.Append(m.Value)
+		r.Pos.append(pos)
+	}
+}
+
 // RequestRows builds requests.
 type RequestRows struct {
 	t                                            Table
@@ -274,6 +311,7 @@ type RequestRows struct {
 	PromptTokens, OutputTokens                   *Col[uint32]
 	Status                                       *Col[string]
 	Error                                        *Col[string]
+	ServerQueue, ServerPrefill, ServerDecode     *Col[int64]
 	Pos                                          posCols
 }
 
@@ -285,9 +323,12 @@ func newRequestRows() *RequestRows {
 		FirstToken: newCol[int64]("first_token_ns", "Int64"), LastToken: newCol[int64]("last_token_ns", "Int64"),
 		Done:         newCol[int64]("done_ns", "Int64"),
 		PromptTokens: newCol[uint32]("prompt_tokens", "UInt32"), OutputTokens: newCol[uint32]("output_tokens", "UInt32"),
-		Status: newCol[string]("status", "String"), Error: newCol[string]("error", "String"), Pos: newPosCols()}
+		Status: newCol[string]("status", "String"), Error: newCol[string]("error", "String"),
+		ServerQueue: newCol[int64]("server_queue_dur_ns", "Int64"), ServerPrefill: newCol[int64]("server_prefill_dur_ns", "Int64"),
+		ServerDecode: newCol[int64]("server_decode_dur_ns", "Int64"), Pos: newPosCols()}
 	r.t = Table{Name: TableRequest, Columns: []Column{r.RunID, r.ID, r.Cycle, r.Scheduled, r.Sent, r.FirstToken,
-		r.LastToken, r.Done, r.PromptTokens, r.OutputTokens, r.Status, r.Error, r.Pos.Epoch, r.Pos.Seq}}
+		r.LastToken, r.Done, r.PromptTokens, r.OutputTokens, r.Status, r.Error, r.ServerQueue, r.ServerPrefill, r.ServerDecode,
+		r.Pos.Epoch, r.Pos.Seq}}
 	return r
 }
 
@@ -309,6 +350,9 @@ func (r *RequestRows) Append(ev Event, pos Position) {
 		r.OutputTokens.Append(q.OutputTokens)
 		r.Status.Append(q.Status.String())
 		r.Error.Append(q.Error)
+		r.ServerQueue.Append(q.ServerQueue)
+		r.ServerPrefill.Append(q.ServerPrefill)
+		r.ServerDecode.Append(q.ServerDecode)
 		r.Pos.append(pos)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 )
 
 // Decoding errors. Every decoding failure wraps ErrMalformed so that ingest
@@ -61,6 +62,8 @@ func New(k Kind) (Event, error) {
 		return &GapBatch{}, nil
 	case KindClock:
 		return &ClockBatch{}, nil
+	case KindMetric:
+		return &MetricBatch{}, nil
 	}
 	return nil, fmt.Errorf("%w: %d", ErrKind, uint8(k))
 }
@@ -101,6 +104,22 @@ func appendHeader(dst []byte, k Kind) []byte {
 	return append(dst, magic0, magic1, magic2, WireVersion, byte(k), 0)
 }
 
+// Header flags: optional trailing fields a kind gained within wire v1.
+// Messages without the flag decode as before (the fields stay zero).
+const (
+	// flagServerTimings: each request carries the server's own queue,
+	// prefill and decode times.
+	flagServerTimings = 1 << 0
+)
+
+func appendHeaderFlags(dst []byte, k Kind, flags byte) []byte {
+	return append(dst, magic0, magic1, magic2, WireVersion, byte(k), flags)
+}
+
+func appendFloat(dst []byte, v float64) []byte {
+	return binary.LittleEndian.AppendUint64(dst, math.Float64bits(v))
+}
+
 func appendInt(dst []byte, v int64) []byte { return binary.AppendVarint(dst, v) }
 
 func appendUint(dst []byte, v uint64) []byte { return binary.AppendUvarint(dst, v) }
@@ -132,8 +151,9 @@ func appendOrigin(dst []byte, o *Origin) []byte {
 // reader decodes a message body. The first error sticks; later reads
 // return zero values, so decoders check r.err once at the end.
 type reader struct {
-	b   []byte
-	err error
+	b     []byte
+	err   error
+	flags byte
 }
 
 func newReader(b []byte, want Kind) (reader, error) {
@@ -147,7 +167,17 @@ func newReader(b []byte, want Kind) (reader, error) {
 	if k != want {
 		return reader{}, fmt.Errorf("%w: got %s, want %s", ErrKind, k, want)
 	}
-	return reader{b: b[HeaderSize:]}, nil
+	return reader{b: b[HeaderSize:], flags: b[HeaderSize-1]}, nil
+}
+
+func (r *reader) float() float64 {
+	if len(r.b) < 8 {
+		r.fail(ErrTruncated)
+		return 0
+	}
+	v := math.Float64frombits(binary.LittleEndian.Uint64(r.b))
+	r.b = r.b[8:]
+	return v
 }
 
 func (r *reader) fail(err error) {

@@ -35,7 +35,13 @@ func samples() []Event {
 		&RequestBatch{RunID: "run-a", Requests: []Request{
 			{ID: "r1", Cycle: 2, Scheduled: ts0, Sent: ts0 + 1000, FirstToken: ts0 + 50_000_000, LastToken: ts0 + 900_000_000,
 				Done: ts0 + 900_100_000, PromptTokens: 512, OutputTokens: 128, Status: StatusOK},
-			{ID: "r2", Scheduled: ts0 + 5, Sent: ts0 + 3, Status: StatusTimeout, Error: "deadline exceeded"}}},
+			{ID: "r2", Scheduled: ts0 + 5, Sent: ts0 + 3, Status: StatusTimeout, Error: "deadline exceeded"},
+			{ID: "r3", Scheduled: ts0, Sent: ts0 + 10, FirstToken: ts0 + 30_000_000, LastToken: ts0 + 90_000_000, Done: ts0 + 91_000_000,
+				PromptTokens: 7, OutputTokens: 9, ServerQueue: 1_200_000, ServerPrefill: 18_500_000, ServerDecode: 60_250_000}}},
+		&MetricBatch{RunID: "run-a", Endpoint: "http://127.0.0.1:8000/metrics", Samples: []MetricSample{
+			{TS: ts0, Name: "vllm:gpu_cache_usage_perc", Labels: `model_name="llama"`, Value: 0.42},
+			{TS: ts0 + 1e9, Name: "vllm:time_to_first_token_seconds_bucket", Labels: `le="+Inf",model_name="llama"`, Value: 17},
+			{TS: ts0 + 1e9, Name: "llamacpp:requests_processing", Labels: "", Value: 3}}},
 		&TokenBatch{RunID: "run-a", RequestIDs: []string{"r1", "r2"}, Tokens: []Token{
 			{Request: 0, Index: 0, TS: ts0 + 50_000_000, Tokens: 1}, {Request: 1, Index: 0, TS: ts0 + 51_000_000, Tokens: 3},
 			{Request: 0, Index: 1, TS: ts0 + 49_000_000, Tokens: 2}}},
@@ -249,5 +255,23 @@ func TestEventsDocumented(t *testing.T) {
 		if strings.HasPrefix(line, "| ") && strings.HasSuffix(line, "|  |") {
 			t.Errorf("undocumented field: %s", line)
 		}
+	}
+}
+
+// A request batch encoded before requests gained the server's timings
+// (header flag 0) still decodes, with the timings zero.
+func TestRequestWithoutServerTimingsDecodes(t *testing.T) {
+	old, err := hex.DecodeString("4c454d0104000572756e2d61020272310284d0ab95bfe2e7eb31d20f82c2d72f82a4a7da06c2beb3da06800480010000027232008ed0ab95bfe2e7eb310300000000000211646561646c696e65206578636565646564")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := Decode(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := ev.(*RequestBatch)
+	want := samples()[5].(*RequestBatch).Requests[:2]
+	if !reflect.DeepEqual(b.Requests, want) {
+		t.Fatalf("got %+v\nwant %+v", b.Requests, want)
 	}
 }

@@ -42,10 +42,14 @@ func node(c schemas.Column) (parquet.Node, error) {
 	case []string:
 		return parquet.String(), nil
 	case []int64:
-		if strings.HasSuffix(c.Name(), "_ns") {
+		// Columns ending _ns are instants (ns since the Unix epoch) except
+		// durations, which end _dur_ns.
+		if strings.HasSuffix(c.Name(), "_ns") && !strings.HasSuffix(c.Name(), "_dur_ns") {
 			return parquet.Timestamp(parquet.Nanosecond), nil
 		}
 		return parquet.Int(64), nil
+	case []float64:
+		return parquet.Leaf(parquet.DoubleType), nil
 	case []int32:
 		return parquet.Int(32), nil
 	case []uint64:
@@ -161,6 +165,8 @@ func appendValues(row parquet.Row, c schemas.Column, r, col int) parquet.Row {
 		return append(row, parquet.Int32Value(int32(v[r])).Level(0, 0, col))
 	case []uint8:
 		return append(row, parquet.Int32Value(int32(v[r])).Level(0, 0, col))
+	case []float64:
+		return append(row, parquet.DoubleValue(v[r]).Level(0, 0, col))
 	case [][]string:
 		if len(v[r]) == 0 {
 			return append(row, parquet.NullValue().Level(0, 0, col))
@@ -236,7 +242,9 @@ func Watermark(dir, table string, epoch int64) (uint64, error) {
 }
 
 // ReadTable reads every row of table into t (whose columns define what is
-// read; columns absent from a file are an error). It appends to t.
+// read). A column absent from a file — written before an additive schema
+// change — reads as its zero value, as ClickHouse's DEFAULT does. It
+// appends to t.
 func ReadTable(dir string, t *schemas.Table) error {
 	files, err := Files(dir, t.Name)
 	if err != nil {
@@ -269,7 +277,8 @@ func readFile(path string, t *schemas.Table) error {
 	for i, c := range t.Columns {
 		leaf, ok := sch.Lookup(c.Name())
 		if !ok {
-			return fmt.Errorf("no column %s", c.Name())
+			idx[i] = -1
+			continue
 		}
 		idx[i] = leaf.ColumnIndex
 	}
@@ -281,6 +290,10 @@ func readFile(path string, t *schemas.Table) error {
 		for _, row := range buf[:n] {
 			byCol := splitByColumn(row)
 			for i, c := range t.Columns {
+				if idx[i] < 0 {
+					appendZero(c)
+					continue
+				}
 				if err := appendFrom(c, byCol[idx[i]]); err != nil {
 					return err
 				}
@@ -321,6 +334,8 @@ func appendFrom(c schemas.Column, vals []parquet.Value) error {
 		col.Append(uint32(v.Int32()))
 	case *schemas.Col[uint8]:
 		col.Append(uint8(v.Int32()))
+	case *schemas.Col[float64]:
+		col.Append(v.Double())
 	case *schemas.Col[[]string]:
 		var ss []string
 		for _, x := range vals {
@@ -333,4 +348,26 @@ func appendFrom(c schemas.Column, vals []parquet.Value) error {
 		return fmt.Errorf("column %s: unmapped type %T", c.Name(), c)
 	}
 	return nil
+}
+
+// appendZero appends the zero value of c's type.
+func appendZero(c schemas.Column) {
+	switch col := c.(type) {
+	case *schemas.Col[string]:
+		col.Append("")
+	case *schemas.Col[int64]:
+		col.Append(0)
+	case *schemas.Col[int32]:
+		col.Append(0)
+	case *schemas.Col[uint64]:
+		col.Append(0)
+	case *schemas.Col[uint32]:
+		col.Append(0)
+	case *schemas.Col[uint8]:
+		col.Append(0)
+	case *schemas.Col[float64]:
+		col.Append(0)
+	case *schemas.Col[[]string]:
+		col.Append(nil)
+	}
 }
