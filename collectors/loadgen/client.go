@@ -40,6 +40,32 @@ type Client struct {
 	Chat    bool // use /v1/chat/completions
 	HTTP    *http.Client
 	Clock   Clock
+	// Sampling is sent with every request (zero: greedy, temperature 0).
+	Sampling Sampling
+	// IgnoreEOS asks the server to generate exactly max_tokens (vLLM,
+	// llama.cpp and SGLang honour it), so output lengths are controlled.
+	IgnoreEOS bool
+	// OnText, when set, receives each content chunk's text as it arrives
+	// (for a live token display); it must not block.
+	OnText func(id, text string)
+}
+
+// Sampling is the decoder configuration sent with each request.
+type Sampling struct {
+	Temperature float64 `yaml:"temperature"`
+	TopP        float64 `yaml:"top_p"`
+	TopK        int     `yaml:"top_k"`
+	Seed        *int    `yaml:"seed"`
+}
+
+// SamplingPresets are named decoder configurations: deterministic is greedy
+// decoding (reproducible outputs); standard, creative and factual follow
+// common chat-assistant settings.
+var SamplingPresets = map[string]Sampling{
+	"deterministic": {Temperature: 0, TopP: 1},
+	"standard":      {Temperature: 0.7, TopP: 0.9},
+	"creative":      {Temperature: 1.0, TopP: 0.95, TopK: 50},
+	"factual":       {Temperature: 0.2, TopP: 0.8, TopK: 10},
 }
 
 // NewClient returns a client built for many concurrent streams: no cap on
@@ -56,7 +82,7 @@ func NewClient(baseURL, model string) *Client {
 		WriteBufferSize:     64 << 10,
 		DisableCompression:  true,
 	}
-	return &Client{BaseURL: baseURL, Model: model, HTTP: &http.Client{Transport: tr}, Clock: NewClock()}
+	return &Client{BaseURL: baseURL, Model: model, HTTP: &http.Client{Transport: tr}, Clock: NewClock(), IgnoreEOS: true}
 }
 
 // Chunk is one streamed chunk as received.
@@ -86,6 +112,16 @@ type streamChunk struct {
 		PromptTokens     uint32 `json:"prompt_tokens"`
 		CompletionTokens uint32 `json:"completion_tokens"`
 	} `json:"usage"`
+	// Timings as llama.cpp's server (and lem's reference server) report
+	// them with the last chunk.
+	Timings *struct {
+		QueueMS     float64 `json:"queue_ms"`
+		PromptMS    float64 `json:"prompt_ms"`
+		PredictedMS float64 `json:"predicted_ms"`
+	} `json:"timings"`
+	Error *struct {
+		Message string `json:"message"`
+	} `json:"error"`
 }
 
 // Do sends one streaming request with the given prompt and output budget.
@@ -95,9 +131,20 @@ func (c *Client) Do(ctx context.Context, id string, prompt string, maxTokens int
 	res := Result{Request: schemas.Request{ID: id, Scheduled: scheduled}}
 	q := &res.Request
 	body := map[string]any{
-		"model": c.Model, "max_tokens": maxTokens, "stream": true, "temperature": 0,
-		"ignore_eos":     true,
+		"model": c.Model, "max_tokens": maxTokens, "stream": true, "temperature": c.Sampling.Temperature,
 		"stream_options": map[string]any{"include_usage": true, "continuous_usage_stats": true},
+	}
+	if c.IgnoreEOS {
+		body["ignore_eos"] = true
+	}
+	if c.Sampling.TopP > 0 {
+		body["top_p"] = c.Sampling.TopP
+	}
+	if c.Sampling.TopK > 0 {
+		body["top_k"] = c.Sampling.TopK
+	}
+	if c.Sampling.Seed != nil {
+		body["seed"] = *c.Sampling.Seed
 	}
 	path := "/v1/completions"
 	if c.Chat {
@@ -144,10 +191,22 @@ func (c *Client) Do(ctx context.Context, id string, prompt string, maxTokens int
 				if jerr := json.Unmarshal(payload, &ch); jerr != nil {
 					return fail(res, schemas.StatusError, fmt.Errorf("bad stream chunk: %w", jerr))
 				}
+				if ch.Error != nil {
+					return fail(res, schemas.StatusError, fmt.Errorf("server error in stream: %s", ch.Error.Message))
+				}
+				if t := ch.Timings; t != nil {
+					q.ServerQueue = int64(t.QueueMS * 1e6)
+					q.ServerPrefill = int64(t.PromptMS * 1e6)
+					q.ServerDecode = int64(t.PredictedMS * 1e6)
+				}
 				content := false
-				for _, c := range ch.Choices {
-					if c.Text != "" || c.Delta.Content != "" || c.Delta.ReasoningContent != "" {
+				for _, ch := range ch.Choices {
+					text := ch.Text + ch.Delta.Content + ch.Delta.ReasoningContent
+					if text != "" {
 						content = true
+						if c.OnText != nil {
+							c.OnText(id, text)
+						}
 					}
 				}
 				var n uint32

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/llm-energy-measure/lem/collectors"
@@ -25,18 +26,31 @@ type RunConfig struct {
 
 	Cycles           int
 	RequestsPerCycle int
-	// Concurrency > 0 runs a closed loop with that many requests in flight;
-	// otherwise Rate requests/s arrive as a Poisson process.
-	Concurrency  int
-	Rate         float64
-	PromptTokens int // approximate prompt length (words)
-	OutputTokens int // max_tokens of every request
+	// Duration, when set, stops issuing a cycle's requests after this long
+	// (requests in flight finish).
+	Duration time.Duration
+	// Arrival is when requests are sent. Empty: Concurrency > 0 runs a
+	// closed loop, else Rate requests/s arrive as a Poisson process.
+	Arrival     Arrival
+	Concurrency int
+	Rate        float64
+	// Prompts returns a cycle's prompts (at least RequestsPerCycle); nil:
+	// PromptTokens words and OutputTokens max_tokens each.
+	Prompts      func(cycle int) []Prompt
+	PromptTokens int // approximate prompt length (words) without Prompts
+	OutputTokens int // max_tokens of every request without Prompts
 	Seed         uint64
-	// Baseline is the idle window measured before the first cycle; CoolDown
-	// separates cycles.
+	// Baseline is the idle window measured before the first cycle; Warmup
+	// requests follow it, unmeasured and unpublished; CoolDown separates
+	// cycles (at least; Settle, when set, then waits until the device is
+	// back near its baseline).
 	Baseline time.Duration
+	Warmup   int
 	CoolDown time.Duration
+	Settle   func(ctx context.Context) error
 	Timeout  time.Duration // per request (default 2 min)
+	// Progress, when set, is called as requests finish.
+	Progress func(cycle, done, total, failed int)
 }
 
 // Runner executes a RunConfig and publishes run, request and token events.
@@ -44,11 +58,14 @@ type Runner struct {
 	cfg    RunConfig
 	client *Client
 	pub    collectors.Publisher
+	rng    *rand.Rand
 
 	mu      sync.Mutex
 	reqs    schemas.RequestBatch
 	toks    schemas.TokenBatch
 	flushes int
+	// InFlight is the number of requests currently in flight.
+	InFlight atomic.Int64
 	// Results holds every finished request, by cycle.
 	Results [][]Result
 }
@@ -67,8 +84,22 @@ func NewRunner(cfg RunConfig, client *Client, pub collectors.Publisher) *Runner 
 	if cfg.PromptTokens <= 0 {
 		cfg.PromptTokens = 128
 	}
-	return &Runner{cfg: cfg, client: client, pub: pub}
+	if cfg.Arrival.Process == "" {
+		if cfg.Concurrency > 0 {
+			cfg.Arrival = Arrival{Process: ArrivalConcurrency, Concurrency: cfg.Concurrency}
+		} else {
+			cfg.Arrival = Arrival{Process: ArrivalPoisson, Rate: cfg.Rate}
+		}
+	}
+	return &Runner{cfg: cfg, client: client, pub: pub, rng: rand.New(rand.NewPCG(cfg.Seed, 0x5eed)),
+		Results: make([][]Result, cfg.Cycles)}
 }
+
+// SetProgress replaces the progress callback (before a cycle starts).
+func (r *Runner) SetProgress(f func(cycle, done, total, failed int)) { r.cfg.Progress = f }
+
+// Config returns the runner's configuration, defaults filled.
+func (r *Runner) Config() RunConfig { return r.cfg }
 
 func (r *Runner) runEvent(cycle int, phase schemas.RunPhase, ts int64) error {
 	c := &r.cfg
@@ -79,86 +110,177 @@ func (r *Runner) runEvent(cycle int, phase schemas.RunPhase, ts int64) error {
 	return r.pub.Publish(schemas.RunSubject(schemas.KindRun, c.RunID), id, ev)
 }
 
-// Run measures the idle baseline, then runs every cycle, publishing events
-// as it goes. It returns the first publish error, or ctx's error.
+// MarkBaseline publishes the edges of an idle baseline window [from, to]
+// measured outside the runner (one window shared by every run of an
+// experiment).
+func (r *Runner) MarkBaseline(from, to int64) error {
+	if err := r.runEvent(0, schemas.RunStart, from); err != nil {
+		return err
+	}
+	return r.runEvent(0, schemas.RunBaseline, to)
+}
+
+// Run measures the idle baseline, warms up, then runs every cycle,
+// publishing events as it goes. It returns the first publish error, or
+// ctx's error.
 func (r *Runner) Run(ctx context.Context) error {
 	c := &r.cfg
 	clk := r.client.Clock
 	if c.Baseline > 0 {
-		if err := r.runEvent(0, schemas.RunStart, clk.Now()); err != nil {
-			return err
-		}
+		from := clk.Now()
 		if !sleepCtx(ctx, c.Baseline) {
 			return ctx.Err()
 		}
-		if err := r.runEvent(0, schemas.RunBaseline, clk.Now()); err != nil {
+		if err := r.MarkBaseline(from, clk.Now()); err != nil {
 			return err
 		}
 	}
-	rng := rand.New(rand.NewPCG(c.Seed, 0x5eed))
-	r.Results = make([][]Result, c.Cycles)
+	if err := r.WarmUp(ctx); err != nil {
+		return err
+	}
 	for cycle := 0; cycle < c.Cycles; cycle++ {
-		if cycle > 0 && c.CoolDown > 0 && !sleepCtx(ctx, c.CoolDown) {
-			return ctx.Err()
+		if cycle > 0 {
+			if err := r.CoolDown(ctx); err != nil {
+				return err
+			}
 		}
-		if err := r.runEvent(cycle, schemas.RunStart, clk.Now()); err != nil {
-			return err
-		}
-		if err := r.cycle(ctx, cycle, rng); err != nil {
-			return err
-		}
-		if err := r.runEvent(cycle, schemas.RunEnd, clk.Now()); err != nil {
+		if err := r.Cycle(ctx, cycle); err != nil {
 			return err
 		}
 	}
 	return ctx.Err()
 }
 
-func (r *Runner) cycle(ctx context.Context, cycle int, rng *rand.Rand) error {
+// WarmUp sends the configured warm-up requests (closed loop, results
+// discarded): caches, JIT compilation and clocks settle before measuring.
+func (r *Runner) WarmUp(ctx context.Context) error {
+	c := &r.cfg
+	if c.Warmup <= 0 {
+		return nil
+	}
+	conc := max(c.Arrival.Concurrency, min(c.Warmup, 8))
+	sem := make(chan struct{}, conc)
+	var wg sync.WaitGroup
+	prompts := r.prompts(-1, c.Warmup)
+	for i := 0; i < c.Warmup && ctx.Err() == nil; i++ {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rctx, cancel := context.WithTimeout(ctx, c.Timeout)
+			r.client.Do(rctx, fmt.Sprintf("%s-warmup-%d", c.RunID, i), prompts[i].Text, prompts[i].MaxTokens, r.client.Clock.Now())
+			cancel()
+			<-sem
+		}()
+	}
+	wg.Wait()
+	return ctx.Err()
+}
+
+// CoolDown waits between cycles: at least CoolDown, then Settle.
+func (r *Runner) CoolDown(ctx context.Context) error {
+	if r.cfg.CoolDown > 0 && !sleepCtx(ctx, r.cfg.CoolDown) {
+		return ctx.Err()
+	}
+	if r.cfg.Settle != nil {
+		return r.cfg.Settle(ctx)
+	}
+	return nil
+}
+
+func (r *Runner) prompts(cycle, n int) []Prompt {
+	c := &r.cfg
+	if c.Prompts != nil && cycle >= 0 {
+		if ps := c.Prompts(cycle); len(ps) >= n {
+			return ps
+		}
+	}
+	out := make([]Prompt, n)
+	for i := range out {
+		plen := max(1, c.PromptTokens*(75+r.rng.IntN(51))/100)
+		out[i] = Prompt{Text: strings.TrimSpace(strings.Repeat("token ", plen)), Tokens: plen, MaxTokens: c.OutputTokens}
+	}
+	if c.Prompts != nil && cycle < 0 {
+		// Warm-up draws from the dataset too, when there is one.
+		if ps := c.Prompts(0); len(ps) > 0 {
+			for i := range out {
+				out[i] = ps[i%len(ps)]
+			}
+		}
+	}
+	return out
+}
+
+// Cycle runs one measured cycle between start and end events.
+func (r *Runner) Cycle(ctx context.Context, cycle int) error {
 	c := &r.cfg
 	clk := r.client.Clock
+	if cycle >= len(r.Results) {
+		r.Results = append(r.Results, make([][]Result, cycle+1-len(r.Results))...)
+	}
+	n := c.RequestsPerCycle
+	prompts := r.prompts(cycle, n)
+	sched, err := c.Arrival.Schedule(n, r.rng)
+	if err != nil {
+		return err
+	}
+	if err := r.runEvent(cycle, schemas.RunStart, clk.Now()); err != nil {
+		return err
+	}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var pubErr error
-	sem := make(chan struct{}, max(c.Concurrency, 1))
+	done, failed := 0, 0
+	sem := make(chan struct{}, max(c.Arrival.Concurrency, 1))
 	start := clk.Now()
-	next := start
-	for i := 0; i < c.RequestsPerCycle && ctx.Err() == nil; i++ {
-		scheduled := clk.Now()
-		if c.Concurrency > 0 {
+	for i := 0; i < n && ctx.Err() == nil; i++ {
+		if c.Duration > 0 && clk.Now()-start >= int64(c.Duration) {
+			break
+		}
+		var scheduled int64
+		if sched == nil {
 			select {
 			case sem <- struct{}{}:
 			case <-ctx.Done():
 			}
 			scheduled = clk.Now()
-		} else if c.Rate > 0 {
+		} else {
 			// Absolute deadlines: relative sleeps would under-deliver.
-			next += int64(rng.ExpFloat64() / c.Rate * 1e9)
-			if d := time.Duration(next - clk.Now()); d > 0 && !sleepCtx(ctx, d) {
+			scheduled = start + sched[i]
+			if d := time.Duration(scheduled - clk.Now()); d > 0 && !sleepCtx(ctx, d) {
 				break
 			}
-			scheduled = next
 		}
-		plen := max(1, c.PromptTokens*(75+rng.IntN(51))/100)
-		prompt := strings.TrimSpace(strings.Repeat("token ", plen))
+		if ctx.Err() != nil {
+			break
+		}
 		id := fmt.Sprintf("%s-c%d-r%d", c.RunID, cycle, i)
+		p := prompts[i]
 		wg.Add(1)
+		r.InFlight.Add(1)
 		go func() {
 			defer wg.Done()
 			rctx, cancel := context.WithTimeout(ctx, c.Timeout)
-			res := r.client.Do(rctx, id, prompt, c.OutputTokens, scheduled)
+			res := r.client.Do(rctx, id, p.Text, p.MaxTokens, scheduled)
 			cancel()
+			r.InFlight.Add(-1)
 			res.Request.Cycle = uint32(cycle)
-			if c.Concurrency > 0 {
+			if sched == nil {
 				<-sem
 			}
-			if err := r.add(res); err != nil {
-				mu.Lock()
-				pubErr = err
-				mu.Unlock()
-			}
+			err := r.add(res)
 			mu.Lock()
+			if err != nil {
+				pubErr = err
+			}
 			r.Results[cycle] = append(r.Results[cycle], res)
+			done++
+			if res.Request.Status != schemas.StatusOK {
+				failed++
+			}
+			if c.Progress != nil {
+				c.Progress(cycle, done, n, failed)
+			}
 			mu.Unlock()
 		}()
 	}
@@ -166,7 +288,13 @@ func (r *Runner) cycle(ctx context.Context, cycle int, rng *rand.Rand) error {
 	if err := r.flush(); err != nil {
 		return err
 	}
-	return pubErr
+	if pubErr != nil {
+		return pubErr
+	}
+	if err := r.runEvent(cycle, schemas.RunEnd, clk.Now()); err != nil {
+		return err
+	}
+	return ctx.Err()
 }
 
 // add buffers a finished request and its chunks, publishing when the

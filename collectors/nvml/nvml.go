@@ -375,6 +375,21 @@ func (rd *Reader) ReadInstant(g *GPU, pb *schemas.PowerBatch) error {
 	return nil
 }
 
+// Settling returns g's power (GetPowerUsage: a 1 s average on Hopper) and
+// temperature, for deciding when a device is back near idle between
+// cycles. Never use it for energy.
+func (rd *Reader) Settling(g *GPU) (watts, tempC float64, err error) {
+	mw, r := g.dev.GetPowerUsage()
+	if r != nvml.SUCCESS {
+		return 0, 0, nvErr("power usage", r)
+	}
+	t, r := g.dev.GetTemperature(nvml.TEMPERATURE_GPU)
+	if r != nvml.SUCCESS {
+		return 0, 0, nvErr("temperature", r)
+	}
+	return float64(mw) / 1000, float64(t), nil
+}
+
 // ReadState appends one state sample of g to b. Readings the device does
 // not support stay zero (pstate -1).
 func (rd *Reader) ReadState(g *GPU, b *schemas.StateBatch) {

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/llm-energy-measure/lem/collectors"
@@ -109,7 +110,8 @@ type device struct {
 	power   schemas.Power
 	energy  float64 // exact integral so far, µJ (sample-and-hold)
 	counter schemas.Energy
-	nextCtr int64 // next counter refresh
+	nextCtr int64         // next counter refresh
+	last    atomic.Uint64 // float64 bits of the latest power, W (read by Power)
 }
 
 // Sim generates the events of cfg.Devices simulated GPUs.
@@ -153,6 +155,10 @@ func (s *Sim) TrueEnergy(i int) schemas.Energy { return schemas.Energy(s.devs[i]
 // Name implements collectors.Collector.
 func (s *Sim) Name() string { return "sim" }
 
+// Power returns device i's latest simulated power (W); safe to call while
+// Run is publishing.
+func (s *Sim) Power(i int) float64 { return math.Float64frombits(s.devs[i].last.Load()) }
+
 // Advance generates samples of device i up to (excluding) until and returns
 // the power batch and the counter readings taken at each counter refresh.
 // The returned batches are reused by the next call.
@@ -169,6 +175,7 @@ func (s *Sim) Advance(i int, until int64) (*schemas.PowerBatch, *schemas.EnergyB
 		d.tail = d.tail*decay + c.TailW*load*(1-decay)
 		w := c.IdleW + (c.PeakW-c.IdleW)*load + d.tail + d.rng.NormFloat64()*c.NoiseW
 		d.power = schemas.PowerFromWatts(math.Max(w, 0))
+		d.last.Store(math.Float64bits(math.Max(w, 0)))
 		s.pb.Samples = append(s.pb.Samples, schemas.PowerSample{TS: d.next, Power: d.power})
 		// Sample-and-hold integral, and counter refreshes inside it.
 		end := d.next + dt

@@ -1,0 +1,477 @@
+#!/usr/bin/env python3
+"""lem's reference PyTorch/transformers inference server.
+
+A small OpenAI-compatible streaming server (stdlib HTTP, no web framework),
+so that lem's whole path runs where only torch and transformers exist:
+
+  POST /v1/completions, /v1/chat/completions   (stream or not; SSE with
+       stream_options.include_usage and continuous_usage_stats; a role-only
+       first chunk for chat; per-request `timings` in the last chunk)
+  GET  /health, /v1/models, /metrics (Prometheus text)
+  POST /tokenize  {"content": "..."} -> {"tokens": [...]}
+
+Batching (--batching): static (wait for --max-batch-size requests or
+--batch-timeout-ms), dynamic (take what is queued), sorted-static /
+sorted-dynamic (the same, queued prompts sorted by length). A batch runs a
+manual decode loop over the KV cache and streams each step's token to its
+request; new requests wait for the next batch (no continuous batching:
+that is what vLLM/SGLang are for).
+
+Models: a Hugging Face id or path; "random:<preset or config.json>" for
+random weights built from a config (no download: presets llama-0.9b,
+llama-tiny); "toy:" is a pure-Python stand-in with no torch at all, for
+testing the protocol only — it does no inference and says so in /v1/models.
+"""
+import argparse
+import json
+import math
+import queue
+import random
+import socket
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+PRESETS = {
+    "llama-0.9b": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=16,
+                       num_attention_heads=16, num_key_value_heads=16, vocab_size=32000,
+                       max_position_embeddings=4096),
+    "llama-tiny": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+                       num_attention_heads=4, num_key_value_heads=4, vocab_size=32000,
+                       max_position_embeddings=2048),
+}
+
+
+class ByteTokenizer:
+    """Tokenizer for random-weight and toy models (no tokenizer files):
+    one token per UTF-8 byte; generated ids decode to printable characters."""
+    eos_token_id = None
+
+    def __init__(self, vocab):
+        self.vocab = vocab
+
+    def encode(self, text):
+        return [b + 3 for b in text.encode("utf-8")] or [3]
+
+    def decode_one(self, tid):
+        return chr(33 + tid % 94)
+
+
+class Request:
+    def __init__(self, rid, prompt_ids, max_tokens, temperature, top_p, top_k, seed, ignore_eos):
+        self.id = rid
+        self.prompt_ids = prompt_ids
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.top_p = top_p
+        self.top_k = top_k
+        self.seed = seed
+        self.ignore_eos = ignore_eos
+        self.out = queue.Queue()  # token ids, then None
+        self.arrived = time.time()
+        self.started = self.first = self.done = None
+        self.generated = 0
+
+
+class Stats:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.running = 0
+        self.waiting = 0
+        self.requests = 0
+        self.prompt_tokens = 0
+        self.gen_tokens = 0
+        self.batches = 0
+        self.batch_size_sum = 0
+        self.queue_seconds = 0.0
+
+
+class ToyModel:
+    """No inference: deterministic pseudo-tokens with a fixed per-step time."""
+    name_note = "toy (protocol test model, no inference)"
+
+    def __init__(self, args):
+        self.tok = ByteTokenizer(32000)
+        self.step_s = 0.002
+
+    def run_batch(self, reqs, emit, finish):
+        time.sleep(0.001 * sum(len(r.prompt_ids) for r in reqs) / 100)
+        for r in reqs:
+            r.first = time.time()
+        alive = list(reqs)
+        step = 0
+        while alive:
+            for r in list(alive):
+                emit(r, (len(r.prompt_ids) * 31 + step * 7) % 32000)
+                if r.generated >= r.max_tokens:
+                    alive.remove(r)
+                    finish(r)
+            time.sleep(self.step_s)
+            step += 1
+
+
+class TorchModel:
+    def __init__(self, args):
+        import torch
+        import transformers
+        self.torch = torch
+        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+        self.dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        kw = dict(torch_dtype=dtype)
+        if args.attn_implementation:
+            kw["attn_implementation"] = args.attn_implementation
+        if args.quantization:
+            if args.quantization != "bitsandbytes":
+                sys.exit(f"quantization {args.quantization}: the reference server supports bitsandbytes only")
+            kw["quantization_config"] = transformers.BitsAndBytesConfig(
+                load_in_4bit=args.bits == 4, load_in_8bit=args.bits == 8)
+        if args.model.startswith("random:"):
+            spec = args.model[len("random:"):]
+            if spec in PRESETS:
+                cfg = transformers.LlamaConfig(**PRESETS[spec])
+            else:
+                cfg = transformers.AutoConfig.from_pretrained(spec)
+            torch.manual_seed(args.seed or 0)
+            self.model = transformers.AutoModelForCausalLM.from_config(cfg, **kw)
+            self.tok = ByteTokenizer(cfg.vocab_size)
+            self.name_note = f"random weights from {spec}"
+        else:
+            self.model = transformers.AutoModelForCausalLM.from_pretrained(args.model, **kw)
+            self.tok = transformers.AutoTokenizer.from_pretrained(args.model)
+            self.name_note = args.model
+        if not args.quantization:
+            self.model.to(self.dev)
+        self.model.eval()
+        if args.torch_compile:
+            self.model.forward = torch.compile(self.model.forward)
+        self.assistant = None
+        if args.assistant_model:
+            self.assistant = transformers.AutoModelForCausalLM.from_pretrained(args.assistant_model, torch_dtype=dtype).to(self.dev)
+
+    def sample(self, logits, reqs, gens):
+        torch = self.torch
+        out = []
+        for i, r in enumerate(reqs):
+            lg = logits[i].float()
+            if r.temperature <= 0:
+                out.append(int(lg.argmax()))
+                continue
+            lg = lg / r.temperature
+            if r.top_k and r.top_k > 0:
+                v, _ = torch.topk(lg, r.top_k)
+                lg[lg < v[-1]] = -math.inf
+            probs = torch.softmax(lg, -1)
+            if r.top_p and r.top_p < 1:
+                sp, si = torch.sort(probs, descending=True)
+                keep = torch.cumsum(sp, -1) - sp <= r.top_p
+                mask = torch.zeros_like(probs, dtype=torch.bool)
+                mask[si[keep]] = True
+                probs = probs * mask
+                probs = probs / probs.sum()
+            out.append(int(torch.multinomial(probs, 1, generator=gens[i])))
+        return out
+
+    def run_batch(self, reqs, emit, finish):
+        torch = self.torch
+        eos = getattr(self.tok, "eos_token_id", None)
+        gens = []
+        for r in reqs:
+            g = torch.Generator(device=self.dev)
+            g.manual_seed(r.seed if r.seed is not None else random.randrange(1 << 31))
+            gens.append(g)
+        with torch.inference_mode():
+            n = max(len(r.prompt_ids) for r in reqs)
+            pad = 0
+            ids = torch.tensor([[pad] * (n - len(r.prompt_ids)) + r.prompt_ids for r in reqs], device=self.dev)
+            mask = torch.tensor([[0] * (n - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in reqs], device=self.dev)
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+            past = out.past_key_values
+            nxt = self.sample(out.logits[:, -1, :], reqs, gens)
+            if self.dev.type == "cuda":
+                torch.cuda.synchronize()
+            now = time.time()
+            for r in reqs:
+                r.first = now
+            alive = [True] * len(reqs)
+            while True:
+                for i, r in enumerate(reqs):
+                    if alive[i]:
+                        emit(r, nxt[i])
+                        if r.generated >= r.max_tokens or (not r.ignore_eos and eos is not None and nxt[i] == eos):
+                            alive[i] = False
+                            finish(r)
+                if not any(alive):
+                    break
+                mask = torch.cat([mask, torch.ones((len(reqs), 1), dtype=mask.dtype, device=self.dev)], -1)
+                pos = pos[:, -1:] + 1
+                out = self.model(input_ids=torch.tensor([[t] for t in nxt], device=self.dev), attention_mask=mask,
+                                 position_ids=pos, past_key_values=past, use_cache=True)
+                past = out.past_key_values
+                nxt = self.sample(out.logits[:, -1, :], reqs, gens)
+
+
+class Engine:
+    def __init__(self, args, model):
+        self.args = args
+        self.model = model
+        self.q = []
+        self.cv = threading.Condition()
+        self.stats = Stats()
+        threading.Thread(target=self.loop, daemon=True).start()
+
+    def submit(self, r):
+        with self.cv:
+            self.q.append(r)
+            self.stats.waiting = len(self.q)
+            self.cv.notify()
+
+    def take(self):
+        a = self.args
+        with self.cv:
+            while not self.q:
+                self.cv.wait()
+            if a.batching in ("static", "sorted-static"):
+                deadline = time.time() + a.batch_timeout_ms / 1000
+                while len(self.q) < a.max_batch_size and time.time() < deadline:
+                    self.cv.wait(max(0.0, deadline - time.time()))
+            q = self.q
+            if a.batching.startswith("sorted"):
+                q.sort(key=lambda r: len(r.prompt_ids))
+            batch, self.q = q[:a.max_batch_size], q[a.max_batch_size:]
+            self.stats.waiting = len(self.q)
+            return batch
+
+    def loop(self):
+        while True:
+            batch = self.take()
+            now = time.time()
+            st = self.stats
+            with st.lock:
+                st.running = len(batch)
+                st.batches += 1
+                st.batch_size_sum += len(batch)
+                for r in batch:
+                    r.started = now
+                    st.queue_seconds += now - r.arrived
+                    st.prompt_tokens += len(r.prompt_ids)
+
+            def emit(r, tid):
+                r.generated += 1
+                with st.lock:
+                    st.gen_tokens += 1
+                r.out.put(tid)
+
+            def finish(r):
+                if r.done is None:
+                    r.done = time.time()
+                    r.out.put(None)
+
+            try:
+                self.model.run_batch(batch, emit, finish)
+            except Exception as e:  # report to every waiting client
+                for r in batch:
+                    if r.done is None:
+                        r.out.put(e)
+            for r in batch:
+                finish(r)
+            with st.lock:
+                st.running = 0
+                st.requests += len(batch)
+
+
+def make_handler(args, engine, tok, served):
+    class H(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self):
+            super().setup()
+            # Each SSE chunk must leave at once: without TCP_NODELAY,
+            # Nagle's algorithm holds small writes until the client's
+            # delayed ACK (~40 ms), and tokens arrive in bursts.
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        def log_message(self, *a):
+            pass
+
+        def send_json(self, code, obj):
+            b = json.dumps(obj).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(b)))
+            self.end_headers()
+            self.wfile.write(b)
+
+        def do_GET(self):
+            if self.path == "/health":
+                return self.send_json(200, {"status": "ok"})
+            if self.path == "/v1/models":
+                return self.send_json(200, {"object": "list", "data": [
+                    {"id": served, "object": "model", "owned_by": "lem-reference", "note": engine.model.name_note}]})
+            if self.path == "/metrics":
+                st = engine.stats
+                with st.lock:
+                    lines = [
+                        "# TYPE lem_ref:requests_running gauge", f"lem_ref:requests_running {st.running}",
+                        "# TYPE lem_ref:requests_waiting gauge", f"lem_ref:requests_waiting {st.waiting}",
+                        "# TYPE lem_ref:requests_total counter", f"lem_ref:requests_total {st.requests}",
+                        "# TYPE lem_ref:prompt_tokens_total counter", f"lem_ref:prompt_tokens_total {st.prompt_tokens}",
+                        "# TYPE lem_ref:generation_tokens_total counter", f"lem_ref:generation_tokens_total {st.gen_tokens}",
+                        "# TYPE lem_ref:batches_total counter", f"lem_ref:batches_total {st.batches}",
+                        "# TYPE lem_ref:batch_size_sum counter", f"lem_ref:batch_size_sum {st.batch_size_sum}",
+                        "# TYPE lem_ref:queue_seconds_total counter", f"lem_ref:queue_seconds_total {st.queue_seconds:.6f}",
+                    ]
+                b = ("\n".join(lines) + "\n").encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(b)))
+                self.end_headers()
+                self.wfile.write(b)
+                return
+            self.send_json(404, {"error": "not found"})
+
+        def body(self):
+            n = int(self.headers.get("Content-Length", "0"))
+            return json.loads(self.rfile.read(n) or b"{}")
+
+        def do_POST(self):
+            try:
+                req = self.body()
+            except Exception as e:
+                return self.send_json(400, {"error": f"bad JSON: {e}"})
+            if self.path == "/tokenize":
+                return self.send_json(200, {"tokens": tok.encode(req.get("content", ""))})
+            chat = self.path == "/v1/chat/completions"
+            if not chat and self.path != "/v1/completions":
+                return self.send_json(404, {"error": "not found"})
+            if chat:
+                text = "\n".join(str(m.get("content", "")) for m in req.get("messages", []))
+            else:
+                text = req.get("prompt", "")
+                if isinstance(text, list):
+                    text = text[0] if text else ""
+            ids = tok.encode(text)
+            if args.max_model_len and len(ids) >= args.max_model_len:
+                return self.send_json(400, {"error": f"prompt of {len(ids)} tokens exceeds max_model_len {args.max_model_len}"})
+            r = Request(f"cmpl-{id(self):x}-{time.time_ns()}", ids, int(req.get("max_tokens") or 16),
+                        float(req.get("temperature", 1.0) if req.get("temperature") is not None else 1.0),
+                        float(req.get("top_p") or 1.0), int(req.get("top_k") or 0), req.get("seed"),
+                        bool(req.get("ignore_eos", False)))
+            engine.submit(r)
+            if req.get("stream"):
+                self.stream(r, chat, req.get("stream_options") or {})
+            else:
+                self.whole(r, chat)
+
+        def chunk(self, obj):
+            data = b"data: " + json.dumps(obj).encode() + b"\n\n"
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            self.wfile.flush()
+
+        def timings(self, r):
+            return {"queue_ms": 1000 * (r.started - r.arrived), "prompt_ms": 1000 * (r.first - r.started),
+                    "predicted_ms": 1000 * ((r.done or time.time()) - r.first), "prompt_n": len(r.prompt_ids),
+                    "predicted_n": r.generated}
+
+        def stream(self, r, chat, opts):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            obj = "chat.completion.chunk" if chat else "text_completion"
+            base = {"id": r.id, "object": obj, "created": int(r.arrived), "model": served}
+            usage_each = opts.get("continuous_usage_stats")
+            if chat:
+                self.chunk({**base, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]})
+            n = 0
+            while True:
+                t = r.out.get()
+                if t is None:
+                    break
+                if isinstance(t, Exception):
+                    self.chunk({"error": {"message": str(t)}})
+                    break
+                n += 1
+                piece = tok.decode_one(t) if isinstance(tok, ByteTokenizer) else tok.decode([t])
+                choice = {"index": 0, "finish_reason": None}
+                if chat:
+                    choice["delta"] = {"content": piece}
+                else:
+                    choice["text"] = piece
+                c = {**base, "choices": [choice]}
+                if usage_each:
+                    c["usage"] = {"prompt_tokens": len(r.prompt_ids), "completion_tokens": n,
+                                  "total_tokens": len(r.prompt_ids) + n}
+                self.chunk(c)
+            fin = {"index": 0, "finish_reason": "length" if n >= r.max_tokens else "stop"}
+            fin["delta" if chat else "text"] = {} if chat else ""
+            self.chunk({**base, "choices": [fin], "timings": self.timings(r)})
+            if opts.get("include_usage"):
+                self.chunk({**base, "choices": [], "usage": {"prompt_tokens": len(r.prompt_ids), "completion_tokens": n,
+                                                            "total_tokens": len(r.prompt_ids) + n}})
+            done = b"data: [DONE]\n\n"
+            self.wfile.write(f"{len(done):x}\r\n".encode() + done + b"\r\n0\r\n\r\n")
+            self.wfile.flush()
+
+        def whole(self, r, chat):
+            toks = []
+            while True:
+                t = r.out.get()
+                if t is None:
+                    break
+                if isinstance(t, Exception):
+                    return self.send_json(500, {"error": str(t)})
+                toks.append(t)
+            text = "".join(tok.decode_one(t) for t in toks) if isinstance(tok, ByteTokenizer) else tok.decode(toks)
+            choice = {"index": 0, "finish_reason": "length"}
+            if chat:
+                choice["message"] = {"role": "assistant", "content": text}
+            else:
+                choice["text"] = text
+            self.send_json(200, {"id": r.id, "object": "chat.completion" if chat else "text_completion", "model": served,
+                                 "choices": [choice], "timings": self.timings(r),
+                                 "usage": {"prompt_tokens": len(r.prompt_ids), "completion_tokens": len(toks),
+                                           "total_tokens": len(r.prompt_ids) + len(toks)}})
+    return H
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True)
+    p.add_argument("--served-model-name")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--dtype", default="bf16", choices=["fp32", "fp16", "bf16"])
+    p.add_argument("--attn-implementation")
+    p.add_argument("--torch-compile", action="store_true")
+    p.add_argument("--assistant-model")
+    p.add_argument("--quantization")
+    p.add_argument("--bits", type=int, default=0)
+    p.add_argument("--max-batch-size", type=int, default=16)
+    p.add_argument("--batching", default="dynamic", choices=["static", "dynamic", "sorted-static", "sorted-dynamic"])
+    p.add_argument("--batch-timeout-ms", type=float, default=50)
+    p.add_argument("--max-model-len", type=int, default=0)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--lora", action="append", default=[])
+    args = p.parse_args()
+    if args.lora:
+        sys.exit("--lora: the reference server does not load adapters; use vllm, sglang or tgi")
+    if args.assistant_model and args.max_batch_size > 1:
+        sys.exit("--assistant-model decodes one sequence at a time: set --max-batch-size 1")
+    model = ToyModel(args) if args.model.startswith("toy:") else TorchModel(args)
+    engine = Engine(args, model)
+    srv = ThreadingHTTPServer((args.host, args.port), make_handler(args, engine, model.tok, args.served_model_name or args.model))
+    srv.daemon_threads = True
+    print(f"lem reference server: {model.name_note} on http://{args.host}:{args.port}", flush=True)
+    try:
+        srv.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    import signal
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+    main()
