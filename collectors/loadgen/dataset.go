@@ -123,7 +123,9 @@ type HTTPTokenizer struct {
 }
 
 func (t *HTTPTokenizer) Count(ctx context.Context, text string) (int, error) {
-	body, _ := json.Marshal(map[string]any{"content": text, "prompt": text, "model": t.Model, "add_special_tokens": true})
+	// add_special (llama.cpp) and add_special_tokens (vLLM): count as the
+	// completion endpoint will, with a BOS token where the model has one.
+	body, _ := json.Marshal(map[string]any{"content": text, "prompt": text, "model": t.Model, "add_special": true, "add_special_tokens": true})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(t.BaseURL, "/")+"/tokenize", bytes.NewReader(body))
 	if err != nil {
 		return 0, err
@@ -255,50 +257,78 @@ func (b *synthBuilder) text(nw int) string {
 }
 
 // build makes a prompt of exactly target tokens when the server can count
-// them: guess the word count from the learned tokens-per-word ratio, count,
-// correct, up to eight times; the last word is then trimmed or padded.
+// them: a binary search for the most words that stay within the target
+// (from a guess at the learned tokens-per-word ratio), then short filler
+// words appended one at a time to close the last few tokens.
 func (b *synthBuilder) build(target int) (Prompt, error) {
 	if b.perWord == 0 {
 		b.perWord = 4.0 / 3
 	}
-	nw := max(1, int(math.Round(float64(target)/b.perWord)))
+	guess := max(1, int(math.Round(float64(target)/b.perWord)))
 	if b.tok == nil || b.noTok {
-		return Prompt{Text: b.text(nw), Tokens: target}, nil
+		return Prompt{Text: b.text(guess), Tokens: target}, nil
 	}
-	base := b.text(nw + nw/2 + 8) // enough words to cut from
-	ws := strings.Fields(base)
-	best, bestDiff := Prompt{}, math.MaxInt
-	for try := 0; try < 8; try++ {
-		nw = min(max(nw, 1), len(ws))
-		t := strings.Join(ws[:nw], " ")
-		k, err := b.tok.Count(b.ctx, t)
+	ws := strings.Fields(b.text(2*guess + 8))
+	count := func(n int) (int, error) {
+		k, err := b.tok.Count(b.ctx, strings.Join(ws[:n], " "))
 		if errors.Is(err, ErrNoTokenizer) {
 			b.noTok = true
-			return Prompt{Text: t, Tokens: target}, nil
 		}
+		return k, err
+	}
+	k, err := count(min(guess, len(ws)))
+	if b.noTok {
+		return Prompt{Text: strings.Join(ws[:min(guess, len(ws))], " "), Tokens: target}, nil
+	}
+	if err != nil {
+		return Prompt{}, err
+	}
+	// lo: most words known to stay within the target; hi: fewest known
+	// to exceed it.
+	lo, hi, klo := 0, len(ws)+1, 0
+	if k <= target {
+		lo, klo = min(guess, len(ws)), k
+	} else {
+		hi = guess
+	}
+	for hi-lo > 1 {
+		mid := (lo + hi) / 2
+		if mid > len(ws) {
+			break
+		}
+		k, err := count(mid)
 		if err != nil {
 			return Prompt{}, err
 		}
-		if d := abs(k - target); d < bestDiff {
-			best, bestDiff = Prompt{Text: t, Tokens: k, Exact: true}, d
+		if k <= target {
+			lo, klo = mid, k
+		} else {
+			hi = mid
 		}
-		if k == target {
-			break
-		}
-		if nw > 0 {
-			b.perWord = 0.8*b.perWord + 0.2*float64(k)/float64(nw)
-		}
-		step := int(math.Round(float64(target-k) / b.perWord))
-		if step == 0 {
-			step = 1
-			if k > target {
-				step = -1
-			}
-		}
-		nw += step
 	}
-	return best, nil
+	if lo > 0 {
+		b.perWord = 0.8*b.perWord + 0.2*float64(klo)/float64(lo)
+	}
+	text := strings.Join(ws[:lo], " ")
+	// A filler that fits is used again; one that overshoots is dropped
+	// for the next.
+	for f := 0; klo < target && f < len(fillers); {
+		cand := strings.TrimSpace(text + " " + fillers[f])
+		k, err := b.tok.Count(b.ctx, cand)
+		if err != nil {
+			return Prompt{}, err
+		}
+		if k <= target && k > klo {
+			text, klo = cand, k
+		} else {
+			f++
+		}
+	}
+	return Prompt{Text: text, Tokens: klo, Exact: true}, nil
 }
+
+// fillers are short words that most tokenizers count as one token.
+var fillers = []string{"a", "I", "x", "of", "to", "in", "it", "is"}
 
 func abs(x int) int {
 	if x < 0 {

@@ -2,6 +2,8 @@ package loadgen
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
 	"os"
 	"testing"
 	"time"
@@ -76,5 +78,58 @@ func TestRunnerAgainstLlamaServer(t *testing.T) {
 	}
 	if ok != 16 || tokens == 0 {
 		t.Fatalf("%d successful requests of 16 tokens (want 16), %d chunk events", ok, tokens)
+	}
+}
+
+// llama-server's own view comes back with the stream (timings), its
+// tokenizer makes synthetic prompts exactly as long as asked, and its
+// /metrics is scraped into samples.
+func TestServerSideTruthFromLlamaServer(t *testing.T) {
+	url := testenv.LlamaServer(t)
+	ctx := context.Background()
+	tok := &HTTPTokenizer{BaseURL: url, Model: "tiny"}
+	ds := Dataset{Kind: "synthetic", PromptTokens: Dist{Dist: "uniform", Min: 40, Max: 200}, OutputTokens: Dist{Mean: 12}}
+	ps, err := ds.Load(ctx, 6, rand.New(rand.NewPCG(1, 2)), tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewClient(url, "tiny")
+	for i, p := range ps {
+		if !p.Exact {
+			t.Fatalf("prompt %d: length not counted by the server", i)
+		}
+		res := c.Do(ctx, fmt.Sprint(i), p.Text, p.MaxTokens, c.Clock.Now())
+		q := res.Request
+		if q.Status != schemas.StatusOK {
+			t.Fatal(q.Error)
+		}
+		// The usage report counts the prompt as the tokenizer did (plus a
+		// BOS token the server may add).
+		if d := int(q.PromptTokens) - p.Tokens; d < 0 || d > 1 {
+			t.Errorf("prompt %d: built for %d tokens, server counted %d", i, p.Tokens, q.PromptTokens)
+		}
+		if q.ServerPrefill <= 0 || q.ServerDecode <= 0 {
+			t.Errorf("prompt %d: no server timings (%d, %d)", i, q.ServerPrefill, q.ServerDecode)
+		}
+		// The server's decode time fits inside the client's first-to-last
+		// token span plus one token's worth.
+		if span := q.Done - q.FirstToken; q.ServerDecode > span+int64(50*time.Millisecond) {
+			t.Errorf("prompt %d: server decode %v beyond client span %v", i, time.Duration(q.ServerDecode), time.Duration(span))
+		}
+	}
+	sc := &Scraper{URL: url + "/metrics", RunID: "r", Clock: NewClock()}
+	b, err := sc.Scrape(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]float64{}
+	for _, s := range b.Samples {
+		names[s.Name] = s.Value
+	}
+	if v, ok := names["llamacpp:tokens_predicted_total"]; !ok || v < 12 {
+		t.Fatalf("scraped %d samples, tokens_predicted_total %v", len(b.Samples), v)
+	}
+	if err := b.Validate(0, 1<<62); err != nil {
+		t.Fatal(err)
 	}
 }

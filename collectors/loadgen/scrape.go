@@ -118,14 +118,11 @@ func Flatten(fams map[string]*dto.MetricFamily, ts int64, match []string) []sche
 			continue
 		}
 		for _, m := range f.GetMetric() {
-			ls := labels(m.GetLabel())
+			ls := labels(m.GetLabel(), "")
 			add := func(n, extra string, v float64) {
 				l := ls
 				if extra != "" {
-					if l != "" {
-						l += ","
-					}
-					l += extra
+					l = labels(m.GetLabel(), extra)
 				}
 				out = append(out, schemas.MetricSample{TS: ts, Name: n, Labels: l, Value: v})
 			}
@@ -162,8 +159,13 @@ func Flatten(fams map[string]*dto.MetricFamily, ts int64, match []string) []sche
 	return out
 }
 
-func labels(ls []*dto.LabelPair) string {
-	parts := make([]string, 0, len(ls))
+// labels renders label pairs canonically (sorted name="value" joined by
+// commas), with extra (one rendered pair such as le="0.5") among them.
+func labels(ls []*dto.LabelPair, extra string) string {
+	parts := make([]string, 0, len(ls)+1)
+	if extra != "" {
+		parts = append(parts, extra)
+	}
 	for _, l := range ls {
 		parts = append(parts, l.GetName()+`="`+strings.ReplaceAll(l.GetValue(), `"`, `\"`)+`"`)
 	}

@@ -65,22 +65,72 @@ func sharedTools() (string, error) {
 	}
 }
 
-func startLlama() (string, error) {
-	if os.Geteuid() != 0 {
-		return "", fmt.Errorf("needs root (debootstrap and chroot)")
+var (
+	setupOnce            sync.Once
+	setupModel, setupErr = "", error(nil)
+)
+
+// llamaSetup builds the llama-server root filesystem once (setup.sh) and
+// returns the model's path inside it.
+func llamaSetup() (string, error) {
+	setupOnce.Do(func() {
+		if os.Geteuid() != 0 {
+			setupErr = fmt.Errorf("needs root (debootstrap and chroot)")
+			return
+		}
+		tools, err := sharedTools()
+		if err != nil {
+			setupErr = err
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, "bash", filepath.Join(tools, "setup.sh"), llamaRoot).CombinedOutput()
+		if err != nil {
+			setupErr = fmt.Errorf("setup.sh: %v: %s", err, tail(out, 1500))
+			return
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		setupModel = strings.TrimPrefix(lines[len(lines)-1], llamaRoot)
+	})
+	return setupModel, setupErr
+}
+
+// LlamaRoot returns the root filesystem holding llama-server (entered with
+// chroot, /proc mounted) and the model's path inside it, for tests that
+// launch llama-server themselves. Same skip rules as LlamaServer.
+func LlamaRoot(t testing.TB) (root, model string) {
+	t.Helper()
+	if os.Getenv("LEM_E2E") == "0" {
+		t.Skip("LEM_E2E=0: tests needing llama-server are off")
 	}
+	model, err := llamaSetup()
+	if err == nil {
+		proc := filepath.Join(llamaRoot, "proc")
+		if exec.Command("mountpoint", "-q", proc).Run() != nil {
+			if out, merr := exec.Command("mount", "--bind", "/proc", proc).CombinedOutput(); merr != nil {
+				err = fmt.Errorf("mounting /proc in %s: %v: %s", llamaRoot, merr, out)
+			}
+		}
+	}
+	if err != nil {
+		if os.Getenv("LEM_E2E") != "1" {
+			t.Skipf("skipping: llama-server unavailable: %v (LEM_E2E=1 makes this a failure)", err)
+		}
+		t.Fatalf("llama-server: %v", err)
+	}
+	return llamaRoot, model
+}
+
+func startLlama() (string, error) {
 	tools, err := sharedTools()
 	if err != nil {
 		return "", err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "bash", filepath.Join(tools, "setup.sh"), llamaRoot).CombinedOutput()
+	model, err := llamaSetup()
 	if err != nil {
-		return "", fmt.Errorf("setup.sh: %v: %s", err, tail(out, 1500))
+		return "", err
 	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	model := strings.TrimPrefix(lines[len(lines)-1], llamaRoot)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err

@@ -267,8 +267,10 @@ func fillWorkload(w *Workload, d Workload) {
 	if w.Dataset.Kind == "synthetic" && w.Dataset.PromptTokens == (loadgen.Dist{}) {
 		w.Dataset.PromptTokens = d.Dataset.PromptTokens
 	}
-	if w.Dataset.OutputTokens == (loadgen.Dist{}) {
-		w.Dataset.OutputTokens = d.Dataset.OutputTokens
+	if o := &w.Dataset.OutputTokens; (o.Dist == "" || o.Dist == "fixed") && o.Mean == 0 {
+		// Only bounds given (e.g. a ShareGPT cap): the default length for
+		// prompts that do not bring their own.
+		o.Mean = d.Dataset.OutputTokens.Mean
 	}
 	if w.Dataset.PromptTokens.Dist == "" {
 		w.Dataset.PromptTokens.Dist = "fixed"

@@ -1,0 +1,178 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/llm-energy-measure/lem/analytics"
+	"github.com/llm-energy-measure/lem/collectors/loadgen/experiment"
+	"github.com/llm-energy-measure/lem/internal/pqstore"
+	"github.com/llm-energy-measure/lem/internal/testenv"
+	"github.com/llm-energy-measure/lem/schemas"
+)
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// runExperiment runs an experiment file through `lem run` in-process and
+// returns its stdout and the results.
+func runExperiment(t *testing.T, yaml string) (string, []*analytics.RunResult, *experiment.Config) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "exp.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, notes, err := loadExperiment(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	e := &experimentRun{cfg: cfg, notes: notes, log: zerolog.Nop(), quiet: true, out: &out}
+	res, err := e.execute(context.Background())
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	return out.String(), res, cfg
+}
+
+// `lem run` launches lem's reference server (its protocol-test model: no
+// torch here), runs a two-configuration sweep with the simulated GPU, and
+// stores requests with the server's own timings, tokens and the server's
+// scraped metrics; the results cover both configurations.
+func TestRunReferenceServerSweep(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	dir := t.TempDir()
+	out, res, cfg := runExperiment(t, fmt.Sprintf(`
+experiment: ref-sweep
+out: %s
+backend: {kind: pytorch, model: "toy:", port: %d, pytorch: {max_batch_size: 4, batching: dynamic}}
+workload:
+  requests: 10
+  warmup: 2
+  arrival: {concurrency: 4}
+  dataset: {prompt_tokens: {dist: uniform, min: 10, max: 40}, output_tokens: {mean: 12}}
+sweep:
+  - name: closed4
+  - name: open
+    workload: {arrival: {process: poisson, rate: 40}}
+measurement: {cycles: 2, baseline: 1s, settle: 500ms, cooldown: {min: 200ms, max: 1s}}
+collectors: {gpu: sim, rapl: "off", scrape: {interval: 200ms}}
+`, dir, freePort(t)))
+	if len(res) != 2 {
+		t.Fatalf("%d results", len(res))
+	}
+	for _, r := range res {
+		if len(r.Cycles) != 2 || r.Cycles[0].Requests != 10 || r.Cycles[0].Failed != 0 || r.Cycles[0].OutputTokens != 120 || !(r.Cycles[0].EnergyJ > 0) {
+			t.Fatalf("%s: %+v", r.RunID, r.Cycles)
+		}
+		if len(r.BaselineW) != 1 {
+			t.Errorf("%s: no idle baseline", r.RunID)
+		}
+	}
+	for _, want := range []string{"configurations (mean ± 95% CI over cycles)", "closed4", "open", ",simulated"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	st := &analytics.ParquetStore{Dir: cfg.Output.Parquet}
+	reqs, err := st.Requests(context.Background(), res[0].RunID)
+	if err != nil || len(reqs) != 20 {
+		t.Fatalf("%d requests, %v", len(reqs), err)
+	}
+	for _, q := range reqs {
+		if q.ServerDecode <= 0 || q.PromptTokens == 0 {
+			t.Fatalf("request without the server's timings or usage: %+v", q)
+		}
+	}
+	m := schemas.NewRows(schemas.KindMetric).(*schemas.MetricRows)
+	if err := pqstore.ReadTable(cfg.Output.Parquet, m.Table()); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for i, name := range m.Name.V {
+		if name == "lem_ref:generation_tokens_total" && m.Value.V[i] > 0 {
+			seen[m.RunID.V[i]] = true
+		}
+	}
+	if !seen[res[0].RunID] || !seen[res[1].RunID] {
+		t.Fatalf("server metrics scraped for %v", seen)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "lem-pyserver.py")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// `lem run` launches llama.cpp's real llama-server (CPU, tiny model) from
+// its native configuration and measures it: exact prompt lengths through
+// its tokenizer, its per-request timings, its /metrics.
+func TestRunLaunchesLlamaServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	root, model := testenv.LlamaRoot(t)
+	_, res, cfg := runExperiment(t, fmt.Sprintf(`
+experiment: llamacpp
+out: %s
+backend:
+  kind: llama.cpp
+  model: %s
+  served_model_name: tiny
+  port: %d
+  command: [chroot, %s, llama-server]
+  llama_cpp: {ctx_size: 4096, parallel: 4}
+workload:
+  requests: 8
+  arrival: {concurrency: 4}
+  dataset: {prompt_tokens: {mean: 64}, output_tokens: {mean: 16}}
+measurement: {cycles: 2, baseline: 1s, settle: 200ms, cooldown: {min: 200ms, max: 1s}}
+collectors: {gpu: sim, rapl: "off"}
+`, t.TempDir(), model, freePort(t), root))
+	r := res[0]
+	if len(r.Cycles) != 2 || r.Cycles[1].Requests != 8 || r.Cycles[1].Failed != 0 || r.Cycles[1].OutputTokens != 128 {
+		t.Fatalf("%+v", r.Cycles)
+	}
+	reqs, _ := (&analytics.ParquetStore{Dir: cfg.Output.Parquet}).Requests(context.Background(), r.RunID)
+	for _, q := range reqs {
+		// 64 tokens built with the server's tokenizer (it may add BOS).
+		if q.PromptTokens < 64 || q.PromptTokens > 65 || q.ServerPrefill <= 0 || q.ServerDecode <= 0 {
+			t.Fatalf("request %+v", q)
+		}
+	}
+}
+
+func TestCheckConfigAndShow(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "e.yaml")
+	os.WriteFile(path, []byte("backend: {kind: llama.cpp, model: m.gguf, precision: bfloat16, quantization: {enabled: true}}\n"), 0o644)
+	var errb bytes.Buffer
+	if code := run([]string{"check-config", path}, os.Stdout, &errb); code != 1 ||
+		!strings.Contains(errb.String(), "backend.quantization.bits: quantisation is enabled without a bit width") ||
+		!strings.Contains(errb.String(), "backend.precision: precision fp32/fp16/bf16 is not supported by llama.cpp") {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	os.WriteFile(path, []byte("backend: {kind: vllm, model: m, precision: bfloat16}\n"), 0o644)
+	outs := captureStdout(t, func() {
+		if code := run([]string{"config", "show", path}, os.Stdout, &errb); code != 0 {
+			t.Fatalf("config show: %s", errb.String())
+		}
+	})
+	if outs != "backend.kind: vllm\nbackend.model: m\nbackend.precision: bf16\n# normalised backend.precision: \"bfloat16\" → \"bf16\"\n" {
+		t.Fatalf("config show:\n%s", outs)
+	}
+}

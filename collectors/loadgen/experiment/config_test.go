@@ -1,0 +1,158 @@
+package experiment
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/llm-energy-measure/lem/collectors/loadgen"
+)
+
+func parse(t *testing.T, y string) *Config {
+	t.Helper()
+	c, err := Parse([]byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Normalize()
+	return c
+}
+
+// Unknown keys are errors naming the key and its line, not ignored.
+func TestStrictDecoding(t *testing.T) {
+	_, err := Parse([]byte("experiment: x\nbackend:\n  kind: vllm\n  modle: m\n"))
+	if err == nil || !strings.Contains(err.Error(), "line 4") || !strings.Contains(err.Error(), "modle") {
+		t.Fatalf("got %v", err)
+	}
+	if _, err := Parse([]byte("experiment: x\n---\nexperiment: y\n")); err == nil {
+		t.Fatal("two documents accepted")
+	}
+	if _, err := Parse(nil); err == nil {
+		t.Fatal("empty file accepted")
+	}
+	if _, err := Parse([]byte("measurement: {baseline: 30}\n")); err == nil || !strings.Contains(err.Error(), "duration") {
+		t.Fatalf("bad duration: %v", err)
+	}
+}
+
+func TestValidationNamesParameters(t *testing.T) {
+	c := parse(t, `
+backend: {kind: vllm, model: m, max_model_len: 1000}
+workload:
+  api: stream
+  arrival: {process: gamma, rate: 5}
+  dataset: {prompt_tokens: {dist: fixed, mean: 900}, output_tokens: {mean: 200}}
+  sampling: {preset: wild, top_p: 1.5}
+measurement: {cycles: -1}
+collectors: {gpu: rocm, counter_cpu_budget: 4}
+output: {store: sqlite}
+`)
+	var got []string
+	for _, e := range c.Validate() {
+		got = append(got, e.Error())
+	}
+	for _, want := range []string{
+		`workload.api: unknown "stream"`,
+		"workload.arrival.burstiness: gamma arrivals need a positive coefficient",
+		`workload.sampling.preset: unknown "wild"`,
+		"workload.sampling.top_p: 1.5 outside [0, 1]",
+		"workload.dataset: prompt plus output tokens can exceed backend.max_model_len 1000",
+		"measurement.cycles: at least 1",
+		`collectors.gpu: unknown "rocm"`,
+		"collectors.counter_cpu_budget: 4 is a fraction of one core",
+		`output.store: unknown "sqlite"`,
+	} {
+		found := false
+		for _, g := range got {
+			found = found || strings.Contains(g, want)
+		}
+		if !found {
+			t.Errorf("missing %q in %q", want, got)
+		}
+	}
+}
+
+// A sweep variant overrides only what it names; an arrival override with a
+// concurrency but no process becomes a closed loop.
+func TestSweepOverrides(t *testing.T) {
+	c := parse(t, `
+backend: {kind: external, endpoint: "http://x", model: m}
+workload:
+  requests: 50
+  arrival: {process: poisson, rate: 4}
+  dataset: {prompt_tokens: {mean: 300}, output_tokens: {mean: 30}}
+sweep:
+  - name: closed
+    workload: {arrival: {concurrency: 8}}
+  - name: faster
+    workload: {arrival: {rate: 16}, ignore_eos: false}
+  - name: same
+`)
+	if errs := c.Validate(); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	runs, err := c.Runs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(runs) != 3 {
+		t.Fatalf("%d runs", len(runs))
+	}
+	if a := runs[0].Workload.Arrival; a.Process != loadgen.ArrivalConcurrency || a.Concurrency != 8 || runs[0].Workload.Requests != 50 {
+		t.Fatalf("closed: %+v", runs[0].Workload)
+	}
+	if a := runs[1].Workload.Arrival; a.Process != loadgen.ArrivalPoisson || a.Rate != 16 || *runs[1].Workload.IgnoreEOS {
+		t.Fatalf("faster: %+v", a)
+	}
+	if !*c.Workload.IgnoreEOS || !*runs[2].Workload.IgnoreEOS || runs[2].Workload.Dataset.PromptTokens.Mean != 300 {
+		t.Fatal("an override wrote through to the base workload")
+	}
+	bad := parse(t, "backend: {kind: external, endpoint: x, model: m}\nsweep:\n  - name: a\n    workload: {arival: {rate: 1}}\n")
+	if _, err := bad.Runs(); err == nil || !strings.Contains(err.Error(), "arival") {
+		t.Fatalf("misspelt override: %v", err)
+	}
+}
+
+// config show prints exactly what differs from the defaults.
+func TestShowNonDefault(t *testing.T) {
+	y := "backend: {kind: vllm, model: m, precision: bfloat16}\nworkload: {requests: 100, arrival: {concurrency: 32}}\nmeasurement: {cycles: 3}\n"
+	c, err := Parse([]byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	notes := c.Normalize()
+	var b strings.Builder
+	if err := ShowNonDefault(&b, c, notes); err != nil {
+		t.Fatal(err)
+	}
+	want := "backend.kind: vllm\nbackend.model: m\nbackend.precision: bf16\nworkload.arrival.concurrency: 32\n" +
+		"# normalised backend.precision: \"bfloat16\" → \"bf16\"\n"
+	if b.String() != want {
+		t.Fatalf("got\n%s\nwant\n%s", b.String(), want)
+	}
+}
+
+// Every example experiment under deploy/experiments is valid.
+func TestExamplesValid(t *testing.T) {
+	files, _ := filepath.Glob("../../../deploy/experiments/*.yaml")
+	if len(files) < 7 {
+		t.Fatalf("%d example experiments", len(files))
+	}
+	kinds := map[string]bool{}
+	for _, f := range files {
+		c, err := Load(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Normalize()
+		if errs := c.Validate(); len(errs) > 0 {
+			t.Errorf("%s: %v", f, errs)
+		}
+		kinds[c.Backend.Kind] = true
+	}
+	for _, k := range []string{"vllm", "tensorrt-llm", "sglang", "tgi", "llama.cpp", "pytorch", "external"} {
+		if !kinds[k] {
+			t.Errorf("no example for backend %s", k)
+		}
+	}
+}
