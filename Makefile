@@ -64,6 +64,7 @@ bench: clickhouse
 	@mkdir -p $(CGO_TMP)
 	TMPDIR=$(CGO_TMP) $(GO) test -run XXX -bench . -benchmem ./schemas
 	TMPDIR=$(CGO_TMP) LEM_E2E=1 $(GO) test -run XXX -bench EndToEnd -benchmem -benchtime 3x ./ingest
+	TMPDIR=$(CGO_TMP) $(GO) test -run XXX -bench 'TimestampAccuracy|PoissonKS' -benchtime 3x ./collectors/loadgen
 
 fuzz:
 	@mkdir -p $(CGO_TMP)

@@ -30,6 +30,12 @@ type Arrival struct {
 	Trace       string  `yaml:"trace"`       // file: one offset in seconds per line, or JSONL {"t": s, ...}
 	// TimeScale stretches trace offsets (0.5 replays twice as fast).
 	TimeScale float64 `yaml:"time_scale"`
+	// CoarseTiming paces open-loop arrivals with timers alone (~1 ms late,
+	// bunched on ticks) instead of spinning through the last 1.5 ms before
+	// each deadline; the spin costs client CPU (up to a core at ≥ 1,000
+	// requests/s), which matters when the load generator shares the
+	// measured host's CPU energy.
+	CoarseTiming bool `yaml:"coarse_timing"`
 }
 
 // Validate names the first wrong field.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -233,56 +234,57 @@ func (r *Runner) Cycle(ctx context.Context, cycle int) error {
 	done, failed := 0, 0
 	sem := make(chan struct{}, max(c.Arrival.Concurrency, 1))
 	start := clk.Now()
+	send := func(i int, scheduled int64, closed bool) {
+		defer wg.Done()
+		id := fmt.Sprintf("%s-c%d-r%d", c.RunID, cycle, i)
+		p := prompts[i]
+		r.InFlight.Add(1)
+		rctx, cancel := context.WithTimeout(ctx, c.Timeout)
+		res := r.client.Do(rctx, id, p.Text, p.MaxTokens, scheduled)
+		cancel()
+		r.InFlight.Add(-1)
+		res.Request.Cycle = uint32(cycle)
+		if closed {
+			<-sem
+		}
+		err := r.add(res)
+		mu.Lock()
+		if err != nil {
+			pubErr = err
+		}
+		r.Results[cycle] = append(r.Results[cycle], res)
+		done++
+		if res.Request.Status != schemas.StatusOK {
+			failed++
+		}
+		if c.Progress != nil {
+			c.Progress(cycle, done, n, failed)
+		}
+		mu.Unlock()
+	}
 	for i := 0; i < n && ctx.Err() == nil; i++ {
 		if c.Duration > 0 && clk.Now()-start >= int64(c.Duration) {
 			break
 		}
-		var scheduled int64
 		if sched == nil {
 			select {
 			case sem <- struct{}{}:
 			case <-ctx.Done():
+				continue
 			}
-			scheduled = clk.Now()
-		} else {
-			// Absolute deadlines: relative sleeps would under-deliver.
-			scheduled = start + sched[i]
-			if d := time.Duration(scheduled - clk.Now()); d > 0 && !sleepCtx(ctx, d) {
-				break
-			}
+			wg.Add(1)
+			go send(i, clk.Now(), true)
+			continue
 		}
-		if ctx.Err() != nil {
+		scheduled := start + sched[i]
+		if c.Duration > 0 && scheduled-start >= int64(c.Duration) {
 			break
 		}
-		id := fmt.Sprintf("%s-c%d-r%d", c.RunID, cycle, i)
-		p := prompts[i]
+		if !pace(ctx, clk, scheduled, c.Arrival.CoarseTiming) {
+			break
+		}
 		wg.Add(1)
-		r.InFlight.Add(1)
-		go func() {
-			defer wg.Done()
-			rctx, cancel := context.WithTimeout(ctx, c.Timeout)
-			res := r.client.Do(rctx, id, p.Text, p.MaxTokens, scheduled)
-			cancel()
-			r.InFlight.Add(-1)
-			res.Request.Cycle = uint32(cycle)
-			if sched == nil {
-				<-sem
-			}
-			err := r.add(res)
-			mu.Lock()
-			if err != nil {
-				pubErr = err
-			}
-			r.Results[cycle] = append(r.Results[cycle], res)
-			done++
-			if res.Request.Status != schemas.StatusOK {
-				failed++
-			}
-			if c.Progress != nil {
-				c.Progress(cycle, done, n, failed)
-			}
-			mu.Unlock()
-		}()
+		go send(i, scheduled, false)
 	}
 	wg.Wait()
 	if err := r.flush(); err != nil {
@@ -342,6 +344,32 @@ func (r *Runner) flushLocked() error {
 	r.toks.RequestIDs = r.toks.RequestIDs[:0]
 	r.toks.Tokens = r.toks.Tokens[:0]
 	return nil
+}
+
+// spinWindow is how long before a deadline the pacer stops sleeping and
+// spins: timers wake up to ~1 ms late on common kernels (measured here:
+// a 50 µs sleep took 1.05 ms), which would bunch open-loop arrivals on
+// millisecond ticks and distort the process being simulated.
+const spinWindow = 1500 * time.Microsecond
+
+// pace waits until deadline (ns, clk's time base): a timer sleep to within
+// spinWindow, then a yielding spin, unless coarse. It returns false if ctx
+// ended.
+func pace(ctx context.Context, clk Clock, deadline int64, coarse bool) bool {
+	if coarse {
+		d := time.Duration(deadline - clk.Now())
+		return d <= 0 || sleepCtx(ctx, d)
+	}
+	if d := time.Duration(deadline-clk.Now()) - spinWindow; d > 0 && !sleepCtx(ctx, d) {
+		return false
+	}
+	for clk.Now() < deadline {
+		if ctx.Err() != nil {
+			return false
+		}
+		runtime.Gosched()
+	}
+	return true
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {

@@ -1,0 +1,176 @@
+package loadgen
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"net"
+	"net/http"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/llm-energy-measure/lem/schemas"
+)
+
+// pacedServer streams Tokens chunks per request, one every ITL, to absolute
+// deadlines, and records when each chunk was written and flushed (on the
+// client's own clock, shared in-process): the truth the client's stamps
+// are compared with.
+type pacedServer struct {
+	Tokens int
+	ITL    time.Duration
+	Clock  Clock
+	mu     sync.Mutex
+	sent   map[string][]int64 // Idempotency-Key (request id) → write stamps
+}
+
+func (s *pacedServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	id := r.Header.Get("Idempotency-Key")
+	var body struct {
+		MaxTokens int `json:"max_tokens"`
+	}
+	_ = json.NewDecoder(r.Body).Decode(&body)
+	n := s.Tokens
+	if body.MaxTokens > 0 {
+		n = body.MaxTokens
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.WriteHeader(http.StatusOK)
+	fl := w.(http.Flusher)
+	fl.Flush()
+	stamps := make([]int64, 0, n)
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		if d := time.Until(start.Add(time.Duration(i+1) * s.ITL)); d > 0 {
+			time.Sleep(d)
+		}
+		fmt.Fprintf(w, "data: {\"choices\":[{\"index\":0,\"text\":\"t%d\"}]}\n\n", i)
+		fl.Flush()
+		stamps = append(stamps, s.Clock.Now())
+	}
+	s.mu.Lock()
+	s.sent[id] = stamps // before the stream ends, so the client finds it
+	s.mu.Unlock()
+	fmt.Fprintf(w, "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":%d}}\n\ndata: [DONE]\n\n", n)
+	fl.Flush()
+}
+
+func startServer(b *testing.B, h http.Handler) string {
+	b.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(ln)
+	b.Cleanup(func() { srv.Close() })
+	return "http://" + ln.Addr().String()
+}
+
+func quantile(xs []float64, q float64) float64 {
+	sort.Float64s(xs)
+	return xs[min(len(xs)-1, int(q*float64(len(xs))))]
+}
+
+// BenchmarkTimestampAccuracy: N concurrent streams, 20 tokens each at
+// 50 ms; the error of every client stamp against the server's write stamp
+// (p50, p99, max, in ms). Started within 200 ms of each other, on
+// connections opened by a warm-up round (as after a run's warm-up: the
+// connection setup of N streams at once is not what is measured).
+func BenchmarkTimestampAccuracy(b *testing.B) {
+	for _, n := range []int{100, 1000, 5000} {
+		b.Run(fmt.Sprintf("streams=%d", n), func(b *testing.B) {
+			clk := NewClock()
+			srv := &pacedServer{Tokens: 20, ITL: 50 * time.Millisecond, Clock: clk, sent: map[string][]int64{}}
+			url := startServer(b, srv)
+			c := NewClient(url, "m")
+			c.Clock = clk
+			var warm sync.WaitGroup
+			for i := 0; i < n; i++ {
+				warm.Add(1)
+				go func() { defer warm.Done(); c.Do(context.Background(), fmt.Sprint("warm-", i), "p", 1, clk.Now()) }()
+			}
+			warm.Wait()
+			b.ResetTimer()
+			var errs, first, later []float64
+			for it := 0; it < b.N; it++ {
+				results := make([]Result, n)
+				var wg sync.WaitGroup
+				for i := 0; i < n; i++ {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						time.Sleep(time.Duration(i) * 200 * time.Millisecond / time.Duration(n))
+						results[i] = c.Do(context.Background(), fmt.Sprintf("%d-%d", it, i), "p", 20, clk.Now())
+					}()
+				}
+				wg.Wait()
+				for i, r := range results {
+					if r.Request.Status != schemas.StatusOK {
+						b.Fatalf("request %d: %s", i, r.Request.Error)
+					}
+					sent := srv.sent[r.Request.ID]
+					if len(sent) != len(r.Chunks) {
+						b.Fatalf("request %d: %d chunks read, %d written", i, len(r.Chunks), len(sent))
+					}
+					for k, ch := range r.Chunks {
+						e := float64(ch.TS-sent[k]) / 1e6
+						errs = append(errs, e)
+						if k < 3 {
+							first = append(first, e)
+						} else {
+							later = append(later, e)
+						}
+					}
+				}
+			}
+			if testing.Verbose() {
+				b.Logf("p90 %.2f p95 %.2f p99.9 %.2f; first 3 tokens p99 %.2f, later p99 %.2f", quantile(errs, 0.9), quantile(errs, 0.95),
+					quantile(errs, 0.999), quantile(first, 0.99), quantile(later, 0.99))
+			}
+			b.ReportMetric(quantile(errs, 0.5), "p50-ms")
+			b.ReportMetric(quantile(errs, 0.99), "p99-ms")
+			b.ReportMetric(quantile(errs, 1), "max-ms")
+			b.ReportMetric(float64(len(errs))/float64(b.N), "stamps/op")
+		})
+	}
+}
+
+// BenchmarkPoissonKS: the runner sends N requests as a Poisson process at
+// a rate; the KS statistic of the gaps between actual send stamps against
+// the exponential (and the 1% critical value 1.63/√N for comparison).
+func BenchmarkPoissonKS(b *testing.B) {
+	for _, rate := range []float64{500, 2000} {
+		b.Run(fmt.Sprintf("rate=%g", rate), func(b *testing.B) {
+			clk := NewClock()
+			srv := &pacedServer{Tokens: 1, ITL: time.Millisecond, Clock: clk, sent: map[string][]int64{}}
+			url := startServer(b, srv)
+			n := 4000
+			var ks []float64
+			for it := 0; it < b.N; it++ {
+				c := NewClient(url, "m")
+				c.Clock = clk
+				r := NewRunner(RunConfig{RunID: fmt.Sprint("ks", it), Cycles: 1, RequestsPerCycle: n, OutputTokens: 1,
+					Arrival: Arrival{Process: ArrivalPoisson, Rate: rate}, Seed: uint64(it + 1)}, c, nopPublisher{})
+				if err := r.Cycle(context.Background(), 0); err != nil {
+					b.Fatal(err)
+				}
+				var sent []int64
+				for _, res := range r.Results[0] {
+					sent = append(sent, res.Request.Sent)
+				}
+				sort.Slice(sent, func(i, j int) bool { return sent[i] < sent[j] })
+				ks = append(ks, KSExponential(sent, rate))
+			}
+			b.ReportMetric(quantile(ks, 0.5), "KS")
+			b.ReportMetric(1.63/math.Sqrt(float64(n)), "KS-crit-1%")
+		})
+	}
+}
+
+type nopPublisher struct{}
+
+func (nopPublisher) Publish(string, string, schemas.Event) error { return nil }
