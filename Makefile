@@ -74,6 +74,7 @@ fuzz:
 docs: build
 	./$(BIN) docs -o docs/events.md events
 	./$(BIN) docs -o docs/cli.md cli
+	./$(BIN) docs -o docs/backends.md backends
 
 vet:
 	@mkdir -p $(CGO_TMP)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"sort"
 	"text/tabwriter"
 
 	"github.com/llm-energy-measure/lem/schemas"
@@ -62,6 +63,36 @@ type RunResult struct {
 	Apportioned bool // some device is a MIG instance (figures apportioned)
 	// Requests holds each request's attributed energy, all cycles.
 	Requests []RequestEnergy
+	// Server holds the server's own per-request view where its responses
+	// report one (llama.cpp, the reference server): medians over the
+	// run's successful requests, beside the client's for cross-checking.
+	Server *ServerView
+}
+
+// ServerView compares the server-reported timings with the client's.
+type ServerView struct {
+	Requests                           int     // with server timings
+	QueueP50, PrefillP50, DecodeP50    float64 // ms, server-reported
+	ClientTTFTP50, ClientDecodeSpanP50 float64 // ms: first token − sent, last token − first token
+}
+
+func serverView(reqs []schemas.Request) *ServerView {
+	var q, p, d, ttft, span []float64
+	for _, r := range reqs {
+		if r.Status != schemas.StatusOK || (r.ServerPrefill == 0 && r.ServerDecode == 0) {
+			continue
+		}
+		q = append(q, float64(r.ServerQueue)/1e6)
+		p = append(p, float64(r.ServerPrefill)/1e6)
+		d = append(d, float64(r.ServerDecode)/1e6)
+		ttft = append(ttft, float64(r.FirstToken-r.Sent)/1e6)
+		span = append(span, float64(r.LastToken-r.FirstToken)/1e6)
+	}
+	if len(p) == 0 {
+		return nil
+	}
+	return &ServerView{Requests: len(p), QueueP50: Percentile(q, 50), PrefillP50: Percentile(p, 50), DecodeP50: Percentile(d, 50),
+		ClientTTFTP50: Percentile(ttft, 50), ClientDecodeSpanP50: Percentile(span, 50)}
 }
 
 // Metrics summarised over cycles, in table order.
@@ -114,7 +145,9 @@ func AnalyzeRun(ctx context.Context, store Store, runID string) (*RunResult, err
 	if to == 0 {
 		return nil, fmt.Errorf("run %q: %w", runID, ErrNoRun)
 	}
-	margin := int64(3e9)
+	// Counter readings up to 10 s apart (the agent's CPU budget) must
+	// still bracket the first and last windows.
+	margin := int64(12e9)
 	devs := map[string]*deviceData{}
 	for _, d := range res.Devices {
 		rs, err := store.Energy(ctx, d, from-margin, to+margin)
@@ -143,6 +176,7 @@ func AnalyzeRun(ctx context.Context, store Store, runID string) (*RunResult, err
 	if err != nil {
 		return nil, err
 	}
+	res.Server = serverView(reqs)
 	toks, err := store.Tokens(ctx, runID)
 	if err != nil {
 		return nil, err
@@ -210,15 +244,17 @@ func (d *deviceData) hold() int64 {
 
 // window is the device's energy over [from, to]: the power series
 // calibrated to the counter when there is one (the counter fixes how much,
-// the samples when), else the counter interpolated. Quality and the
-// simulated mark come from the counter's coverage; with calibration the
-// edge uncertainty is half a sample period of power at each edge.
+// the samples when), else the counter interpolated. Without a series,
+// quality comes from the counter's coverage; with one, from the series'
+// (calibratedQuality); with calibration the edge uncertainty is half a
+// sample period of power at each edge.
 func (d *deviceData) window(from, to int64) Window {
 	w := WindowEnergy(d.readings, from, to)
 	if len(d.power) == 0 || math.IsNaN(w.Joules) {
 		return w
 	}
 	w.Joules = CalibratedEnergy(d.readings, d.power, d.hold(), from, to)
+	w.Quality = calibratedQuality(d.readings, d.power, d.hold(), from, to)
 	half := d.hold() / 6 // half of one period
 	edge := func(t int64) float64 {
 		j, _ := IntegratePower(d.power, t-half, t+half, d.hold())
@@ -226,6 +262,48 @@ func (d *deviceData) window(from, to int64) Window {
 	}
 	w.EdgeUncJ = math.Hypot(edge(from), edge(to))
 	return w
+}
+
+// calibratedQuality flags a window of the calibrated timeline: gaps when
+// the counter does not bracket it (no reading within 10 s before its start
+// or after its end), when it resets inside, or when the series has a hole
+// longer than hold inside it; too_short under two sample periods;
+// low_resolution under 200 ms (ten periods of the 20 ms buffer). The
+// counter's own spacing does not matter here: the series carries the
+// timing, the counter only the totals between its readings.
+func calibratedQuality(rs []Reading, ps []schemas.PowerSample, hold, from, to int64) string {
+	pts, _ := series(rs)
+	before, after := false, false
+	for i, p := range pts {
+		before = before || (p.t <= from && p.t >= from-10e9)
+		after = after || (p.t >= to && p.t <= to+10e9)
+		if i > 0 && p.t > from && pts[i-1].t < to && (rs[i].Reset || rs[i].Energy < rs[i-1].Energy) {
+			return QualityGaps
+		}
+	}
+	if !before || !after {
+		return QualityGaps
+	}
+	i := sort.Search(len(ps), func(i int) bool { return ps[i].TS > from })
+	if i == 0 || i == len(ps) {
+		return QualityGaps
+	}
+	for j := i; j < len(ps) && ps[j-1].TS < to; j++ {
+		if ps[j].TS-ps[j-1].TS > hold {
+			return QualityGaps
+		}
+	}
+	if ps[len(ps)-1].TS < to {
+		return QualityGaps
+	}
+	period := hold / 3
+	switch d := to - from; {
+	case d < 2*period:
+		return QualityTooShort
+	case d < 10*period:
+		return QualityLowRes
+	}
+	return QualityOK
 }
 
 func cycleResult(c uint32, from, to int64, run *RunResult, devs map[string]*deviceData,
@@ -380,6 +458,10 @@ func PrintRun(w io.Writer, r *RunResult) {
 		fmt.Fprintf(tw, "  %s\t%s\tCV %.1f%%\n", m, fmtCI(s), 100*s.CV)
 	}
 	tw.Flush()
+	if v := r.Server; v != nil {
+		fmt.Fprintf(w, "server-reported, p50 over %d requests: queue %.1f ms, prefill %.1f ms, decode %.1f ms; client: TTFT %.1f ms, first→last token %.1f ms\n",
+			v.Requests, v.QueueP50, v.PrefillP50, v.DecodeP50, v.ClientTTFTP50, v.ClientDecodeSpanP50)
+	}
 	if r.Simulated {
 		fmt.Fprintln(w, "NOTE: power came from the simulator (source=sim): these figures exercise the pipeline and are not measurements.")
 	}

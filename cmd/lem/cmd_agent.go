@@ -47,7 +47,7 @@ func init() {
 			metricsAddr := fs.String("metrics", "127.0.0.1:9465", "listen address of /metrics (empty: off)")
 			raplRoot := fs.String("rapl", "/sys/class/powercap", "powercap root for CPU/DRAM energy (empty: off)")
 			alsoInstant := fs.Bool("instant", false, "also read instant power (field 186) at 10 Hz beside the buffer, for validation")
-			plainCounter := fs.Bool("plain-counter", false, "read the energy counter whenever its timer fires (value 0-100 ms old, source nvml.counter) instead of aligned to its refresh")
+			alignedCounter := fs.Bool("aligned-counter", false, "read the energy counter aligned to its 100 ms refresh (stamped within a few ms, source nvml.counter.aligned; about twice the CPU per reading) instead of whenever its timer fires (value 0-100 ms old)")
 			chc := clickhouseFlags(fs)
 			logger := logFlags(fs)
 			return func([]string) error {
@@ -96,7 +96,7 @@ func init() {
 								Bool("buffer", g.HasBuffer).Bool("counter", g.HasCounter).Msg("gpu")
 						}
 						col = nvml.NewCollector(rd, nvml.Config{Publish: *publish, Counter: *counter, CounterBudget: *counterBudget,
-							AlsoInstant: *alsoInstant, PlainCounter: *plainCounter}, log)
+							AlsoInstant: *alsoInstant, AlignedCounter: *alignedCounter}, log)
 					}
 				}
 				if col != nil {

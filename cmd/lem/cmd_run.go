@@ -43,6 +43,7 @@ func init() {
 		setup: func(fs *flag.FlagSet) func([]string) error {
 			showTokens := fs.Bool("show-tokens", false, "print the streamed text of each cycle's first request as it arrives")
 			dryRun := fs.Bool("dry-run", false, "check the file, print the plan and the backend's command line, run nothing")
+			outDir := fs.String("out", "", "directory for logs and the local store (overrides the file's out:)")
 			chc := clickhouseFlags(fs)
 			logger := logFlags(fs)
 			return func(args []string) error {
@@ -52,6 +53,12 @@ func init() {
 				cfg, notes, err := loadExperiment(args[0])
 				if err != nil {
 					return err
+				}
+				if *outDir != "" {
+					if cfg.Output.Parquet == cfg.Out+"/store" {
+						cfg.Output.Parquet = filepath.Join(*outDir, "store")
+					}
+					cfg.Out = *outDir
 				}
 				ch, err := chc()
 				if err != nil {
@@ -260,7 +267,7 @@ func (e *experimentRun) execute(ctx context.Context) ([]*analytics.RunResult, er
 			return nil, fmt.Errorf("collectors.gpu nvml: %w (use collectors.gpu: sim to exercise the pipeline without a GPU)", err)
 		}
 		defer rd.Close()
-		cols = append(cols, nvml.NewCollector(rd, nvml.Config{CounterBudget: c.Collectors.CounterCPUBudget}, log))
+		cols = append(cols, nvml.NewCollector(rd, nvml.Config{CounterBudget: c.Collectors.CounterCPUBudget, AlignedCounter: c.Collectors.AlignedCounter}, log))
 		for _, g := range rd.GPUs {
 			devUUIDs = append(devUUIDs, g.ID.UUID)
 		}
@@ -493,6 +500,13 @@ func (e *experimentRun) execute(ctx context.Context) ([]*analytics.RunResult, er
 	// 7. The post-load tail, then stop everything and analyse.
 	sleepCtx(ctx, time.Second)
 	stopCols()
+	// Every event the collectors and runners published must be in the
+	// stream before ingest is told to drain it.
+	fctx, fcancel := context.WithTimeout(context.Background(), time.Minute)
+	if err := pub.Flush(fctx); err != nil {
+		log.Error().Err(err).Msg("flushing published events")
+	}
+	fcancel()
 	backboneStopped = true
 	stopBackbone()
 	if c.Output.NATS != "" {

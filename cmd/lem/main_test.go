@@ -24,7 +24,7 @@ func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 // The generated documents in docs/ must match what the binary produces;
 // `make docs` refreshes them.
 func TestGeneratedDocsUpToDate(t *testing.T) {
-	for file, want := range map[string]string{"events.md": schemas.EventsMarkdown(), "cli.md": cliMarkdown()} {
+	for file, want := range map[string]string{"events.md": schemas.EventsMarkdown(), "cli.md": cliMarkdown(), "backends.md": backendsMarkdown()} {
 		got, err := os.ReadFile(filepath.Join("..", "..", "docs", file))
 		if err != nil {
 			t.Fatal(err)

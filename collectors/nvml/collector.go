@@ -31,10 +31,12 @@ type Config struct {
 	AlsoInstant bool
 	// Clock is how often the driver-clock offset bounds are published: 10 s.
 	Clock time.Duration
-	// PlainCounter reads the counter once per period whenever the timer
-	// fires (source nvml.counter, value 0–100 ms old) instead of aligned
-	// to its refresh (nvml.counter.aligned, the default: ReadEnergyAligned).
-	PlainCounter bool
+	// AlignedCounter reads the counter aligned to its refresh
+	// (ReadEnergyAligned, source nvml.counter.aligned: stamped within a few
+	// ms) instead of whenever the timer fires (source nvml.counter, the
+	// default: one call, value 0–100 ms old). Aligned reads cost about
+	// twice the CPU per reading (docs/validation/nvml-h200.md).
+	AlignedCounter bool
 }
 
 func (c Config) withDefaults() Config {
@@ -88,7 +90,7 @@ func NewCollector(rd *Reader, cfg Config, log zerolog.Logger) *Collector {
 		b.power = schemas.PowerBatch{Origin: schemas.Origin{Host: rd.Host, Source: SourceBuffer}, Device: g.ID}
 		b.instant = schemas.PowerBatch{Origin: schemas.Origin{Host: rd.Host, Source: SourceInstant}, Device: g.ID}
 		ctr := SourceCounterAligned
-		if c.cfg.PlainCounter {
+		if !c.cfg.AlignedCounter {
 			ctr = SourceCounter
 		}
 		b.energy = schemas.EnergyBatch{Origin: schemas.Origin{Host: rd.Host, Source: ctr}, Device: g.ID}
@@ -152,7 +154,7 @@ func (c *Collector) Run(ctx context.Context, pub collectors.Publisher) error {
 		case <-ctrT.C:
 			c.readCounters()
 			next := c.nextCounterPeriod(processCPU(), time.Now())
-			if !c.cfg.PlainCounter {
+			if c.cfg.AlignedCounter {
 				// An aligned read waits for the refresh itself: wake half a
 				// refresh early so that a 100 ms period reads every refresh.
 				next = max(next-refreshGuess/2, time.Millisecond)
@@ -175,7 +177,7 @@ func (c *Collector) Run(ctx context.Context, pub collectors.Publisher) error {
 func (c *Collector) readCounters() {
 	for i, g := range c.rd.GPUs {
 		read := c.rd.ReadEnergyAligned
-		if c.cfg.PlainCounter {
+		if !c.cfg.AlignedCounter {
 			read = c.rd.ReadEnergy
 		}
 		if err := read(g, &c.st[i].energy); err != nil {

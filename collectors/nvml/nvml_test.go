@@ -344,7 +344,7 @@ func (r *recorder) Publish(subject, _ string, ev schemas.Event) error {
 func TestCollectorPublishesEachKind(t *testing.T) {
 	f := &fakeDriver{nowUS: 1_795_757_000_000_000, power: 400_000, energy: 10, refreshUS: 100_000, refreshPhaseUS: 37_000, ctrCallUS: 3_000}
 	rd := open(t, newServer(t, f), f)
-	c := NewCollector(rd, Config{}, zerolog.Nop())
+	c := NewCollector(rd, Config{AlignedCounter: true}, zerolog.Nop())
 	c.readCounters()
 	f.advance(1_000_000)
 	c.readCounters()
@@ -385,11 +385,11 @@ func TestCollectorPublishesEachKind(t *testing.T) {
 	}
 }
 
-// Plain reads (PlainCounter) take the counter whenever the timer fires.
-func TestPlainCounterOption(t *testing.T) {
+// Plain reads (the default) take the counter whenever the timer fires.
+func TestPlainCounterDefault(t *testing.T) {
 	f := &fakeDriver{nowUS: 1_795_757_000_000_000, power: 400_000, energy: 10}
 	rd := open(t, newServer(t, f), f)
-	c := NewCollector(rd, Config{PlainCounter: true}, zerolog.Nop())
+	c := NewCollector(rd, Config{}, zerolog.Nop())
 	c.readCounters()
 	f.advance(1_000_000)
 	c.readCounters()

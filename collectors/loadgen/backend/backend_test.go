@@ -146,8 +146,8 @@ func TestStartAndStopReferenceServer(t *testing.T) {
 		t.Fatal("server still running after Stop")
 	}
 	// A bad option: the server exits, and the error says why.
-	c.LoRA = []LoRA{{Name: "a", Path: "/nowhere"}}
 	l, _ = Command(&c, py)
+	l.Argv = append(l.Argv, "--lora", "a=/nowhere")
 	_, err = Start(ctx, l, c.BaseURL(), dir, filepath.Join(dir, "bad.log"), 30*time.Second)
 	if err == nil || !strings.Contains(err.Error(), "does not load adapters") {
 		t.Fatalf("want the server's own message, got %v", err)

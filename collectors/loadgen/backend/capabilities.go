@@ -70,7 +70,8 @@ var Capabilities = []Capability{
 		Used: func(c *Config) (bool, string) { return c.Parallelism.Data > 1, "backend.parallelism.data" }},
 	{Feature: "LoRA adapters",
 		Unsupported: map[string][2]string{
-			TRTLLM: {"not wired for trtllm-serve here", "vllm, sglang, tgi or llama.cpp"},
+			TRTLLM:  {"not wired for trtllm-serve here", "vllm, sglang, tgi or llama.cpp"},
+			PyTorch: {"the reference server does not load adapters", "vllm, sglang, tgi or llama.cpp"},
 		},
 		Used: func(c *Config) (bool, string) { return len(c.LoRA) > 0, "backend.lora" }},
 	{Feature: "speculative decoding",

@@ -87,6 +87,9 @@ type Collectors struct {
 	RAPL    string `yaml:"rapl"`    // powercap root; "" (default) uses /sys/class/powercap when present; "off"
 	// CounterCPUBudget is the NVML agent's CPU share per GPU (0.004).
 	CounterCPUBudget float64 `yaml:"counter_cpu_budget"`
+	// AlignedCounter reads the energy counter aligned to its refresh
+	// (stamped within a few ms, about twice the CPU per reading).
+	AlignedCounter bool `yaml:"aligned_counter"`
 	Scrape           Scrape  `yaml:"scrape"`
 }
 
