@@ -89,8 +89,8 @@ type Collectors struct {
 	CounterCPUBudget float64 `yaml:"counter_cpu_budget"`
 	// AlignedCounter reads the energy counter aligned to its refresh
 	// (stamped within a few ms, about twice the CPU per reading).
-	AlignedCounter bool `yaml:"aligned_counter"`
-	Scrape           Scrape  `yaml:"scrape"`
+	AlignedCounter bool   `yaml:"aligned_counter"`
+	Scrape         Scrape `yaml:"scrape"`
 }
 
 // Scrape is the server-metrics scraper.
