@@ -12,7 +12,7 @@ export CGO_CFLAGS := -O2 -Wno-deprecated-declarations
 CGO_TMP   := $(CURDIR)/.cache/cgo-tmp
 DEMO_OUT  ?= lem-demo
 
-.PHONY: all build build-device debootstrap demo demo-stop test test-short bench fuzz docs check-docs clickhouse vet clean
+.PHONY: all build build-device validate-gpu debootstrap demo demo-stop test test-short bench fuzz docs check-docs clickhouse vet clean
 
 all: build
 
@@ -24,6 +24,13 @@ build:
 build-device:
 	@mkdir -p $(CGO_TMP) .device-bin
 	TMPDIR=$(CGO_TMP) $(GO) build -ldflags "-s -w $(LDFLAGS)" -o .device-bin/lem ./cmd/lem
+
+# On a GPU machine: the NVML collector against a PyTorch workload with known
+# phases (docs/validation/nvml-h200.md). OUT names the report directory.
+OUT ?= validate-out
+validate-gpu:
+	@test -x .device-bin/lem || { echo "build it first where Go is: make build-device, then carry .device-bin/"; exit 1; }
+	bash collectors/nvml/validate/run.sh .device-bin/lem $(OUT)
 
 # A short measured experiment on embedded defaults: embedded JetStream,
 # simulated GPU power, the built-in synthetic streaming server, a local
