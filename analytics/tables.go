@@ -34,8 +34,12 @@ func timeColumn(table string) string {
 }
 
 func runScoped(table string) bool {
-	return table == schemas.TableRun || table == schemas.TableRequest || table == schemas.TableToken
+	return table == schemas.TableRun || table == schemas.TableRequest || table == schemas.TableToken || table == schemas.TableMetric
 }
+
+// RunScoped reports whether table's rows belong to runs (selected by run
+// id) rather than to devices (selected by time).
+func RunScoped(table string) bool { return runScoped(table) }
 
 // ReadTable implements TableReader with a parameterised SELECT.
 func (s *ClickHouseStore) ReadTable(ctx context.Context, t *schemas.Table, f Filter) error {
@@ -78,6 +82,8 @@ func (s *ClickHouseStore) ReadTable(ctx context.Context, t *schemas.Table, f Fil
 				dest[i] = new(uint32)
 			case *schemas.Col[uint8]:
 				dest[i] = new(uint8)
+			case *schemas.Col[float64]:
+				dest[i] = new(float64)
 			case *schemas.Col[[]string]:
 				dest[i] = new([]string)
 			}
@@ -99,6 +105,8 @@ func (s *ClickHouseStore) ReadTable(ctx context.Context, t *schemas.Table, f Fil
 				col.Append(*dest[i].(*uint32))
 			case *schemas.Col[uint8]:
 				col.Append(*dest[i].(*uint8))
+			case *schemas.Col[float64]:
+				col.Append(*dest[i].(*float64))
 			case *schemas.Col[[]string]:
 				col.Append(*dest[i].(*[]string))
 			}

@@ -13,6 +13,8 @@ type Column interface {
 	// Data returns the column's slice ([]int64, []string, ...), valid until
 	// the next append or Reset. The caller must not modify it.
 	Data() any
+	// Slice returns a column sharing rows [a, b) of this one.
+	Slice(a, b int) Column
 }
 
 // Col is a column of values of type T.
@@ -21,12 +23,15 @@ type Col[T any] struct {
 	V            []T
 }
 
-func (c *Col[T]) Name() string                  { return c.name }
-func (c *Col[T]) CHType() string                { return c.chType }
-func (c *Col[T]) Len() int                      { return len(c.V) }
-func (c *Col[T]) Reset()                        { c.V = c.V[:0] }
-func (c *Col[T]) Data() any                     { return c.V }
-func (c *Col[T]) Append(v T)                    { c.V = append(c.V, v) }
+func (c *Col[T]) Name() string   { return c.name }
+func (c *Col[T]) CHType() string { return c.chType }
+func (c *Col[T]) Len() int       { return len(c.V) }
+func (c *Col[T]) Reset()         { c.V = c.V[:0] }
+func (c *Col[T]) Data() any      { return c.V }
+func (c *Col[T]) Append(v T)     { c.V = append(c.V, v) }
+func (c *Col[T]) Slice(a, b int) Column {
+	return &Col[T]{name: c.name, chType: c.chType, V: c.V[a:b:b]}
+}
 func newCol[T any](name, chType string) *Col[T] { return &Col[T]{name: name, chType: chType} }
 
 // Table is a columnar block of rows bound for one ClickHouse table (or one
@@ -35,6 +40,15 @@ func newCol[T any](name, chType string) *Col[T] { return &Col[T]{name: name, chT
 type Table struct {
 	Name    string
 	Columns []Column
+}
+
+// Slice returns a table sharing rows [a, b) of t.
+func (t *Table) Slice(a, b int) *Table {
+	out := &Table{Name: t.Name, Columns: make([]Column, len(t.Columns))}
+	for i, c := range t.Columns {
+		out.Columns[i] = c.Slice(a, b)
+	}
+	return out
 }
 
 // Rows returns the number of complete rows.

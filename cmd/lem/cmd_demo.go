@@ -19,6 +19,7 @@ import (
 	"github.com/llm-energy-measure/lem/analytics"
 	"github.com/llm-energy-measure/lem/collectors/loadgen"
 	"github.com/llm-energy-measure/lem/collectors/sim"
+	"github.com/llm-energy-measure/lem/exporters"
 	"github.com/llm-energy-measure/lem/exporters/hfdataset"
 	"github.com/llm-energy-measure/lem/ingest"
 	"github.com/llm-energy-measure/lem/internal/bus"
@@ -181,7 +182,7 @@ func (d *demo) run(ctx context.Context) error {
 		return err
 	}
 	var parts []string
-	for _, t := range hfdataset.Tables {
+	for _, t := range exporters.Tables {
 		if n := sum.Rows[t]; n > 0 {
 			parts = append(parts, fmt.Sprintf("%s %d", t, n))
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"regexp"
 	"context"
 	"io"
 	"net"
@@ -84,6 +85,26 @@ func TestDemo(t *testing.T) {
 			card, _ := os.ReadFile(filepath.Join(dir, "dataset", "README.md"))
 			if !strings.HasPrefix(string(card), "---\nlicense:") || !strings.Contains(string(card), "config_name: requests") {
 				t.Errorf("dataset card:\n%s", card)
+			}
+			if name != "parquet" {
+				return
+			}
+			// lem export, every format, from the demo's store.
+			m := regexp.MustCompile(`run (demo-\S+):`).FindStringSubmatch(stdout)
+			if m == nil {
+				t.Fatalf("no run id in:\n%s", stdout)
+			}
+			for format, want := range map[string]string{"parquet": "power_samples/part-00000.parquet", "arrow": "tokens.arrow",
+				"csv": "requests.csv", "hf": "data/runs/part-00000.parquet"} {
+				out := filepath.Join(dir, "export-"+format)
+				var errb bytes.Buffer
+				if code := run([]string{"export", "-parquet", filepath.Join(dir, "store"), "-run", m[1], "-format", format, "-out", out, "-quiet"},
+					io.Discard, &errb); code != 0 {
+					t.Fatalf("export %s: %s", format, errb.String())
+				}
+				if _, err := os.Stat(filepath.Join(out, want)); err != nil {
+					t.Errorf("export %s: %v", format, err)
+				}
 			}
 		})
 	}

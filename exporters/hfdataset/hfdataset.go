@@ -9,6 +9,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
+	"reflect"
 	"os"
 	"path/filepath"
 	"sort"
@@ -16,58 +18,38 @@ import (
 	"time"
 
 	"github.com/llm-energy-measure/lem/analytics"
-	"github.com/llm-energy-measure/lem/internal/pqstore"
-	"github.com/llm-energy-measure/lem/schemas"
+	"github.com/llm-energy-measure/lem/exporters"
+	lemparquet "github.com/llm-energy-measure/lem/exporters/parquet"
 )
-
-// Tables exported, in card order.
-var Tables = []string{schemas.TableRun, schemas.TableRequest, schemas.TableToken, schemas.TablePower,
-	schemas.TableEnergy, schemas.TableState, schemas.TableGap, schemas.TableDevice}
-
-func emptyTable(name string) *schemas.Table {
-	if name == schemas.TableDevice {
-		return schemas.NewDeviceRows().Table()
-	}
-	for _, k := range schemas.Kinds {
-		if schemas.TableFor(k) == name {
-			return schemas.NewRows(k).Table()
-		}
-	}
-	return nil
-}
 
 // Summary describes what was exported.
 type Summary struct {
-	Dir  string
-	Rows map[string]int
+	Dir   string
+	Rows  map[string]int
+	Files []string
 }
 
-// Export writes the runs' data and results under dir.
+// Options tune the Parquet files (zero: exporters/parquet defaults).
+type Options struct {
+	RowGroupRows, ShardBytes int64
+	Progress                 func(table string, rows int)
+}
+
+// Export writes the runs' data (data/<table>/part-NNNNN.parquet, every
+// table of exporters.Tables that has rows) and results under dir.
 func Export(ctx context.Context, src analytics.TableReader, store analytics.Store, runIDs []string,
-	results []*analytics.RunResult, dir, toolVersion string) (Summary, error) {
-	sum := Summary{Dir: dir, Rows: map[string]int{}}
-	from, to, err := analytics.RunSpan(ctx, store, runIDs)
+	results []*analytics.RunResult, dir, toolVersion string, opts ...Options) (Summary, error) {
+	var o Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	pw := &lemparquet.Writer{Dir: filepath.Join(dir, "data"), RowGroupRows: o.RowGroupRows, ShardBytes: o.ShardBytes}
+	es, err := exporters.Export(ctx, src, store, exporters.Selection{RunIDs: runIDs}, toolVersion, pw, o.Progress)
+	sum := Summary{Dir: dir, Rows: es.Rows, Files: pw.Files}
 	if err != nil {
 		return sum, err
 	}
-	f := analytics.Filter{RunIDs: runIDs, From: from - 5e9, To: to + 5e9}
-	meta := map[string]string{"lem.tool_version": toolVersion, "lem.run_ids": strings.Join(runIDs, ","),
-		"lem.units": "power_mw=mW energy_uj=µJ *_ns=ns since Unix epoch"}
-	for _, name := range Tables {
-		t := emptyTable(name)
-		if err := src.ReadTable(ctx, t, f); err != nil {
-			return sum, fmt.Errorf("exporting %s: %w", name, err)
-		}
-		sum.Rows[name] = t.Rows()
-		if t.Rows() == 0 {
-			continue
-		}
-		meta["lem.table"] = name
-		if err := pqstore.WriteFile(filepath.Join(dir, "data", name, "part-00000.parquet"), t, meta); err != nil {
-			return sum, err
-		}
-	}
-	js, err := json.MarshalIndent(results, "", "  ")
+	js, err := json.MarshalIndent(jsonSafe(reflect.ValueOf(results)), "", "  ")
 	if err != nil {
 		return sum, err
 	}
@@ -95,7 +77,7 @@ func card(s Summary, results []*analytics.RunResult, version string) string {
 	var b strings.Builder
 	total := 0
 	var present []string
-	for _, t := range Tables {
+	for _, t := range exporters.Tables {
 		if s.Rows[t] > 0 {
 			present = append(present, t)
 			total += s.Rows[t]
@@ -154,4 +136,55 @@ nanoseconds since the Unix epoch (Parquet TIMESTAMP(NANOS)).
 Please cite llm-energy-measure and state the tool version above.
 `)
 	return b.String()
+}
+
+// jsonSafe converts v to plain maps, slices and values for encoding/json,
+// with NaN and ±Inf (a figure that could not be computed) as null.
+func jsonSafe(v reflect.Value) any {
+	switch v.Kind() {
+	case reflect.Invalid:
+		return nil
+	case reflect.Pointer, reflect.Interface:
+		if v.IsNil() {
+			return nil
+		}
+		return jsonSafe(v.Elem())
+	case reflect.Float32, reflect.Float64:
+		f := v.Float()
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			return nil
+		}
+		return f
+	case reflect.Struct:
+		m := map[string]any{}
+		t := v.Type()
+		for i := 0; i < v.NumField(); i++ {
+			if f := t.Field(i); f.IsExported() {
+				name := f.Name
+				if tag := strings.Split(f.Tag.Get("json"), ",")[0]; tag == "-" {
+					continue
+				} else if tag != "" {
+					name = tag
+				}
+				m[name] = jsonSafe(v.Field(i))
+			}
+		}
+		return m
+	case reflect.Slice, reflect.Array:
+		if v.Kind() == reflect.Slice && v.IsNil() {
+			return []any{}
+		}
+		out := make([]any, v.Len())
+		for i := range out {
+			out[i] = jsonSafe(v.Index(i))
+		}
+		return out
+	case reflect.Map:
+		m := map[string]any{}
+		for _, k := range v.MapKeys() {
+			m[fmt.Sprint(k.Interface())] = jsonSafe(v.MapIndex(k))
+		}
+		return m
+	}
+	return v.Interface()
 }

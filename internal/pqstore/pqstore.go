@@ -68,6 +68,12 @@ var tmpSeq atomic.Uint64
 
 // WriteFile writes t to path atomically (temp file, fsync, rename).
 func WriteFile(path string, t *schemas.Table, meta map[string]string) error {
+	return WriteFileRowGroups(path, t, meta, 0)
+}
+
+// WriteFileRowGroups is WriteFile with at most rowGroupRows rows per row
+// group (0: parquet-go's default, one row group for small files).
+func WriteFileRowGroups(path string, t *schemas.Table, meta map[string]string, rowGroupRows int64) error {
 	if err := t.Check(); err != nil {
 		return err
 	}
@@ -91,6 +97,9 @@ func WriteFile(path string, t *schemas.Table, meta map[string]string) error {
 	sort.Strings(keys)
 	for _, k := range keys {
 		opts = append(opts, parquet.KeyValueMetadata(k, meta[k]))
+	}
+	if rowGroupRows > 0 {
+		opts = append(opts, parquet.MaxRowsPerRowGroup(rowGroupRows))
 	}
 	w := parquet.NewWriter(f, opts...)
 	err = writeRows(w, sch, t)

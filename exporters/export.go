@@ -1,0 +1,148 @@
+// Package exporters turns stored runs into files researchers publish:
+// Parquet shards (exporters/parquet), Arrow IPC (exporters/arrow), CSV
+// (exporters/csv) and Hugging Face datasets (exporters/hfdataset). Export
+// reads each table once from a store (ClickHouse or the Parquet store) and
+// hands it to the format's writer.
+package exporters
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/llm-energy-measure/lem/analytics"
+	"github.com/llm-energy-measure/lem/schemas"
+)
+
+// Tables exported by default, in order: run-scoped first, then the device
+// time series of the runs' span.
+var Tables = []string{schemas.TableRun, schemas.TableRequest, schemas.TableToken, schemas.TableMetric,
+	schemas.TablePower, schemas.TableEnergy, schemas.TableState, schemas.TableGap, schemas.TableClock, schemas.TableDevice}
+
+// EmptyTable returns the column layout of a table by name (nil: unknown).
+func EmptyTable(name string) *schemas.Table {
+	if name == schemas.TableDevice {
+		return schemas.NewDeviceRows().Table()
+	}
+	for _, k := range schemas.Kinds {
+		if schemas.TableFor(k) == name {
+			return schemas.NewRows(k).Table()
+		}
+	}
+	return nil
+}
+
+// Selection is what to export: runs (run-scoped tables by id, device tables
+// over the runs' span ± Margin) or a time range.
+type Selection struct {
+	RunIDs   []string
+	From, To int64 // ns; used when RunIDs is empty, or to widen it
+	Tables   []string
+	Margin   int64 // ns around the runs' span (5 s)
+}
+
+// Writer writes one table in some format.
+type Writer interface {
+	WriteTable(t *schemas.Table, meta map[string]string) error
+	Close() error
+}
+
+// Summary says what an export wrote.
+type Summary struct {
+	Rows  map[string]int
+	Files []string
+}
+
+// Meta is the key-value metadata every exported file carries.
+func Meta(sel Selection, toolVersion, table string) map[string]string {
+	return map[string]string{
+		"lem.schema_version": fmt.Sprint(schemas.WireVersion),
+		"lem.tool_version":   toolVersion,
+		"lem.table":          table,
+		"lem.run_ids":        strings.Join(sel.RunIDs, ","),
+		"lem.from_ns":        fmt.Sprint(sel.From),
+		"lem.to_ns":          fmt.Sprint(sel.To),
+		"lem.units":          "power_mw=mW energy_uj=µJ *_ns=ns since the Unix epoch *_dur_ns=ns (a duration) value=the metric's own unit",
+	}
+}
+
+// Export reads each selected table from src and writes it with w;
+// progress (may be nil) is told each table's rows as they are written.
+func Export(ctx context.Context, src analytics.TableReader, store analytics.Store, sel Selection, toolVersion string,
+	w Writer, progress func(table string, rows int)) (Summary, error) {
+	sum := Summary{Rows: map[string]int{}}
+	if sel.Margin == 0 {
+		sel.Margin = 5e9
+	}
+	f := analytics.Filter{RunIDs: sel.RunIDs, From: sel.From, To: sel.To}
+	if len(sel.RunIDs) > 0 {
+		from, to, err := analytics.RunSpan(ctx, store, sel.RunIDs)
+		if err != nil {
+			return sum, err
+		}
+		f.From, f.To = from-sel.Margin, to+sel.Margin
+		if sel.From != 0 {
+			f.From = min(f.From, sel.From)
+		}
+		if sel.To != 0 {
+			f.To = max(f.To, sel.To)
+		}
+		sel.From, sel.To = f.From, f.To
+	} else if sel.To <= sel.From {
+		return sum, fmt.Errorf("export: give run ids, or a time range with from < to")
+	}
+	tables := sel.Tables
+	if len(tables) == 0 {
+		tables = Tables
+	}
+	for _, name := range tables {
+		t := EmptyTable(name)
+		if t == nil {
+			return sum, fmt.Errorf("export: unknown table %q", name)
+		}
+		if len(sel.RunIDs) == 0 && analytics.RunScoped(name) {
+			// A time range selects the runs that overlap it.
+			ids, err := runsIn(ctx, store, sel.From, sel.To)
+			if err != nil {
+				return sum, err
+			}
+			f.RunIDs = ids
+		}
+		if err := src.ReadTable(ctx, t, f); err != nil {
+			return sum, fmt.Errorf("reading %s: %w", name, err)
+		}
+		sum.Rows[name] = t.Rows()
+		if t.Rows() == 0 {
+			continue
+		}
+		if err := w.WriteTable(t, Meta(sel, toolVersion, name)); err != nil {
+			return sum, fmt.Errorf("writing %s: %w", name, err)
+		}
+		if progress != nil {
+			progress(name, t.Rows())
+		}
+	}
+	return sum, w.Close()
+}
+
+// runsIn returns the runs with an event inside [from, to].
+func runsIn(ctx context.Context, store analytics.Store, from, to int64) ([]string, error) {
+	ids, err := store.RunIDs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, id := range ids {
+		evs, err := store.RunEvents(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range evs {
+			if e.TS >= from && e.TS <= to {
+				out = append(out, id)
+				break
+			}
+		}
+	}
+	return out, nil
+}
