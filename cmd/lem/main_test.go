@@ -2,13 +2,13 @@ package main
 
 import (
 	"bytes"
-	"regexp"
 	"context"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
