@@ -22,6 +22,7 @@ const (
 // RequestEnergy is the energy attributed to one request.
 type RequestEnergy struct {
 	ID                string
+	Cycle             uint32
 	StaticJ, DynamicJ float64 // static by time in system; dynamic by the method
 	PrefillJ, DecodeJ float64 // split of StaticJ+DynamicJ by the request's phase
 	PromptTokens      uint32

@@ -400,7 +400,7 @@ func attributeCycle(cr *CycleResult, run *RunResult, devs map[string]*deviceData
 		for _, r := range a.Requests {
 			acc, ok := byID[r.ID]
 			if !ok {
-				acc = &RequestEnergy{ID: r.ID, PromptTokens: r.PromptTokens, OutputTokens: r.OutputTokens}
+				acc = &RequestEnergy{ID: r.ID, Cycle: cr.Cycle, PromptTokens: r.PromptTokens, OutputTokens: r.OutputTokens}
 				byID[r.ID] = acc
 				order = append(order, r.ID)
 			}

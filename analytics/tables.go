@@ -34,7 +34,21 @@ func timeColumn(table string) string {
 }
 
 func runScoped(table string) bool {
-	return table == schemas.TableRun || table == schemas.TableRequest || table == schemas.TableToken || table == schemas.TableMetric
+	switch table {
+	case schemas.TableRun, schemas.TableRequest, schemas.TableToken, schemas.TableMetric,
+		schemas.TableRunResults, schemas.TableCycleResults, schemas.TableRequestEnerg:
+		return true
+	}
+	return false
+}
+
+// replacing tables hold re-analysed rows: read them with FINAL.
+func replacing(table string) bool {
+	switch table {
+	case schemas.TableDevice, schemas.TableRunResults, schemas.TableCycleResults, schemas.TableRequestEnerg:
+		return true
+	}
+	return false
 }
 
 // RunScoped reports whether table's rows belong to runs (selected by run
@@ -44,8 +58,8 @@ func RunScoped(table string) bool { return runScoped(table) }
 // ReadTable implements TableReader with a parameterised SELECT.
 func (s *ClickHouseStore) ReadTable(ctx context.Context, t *schemas.Table, f Filter) error {
 	q := "SELECT " + strings.Join(t.ColumnNames(), ", ") + " FROM " + s.q(t.Name)
-	if t.Name == schemas.TableDevice {
-		q += " FINAL" // a ReplacingMergeTree: one row per identity
+	if replacing(t.Name) {
+		q += " FINAL" // a ReplacingMergeTree: the latest row per key
 	}
 	var args []any
 	switch {

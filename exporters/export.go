@@ -14,15 +14,24 @@ import (
 	"github.com/llm-energy-measure/lem/schemas"
 )
 
-// Tables exported by default, in order: run-scoped first, then the device
-// time series of the runs' span.
+// Tables exported by default, in order: run-scoped first (events, then the
+// results written back by analytics), then the device time series of the
+// runs' span.
 var Tables = []string{schemas.TableRun, schemas.TableRequest, schemas.TableToken, schemas.TableMetric,
+	schemas.TableRunResults, schemas.TableCycleResults, schemas.TableRequestEnerg,
 	schemas.TablePower, schemas.TableEnergy, schemas.TableState, schemas.TableGap, schemas.TableClock, schemas.TableDevice}
 
 // EmptyTable returns the column layout of a table by name (nil: unknown).
 func EmptyTable(name string) *schemas.Table {
-	if name == schemas.TableDevice {
+	switch name {
+	case schemas.TableDevice:
 		return schemas.NewDeviceRows().Table()
+	case schemas.TableRunResults:
+		return schemas.NewRunResultRows().Table()
+	case schemas.TableCycleResults:
+		return schemas.NewCycleResultRows().Table()
+	case schemas.TableRequestEnerg:
+		return schemas.NewRequestEnergyRows().Table()
 	}
 	for _, k := range schemas.Kinds {
 		if schemas.TableFor(k) == name {

@@ -315,7 +315,8 @@ func TestRecreatedStreamIsIngested(t *testing.T) {
 // computed partition column ts aside; columns added later carry DEFAULT 0).
 func TestColumnsMatchDDL(t *testing.T) {
 	db, conn := testenv.FreshDatabase(t)
-	tables := []*schemas.Table{schemas.NewDeviceRows().Table()}
+	tables := []*schemas.Table{schemas.NewDeviceRows().Table(), schemas.NewRunResultRows().Table(),
+		schemas.NewCycleResultRows().Table(), schemas.NewRequestEnergyRows().Table()}
 	for _, k := range schemas.Kinds {
 		tables = append(tables, schemas.NewRows(k).Table())
 	}

@@ -4,10 +4,16 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/llm-energy-measure/lem/analytics"
 	"github.com/llm-energy-measure/lem/ingest"
+	"github.com/llm-energy-measure/lem/internal/pqstore"
 )
 
 func init() {
@@ -17,6 +23,7 @@ func init() {
 		usage:   "[run id...]",
 		setup: func(fs *flag.FlagSet) func([]string) error {
 			pqDir := fs.String("parquet", "", "read the local Parquet store under this directory")
+			write := fs.Bool("write", false, "also write the results (run_results, cycle_results, request_energy) back to the store")
 			chc := clickhouseFlags(fs)
 			return func(args []string) error {
 				cfg, err := chc()
@@ -41,6 +48,11 @@ func init() {
 						return err
 					}
 					analytics.PrintRun(os.Stdout, r)
+					if *write {
+						if err := writeResults(ctx, cfg, *pqDir, r); err != nil {
+							return err
+						}
+					}
 				}
 				return nil
 			}
@@ -67,4 +79,45 @@ func openStore(ctx context.Context, cfg ingest.ClickHouseConfig, pqDir string) (
 		return &analytics.ClickHouseStore{Conn: conn, DB: cfg.Database}, func() { conn.Close() }, nil
 	}
 	return nil, nil, errors.New("give -clickhouse or -parquet")
+}
+
+// writeResults stores r's result tables beside its events: ClickHouse
+// (migrated first: the result tables are migration 0005) or the Parquet
+// store (one file per run and table, replaced on re-analysis).
+func writeResults(ctx context.Context, cfg ingest.ClickHouseConfig, pqDir string, r *analytics.RunResult) error {
+	tables := analytics.ResultTables(r, time.Now().UnixNano())
+	if cfg.Addr != "" {
+		conn, err := ingest.OpenClickHouse(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		if _, err := ingest.Migrate(ctx, conn, cfg.Database, zerolog.Nop()); err != nil {
+			return err
+		}
+		sink, err := ingest.NewClickHouseSink(conn, cfg.Database)
+		if err != nil {
+			return err
+		}
+		for _, t := range tables {
+			if t.Rows() == 0 {
+				continue
+			}
+			if err := sink.Write(ctx, t); err != nil {
+				return fmt.Errorf("writing %s: %w", t.Name, err)
+			}
+		}
+		return nil
+	}
+	for _, t := range tables {
+		path := filepath.Join(pqDir, t.Name, analytics.ResultFileName(r.RunID))
+		if t.Rows() == 0 {
+			os.Remove(path)
+			continue
+		}
+		if err := pqstore.WriteFile(path, t, map[string]string{"lem.tool_version": version, "lem.run_ids": r.RunID}); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -173,6 +173,20 @@ func (d *demo) run(ctx context.Context) error {
 		return err
 	}
 	analytics.PrintRun(os.Stdout, res)
+	// Results beside the events, for SQL, Grafana and exports.
+	switch st := store.(type) {
+	case *analytics.ParquetStore:
+		err = writeResults(ctx, ingest.ClickHouseConfig{}, st.Dir, res)
+	default:
+		for _, t := range analytics.ResultTables(res, time.Now().UnixNano()) {
+			if err == nil && t.Rows() > 0 {
+				err = sink.Write(ctx, t)
+			}
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("writing results: %w", err)
+	}
 
 	// 7. Dataset.
 	dsDir := filepath.Join(d.out, "dataset")

@@ -531,6 +531,9 @@ func (e *experimentRun) execute(ctx context.Context) ([]*analytics.RunResult, er
 		analytics.PrintRun(e.out, res)
 		fmt.Fprintln(e.out)
 		results = append(results, res)
+		if err := writeResults(context.Background(), chcfg, pq, res); err != nil {
+			return results, fmt.Errorf("writing results of %s: %w", res.RunID, err)
+		}
 	}
 	if len(results) > 1 {
 		printSweep(e.out, states, results)
