@@ -82,6 +82,7 @@ docs: build
 	./$(BIN) docs -o docs/events.md events
 	./$(BIN) docs -o docs/cli.md cli
 	./$(BIN) docs -o docs/backends.md backends
+	./$(BIN) docs -o docs/queries.md queries
 
 vet:
 	@mkdir -p $(CGO_TMP)

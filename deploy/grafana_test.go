@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/llm-energy-measure/lem/analytics"
 	"github.com/llm-energy-measure/lem/collectors/sim"
+	"github.com/llm-energy-measure/lem/deploy"
 	"github.com/llm-energy-measure/lem/ingest"
 	"github.com/llm-energy-measure/lem/internal/testenv"
 	"github.com/llm-energy-measure/lem/schemas"
@@ -121,15 +123,30 @@ func TestDashboardQueriesRun(t *testing.T) {
 	}
 	req.Append(rb, schemas.Position{Epoch: 1, Seq: 1000})
 	tok.Append(tb, schemas.Position{Epoch: 1, Seq: 1001})
+	var uuids []string
+	for _, dv := range s.Devices() {
+		uuids = append(uuids, dv.UUID)
+	}
 	for c, ph := range []schemas.RunPhase{schemas.RunStart, schemas.RunEnd} {
 		run.Append(&schemas.RunEvent{RunID: "r1", Experiment: "e", Backend: "synthetic", Model: "m", Phase: ph,
-			TS: t0 + int64(c)*25e9, Devices: []string{"a"}}, schemas.Position{Epoch: 1, Seq: uint64(1002 + c)})
+			TS: t0 + int64(c)*25e9, Devices: uuids, Config: `{"workload":{"arrival":{"concurrency":4}}}`}, schemas.Position{Epoch: 1, Seq: uint64(1002 + c)})
 	}
 	for _, r := range []schemas.Rows{pow, en, req, tok, run} {
 		if err := sink.Write(ctx, r.Table()); err != nil {
 			t.Fatal(err)
 		}
 	}
+	// The analysis, written back as lem analyze -write does.
+	res, err := analytics.AnalyzeRun(ctx, &analytics.ClickHouseStore{Conn: conn, DB: db}, "r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tb := range analytics.ResultTables(res, time.Now().UnixNano()) {
+		if err := sink.Write(ctx, tb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runQueries(t, conn, db)
 	d := loadDashboard(t)
 	for _, p := range d.Panels {
 		q := expand(p.Targets[0].RawSQL, db, start.Add(-time.Minute), time.Now().Add(time.Minute), 10)
@@ -185,4 +202,28 @@ func firstNumber(rows driver.Rows) (float64, error) {
 		return float64(v.Uint()), nil
 	}
 	return 0, fmt.Errorf("first column is %s, not a number", v.Type())
+}
+
+// runQueries runs every query of docs/queries.md against the seeded run.
+func runQueries(t *testing.T, conn driver.Conn, db string) {
+	t.Helper()
+	for _, q := range deploy.Queries {
+		sql := q.Expand(db, "r1", "q3")
+		rows, err := conn.Query(context.Background(), sql)
+		if err != nil {
+			t.Errorf("query %q: %v\n%s", q.Title, err, sql)
+			continue
+		}
+		n := 0
+		for rows.Next() {
+			n++
+		}
+		if err := rows.Err(); err != nil {
+			t.Errorf("query %q: %v", q.Title, err)
+		}
+		rows.Close()
+		if n == 0 {
+			t.Errorf("query %q returned no rows", q.Title)
+		}
+	}
 }

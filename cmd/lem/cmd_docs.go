@@ -7,14 +7,15 @@ import (
 	"strings"
 
 	"github.com/llm-energy-measure/lem/collectors/loadgen/backend"
+	"github.com/llm-energy-measure/lem/deploy"
 	"github.com/llm-energy-measure/lem/schemas"
 )
 
 func init() {
 	register(&command{
 		name:    "docs",
-		summary: "Print a generated document: 'events' (docs/events.md), 'cli' (docs/cli.md) or 'backends' (docs/backends.md).",
-		usage:   "events|cli|backends",
+		summary: "Print a generated document: 'events' (docs/events.md), 'cli' (docs/cli.md), 'backends' (docs/backends.md) or 'queries' (docs/queries.md).",
+		usage:   "events|cli|backends|queries",
 		setup: func(fs *flag.FlagSet) func([]string) error {
 			out := fs.String("o", "-", "output file ('-' for standard output)")
 			return func(args []string) error {
@@ -28,8 +29,10 @@ func init() {
 					return writeOrPrint(*out, cliMarkdown(), os.Stdout)
 				case "backends":
 					return writeOrPrint(*out, backendsMarkdown(), os.Stdout)
+				case "queries":
+					return writeOrPrint(*out, deploy.QueriesMarkdown(), os.Stdout)
 				}
-				return fmt.Errorf("unknown document %q (want events, cli or backends)", args[0])
+				return fmt.Errorf("unknown document %q (want events, cli, backends or queries)", args[0])
 			}
 		},
 	})

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/llm-energy-measure/lem/internal/bus"
+	"github.com/llm-energy-measure/lem/deploy"
 	"github.com/llm-energy-measure/lem/internal/testenv"
 	"github.com/llm-energy-measure/lem/schemas"
 )
@@ -25,7 +26,7 @@ func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 // The generated documents in docs/ must match what the binary produces;
 // `make docs` refreshes them.
 func TestGeneratedDocsUpToDate(t *testing.T) {
-	for file, want := range map[string]string{"events.md": schemas.EventsMarkdown(), "cli.md": cliMarkdown(), "backends.md": backendsMarkdown()} {
+	for file, want := range map[string]string{"events.md": schemas.EventsMarkdown(), "cli.md": cliMarkdown(), "backends.md": backendsMarkdown(), "queries.md": deploy.QueriesMarkdown()} {
 		got, err := os.ReadFile(filepath.Join("..", "..", "docs", file))
 		if err != nil {
 			t.Fatal(err)

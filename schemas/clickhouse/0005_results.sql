@@ -51,7 +51,8 @@ CREATE TABLE IF NOT EXISTS {db}.cycle_results (
     e2e_p50_ms Float64,
     quality String,
     method String,
-    analyzed_ns Int64
+    analyzed_ns Int64,
+    ts DateTime DEFAULT toDateTime(intDiv(from_ns, 1000000000))
 ) ENGINE = ReplacingMergeTree(analyzed_ns) ORDER BY (run_id, cycle);
 
 CREATE TABLE IF NOT EXISTS {db}.request_energy (
