@@ -90,16 +90,32 @@ type MigrationResult struct {
 // Migrate creates database db and applies every embedded migration the
 // server supports and has not applied yet, in order.
 func Migrate(ctx context.Context, conn driver.Conn, db string, log zerolog.Logger) (MigrationResult, error) {
+	return MigrateCluster(ctx, conn, db, "", log)
+}
+
+// MigrateCluster is Migrate for a cluster (cluster non-empty): the
+// database and every table are created ON CLUSTER, tables as replicated
+// <name>_local with a Distributed <name> over them
+// (schemas.Migration.RenderCluster). The bookkeeping table stays on the
+// node migrated through: run it against the same node each time.
+func MigrateCluster(ctx context.Context, conn driver.Conn, db, cluster string, log zerolog.Logger) (MigrationResult, error) {
 	var res MigrationResult
 	if err := schemas.CheckIdentifier(db); err != nil {
 		return res, err
+	}
+	onCluster := ""
+	if cluster != "" {
+		if err := schemas.CheckIdentifier(cluster); err != nil {
+			return res, err
+		}
+		onCluster = " ON CLUSTER " + cluster
 	}
 	sv, err := ServerVersion(ctx, conn)
 	if err != nil {
 		return res, err
 	}
 	res.Server = sv
-	if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+db); err != nil {
+	if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+db+onCluster); err != nil {
 		return res, fmt.Errorf("creating database %s: %w", db, err)
 	}
 	if err := conn.Exec(ctx, "CREATE TABLE IF NOT EXISTS "+db+".schema_migrations "+
@@ -133,6 +149,9 @@ func Migrate(ctx context.Context, conn driver.Conn, db string, log zerolog.Logge
 			continue
 		}
 		stmts, err := m.Render(db)
+		if cluster != "" {
+			stmts, err = m.RenderCluster(db, cluster)
+		}
 		if err != nil {
 			return res, err
 		}

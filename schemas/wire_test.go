@@ -275,3 +275,38 @@ func TestRequestWithoutServerTimingsDecodes(t *testing.T) {
 		t.Fatalf("got %+v\nwant %+v", b.Requests, want)
 	}
 }
+
+func TestRenderCluster(t *testing.T) {
+	ms, err := Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := ""
+	for _, m := range ms {
+		stmts, err := m.RenderCluster("lem", "fleet")
+		if err != nil {
+			t.Fatal(err)
+		}
+		all += strings.Join(stmts, ";\n") + ";\n"
+	}
+	for _, want := range []string{
+		"CREATE TABLE IF NOT EXISTS lem.devices_local ON CLUSTER fleet",
+		"ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/lem/devices_local', '{replica}', seen_ns)",
+		"CREATE TABLE IF NOT EXISTS lem.tokens ON CLUSTER fleet AS lem.tokens_local ENGINE = Distributed(fleet, lem, tokens_local, cityHash64(run_id))",
+		"ENGINE = Distributed(fleet, lem, power_samples_local, cityHash64(device_uuid))",
+		"ALTER TABLE lem.requests_local ON CLUSTER fleet\n    ADD COLUMN server_queue_dur_ns",
+		"ALTER TABLE lem.power_samples_local ON CLUSTER fleet\n    MODIFY COLUMN host LowCardinality(String),",
+		"MODIFY COLUMN ts_ns Int64 CODEC(DoubleDelta, ZSTD(1)),",
+	} {
+		if !strings.Contains(all, want) {
+			t.Errorf("clustered schema lacks %q", want)
+		}
+	}
+	// Codecs stay off the Distributed tables.
+	if strings.Contains(all, "ALTER TABLE lem.power_samples ON CLUSTER fleet\n    MODIFY COLUMN host LowCardinality(String),\n    MODIFY COLUMN source LowCardinality(String),\n    MODIFY COLUMN device_uuid LowCardinality(String),\n    MODIFY COLUMN ts_ns Int64 CODEC") {
+		t.Error("codec on a Distributed table")
+	}
+	if _, err := ms[0].RenderCluster("lem", "bad name"); err == nil {
+		t.Error("cluster name not checked")
+	}
+}

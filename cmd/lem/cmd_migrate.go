@@ -8,19 +8,27 @@ import (
 	"time"
 
 	"github.com/llm-energy-measure/lem/ingest"
+	"github.com/llm-energy-measure/lem/schemas"
 )
 
 func init() {
 	register(&command{
 		name:    "migrate",
-		summary: "Create the ClickHouse database and apply every schema migration the server supports.",
+		summary: "Create the ClickHouse database and apply every schema migration the server supports " +
+			"(-cluster: the clustered schema, replicated tables with Distributed tables over them).",
 		setup: func(fs *flag.FlagSet) func([]string) error {
+			cluster := fs.String("cluster", "", "cluster name from the servers' remote_servers: create every table ON CLUSTER as "+
+				"Replicated*MergeTree <table>_local plus Distributed <table>")
+			print := fs.Bool("print", false, "print the statements instead of running them (with -cluster: the clustered schema)")
 			chc := clickhouseFlags(fs)
 			logger := logFlags(fs)
 			return func([]string) error {
 				cfg, err := chc()
 				if err != nil {
 					return err
+				}
+				if *print {
+					return printMigrations(cfg.Database, *cluster)
 				}
 				if cfg.Addr == "" {
 					return errors.New("-clickhouse is required")
@@ -33,7 +41,7 @@ func init() {
 					return err
 				}
 				defer conn.Close()
-				res, err := ingest.Migrate(ctx, conn, cfg.Database, log)
+				res, err := ingest.MigrateCluster(ctx, conn, cfg.Database, *cluster, log)
 				if err != nil {
 					return err
 				}
@@ -46,4 +54,27 @@ func init() {
 			}
 		},
 	})
+}
+
+// printMigrations writes every migration's statements, rendered for db
+// (and cluster), each with its minimum server.
+func printMigrations(db, cluster string) error {
+	ms, err := schemas.Migrations()
+	if err != nil {
+		return err
+	}
+	for _, m := range ms {
+		stmts, err := m.Render(db)
+		if cluster != "" {
+			stmts, err = m.RenderCluster(db, cluster)
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Printf("-- %04d_%s (ClickHouse %s or newer)\n", m.ID, m.Name, m.MinServer)
+		for _, s := range stmts {
+			fmt.Printf("%s;\n\n", s)
+		}
+	}
+	return nil
 }

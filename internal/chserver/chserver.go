@@ -197,6 +197,8 @@ func configXML(dir string, tcpPort, httpPort int) string {
   <default_database>default</default_database>
   <mark_cache_size>268435456</mark_cache_size>
   <max_concurrent_queries>100</max_concurrent_queries>
+  <remote_servers><lem_test><shard><replica><host>127.0.0.1</host><port>%[2]d</port></replica></shard></lem_test></remote_servers>
+  <macros><shard>1</shard><replica>r1</replica></macros>
 </yandex>
 `, dir, tcpPort, httpPort)
 }
