@@ -92,4 +92,6 @@ func ResultTables(r *RunResult, analyzedNS int64) []*schemas.Table {
 
 // ResultFileName is the Parquet store file holding one run's rows of a
 // result table (overwritten when the run is analysed again).
-func ResultFileName(runID string) string { return "run-" + strings.ReplaceAll(schemas.SubjectToken(runID), "/", "_") + ".parquet" }
+func ResultFileName(runID string) string {
+	return "run-" + strings.ReplaceAll(schemas.SubjectToken(runID), "/", "_") + ".parquet"
+}

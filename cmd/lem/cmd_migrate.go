@@ -13,7 +13,7 @@ import (
 
 func init() {
 	register(&command{
-		name:    "migrate",
+		name: "migrate",
 		summary: "Create the ClickHouse database and apply every schema migration the server supports " +
 			"(-cluster: the clustered schema, replicated tables with Distributed tables over them).",
 		setup: func(fs *flag.FlagSet) func([]string) error {

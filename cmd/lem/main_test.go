@@ -15,8 +15,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/llm-energy-measure/lem/internal/bus"
 	"github.com/llm-energy-measure/lem/deploy"
+	"github.com/llm-energy-measure/lem/internal/bus"
 	"github.com/llm-energy-measure/lem/internal/testenv"
 	"github.com/llm-energy-measure/lem/schemas"
 )
