@@ -19,7 +19,7 @@ func init() {
 		setup: func(fs *flag.FlagSet) func([]string) error {
 			cluster := fs.String("cluster", "", "cluster name from the servers' remote_servers: create every table ON CLUSTER as "+
 				"Replicated*MergeTree <table>_local plus Distributed <table>")
-			print := fs.Bool("print", false, "print the statements instead of running them (with -cluster: the clustered schema)")
+			printOnly := fs.Bool("print", false, "print the statements instead of running them (with -cluster: the clustered schema)")
 			chc := clickhouseFlags(fs)
 			logger := logFlags(fs)
 			return func([]string) error {
@@ -27,7 +27,7 @@ func init() {
 				if err != nil {
 					return err
 				}
-				if *print {
+				if *printOnly {
 					return printMigrations(cfg.Database, *cluster)
 				}
 				if cfg.Addr == "" {
