@@ -28,6 +28,7 @@ func init() {
 			metrics := fs.String("metrics", "127.0.0.1:9464", "listen address of /metrics (empty: off)")
 			prefix := fs.String("consumer-prefix", "ingest", "durable consumer name prefix (one per sink)")
 			flush := fs.Duration("flush-interval", time.Second, "flush each table at least this often")
+			replicas := fs.Int("stream-replicas", 1, "replicas of the JetStream streams when ingest creates them (3 on a 3-node cluster)")
 			chc := clickhouseFlags(fs)
 			logger := logFlags(fs)
 			return func([]string) error {
@@ -50,7 +51,7 @@ func init() {
 				if err != nil {
 					return err
 				}
-				if err := bus.EnsureStreams(ctx, js, bus.StreamConfig{}); err != nil {
+				if err := bus.EnsureStreams(ctx, js, bus.StreamConfig{Replicas: *replicas}); err != nil {
 					return err
 				}
 				sink, err := openSink(ctx, cfg, *pqDir, log)
