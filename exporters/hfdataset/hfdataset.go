@@ -20,6 +20,7 @@ import (
 	"github.com/llm-energy-measure/lem/analytics"
 	"github.com/llm-energy-measure/lem/exporters"
 	lemparquet "github.com/llm-energy-measure/lem/exporters/parquet"
+	"github.com/llm-energy-measure/lem/schemas"
 )
 
 // Summary describes what was exported.
@@ -27,6 +28,9 @@ type Summary struct {
 	Dir   string
 	Rows  map[string]int
 	Files []string
+	// Hardware maps each measured device UUID to "name on host" (empty
+	// when the devices table does not describe it).
+	Hardware map[string]string
 }
 
 // Options tune the Parquet files (zero: exporters/parquet defaults).
@@ -49,6 +53,23 @@ func Export(ctx context.Context, src analytics.TableReader, store analytics.Stor
 	if err != nil {
 		return sum, err
 	}
+	// The measured devices, for the card's hardware section.
+	dev := schemas.NewDeviceRows()
+	if err := src.ReadTable(ctx, dev.Table(), analytics.Filter{RunIDs: runIDs}); err != nil {
+		return sum, err
+	}
+	hw := map[string]string{}
+	for _, r := range results {
+		for _, d := range r.Devices {
+			hw[d] = ""
+		}
+	}
+	for i, u := range dev.UUID.V {
+		if _, ok := hw[u]; ok {
+			hw[u] = dev.Name.V[i] + " on " + dev.Host.V[i]
+		}
+	}
+	sum.Hardware = hw
 	js, err := json.MarshalIndent(jsonSafe(reflect.ValueOf(results)), "", "  ")
 	if err != nil {
 		return sum, err
@@ -103,6 +124,21 @@ func card(s Summary, results []*analytics.RunResult, version string) string {
 		b.WriteString("\n**Simulated data.** Power in runs marked simulated came from lem's simulator (source `sim`), " +
 			"not from a sensor. Such data exercises the pipeline; it must not be cited as a measurement.\n")
 	}
+	b.WriteString("\n## Hardware and software\n\n| device | name and host |\n|---|---|\n")
+	devs := make([]string, 0, len(s.Hardware))
+	for d := range s.Hardware {
+		devs = append(devs, d)
+	}
+	sort.Strings(devs)
+	for _, d := range devs {
+		name := s.Hardware[d]
+		if name == "" {
+			name = "(not in the devices table)"
+		}
+		fmt.Fprintf(&b, "| %s | %s |\n", d, name)
+	}
+	fmt.Fprintf(&b, "\nSoftware: llm-energy-measure %s; each run's backend, model and normalised configuration are in the "+
+		"`runs` config (`config`, `inventory` columns: driver, NVML and CUDA versions where collected).\n", version)
 	b.WriteString("\n## Tables\n\n| config | rows |\n|---|---|\n")
 	keys := append([]string(nil), present...)
 	sort.Strings(keys)
