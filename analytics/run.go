@@ -49,6 +49,7 @@ type CycleResult struct {
 // RunResult aggregates a run's cycles.
 type RunResult struct {
 	RunID, Experiment, Backend, Model string
+	Config                            string // the run's normalised configuration (canonical JSON)
 	Devices                           []string
 	BaselineW                         map[string]float64 // idle power per device, settled, before the run
 	// SeriesShiftMS is, per device, the shift applied to the power series
@@ -111,7 +112,7 @@ func AnalyzeRun(ctx context.Context, store Store, runID string) (*RunResult, err
 	if len(evs) == 0 {
 		return nil, fmt.Errorf("run %q: %w", runID, ErrNoRun)
 	}
-	res := &RunResult{RunID: runID, Experiment: evs[0].Experiment, Backend: evs[0].Backend, Model: evs[0].Model,
+	res := &RunResult{RunID: runID, Experiment: evs[0].Experiment, Backend: evs[0].Backend, Model: evs[0].Model, Config: evs[0].Config,
 		Devices: evs[0].Devices, BaselineW: map[string]float64{}, SeriesShiftMS: map[string]float64{}, Summary: map[string]Stat{}, Quality: QualityOK}
 	starts, ends := map[uint32]int64{}, map[uint32]int64{}
 	var baseFrom, baseTo int64
@@ -203,27 +204,38 @@ func AnalyzeRun(ctx context.Context, store Store, runID string) (*RunResult, err
 	if len(res.Cycles) == 0 {
 		return nil, fmt.Errorf("run %q: %w", runID, ErrNoRun)
 	}
-	col := func(f func(*CycleResult) float64) []float64 {
-		out := make([]float64, len(res.Cycles))
-		for i := range res.Cycles {
-			out[i] = f(&res.Cycles[i])
-		}
-		return out
-	}
-	getters := map[string]func(*CycleResult) float64{
-		"energy_j": func(c *CycleResult) float64 { return c.EnergyJ }, "dynamic_j": func(c *CycleResult) float64 { return c.DynamicJ },
-		"j_per_token": func(c *CycleResult) float64 { return c.JPerToken }, "j_per_request": func(c *CycleResult) float64 { return c.JPerRequest },
-		"tokens_per_j": func(c *CycleResult) float64 { return c.TokensPerJ }, "ttft_p50_ms": func(c *CycleResult) float64 { return c.TTFTp50 },
-		"itl_p50_ms": func(c *CycleResult) float64 { return c.ITLp50 }, "tpot_p50_ms": func(c *CycleResult) float64 { return c.TPOTp50 },
-		"e2e_p50_ms":       func(c *CycleResult) float64 { return c.E2Ep50 },
-		"prefill_j":        func(c *CycleResult) float64 { return c.PrefillJ },
-		"decode_j":         func(c *CycleResult) float64 { return c.DecodeJ },
-		"throughput_tok_s": func(c *CycleResult) float64 { return float64(c.OutputTokens) / c.DurationS },
-	}
-	for _, m := range SummaryMetrics {
-		res.Summary[m] = Summarise(col(getters[m]))
-	}
+	summarise(res)
 	return res, nil
+}
+
+// cycleGetters read each summary metric from a cycle.
+var cycleGetters = map[string]func(*CycleResult) float64{
+	"energy_j": func(c *CycleResult) float64 { return c.EnergyJ }, "dynamic_j": func(c *CycleResult) float64 { return c.DynamicJ },
+	"j_per_token": func(c *CycleResult) float64 { return c.JPerToken }, "j_per_request": func(c *CycleResult) float64 { return c.JPerRequest },
+	"tokens_per_j": func(c *CycleResult) float64 { return c.TokensPerJ }, "ttft_p50_ms": func(c *CycleResult) float64 { return c.TTFTp50 },
+	"itl_p50_ms": func(c *CycleResult) float64 { return c.ITLp50 }, "tpot_p50_ms": func(c *CycleResult) float64 { return c.TPOTp50 },
+	"e2e_p50_ms":       func(c *CycleResult) float64 { return c.E2Ep50 },
+	"prefill_j":        func(c *CycleResult) float64 { return c.PrefillJ },
+	"decode_j":         func(c *CycleResult) float64 { return c.DecodeJ },
+	"throughput_tok_s": func(c *CycleResult) float64 { return float64(c.OutputTokens) / c.DurationS },
+}
+
+func cycleMetric(c *CycleResult, m string) float64 {
+	if f, ok := cycleGetters[m]; ok {
+		return f(c)
+	}
+	return math.NaN()
+}
+
+// summarise fills r.Summary from its cycles.
+func summarise(r *RunResult) {
+	for _, m := range SummaryMetrics {
+		xs := make([]float64, len(r.Cycles))
+		for i := range r.Cycles {
+			xs[i] = cycleMetric(&r.Cycles[i], m)
+		}
+		r.Summary[m] = Summarise(xs)
+	}
 }
 
 // deviceData holds one device's counter readings and power series.
