@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"sort"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/llm-energy-measure/lem/schemas"
@@ -64,6 +65,15 @@ type RunResult struct {
 	Apportioned bool // some device is a MIG instance (figures apportioned)
 	// Requests holds each request's attributed energy, all cycles.
 	Requests []RequestEnergy
+	// Correlation relates the devices' power to the load (nil when the run
+	// has no power series or too few bins).
+	Correlation *Correlation
+	// Latency holds p50/p90/p99 of TTFT, ITL (per token), TPOT and E2E
+	// over all successful requests of all cycles, with bootstrap 95% CIs.
+	Latency map[string][]PercentileCI
+	// Context is what was happening besides the load: device clocks,
+	// temperature and throttle reasons, and the server's own metrics.
+	Context *RunContext
 	// Server holds the server's own per-request view where its responses
 	// report one (llama.cpp, the reference server): medians over the
 	// run's successful requests, beside the client's for cross-checking.
@@ -205,7 +215,59 @@ func AnalyzeRun(ctx context.Context, store Store, runID string) (*RunResult, err
 		return nil, fmt.Errorf("run %q: %w", runID, ErrNoRun)
 	}
 	summarise(res)
+	var windows [][2]int64
+	for _, c := range res.Cycles {
+		windows = append(windows, [2]int64{c.From, c.To})
+	}
+	var series [][]schemas.PowerSample
+	hold := int64(60e6)
+	for _, d := range res.Devices {
+		if dd := devs[d]; len(dd.power) > 0 {
+			series = append(series, dd.power)
+			hold = dd.hold()
+		}
+	}
+	if len(series) > 0 {
+		res.Correlation = correlate(windows, series, hold, reqs, toks)
+	}
+	res.Latency = latencyPercentiles(reqs, toks)
+	if tr, ok := store.(TableReader); ok {
+		if res.Context, err = runContext(ctx, tr, res, windows); err != nil {
+			return nil, err
+		}
+	}
 	return res, nil
+}
+
+// latencyPercentiles pools the run's successful requests.
+func latencyPercentiles(reqs []schemas.Request, toks map[string][]schemas.Token) map[string][]PercentileCI {
+	var ttft, itl, tpot, e2e []float64
+	for _, q := range reqs {
+		if q.Status != schemas.StatusOK || q.FirstToken == 0 {
+			continue
+		}
+		ttft = append(ttft, float64(q.FirstToken-q.Sent)/1e6)
+		e2e = append(e2e, float64(q.Done-q.Sent)/1e6)
+		if q.OutputTokens > 1 {
+			tpot = append(tpot, float64(q.LastToken-q.FirstToken)/1e6/float64(q.OutputTokens-1))
+		}
+		ts := toks[q.ID]
+		for i := 1; i < len(ts); i++ {
+			if n := ts[i].Tokens; n > 0 {
+				g := float64(ts[i].TS-ts[i-1].TS) / 1e6 / float64(n)
+				for k := uint32(0); k < n; k++ {
+					itl = append(itl, g)
+				}
+			}
+		}
+	}
+	out := map[string][]PercentileCI{}
+	for name, xs := range map[string][]float64{"ttft_ms": ttft, "itl_ms": itl, "tpot_ms": tpot, "e2e_ms": e2e} {
+		for _, p := range []float64{50, 90, 99} {
+			out[name] = append(out[name], BootstrapPercentile(xs, p))
+		}
+	}
+	return out
 }
 
 // cycleGetters read each summary metric from a cycle.
@@ -470,6 +532,24 @@ func PrintRun(w io.Writer, r *RunResult) {
 		fmt.Fprintf(tw, "  %s\t%s\tCV %.1f%%\n", m, fmtCI(s), 100*s.CV)
 	}
 	tw.Flush()
+	if c := r.Correlation; c != nil {
+		fmt.Fprintf(w, "power vs load over %d bins of 100 ms: Pearson/Spearman with tokens/s %.2f/%.2f, requests in system %.2f/%.2f, decoding %.2f/%.2f; effective sensor lag %+.0f ms (r %.2f)\n",
+			c.Bins, c.Pearson["tokens_per_s"], c.Spearman["tokens_per_s"], c.Pearson["requests_in_system"], c.Spearman["requests_in_system"],
+			c.Pearson["requests_decoding"], c.Spearman["requests_decoding"], c.LagMS, c.LagCorr)
+	}
+	if len(r.Latency) > 0 {
+		fmt.Fprint(w, "latency over all cycles (p50 / p90 / p99 ms, bootstrap 95% CI):")
+		for _, name := range []string{"ttft_ms", "itl_ms", "tpot_ms", "e2e_ms"} {
+			fmt.Fprintf(w, "\n  %-8s", strings.TrimSuffix(name, "_ms"))
+			for _, p := range r.Latency[name] {
+				fmt.Fprintf(w, "  %.4g [%.4g, %.4g]", p.Value, p.Low, p.High)
+			}
+		}
+		fmt.Fprintln(w)
+	}
+	if c := r.Context; c != nil {
+		c.print(w)
+	}
 	if v := r.Server; v != nil {
 		fmt.Fprintf(w, "server-reported, p50 over %d requests: queue %.1f ms, prefill %.1f ms, decode %.1f ms; client: TTFT %.1f ms, first→last token %.1f ms\n",
 			v.Requests, v.QueueP50, v.PrefillP50, v.DecodeP50, v.ClientTTFTP50, v.ClientDecodeSpanP50)

@@ -79,6 +79,14 @@ collectors: {gpu: sim, rapl: "off", scrape: {interval: 200ms}}
 		t.Fatalf("%d results", len(res))
 	}
 	for _, r := range res {
+		// The server's own metrics, scraped during the cycles, give the
+		// run's context: the reference server batches up to 4.
+		if r.Context == nil || !(r.Context.Derived["mean_batch_size"] >= 1 && r.Context.Derived["mean_batch_size"] <= 4) {
+			t.Errorf("%s: context %+v", r.RunID, r.Context)
+		}
+		if l := r.Latency["ttft_ms"]; len(l) != 3 || !(l[0].Low <= l[0].Value && l[0].Value <= l[0].High) {
+			t.Errorf("%s: TTFT percentiles %+v", r.RunID, l)
+		}
 		if len(r.Cycles) != 2 || r.Cycles[0].Requests != 10 || r.Cycles[0].Failed != 0 || r.Cycles[0].OutputTokens != 120 || !(r.Cycles[0].EnergyJ > 0) {
 			t.Fatalf("%s: %+v", r.RunID, r.Cycles)
 		}

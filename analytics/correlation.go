@@ -1,0 +1,187 @@
+package analytics
+
+import (
+	"math"
+	"math/rand/v2"
+	"sort"
+
+	"github.com/llm-energy-measure/lem/schemas"
+)
+
+// CorrelationBin is the grid power and activity are compared on.
+const CorrelationBin = 100e6 // ns
+
+// Correlation relates power to the load during a run's cycles.
+type Correlation struct {
+	Bins int
+	// Pearson and Spearman coefficients of the devices' summed power with
+	// token throughput, requests in the system, and requests decoding
+	// (the batch size as the server sees it), per 100 ms bin.
+	Pearson, Spearman map[string]float64
+	// LagMS is the shift of power against token throughput (−2…+2 s) that
+	// correlates best: the effective sensor lag (≈0 for the 20 ms buffer,
+	// ≈+500 ms for a 1 s moving average). LagCorr is that correlation.
+	LagMS, LagCorr float64
+}
+
+// correlate bins power (summed over devices, sample-and-hold) and activity
+// over the cycles' windows.
+func correlate(windows [][2]int64, power [][]schemas.PowerSample, hold int64, reqs []schemas.Request, toks map[string][]schemas.Token) *Correlation {
+	var pw, thr, inSys, decoding []float64
+	for _, w := range windows {
+		n := int((w[1] - w[0]) / CorrelationBin)
+		if n < 2 {
+			continue
+		}
+		p := make([]float64, n)
+		for _, ps := range power {
+			for i := 0; i < n; i++ {
+				a := w[0] + int64(i)*CorrelationBin
+				j, _ := IntegratePower(ps, a, a+CorrelationBin, hold)
+				p[i] += j / (CorrelationBin / 1e9)
+			}
+		}
+		th, sy, dc := make([]float64, n), make([]float64, n+1), make([]float64, n+1)
+		bin := func(t int64) int {
+			if t < w[0] || t >= w[0]+int64(n)*CorrelationBin {
+				return -1
+			}
+			return int((t - w[0]) / CorrelationBin)
+		}
+		// firstMid is the first bin whose midpoint is at or after t.
+		firstMid := func(t int64) int {
+			b := int(math.Ceil(float64(t-w[0]-CorrelationBin/2) / CorrelationBin))
+			return min(max(b, 0), n)
+		}
+		// Occupancy by difference arrays: +1 where a request enters, −1
+		// where it leaves, then a running sum (linear in requests + bins).
+		span := func(d []float64, a, b int64) {
+			if a == 0 || b <= a {
+				return
+			}
+			d[firstMid(a)]++
+			d[firstMid(b)]--
+		}
+		for _, q := range reqs {
+			for _, tk := range toks[q.ID] {
+				if b := bin(tk.TS); b >= 0 {
+					th[b] += float64(tk.Tokens) / (CorrelationBin / 1e9)
+				}
+			}
+			done := q.Done
+			if done == 0 {
+				done = w[1]
+			}
+			span(sy, q.Sent, done)
+			span(dc, q.FirstToken, q.LastToken)
+		}
+		for i := 1; i < n; i++ {
+			sy[i] += sy[i-1]
+			dc[i] += dc[i-1]
+		}
+		sy, dc = sy[:n], dc[:n]
+		pw, thr, inSys, decoding = append(pw, p...), append(thr, th...), append(inSys, sy...), append(decoding, dc...)
+	}
+	if len(pw) < 10 {
+		return nil
+	}
+	c := &Correlation{Bins: len(pw), Pearson: map[string]float64{}, Spearman: map[string]float64{}}
+	for name, x := range map[string][]float64{"tokens_per_s": thr, "requests_in_system": inSys, "requests_decoding": decoding} {
+		c.Pearson[name] = Pearson(pw, x)
+		c.Spearman[name] = Spearman(pw, x)
+	}
+	c.LagCorr = math.Inf(-1)
+	for lag := -20; lag <= 20; lag++ {
+		// power at bin i+lag against throughput at bin i.
+		var a, b []float64
+		for i := range thr {
+			if j := i + lag; j >= 0 && j < len(pw) {
+				a, b = append(a, pw[j]), append(b, thr[i])
+			}
+		}
+		if r := Pearson(a, b); r > c.LagCorr {
+			c.LagCorr, c.LagMS = r, float64(lag)*CorrelationBin/1e6
+		}
+	}
+	return c
+}
+
+// Pearson is the linear correlation coefficient (NaN without variance).
+func Pearson(x, y []float64) float64 {
+	n := float64(len(x))
+	if len(x) != len(y) || len(x) < 3 {
+		return math.NaN()
+	}
+	var mx, my float64
+	for i := range x {
+		mx += x[i]
+		my += y[i]
+	}
+	mx, my = mx/n, my/n
+	var sxy, sxx, syy float64
+	for i := range x {
+		dx, dy := x[i]-mx, y[i]-my
+		sxy += dx * dy
+		sxx += dx * dx
+		syy += dy * dy
+	}
+	if sxx == 0 || syy == 0 {
+		return math.NaN()
+	}
+	return sxy / math.Sqrt(sxx*syy)
+}
+
+// Spearman is the rank correlation (average ranks for ties).
+func Spearman(x, y []float64) float64 { return Pearson(ranks(x), ranks(y)) }
+
+func ranks(x []float64) []float64 {
+	idx := make([]int, len(x))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.Slice(idx, func(a, b int) bool { return x[idx[a]] < x[idx[b]] })
+	r := make([]float64, len(x))
+	for i := 0; i < len(idx); {
+		j := i
+		for j+1 < len(idx) && x[idx[j+1]] == x[idx[i]] {
+			j++
+		}
+		for k := i; k <= j; k++ {
+			r[idx[k]] = float64(i+j)/2 + 1
+		}
+		i = j + 1
+	}
+	return r
+}
+
+// PercentileCI is a percentile with its bootstrap 95% confidence interval.
+type PercentileCI struct {
+	P, Value, Low, High float64
+	N                   int
+}
+
+// BootstrapPercentile estimates percentile p of xs with a 95% interval
+// from 1,000 resamples (percentile method, fixed seed: reproducible).
+func BootstrapPercentile(xs []float64, p float64) PercentileCI {
+	out := PercentileCI{P: p, N: len(xs), Value: math.NaN(), Low: math.NaN(), High: math.NaN()}
+	if len(xs) == 0 {
+		return out
+	}
+	data := append([]float64(nil), xs...)
+	out.Value = Percentile(data, p)
+	if len(xs) < 2 {
+		return out
+	}
+	rng := rand.New(rand.NewPCG(0xb00757, uint64(len(xs))))
+	const B = 1000
+	est := make([]float64, B)
+	sample := make([]float64, len(xs))
+	for b := 0; b < B; b++ {
+		for i := range sample {
+			sample[i] = xs[rng.IntN(len(xs))]
+		}
+		est[b] = Percentile(sample, p)
+	}
+	out.Low, out.High = Percentile(est, 2.5), Percentile(est, 97.5)
+	return out
+}
