@@ -2,8 +2,8 @@ package plots
 
 import (
 	"encoding/xml"
-	"math"
 	"image/png"
+	"math"
 	"os"
 	"strings"
 	"testing"
