@@ -146,6 +146,38 @@ type work struct {
 	prefill  bool
 }
 
+// MergeSlices sums several devices' slices onto one grid of step ns over
+// [from, to]: each slice's energy goes to the grid cells it overlaps, in
+// proportion, so the total is kept exactly. Attributing the merged slices
+// once gives each request its energy summed over the devices, as
+// attributing each device's and adding would, in one pass instead of one
+// per device (energy moves by less than one step within a device).
+func MergeSlices(sets [][]Slice, step, from, to int64) []Slice {
+	if step <= 0 || to <= from {
+		return nil
+	}
+	n := int((to - from + step - 1) / step)
+	out := make([]Slice, n)
+	for i := range out {
+		out[i] = Slice{From: from + int64(i)*step, To: min(from+int64(i+1)*step, to)}
+	}
+	for _, set := range sets {
+		for _, sl := range set {
+			if sl.To <= sl.From {
+				continue
+			}
+			a := max(int((sl.From-from)/step), 0)
+			for k := a; k < n && out[k].From < sl.To; k++ {
+				lo, hi := max(out[k].From, sl.From), min(out[k].To, sl.To)
+				if hi > lo {
+					out[k].Joules += sl.Joules * float64(hi-lo) / float64(sl.To-sl.From)
+				}
+			}
+		}
+	}
+	return out
+}
+
 // Attribute splits the energy of slices among requests. staticW is the
 // idle power of the devices (sum), taken from the baseline; each slice's
 // static part is staticW × its duration, the rest is dynamic (it may be
@@ -161,6 +193,13 @@ func Attribute(slices []Slice, staticW float64, reqs []schemas.Request, toks map
 	a := &Attribution{Method: method, Requests: make([]RequestEnergy, 0, len(reqs))}
 	works := make([][]work, len(reqs))
 	firstTok := make([]int64, len(reqs))
+	reqToks := make([][]schemas.Token, len(reqs))
+	total := 0
+	for i, q := range reqs {
+		reqToks[i] = toks[q.ID]
+		total += len(reqToks[i]) + 1
+	}
+	backing := make([]work, 0, total)
 	for i, q := range reqs {
 		a.Requests = append(a.Requests, RequestEnergy{ID: q.ID, PromptTokens: q.PromptTokens, OutputTokens: q.OutputTokens})
 		first := q.FirstToken
@@ -168,16 +207,18 @@ func Attribute(slices []Slice, staticW float64, reqs []schemas.Request, toks map
 			first = q.Done
 		}
 		firstTok[i] = first
+		start := len(backing)
 		if q.Sent != 0 && first > q.Sent {
-			works[i] = append(works[i], work{from: q.Sent, to: first, tokens: float64(max(q.PromptTokens, 1)), prefill: true})
+			backing = append(backing, work{from: q.Sent, to: first, tokens: float64(max(q.PromptTokens, 1)), prefill: true})
 		}
 		prev := first
-		for _, t := range toks[q.ID] {
+		for _, t := range reqToks[i] {
 			if t.TS > prev {
-				works[i] = append(works[i], work{from: prev, to: t.TS, tokens: float64(t.Tokens)})
+				backing = append(backing, work{from: prev, to: t.TS, tokens: float64(t.Tokens)})
 				prev = t.TS
 			}
 		}
+		works[i] = backing[start:len(backing):len(backing)]
 	}
 	type share struct {
 		req        int

@@ -84,7 +84,11 @@ func ResultTables(r *RunResult, analyzedNS int64) []*schemas.Table {
 		re.OutputTokens.Append(q.OutputTokens)
 		re.JPerOutputToken.Append(q.JPerOutputToken)
 		re.JPerInputToken.Append(q.JPerInputToken)
-		re.Method.Append(string(AttributionMethod))
+		m := r.Method
+		if m == "" {
+			m = string(AttributionMethod)
+		}
+		re.Method.Append(m)
 		re.AnalyzedNS.Append(analyzedNS)
 	}
 	return []*schemas.Table{rr.Table(), cr.Table(), re.Table()}

@@ -19,11 +19,12 @@ type CycleResult struct {
 	Cycle        uint32
 	From, To     int64
 	DurationS    float64
-	EnergyJ      float64 // all devices of the run, counter-based
-	StaticJ      float64 // idle baseline power x duration
-	DynamicJ     float64 // EnergyJ - StaticJ
-	EdgeUncJ     float64 // random uncertainty from counter resolution
-	SystematicJ  float64 // sensor gain uncertainty (±5% of reading)
+	EnergyJ      float64            // all devices of the run, counter-based
+	DeviceJ      map[string]float64 // each device's part of EnergyJ
+	StaticJ      float64            // idle baseline power x duration
+	DynamicJ     float64            // EnergyJ - StaticJ
+	EdgeUncJ     float64            // random uncertainty from counter resolution
+	SystematicJ  float64            // sensor gain uncertainty (±5% of reading)
 	Requests     int
 	Failed       int
 	PromptTokens uint64
@@ -51,6 +52,7 @@ type CycleResult struct {
 type RunResult struct {
 	RunID, Experiment, Backend, Model string
 	Config                            string // the run's normalised configuration (canonical JSON)
+	Method                            string // per-request attribution method
 	Devices                           []string
 	BaselineW                         map[string]float64 // idle power per device, settled, before the run
 	// SeriesShiftMS is, per device, the shift applied to the power series
@@ -107,14 +109,34 @@ func serverView(reqs []schemas.Request) *ServerView {
 }
 
 // Metrics summarised over cycles, in table order.
-var SummaryMetrics = []string{"energy_j", "dynamic_j", "prefill_j", "decode_j", "j_per_token", "j_per_request", "tokens_per_j",
+var SummaryMetrics = []string{"energy_j", "dynamic_j", "idle_share", "prefill_j", "decode_j", "j_per_token", "j_per_request", "tokens_per_j",
 	"ttft_p50_ms", "itl_p50_ms", "tpot_p50_ms", "e2e_p50_ms", "throughput_tok_s"}
 
 // ErrNoRun is returned for a run without start and end events.
 var ErrNoRun = errors.New("run has no complete cycle")
 
-// AnalyzeRun computes the results of runID from store.
+// Options tune an analysis.
+type Options struct {
+	// Method attributes each slice's dynamic energy: MethodTokens (the
+	// default) or MethodEqual. Static energy is always shared by time in
+	// the system.
+	Method string
+}
+
+// AnalyzeRun computes the results of runID from store (token-weighted
+// attribution).
 func AnalyzeRun(ctx context.Context, store Store, runID string) (*RunResult, error) {
+	return AnalyzeRunWith(ctx, store, runID, Options{})
+}
+
+// AnalyzeRunWith is AnalyzeRun with options.
+func AnalyzeRunWith(ctx context.Context, store Store, runID string, opt Options) (*RunResult, error) {
+	if opt.Method == "" {
+		opt.Method = MethodTokens
+	}
+	if opt.Method != MethodTokens && opt.Method != MethodEqual {
+		return nil, fmt.Errorf("unknown attribution method %q (want %s or %s)", opt.Method, MethodTokens, MethodEqual)
+	}
 	evs, err := store.RunEvents(ctx, runID)
 	if err != nil {
 		return nil, err
@@ -203,7 +225,7 @@ func AnalyzeRun(ctx context.Context, store Store, runID string) (*RunResult, err
 			break
 		}
 		cr := cycleResult(c, s, e, res, devs, byCycle[c], toks)
-		if err := attributeCycle(&cr, res, devs, byCycle[c], toks); err != nil {
+		if err := attributeCycle(&cr, res, devs, byCycle[c], toks, opt.Method); err != nil {
 			return nil, err
 		}
 		res.Cycles = append(res.Cycles, cr)
@@ -280,6 +302,7 @@ var cycleGetters = map[string]func(*CycleResult) float64{
 	"prefill_j":        func(c *CycleResult) float64 { return c.PrefillJ },
 	"decode_j":         func(c *CycleResult) float64 { return c.DecodeJ },
 	"throughput_tok_s": func(c *CycleResult) float64 { return float64(c.OutputTokens) / c.DurationS },
+	"idle_share":       func(c *CycleResult) float64 { return c.StaticJ / c.EnergyJ },
 }
 
 func cycleMetric(c *CycleResult, m string) float64 {
@@ -392,6 +415,10 @@ func cycleResult(c uint32, from, to int64, run *RunResult, devs map[string]*devi
 		}
 		w := dd.window(from, to)
 		cr.EnergyJ += w.Joules
+		if cr.DeviceJ == nil {
+			cr.DeviceJ = map[string]float64{}
+		}
+		cr.DeviceJ[d] = w.Joules
 		unc2 += w.EdgeUncJ * w.EdgeUncJ
 		cr.Quality = worse(cr.Quality, w.Quality)
 		cr.Simulated = cr.Simulated || w.Simulated
@@ -451,38 +478,43 @@ func cycleResult(c uint32, from, to int64, run *RunResult, devs map[string]*devi
 
 // attributeCycle splits the cycle's energy among its requests, device by
 // device (each with its own timeline and baseline), and sums per request.
-func attributeCycle(cr *CycleResult, run *RunResult, devs map[string]*deviceData, reqs []schemas.Request, toks map[string][]schemas.Token) error {
+func attributeCycle(cr *CycleResult, run *RunResult, devs map[string]*deviceData, reqs []schemas.Request, toks map[string][]schemas.Token, method string) error {
 	byID := map[string]*RequestEnergy{}
 	var order []string
 	cr.PrefillJ, cr.DecodeJ, cr.UnattributedJ = math.NaN(), math.NaN(), math.NaN()
+	// One pass over the devices' slices merged on a 5 ms grid, with the
+	// devices' summed baseline as the static power.
+	var sets [][]Slice
+	var staticW float64
 	for _, d := range run.Devices {
 		dd := devs[d]
 		if len(dd.power) == 0 {
 			return nil // no time-resolved power: no attribution
 		}
-		slices := Slices(dd.readings, dd.power, dd.hold(), cr.From, cr.To)
-		a, err := Attribute(slices, run.BaselineW[d], reqs, toks, MethodTokens)
-		if err != nil {
-			return err
+		sets = append(sets, Slices(dd.readings, dd.power, dd.hold(), cr.From, cr.To))
+		staticW += run.BaselineW[d]
+	}
+	slices := sets[0]
+	if len(sets) > 1 {
+		slices = MergeSlices(sets, 5e6, cr.From, cr.To)
+	}
+	a, err := Attribute(slices, staticW, reqs, toks, method)
+	run.Method = method
+	if err != nil {
+		return err
+	}
+	cr.PrefillJ, cr.DecodeJ, cr.UnattributedJ = a.PrefillJ, a.DecodeJ, a.UnattributedJ
+	for _, r := range a.Requests {
+		acc, ok := byID[r.ID]
+		if !ok {
+			acc = &RequestEnergy{ID: r.ID, Cycle: cr.Cycle, PromptTokens: r.PromptTokens, OutputTokens: r.OutputTokens}
+			byID[r.ID] = acc
+			order = append(order, r.ID)
 		}
-		if math.IsNaN(cr.PrefillJ) {
-			cr.PrefillJ, cr.DecodeJ, cr.UnattributedJ = 0, 0, 0
-		}
-		cr.PrefillJ += a.PrefillJ
-		cr.DecodeJ += a.DecodeJ
-		cr.UnattributedJ += a.UnattributedJ
-		for _, r := range a.Requests {
-			acc, ok := byID[r.ID]
-			if !ok {
-				acc = &RequestEnergy{ID: r.ID, Cycle: cr.Cycle, PromptTokens: r.PromptTokens, OutputTokens: r.OutputTokens}
-				byID[r.ID] = acc
-				order = append(order, r.ID)
-			}
-			acc.StaticJ += r.StaticJ
-			acc.DynamicJ += r.DynamicJ
-			acc.PrefillJ += r.PrefillJ
-			acc.DecodeJ += r.DecodeJ
-		}
+		acc.StaticJ += r.StaticJ
+		acc.DynamicJ += r.DynamicJ
+		acc.PrefillJ += r.PrefillJ
+		acc.DecodeJ += r.DecodeJ
 	}
 	var totals []float64
 	for _, id := range order {

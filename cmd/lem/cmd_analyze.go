@@ -23,6 +23,7 @@ func init() {
 		usage:   "[run id...]",
 		setup: func(fs *flag.FlagSet) func([]string) error {
 			pqDir := fs.String("parquet", "", "read the local Parquet store under this directory")
+			method := fs.String("attribution", analytics.MethodTokens, "per-request attribution of dynamic energy: token-weighted or equal-share")
 			write := fs.Bool("write", false, "also write the results (run_results, cycle_results, request_energy) back to the store")
 			chc := clickhouseFlags(fs)
 			return func(args []string) error {
@@ -43,7 +44,7 @@ func init() {
 					}
 				}
 				for _, id := range ids {
-					r, err := analytics.AnalyzeRun(ctx, store, id)
+					r, err := analytics.AnalyzeRunWith(ctx, store, id, analytics.Options{Method: *method})
 					if err != nil {
 						return err
 					}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/llm-energy-measure/lem/deploy"
 	"github.com/llm-energy-measure/lem/internal/bus"
+	"github.com/llm-energy-measure/lem/internal/pqstore"
 	"github.com/llm-energy-measure/lem/internal/testenv"
 	"github.com/llm-energy-measure/lem/schemas"
 )
@@ -89,6 +90,20 @@ func TestDemo(t *testing.T) {
 			}
 			if name != "parquet" {
 				return
+			}
+			// Equal-share attribution on request, written back.
+			var errb bytes.Buffer
+			out := captureStdout(t, func() {
+				if code := run([]string{"analyze", "-parquet", filepath.Join(dir, "store"), "-attribution", "equal-share", "-write"}, os.Stdout, &errb); code != 0 {
+					t.Fatalf("analyze: %s", errb.String())
+				}
+			})
+			if !strings.Contains(out, "over 2 cycles") {
+				t.Errorf("analyze output:\n%s", out)
+			}
+			re := schemas.NewRequestEnergyRows()
+			if err := pqstore.ReadTable(filepath.Join(dir, "store"), re.Table()); err != nil || re.Table().Rows() == 0 || re.Method.V[0] != "equal-share" {
+				t.Errorf("request_energy after -attribution equal-share: %v, %d rows", err, re.Table().Rows())
 			}
 			// lem export, every format, from the demo's store.
 			m := regexp.MustCompile(`run (demo-\S+):`).FindStringSubmatch(stdout)
