@@ -402,7 +402,9 @@ func (e *experimentRun) execute(ctx context.Context) ([]*analytics.RunResult, er
 			}
 			st.prompts = append(st.prompts, ps)
 		}
-		cfgJSON, _ := json.Marshal(map[string]any{"backend": b, "workload": w, "run": r.Name,
+		// Stored with every run event: secrets in the backend's environment
+		// are redacted (the launch used the real values).
+		cfgJSON, _ := json.Marshal(map[string]any{"backend": b.Redacted(), "workload": w, "run": r.Name,
 			"sampling": client.Sampling, "measurement": c.Measurement})
 		rc := loadgen.RunConfig{RunID: id, Experiment: c.Experiment, Backend: b.Kind, Model: b.Name(), Host: host,
 			Devices: devUUIDs, Config: string(cfgJSON), Inventory: string(invJSON), Cycles: c.Measurement.Cycles,

@@ -173,3 +173,26 @@ func freePort(t *testing.T) int {
 }
 
 func netListen() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }
+
+// Secrets in the backend's environment never reach logs or stored
+// configurations; the launch itself gets them.
+func TestSecretsRedacted(t *testing.T) {
+	c := Config{Kind: VLLM, Model: "m", Env: map[string]string{"HF_TOKEN": "hf_abc123", "VLLM_API_KEY": "k", "OMP_NUM_THREADS": "4"}}
+	c.Normalize()
+	l, _ := Command(&c, "")
+	s := l.String()
+	if strings.Contains(s, "hf_abc123") || !strings.Contains(s, "HF_TOKEN=<redacted>") || !strings.Contains(s, "OMP_NUM_THREADS=4") {
+		t.Fatalf("launch line: %s", s)
+	}
+	found := false
+	for _, e := range l.Env {
+		found = found || e == "HF_TOKEN=hf_abc123"
+	}
+	if !found {
+		t.Fatal("the launch lost the real token")
+	}
+	r := c.Redacted()
+	if r.Env["HF_TOKEN"] != "<redacted>" || r.Env["OMP_NUM_THREADS"] != "4" || c.Env["HF_TOKEN"] != "hf_abc123" {
+		t.Fatalf("redacted %v, original %v", r.Env, c.Env)
+	}
+}

@@ -3,6 +3,7 @@ package backend
 import (
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -20,11 +21,12 @@ type Launch struct {
 }
 
 // String renders the launch as a shell-like line (for logs and `lem
-// config show`).
+// config show`), secrets in the environment redacted.
 func (l Launch) String() string {
 	var b strings.Builder
 	for _, e := range l.Env {
-		b.WriteString(e + " ")
+		k, v, _ := strings.Cut(e, "=")
+		b.WriteString(k + "=" + RedactValue(k, v) + " ")
 	}
 	for i, a := range l.Argv {
 		if i > 0 {
@@ -37,6 +39,33 @@ func (l Launch) String() string {
 		}
 	}
 	return b.String()
+}
+
+// secretKey matches names whose values are secrets (HF_TOKEN,
+// AWS_SECRET_ACCESS_KEY, *_PASSWORD, API keys).
+var secretKey = regexp.MustCompile(`(?i)(token|secret|password|passwd|api[_-]?key|credential|private[_-]?key)`)
+
+// RedactValue returns v, or "<redacted>" when name says it holds a secret.
+func RedactValue(name, v string) string {
+	if v != "" && secretKey.MatchString(name) {
+		return "<redacted>"
+	}
+	return v
+}
+
+// Redacted returns a copy of c whose secret environment values are
+// replaced: what logs, `lem config show` and the stored run configuration
+// see. The launch itself uses c.
+func (c Config) Redacted() Config {
+	if len(c.Env) == 0 {
+		return c
+	}
+	env := make(map[string]string, len(c.Env))
+	for k, v := range c.Env {
+		env[k] = RedactValue(k, v)
+	}
+	c.Env = env
+	return c
 }
 
 // dtypeNames maps canonical precisions to each backend's spelling.

@@ -455,7 +455,9 @@ func (c *Config) Validate() []error {
 func ShowNonDefault(w io.Writer, c *Config, notes []string) error {
 	d := Defaults()
 	d.Normalize()
-	got, err := flatten(c)
+	shown := *c
+	shown.Backend = c.Backend.Redacted()
+	got, err := flatten(&shown)
 	if err != nil {
 		return err
 	}

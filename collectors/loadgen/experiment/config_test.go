@@ -156,3 +156,18 @@ func TestExamplesValid(t *testing.T) {
 		}
 	}
 }
+
+func TestShowRedactsSecrets(t *testing.T) {
+	c := parse(t, "backend: {kind: vllm, model: m, env: {HF_TOKEN: hf_secret, CUDA_LAUNCH_BLOCKING: '1'}}\n")
+	var b strings.Builder
+	if err := ShowNonDefault(&b, c, nil); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(b.String(), "hf_secret") || !strings.Contains(b.String(), "backend.env.HF_TOKEN: <redacted>") ||
+		!strings.Contains(b.String(), "backend.env.CUDA_LAUNCH_BLOCKING: 1") {
+		t.Fatalf("shown:\n%s", b.String())
+	}
+	if c.Backend.Env["HF_TOKEN"] != "hf_secret" {
+		t.Fatal("the configuration itself was redacted")
+	}
+}
