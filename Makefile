@@ -62,6 +62,9 @@ test: clickhouse debootstrap
 	@mkdir -p $(CGO_TMP)
 	TMPDIR=$(CGO_TMP) LEM_E2E=1 $(GO) test -count=1 -timeout 30m ./...
 	TMPDIR=$(CGO_TMP) $(GO) test -count=1 -run XXX -fuzz FuzzDecode -fuzztime 15s ./schemas
+	@# Every parser of user-supplied files, briefly (crashers land in testdata/fuzz and become regression tests).
+	TMPDIR=$(CGO_TMP) $(GO) test -count=1 -run XXX -fuzz FuzzParse -fuzztime 5s ./collectors/loadgen/experiment
+	for f in FuzzTrace FuzzJSONL FuzzShareGPT; do TMPDIR=$(CGO_TMP) $(GO) test -count=1 -run XXX -fuzz $$f -fuzztime 5s ./collectors/loadgen || exit 1; done
 
 test-short:
 	@mkdir -p $(CGO_TMP)
@@ -76,6 +79,8 @@ bench: clickhouse
 fuzz:
 	@mkdir -p $(CGO_TMP)
 	TMPDIR=$(CGO_TMP) $(GO) test -run XXX -fuzz FuzzDecode -fuzztime 2m ./schemas
+	TMPDIR=$(CGO_TMP) $(GO) test -run XXX -fuzz FuzzParse -fuzztime 1m ./collectors/loadgen/experiment
+	for f in FuzzTrace FuzzJSONL FuzzShareGPT; do TMPDIR=$(CGO_TMP) $(GO) test -run XXX -fuzz $$f -fuzztime 1m ./collectors/loadgen || exit 1; done
 
 # Regenerates the documents the binary owns.
 docs: build

@@ -49,10 +49,15 @@ func init() {
 			alsoInstant := fs.Bool("instant", false, "also read instant power (field 186) at 10 Hz beside the buffer, for validation")
 			alignedCounter := fs.Bool("aligned-counter", false, "read the energy counter aligned to its 100 ms refresh (stamped within a few ms, source nvml.counter.aligned; about twice the CPU per reading) instead of whenever its timer fires (value 0-100 ms old)")
 			chc := clickhouseFlags(fs)
+			natsOpts := natsFlags(fs)
 			logger := logFlags(fs)
 			return func([]string) error {
 				log := logger()
 				cfg, err := chc()
+				if err != nil {
+					return err
+				}
+				nopts, err := natsOpts()
 				if err != nil {
 					return err
 				}
@@ -113,7 +118,7 @@ func init() {
 					defer func() { pprof.StopCPUProfile(); f.Close() }()
 				}
 				start, cpu0 := time.Now(), cpuTime()
-				err = runAgent(ctx, cols, *natsURL, *pqDir, *spoolDir, *spoolMax, *metricsAddr, cfg, log)
+				err = runAgent(ctx, cols, *natsURL, nopts, *pqDir, *spoolDir, *spoolMax, *metricsAddr, cfg, log)
 				wall, cpu := time.Since(start), cpuTime()-cpu0
 				what := "agent"
 				if *natsURL == "" {
@@ -136,13 +141,13 @@ func init() {
 	})
 }
 
-func runAgent(ctx context.Context, cols []collectors.Collector, natsURL, pqDir, spoolDir string, spoolMax int64, metricsAddr string,
+func runAgent(ctx context.Context, cols []collectors.Collector, natsURL string, natsOpts []nats.Option, pqDir, spoolDir string, spoolMax int64, metricsAddr string,
 	cfg ingest.ClickHouseConfig, log zerolog.Logger) error {
 	var nc *nats.Conn
 	var err error
 	stop := func() {}
 	if natsURL != "" {
-		nc, err = nats.Connect(natsURL, nats.Name("lem-agent"), nats.MaxReconnects(-1))
+		nc, err = nats.Connect(natsURL, append([]nats.Option{nats.Name("lem-agent"), nats.MaxReconnects(-1)}, natsOpts...)...)
 		if err != nil {
 			return err
 		}

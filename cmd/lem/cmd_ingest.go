@@ -30,10 +30,15 @@ func init() {
 			flush := fs.Duration("flush-interval", time.Second, "flush each table at least this often")
 			replicas := fs.Int("stream-replicas", 1, "replicas of the JetStream streams when ingest creates them (3 on a 3-node cluster)")
 			chc := clickhouseFlags(fs)
+			natsOpts := natsFlags(fs)
 			logger := logFlags(fs)
 			return func([]string) error {
 				log := logger()
 				cfg, err := chc()
+				if err != nil {
+					return err
+				}
+				nopts, err := natsOpts()
 				if err != nil {
 					return err
 				}
@@ -42,7 +47,7 @@ func init() {
 				}
 				ctx, cancel := signalContext()
 				defer cancel()
-				nc, err := nats.Connect(*natsURL, nats.Name("lem-ingest"), nats.MaxReconnects(-1))
+				nc, err := nats.Connect(*natsURL, append([]nats.Option{nats.Name("lem-ingest"), nats.MaxReconnects(-1)}, nopts...)...)
 				if err != nil {
 					return fmt.Errorf("connecting to NATS: %w", err)
 				}

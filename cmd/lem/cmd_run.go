@@ -45,6 +45,7 @@ func init() {
 			dryRun := fs.Bool("dry-run", false, "check the file, print the plan and the backend's command line, run nothing")
 			outDir := fs.String("out", "", "directory for logs and the local store (overrides the file's out:)")
 			chc := clickhouseFlags(fs)
+			natsOpts := natsFlags(fs)
 			logger := logFlags(fs)
 			return func(args []string) error {
 				if len(args) != 1 {
@@ -64,8 +65,12 @@ func init() {
 				if err != nil {
 					return err
 				}
+				nopts, err := natsOpts()
+				if err != nil {
+					return err
+				}
 				log := logger()
-				e := &experimentRun{cfg: cfg, notes: notes, ch: ch, log: log, showTokens: *showTokens,
+				e := &experimentRun{cfg: cfg, notes: notes, ch: ch, natsOpts: nopts, log: log, showTokens: *showTokens,
 					quiet: log.GetLevel() >= zerolog.ErrorLevel, out: os.Stdout}
 				if *dryRun {
 					return e.plan(os.Stdout)
@@ -138,6 +143,7 @@ type experimentRun struct {
 	cfg        *experiment.Config
 	notes      []string
 	ch         ingest.ClickHouseConfig
+	natsOpts   []nats.Option // authentication and TLS for output.nats
 	log        zerolog.Logger
 	showTokens bool
 	quiet      bool
@@ -218,7 +224,7 @@ func (e *experimentRun) execute(ctx context.Context) ([]*analytics.RunResult, er
 			return nil, err
 		}
 	} else {
-		nc, err := nats.Connect(c.Output.NATS, nats.Name("lem-run"), nats.MaxReconnects(-1))
+		nc, err := nats.Connect(c.Output.NATS, append([]nats.Option{nats.Name("lem-run"), nats.MaxReconnects(-1)}, e.natsOpts...)...)
 		if err != nil {
 			return nil, fmt.Errorf("output.nats: %w", err)
 		}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -143,8 +144,13 @@ func readTrace(path string) ([]float64, error) {
 		return nil, fmt.Errorf("arrival.trace: %w", err)
 	}
 	defer f.Close()
+	return parseTrace(f, path)
+}
+
+func parseTrace(r io.Reader, path string) ([]float64, error) {
+	var err error
 	var ts []float64
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	line := 0
 	for sc.Scan() {

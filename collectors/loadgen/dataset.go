@@ -345,6 +345,10 @@ func readShareGPT(path string) ([][2]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dataset.path: %w", err)
 	}
+	return parseShareGPT(b, path)
+}
+
+func parseShareGPT(b []byte, path string) ([][2]string, error) {
 	var convs []struct {
 		Conversations []struct {
 			From  string `json:"from"`
@@ -377,8 +381,12 @@ func readJSONL(path string) ([]Prompt, error) {
 		return nil, fmt.Errorf("dataset.path: %w", err)
 	}
 	defer f.Close()
+	return parseJSONL(f, path)
+}
+
+func parseJSONL(r io.Reader, path string) ([]Prompt, error) {
 	var out []Prompt
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 16<<20)
 	line := 0
 	for sc.Scan() {
