@@ -151,7 +151,16 @@ func (in *Ingester) newWorker(ctx context.Context, k schemas.Kind, epoch int64) 
 		return nil, fmt.Errorf("ingest %s: %w", k, err)
 	}
 	name := in.cfg.ConsumerPrefix + "-" + k.String()
-	cons, err := in.js.CreateOrUpdateConsumer(ctx, bus.EventStream, jetstream.ConsumerConfig{
+	// The store, not the consumer, says where to resume: a previous
+	// instance may have been killed holding delivered messages it never
+	// stored. Left to the consumer, those would come back only after
+	// AckWait — behind newer messages that advance the watermark, so they
+	// would be skipped as stored — or be acknowledged away by the next
+	// AckAll. So the consumer is recreated to deliver from the watermark on.
+	if err := in.js.DeleteConsumer(ctx, bus.EventStream, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, fmt.Errorf("resetting consumer %s: %w", name, err)
+	}
+	cc := jetstream.ConsumerConfig{
 		Durable:       name,
 		Description:   "lem ingest into " + in.sink.Name() + " table " + table,
 		FilterSubject: schemas.SubjectFilter(k),
@@ -160,7 +169,11 @@ func (in *Ingester) newWorker(ctx context.Context, k schemas.Kind, epoch int64) 
 		MaxAckPending: 100_000,
 		MaxDeliver:    -1,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
+	}
+	if wm > 0 {
+		cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, wm+1
+	}
+	cons, err := in.js.CreateOrUpdateConsumer(ctx, bus.EventStream, cc)
 	if err != nil {
 		return nil, fmt.Errorf("creating consumer %s: %w", name, err)
 	}

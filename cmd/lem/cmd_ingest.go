@@ -59,9 +59,19 @@ func init() {
 				if err := bus.EnsureStreams(ctx, js, bus.StreamConfig{Replicas: *replicas}); err != nil {
 					return err
 				}
-				sink, err := openSink(ctx, cfg, *pqDir, log)
-				if err != nil {
-					return err
+				// A store that is down at start is waited for, as one that
+				// goes down later is: events wait in JetStream meanwhile.
+				var sink ingest.Sink
+				for backoff := 500 * time.Millisecond; ; backoff = min(2*backoff, 10*time.Second) {
+					if sink, err = openSink(ctx, cfg, *pqDir, log); err == nil {
+						break
+					}
+					log.Warn().Err(err).Dur("retry_in", backoff).Msg("store unavailable")
+					select {
+					case <-ctx.Done():
+						return nil
+					case <-time.After(backoff):
+					}
 				}
 				defer sink.Close()
 				reg := newRegistry()

@@ -20,7 +20,8 @@ func init() {
 			"with ingest in-process into -parquet or -clickhouse.",
 		setup: func(fs *flag.FlagSet) func([]string) error {
 			listen := fs.String("listen", "127.0.0.1:4222", "NATS client address to listen on")
-			pqDir := fs.String("parquet", "lem-store", "Parquet store directory (unless -clickhouse)")
+			pqDir := fs.String("parquet", "lem-store", "Parquet store directory (unless -clickhouse); the JetStream store is <dir>.nats")
+			withIngest := fs.Bool("ingest", true, "run ingest in-process (false: only the JetStream server, for a separate lem ingest)")
 			chc := clickhouseFlags(fs)
 			logger := logFlags(fs)
 			return func([]string) error {
@@ -28,6 +29,18 @@ func init() {
 				cfg, err := chc()
 				if err != nil {
 					return err
+				}
+				if !*withIngest {
+					emb, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: *pqDir + ".nats", Listen: *listen})
+					if err != nil {
+						return err
+					}
+					fmt.Printf("serving NATS on %s (no ingest)\n", emb.ClientURL())
+					ctx, cancel := signalContext()
+					defer cancel()
+					<-ctx.Done()
+					emb.Shutdown()
+					return nil
 				}
 				bb, err := startBackbone(*listen, *pqDir, cfg, log)
 				if err != nil {
