@@ -176,6 +176,9 @@ func MigrateCluster(ctx context.Context, conn driver.Conn, db, cluster string, l
 	return res, nil
 }
 
+// sendBlockRows is the size of the data blocks an insert is sent in.
+const sendBlockRows = 65_536
+
 // ClickHouseSink writes tables to ClickHouse.
 type ClickHouseSink struct {
 	conn driver.Conn
@@ -229,14 +232,31 @@ func (s *ClickHouseSink) Write(ctx context.Context, t *schemas.Table) error {
 		q = "INSERT INTO " + s.db + "." + t.Name + " (" + strings.Join(t.ColumnNames(), ", ") + ")"
 		s.inserts.Store(t.Name, q)
 	}
-	batch, err := s.conn.PrepareBatch(ctx, q, driver.WithReleaseConnection())
+	batch, err := s.conn.PrepareBatch(ctx, q)
 	if err != nil {
 		return fmt.Errorf("preparing insert into %s: %w", t.Name, err)
 	}
-	for i, c := range t.Columns {
-		if err := batch.Column(i).Append(c.Data()); err != nil {
-			_ = batch.Abort()
-			return fmt.Errorf("appending column %s.%s: %w", t.Name, c.Name(), err)
+	// The rows go as data blocks of at most sendBlockRows inside the one
+	// INSERT: the client reuses its column buffers from block to block
+	// (a single block would grow fresh ones of the whole table's size on
+	// every insert), and the server squashes the blocks back into one
+	// before writing (below min_insert_block_size_rows, 1,048,576, and
+	// _bytes, 256 MiB; Config.BatchRows and BatchBytes stay below them),
+	// so the insert is still one part, all or nothing (ADR 0003).
+	n := t.Rows()
+	for a := 0; a < n; a += sendBlockRows {
+		b := min(a+sendBlockRows, n)
+		for i, c := range t.Columns {
+			if err := batch.Column(i).Append(c.Slice(a, b).Data()); err != nil {
+				_ = batch.Abort()
+				return fmt.Errorf("appending column %s.%s: %w", t.Name, c.Name(), err)
+			}
+		}
+		if b < n {
+			if err := batch.Flush(); err != nil {
+				_ = batch.Abort()
+				return fmt.Errorf("inserting %d rows into %s: %w", n, t.Name, err)
+			}
 		}
 	}
 	if err := batch.Send(); err != nil {

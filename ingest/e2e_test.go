@@ -13,13 +13,15 @@ import (
 	"github.com/llm-energy-measure/lem/schemas"
 )
 
-// synthetic stream shape used by the end-to-end test and the benchmark:
-// nDev devices at 50 Hz, one message per device-second (50 samples), and
-// token batches of 100 chunk events.
+// synthetic stream shape used by the end-to-end test and the benchmark,
+// that of lem's own publishers: nDev devices at 50 Hz, one message per
+// device-second (50 samples, as the NVML collector reads the driver's
+// buffer), and token messages as the load generator's runner sends them
+// (finished requests, their chunks together, at least 2,000 per message).
 const (
 	e2eDevices       = 8
 	samplesPerBatch  = 50
-	tokensPerBatch   = 100
+	tokensPerBatch   = 2000
 	requestsPerBatch = 10
 )
 
@@ -64,7 +66,8 @@ func publishE2E(tb testing.TB, pub *bus.Publisher, nSamples, nTokens int) e2eTot
 		for i := 0; i < tokensPerBatch && b*tokensPerBatch+i < nTokens; i++ {
 			ts := t0 + int64(b)*1e8 + int64(i)*1e6
 			n := uint64(1 + i%4)
-			tk.Tokens = append(tk.Tokens, schemas.Token{Request: uint32(i % requestsPerBatch), Index: uint32(i / requestsPerBatch), TS: ts, Tokens: uint32(n)})
+			per := tokensPerBatch / requestsPerBatch
+			tk.Tokens = append(tk.Tokens, schemas.Token{Request: uint32(i / per), Index: uint32(i % per), TS: ts, Tokens: uint32(n)})
 			tot.tokens++
 			tot.tokenSum += n
 			tot.tokenCheck += uint64(ts) * n

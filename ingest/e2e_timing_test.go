@@ -12,7 +12,7 @@ import (
 
 // BenchmarkEndToEnd measures the sustained rate from publisher to rows in
 // ClickHouse: each iteration publishes 1,000,000 power samples (50 per
-// message) and 100,000 token events while ingest runs, and ends when the
+// message) and 500,000 token events while ingest runs, and ends when the
 // last row is queryable.
 func BenchmarkEndToEnd(b *testing.B) {
 	db, conn := testenv.FreshDatabase(b)
@@ -26,7 +26,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 	defer cancel()
 	in := ingest.New(js, sink, ingest.Config{}, nil, testLogger())
 	go in.Run(ctx)
-	const nS, nT = 1_000_000, 100_000
+	const nS, nT = 1_000_000, 500_000
 	b.ResetTimer()
 	var samples, tokens uint64
 	for i := 0; i < b.N; i++ {

@@ -126,22 +126,39 @@ func (in *Ingester) Run(ctx context.Context) error {
 	return nil
 }
 
+// A worker moves one event kind: it fetches and decodes messages into a
+// block while its inserter writes the previous block, so that decoding
+// and the store's insert overlap. Each block is acknowledged (AckAll on
+// its last message) only after it is stored; blocks are written in order.
 type worker struct {
-	in      *Ingester
-	kind    schemas.Kind
-	table   string
-	cons    jetstream.Consumer
-	ev      schemas.Event
-	rows    schemas.Rows
-	devices *schemas.DeviceRows
-	seen    map[string]struct{}
-	wm      uint64
-	epoch   int64
-	lastSeq uint64        // highest sequence appended to rows
-	last    jetstream.Msg // last message received, for AckAll
+	in    *Ingester
+	kind  schemas.Kind
+	table string
+	cons  jetstream.Consumer
+	ev    schemas.Event
+	cur   *block      // being filled
+	free  chan *block // written blocks, back for reuse
+	full  chan *block // blocks to write, in order
+	seen  map[string]struct{}
+	wm    uint64 // highest sequence stored (written by the inserter)
+	epoch int64
+	// lastSeq is the highest sequence appended to any block: a message at
+	// or below it is stored or on its way (a redelivery: skipped).
+	lastSeq uint64
+	sorter  schemas.Sorter
 	log     zerolog.Logger
 	// rate-limits repeated error logs
+	errMu      sync.Mutex
 	lastErrLog time.Time
+}
+
+// block is one insert's worth of rows and the message that acknowledges
+// them.
+type block struct {
+	rows    schemas.Rows
+	devices *schemas.DeviceRows // device identities first seen in this block
+	last    jetstream.Msg       // last message received, for AckAll
+	lastSeq uint64              // highest sequence in rows
 }
 
 func (in *Ingester) newWorker(ctx context.Context, k schemas.Kind, epoch int64) (*worker, error) {
@@ -178,12 +195,17 @@ func (in *Ingester) newWorker(ctx context.Context, k schemas.Kind, epoch int64) 
 		return nil, fmt.Errorf("creating consumer %s: %w", name, err)
 	}
 	ev, _ := schemas.New(k)
-	w := &worker{in: in, kind: k, table: table, cons: cons, ev: ev, rows: schemas.NewRows(k), wm: wm, epoch: epoch,
+	w := &worker{in: in, kind: k, table: table, cons: cons, ev: ev, wm: wm, lastSeq: wm, epoch: epoch,
+		free: make(chan *block, 2), full: make(chan *block, 1),
 		log: in.log.With().Str("kind", k.String()).Str("table", table).Logger()}
-	switch k {
-	case schemas.KindPower, schemas.KindEnergy, schemas.KindState:
-		w.devices = schemas.NewDeviceRows()
-		w.seen = map[string]struct{}{}
+	for range 2 { // one filling, one being written
+		b := &block{rows: schemas.NewRows(k)}
+		switch k {
+		case schemas.KindPower, schemas.KindEnergy, schemas.KindState:
+			b.devices = schemas.NewDeviceRows()
+			w.seen = map[string]struct{}{}
+		}
+		w.free <- b
 	}
 	in.metrics.Watermark.WithLabelValues(table).Set(float64(wm))
 	w.log.Debug().Uint64("watermark", wm).Msg("worker started")
@@ -191,6 +213,18 @@ func (in *Ingester) newWorker(ctx context.Context, k schemas.Kind, epoch int64) 
 }
 
 func (w *worker) run(ctx context.Context) {
+	// The inserter outlives ctx by a grace period, so that a clean
+	// shutdown stores (and acknowledges) what was received.
+	ictx, icancel := context.WithCancel(context.Background())
+	defer icancel()
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(shutdownGrace, icancel) })
+	defer stop()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.insert(ictx)
+	}()
+	w.cur = <-w.free
 	lastFlush := time.Now()
 	for ctx.Err() == nil {
 		wait := w.in.cfg.FlushInterval - time.Since(lastFlush)
@@ -209,15 +243,45 @@ func (w *worker) run(ctx context.Context) {
 				w.logErr(err, "fetch ended with error")
 			}
 		}
-		if w.rows.Table().Rows() >= w.in.cfg.BatchRows || time.Since(lastFlush) >= w.in.cfg.FlushInterval {
-			w.flush(ctx)
+		if w.cur.rows.Table().Rows() >= w.in.cfg.BatchRows || time.Since(lastFlush) >= w.in.cfg.FlushInterval {
+			w.handOff(ctx)
 			lastFlush = time.Now()
 		}
 	}
 	// Clean shutdown: write what was received so it is acknowledged.
-	fctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	w.flush(fctx)
+	if w.cur != nil && w.cur.last != nil {
+		w.full <- w.cur
+	}
+	close(w.full)
+	<-done
+}
+
+// shutdownGrace bounds how long a stopping worker keeps trying to store
+// what it holds; what is not stored by then stays unacknowledged and is
+// redelivered to the next ingest.
+const shutdownGrace = 30 * time.Second
+
+// handOff queues the current block for writing and takes an empty one,
+// waiting while the inserter still holds both (backpressure: the stream
+// keeps the messages meanwhile).
+func (w *worker) handOff(ctx context.Context) {
+	if w.cur.last == nil {
+		return
+	}
+	w.full <- w.cur
+	w.cur = nil
+	select {
+	case w.cur = <-w.free:
+	case <-ctx.Done():
+	}
+}
+
+// insert writes blocks in order until full is closed.
+func (w *worker) insert(ctx context.Context) {
+	for b := range w.full {
+		w.write(ctx, b)
+		w.free <- b
+	}
 }
 
 func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
@@ -228,10 +292,10 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 		w.logErr(err, "message without metadata")
 		return
 	}
-	w.last = msg
+	w.cur.last = msg
 	seq := meta.Sequence.Stream
 	w.in.metrics.ConsumerLag.WithLabelValues(w.kind.String()).Set(float64(meta.NumPending))
-	if seq <= w.wm {
+	if seq <= w.lastSeq {
 		w.in.metrics.Skipped.WithLabelValues(w.kind.String()).Inc()
 		return
 	}
@@ -244,9 +308,9 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 		w.deadLetter(ctx, msg, seq, "invalid", err)
 		return
 	}
-	w.rows.Append(w.ev, schemas.Position{Epoch: w.epoch, Seq: seq})
-	w.lastSeq = seq
-	if w.devices != nil {
+	w.cur.rows.Append(w.ev, schemas.Position{Epoch: w.epoch, Seq: seq})
+	w.lastSeq, w.cur.lastSeq = seq, seq
+	if w.cur.devices != nil {
 		w.noteDevice(now.UnixNano())
 	}
 }
@@ -269,7 +333,7 @@ func (w *worker) noteDevice(ts int64) {
 		return
 	}
 	w.seen[key] = struct{}{}
-	w.devices.Add(o, d, ts)
+	w.cur.devices.Add(o, d, ts)
 }
 
 // deadLetter republishes msg on the dead-letter stream with the reason. It
@@ -304,53 +368,70 @@ func (w *worker) deadLetter(ctx context.Context, msg jetstream.Msg, seq uint64, 
 	}
 }
 
-// flush writes the held rows, retrying with backoff while the store fails,
-// then acknowledges everything received so far.
-func (w *worker) flush(ctx context.Context) {
-	if w.last == nil {
+// write stores block b, retrying with backoff while the store fails, then
+// acknowledges everything up to its last message. When ctx ends first, b
+// stays unacknowledged (redelivered to the next ingest).
+func (w *worker) write(ctx context.Context, b *block) {
+	defer func() {
+		b.rows.Table().Reset()
+		if b.devices != nil {
+			b.devices.Table().Reset()
+		}
+		b.last = nil
+	}()
+	if b.last == nil {
 		return
 	}
-	t := w.rows.Table()
+	t := b.rows.Table()
 	if t.Rows() > 0 {
-		backoff := 200 * time.Millisecond
-		for {
-			start := time.Now()
-			err := w.in.sink.Write(ctx, t)
-			if err == nil {
-				w.in.metrics.InsertSeconds.WithLabelValues(w.table).Observe(time.Since(start).Seconds())
-				w.in.metrics.RowsWritten.WithLabelValues(w.table).Add(float64(t.Rows()))
-				break
-			}
-			w.in.metrics.InsertErrors.WithLabelValues(w.table).Inc()
-			w.logErr(err, "store write failed; retrying")
-			if !sleep(ctx, backoff) {
-				// Shutting down with the store unreachable: leave the
-				// messages unacknowledged; they will be redelivered.
-				t.Reset()
-				w.last = nil
-				return
-			}
-			backoff = min(backoff*2, 10*time.Second)
+		// In the table's sort-key order: MergeTree then skips its own,
+		// far costlier sort (schemas/sort.go).
+		out, err := w.sorter.Sort(t)
+		if err != nil {
+			w.logErr(err, "sorting rows failed; writing them unsorted")
+			out = t
 		}
-		w.wm = w.lastSeq
+		if !w.retry(ctx, func() error { return w.in.sink.Write(ctx, out) }, w.table, t.Rows()) {
+			return
+		}
+		w.wm = b.lastSeq
 		w.in.metrics.Watermark.WithLabelValues(w.table).Set(float64(w.wm))
-		t.Reset()
 	}
-	if w.devices != nil && w.devices.Table().Rows() > 0 {
-		if err := w.in.sink.Write(ctx, w.devices.Table()); err != nil {
-			w.logErr(err, "writing device identities failed; will retry")
-			clear(w.seen) // re-learn and retry on the next flush
+	// Identities are idempotent (ReplacingMergeTree): retried on their own.
+	if b.devices != nil && b.devices.Table().Rows() > 0 {
+		if !w.retry(ctx, func() error { return w.in.sink.Write(ctx, b.devices.Table()) }, schemas.TableDevice, b.devices.Table().Rows()) {
+			return
 		}
-		w.devices.Table().Reset()
 	}
-	if err := w.last.Ack(); err != nil {
+	if err := b.last.Ack(); err != nil {
 		// Harmless: the messages will be redelivered and skipped.
 		w.logErr(err, "ack failed")
 	}
-	w.last = nil
+}
+
+// retry runs write until it succeeds (true) or ctx ends (false).
+func (w *worker) retry(ctx context.Context, write func() error, table string, rows int) bool {
+	backoff := 200 * time.Millisecond
+	for {
+		start := time.Now()
+		err := write()
+		if err == nil {
+			w.in.metrics.InsertSeconds.WithLabelValues(table).Observe(time.Since(start).Seconds())
+			w.in.metrics.RowsWritten.WithLabelValues(table).Add(float64(rows))
+			return true
+		}
+		w.in.metrics.InsertErrors.WithLabelValues(table).Inc()
+		w.logErr(err, "store write failed; retrying")
+		if !sleep(ctx, backoff) {
+			return false
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
 }
 
 func (w *worker) logErr(err error, msg string) {
+	w.errMu.Lock()
+	defer w.errMu.Unlock()
 	if time.Since(w.lastErrLog) < 5*time.Second {
 		return
 	}

@@ -1,6 +1,9 @@
 package schemas
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // Column is one typed column of a Table: a slice that grows as rows are
 // appended and keeps its capacity across Reset.
@@ -15,6 +18,9 @@ type Column interface {
 	Data() any
 	// Slice returns a column sharing rows [a, b) of this one.
 	Slice(a, b int) Column
+
+	empty() Column
+	gatherInto(dst Column, perm []int32) error
 }
 
 // Col is a column of values of type T.
@@ -32,6 +38,22 @@ func (c *Col[T]) Append(v T)     { c.V = append(c.V, v) }
 func (c *Col[T]) Slice(a, b int) Column {
 	return &Col[T]{name: c.name, chType: c.chType, V: c.V[a:b:b]}
 }
+func (c *Col[T]) empty() Column { return &Col[T]{name: c.name, chType: c.chType} }
+
+// gatherInto appends the rows perm names, in that order, to dst.
+func (c *Col[T]) gatherInto(dst Column, perm []int32) error {
+	d, ok := dst.(*Col[T])
+	if !ok {
+		return fmt.Errorf("column %s: cannot gather into %T", c.name, dst)
+	}
+	v := slices.Grow(d.V, len(perm))
+	for _, i := range perm {
+		v = append(v, c.V[i])
+	}
+	d.V = v
+	return nil
+}
+
 func newCol[T any](name, chType string) *Col[T] { return &Col[T]{name: name, chType: chType} }
 
 // Table is a columnar block of rows bound for one ClickHouse table (or one
