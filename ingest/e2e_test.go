@@ -33,48 +33,96 @@ type e2eTotals struct {
 	tokenSum, tokenCheck uint64
 }
 
-// publishE2E publishes nSamples power samples and nTokens token events.
-func publishE2E(tb testing.TB, pub *bus.Publisher, nSamples, nTokens int) e2eTotals {
-	var tot e2eTotals
+// e2eGen generates the stream deterministically, message by message, so
+// that lem and the peer pipeline carry the same events.
+type e2eGen struct {
+	round, t0 int64
+	pb        schemas.PowerBatch
+	tk        schemas.TokenBatch
+}
+
+func newE2EGen() *e2eGen {
 	round := e2eRound.Add(1) // message ids must differ between rounds
-	t0 := t0 + round*1e12
-	pb := &schemas.PowerBatch{Origin: schemas.Origin{Host: "e2e-host", Source: "sim"}}
-	for b := 0; b*samplesPerBatch < nSamples; b++ {
-		dev := uint32(b % e2eDevices)
-		sec := int64(b / e2eDevices)
-		pb.Device = schemas.Device{Index: dev, UUID: fmt.Sprintf("GPU-e2e-%d", dev), Name: "Sim"}
-		pb.Samples = pb.Samples[:0]
-		for i := 0; i < samplesPerBatch && b*samplesPerBatch+i < nSamples; i++ {
-			ts := t0 + sec*1e9 + int64(i)*20e6 + int64(dev)
-			p := uint64(70_000 + (uint64(ts)/7+uint64(i)*7919)%630_000)
-			pb.Samples = append(pb.Samples, schemas.PowerSample{TS: ts, Power: schemas.Power(p)})
-			tot.power++
-			tot.powerSum += p
-			tot.powerCheck += uint64(ts) * p
-		}
-		if err := pub.Publish(schemas.DeviceSubject(schemas.KindPower, "e2e-host", dev), fmt.Sprintf("e2e-p-%d-%d", round, b), pb); err != nil {
-			tb.Fatal(err)
-		}
+	return &e2eGen{round: round, t0: t0 + round*1e12,
+		pb: schemas.PowerBatch{Origin: schemas.Origin{Host: "e2e-host", Source: "sim"}},
+		tk: schemas.TokenBatch{RunID: "e2e-run"}}
+}
+
+// power fills g.pb with power message b (samples [b*50, min(b*50+50, n))).
+func (g *e2eGen) power(b, n int, tot *e2eTotals) (subject, id string) {
+	dev := uint32(b % e2eDevices)
+	sec := int64(b / e2eDevices)
+	g.pb.Device = schemas.Device{Index: dev, UUID: fmt.Sprintf("GPU-e2e-%d", dev), Name: "Sim"}
+	g.pb.Samples = g.pb.Samples[:0]
+	for i := 0; i < samplesPerBatch && b*samplesPerBatch+i < n; i++ {
+		ts := g.t0 + sec*1e9 + int64(i)*20e6 + int64(dev)
+		p := uint64(70_000 + (uint64(ts)/7+uint64(i)*7919)%630_000)
+		g.pb.Samples = append(g.pb.Samples, schemas.PowerSample{TS: ts, Power: schemas.Power(p)})
+		tot.power++
+		tot.powerSum += p
+		tot.powerCheck += uint64(ts) * p
 	}
-	tk := &schemas.TokenBatch{RunID: "e2e-run"}
-	for b := 0; b*tokensPerBatch < nTokens; b++ {
-		tk.RequestIDs = tk.RequestIDs[:0]
-		for r := 0; r < requestsPerBatch; r++ {
-			tk.RequestIDs = append(tk.RequestIDs, fmt.Sprintf("req-%d-%d", b, r))
+	return schemas.DeviceSubject(schemas.KindPower, "e2e-host", dev), fmt.Sprintf("e2e-p-%d-%d", g.round, b)
+}
+
+// tokens fills g.tk with token message b.
+func (g *e2eGen) tokens(b, n int, tot *e2eTotals) (subject, id string) {
+	g.tk.RequestIDs = g.tk.RequestIDs[:0]
+	for r := 0; r < requestsPerBatch; r++ {
+		g.tk.RequestIDs = append(g.tk.RequestIDs, fmt.Sprintf("req-%d-%d-%d", g.round, b, r))
+	}
+	g.tk.Tokens = g.tk.Tokens[:0]
+	per := tokensPerBatch / requestsPerBatch
+	for i := 0; i < tokensPerBatch && b*tokensPerBatch+i < n; i++ {
+		ts := g.t0 + int64(b)*1e8 + int64(i)*1e6
+		k := uint64(1 + i%4)
+		g.tk.Tokens = append(g.tk.Tokens, schemas.Token{Request: uint32(i / per), Index: uint32(i % per), TS: ts, Tokens: uint32(k)})
+		tot.tokens++
+		tot.tokenSum += k
+		tot.tokenCheck += uint64(ts) * k
+	}
+	return schemas.RunSubject(schemas.KindToken, "e2e-run"), fmt.Sprintf("e2e-t-%d-%d", g.round, b)
+}
+
+func msgsFor(n, per int) int { return (n + per - 1) / per }
+
+// publishE2E publishes nSamples power samples and nTokens token events as
+// fast as the publisher goes.
+func publishE2E(tb testing.TB, pub *bus.Publisher, nSamples, nTokens int) e2eTotals {
+	return publishPaced(tb, pub, nSamples, nTokens, 0)
+}
+
+// publishPaced publishes nSamples power samples and nTokens token events,
+// both spread evenly over dur (0: as fast as possible), the token
+// messages interleaved with the power messages.
+func publishPaced(tb testing.TB, pub *bus.Publisher, nSamples, nTokens int, dur time.Duration) e2eTotals {
+	var tot e2eTotals
+	g := newE2EGen()
+	np, nt := msgsFor(nSamples, samplesPerBatch), msgsFor(nTokens, tokensPerBatch)
+	start := time.Now()
+	for p, t := 0, 0; p < np || t < nt; {
+		if dur > 0 {
+			// Messages due by now; wait for the next one when none is.
+			f := min(float64(time.Since(start))/float64(dur), 1)
+			if p >= int(f*float64(np)) && t >= int(f*float64(nt)) {
+				time.Sleep(500 * time.Microsecond)
+				continue
+			}
 		}
-		tk.Tokens = tk.Tokens[:0]
-		for i := 0; i < tokensPerBatch && b*tokensPerBatch+i < nTokens; i++ {
-			ts := t0 + int64(b)*1e8 + int64(i)*1e6
-			n := uint64(1 + i%4)
-			per := tokensPerBatch / requestsPerBatch
-			tk.Tokens = append(tk.Tokens, schemas.Token{Request: uint32(i / per), Index: uint32(i % per), TS: ts, Tokens: uint32(n)})
-			tot.tokens++
-			tot.tokenSum += n
-			tot.tokenCheck += uint64(ts) * n
+		// Keep the two kinds in proportion.
+		if t < nt && (p >= np || float64(t)/float64(nt) <= float64(p)/float64(np)) {
+			subj, id := g.tokens(t, nTokens, &tot)
+			if err := pub.Publish(subj, id, &g.tk); err != nil {
+				tb.Fatal(err)
+			}
+			t++
+			continue
 		}
-		if err := pub.Publish(schemas.RunSubject(schemas.KindToken, "e2e-run"), fmt.Sprintf("e2e-t-%d-%d", round, b), tk); err != nil {
+		subj, id := g.power(p, nSamples, &tot)
+		if err := pub.Publish(subj, id, &g.pb); err != nil {
 			tb.Fatal(err)
 		}
+		p++
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

@@ -23,8 +23,16 @@ type Config struct {
 	// ConsumerPrefix names the durable consumers (<prefix>-<kind>).
 	// Two sinks on one stream need different prefixes. Default "ingest".
 	ConsumerPrefix string `yaml:"consumer_prefix"`
-	// BatchRows flushes a table once it holds this many rows (default 500k).
+	// BatchRows flushes a table once it holds this many rows (default
+	// 500k, at most 1,000,000: ClickHouse squashes an insert's blocks into
+	// one part only below min_insert_block_size_rows, 1,048,576; ADR 0003).
 	BatchRows int `yaml:"batch_rows"`
+	// BatchBytes bounds the memory of a block being filled: a table is
+	// flushed once its rows hold this many bytes (default 64 MiB, at most
+	// 200 MiB, under ClickHouse's min_insert_block_size_bytes of 256 MiB).
+	// With one block filling and one being written per event kind,
+	// ingest's row memory stays under 2 × kinds × BatchBytes.
+	BatchBytes int `yaml:"batch_bytes"`
 	// FlushInterval flushes at least this often while rows wait (default
 	// 1 s: about one insert per second per table, as 18.16 wants).
 	FlushInterval time.Duration `yaml:"flush_interval"`
@@ -49,6 +57,11 @@ func (c Config) withDefaults() Config {
 	if c.BatchRows <= 0 {
 		c.BatchRows = 500_000
 	}
+	c.BatchRows = min(c.BatchRows, MaxBatchRows)
+	if c.BatchBytes <= 0 {
+		c.BatchBytes = 64 << 20
+	}
+	c.BatchBytes = min(c.BatchBytes, MaxBatchBytes)
 	if c.FlushInterval <= 0 {
 		c.FlushInterval = time.Second
 	}
@@ -66,6 +79,13 @@ func (c Config) withDefaults() Config {
 	}
 	return c
 }
+
+// Upper bounds of Config.BatchRows and BatchBytes: below them ClickHouse
+// writes an insert as one part, which exactly-once needs (ADR 0003).
+const (
+	MaxBatchRows  = 1_000_000
+	MaxBatchBytes = 200 << 20
+)
 
 // Headers set on dead-lettered messages.
 const (
@@ -159,6 +179,7 @@ type block struct {
 	devices *schemas.DeviceRows // device identities first seen in this block
 	last    jetstream.Msg       // last message received, for AckAll
 	lastSeq uint64              // highest sequence in rows
+	stamps  []int64             // JetStream arrival of each message, ns
 }
 
 func (in *Ingester) newWorker(ctx context.Context, k schemas.Kind, epoch int64) (*worker, error) {
@@ -231,19 +252,28 @@ func (w *worker) run(ctx context.Context) {
 		if wait < 50*time.Millisecond {
 			wait = 50 * time.Millisecond
 		}
-		batch, err := w.cons.Fetch(w.in.cfg.FetchSize, jetstream.FetchMaxWait(wait))
+		// At most FetchSize messages and fetchBytes bytes at once: the
+		// bytes bound holds memory whatever the messages' size.
+		batch, err := w.cons.Fetch(w.in.cfg.FetchSize, jetstream.FetchMaxWait(wait), jetstream.FetchMaxBytes(fetchBytes))
 		if err != nil {
 			w.logErr(err, "fetch failed")
 			sleep(ctx, 200*time.Millisecond)
 		} else {
 			for msg := range batch.Messages() {
+				if w.cur == nil { // shutting down inside a hand-off
+					continue
+				}
 				w.handle(ctx, msg)
+				if w.blockFull() {
+					w.handOff(ctx)
+					lastFlush = time.Now()
+				}
 			}
 			if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
 				w.logErr(err, "fetch ended with error")
 			}
 		}
-		if w.cur.rows.Table().Rows() >= w.in.cfg.BatchRows || time.Since(lastFlush) >= w.in.cfg.FlushInterval {
+		if w.cur != nil && time.Since(lastFlush) >= w.in.cfg.FlushInterval {
 			w.handOff(ctx)
 			lastFlush = time.Now()
 		}
@@ -254,6 +284,16 @@ func (w *worker) run(ctx context.Context) {
 	}
 	close(w.full)
 	<-done
+}
+
+// fetchBytes bounds one fetch; it must admit the largest message.
+const fetchBytes = 2 * schemas.MaxMessageSize
+
+// blockFull reports whether the block being filled reached BatchRows or
+// BatchBytes.
+func (w *worker) blockFull() bool {
+	t := w.cur.rows.Table()
+	return t.Rows() >= w.in.cfg.BatchRows || t.Bytes() >= w.in.cfg.BatchBytes
 }
 
 // shutdownGrace bounds how long a stopping worker keeps trying to store
@@ -310,6 +350,7 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 	w.cur.rows.Append(w.ev, schemas.Position{Epoch: w.epoch, Seq: seq})
 	w.lastSeq, w.cur.lastSeq = seq, seq
+	w.cur.stamps = append(w.cur.stamps, meta.Timestamp.UnixNano())
 	if w.cur.devices != nil {
 		w.noteDevice(now.UnixNano())
 	}
@@ -378,6 +419,7 @@ func (w *worker) write(ctx context.Context, b *block) {
 			b.devices.Table().Reset()
 		}
 		b.last = nil
+		b.stamps = b.stamps[:0]
 	}()
 	if b.last == nil {
 		return
@@ -402,6 +444,11 @@ func (w *worker) write(ctx context.Context, b *block) {
 		if !w.retry(ctx, func() error { return w.in.sink.Write(ctx, b.devices.Table()) }, schemas.TableDevice, b.devices.Table().Rows()) {
 			return
 		}
+	}
+	now := time.Now().UnixNano()
+	h := w.in.metrics.EndToEnd.WithLabelValues(w.kind.String())
+	for _, st := range b.stamps {
+		h.Observe(float64(now-st) / 1e9)
 	}
 	if err := b.last.Ack(); err != nil {
 		// Harmless: the messages will be redelivered and skipped.

@@ -12,7 +12,12 @@ type Metrics struct {
 	InsertSeconds *prometheus.HistogramVec
 	InsertErrors  *prometheus.CounterVec
 	Watermark     *prometheus.GaugeVec
+	EndToEnd      *prometheus.HistogramVec
 }
+
+// EndToEndBuckets are the bucket bounds (seconds) of EndToEnd.
+var EndToEndBuckets = []float64{0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1,
+	1.1, 1.2, 1.3, 1.4, 1.5, 1.75, 2, 2.5, 3, 4, 5, 7.5, 10, 20, 30, 60, 120, 300}
 
 // NewMetrics creates the metrics and registers them with reg (if not nil).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
@@ -42,10 +47,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Watermark: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "lem_ingest_watermark_sequence", Help: "Highest stream sequence stored, by table.",
 		}, []string{"table"}),
+		EndToEnd: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "lem_ingest_end_to_end_seconds",
+			Help:    "Time from a message's arrival in JetStream to its rows being stored, by event kind.",
+			Buckets: EndToEndBuckets,
+		}, []string{"kind"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.MessagesIn, m.RowsWritten, m.Skipped, m.DeadLettered, m.ConsumerLag,
-			m.InsertSeconds, m.InsertErrors, m.Watermark)
+			m.InsertSeconds, m.InsertErrors, m.Watermark, m.EndToEnd)
 	}
 	return m
 }

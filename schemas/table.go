@@ -3,6 +3,7 @@ package schemas
 import (
 	"fmt"
 	"slices"
+	"unsafe"
 )
 
 // Column is one typed column of a Table: a slice that grows as rows are
@@ -19,6 +20,10 @@ type Column interface {
 	// Slice returns a column sharing rows [a, b) of this one.
 	Slice(a, b int) Column
 
+	// Bytes is the memory the rows hold: fixed-size values by their size,
+	// strings by their bytes plus a header.
+	Bytes() int
+
 	empty() Column
 	gatherInto(dst Column, perm []int32) error
 }
@@ -27,17 +32,41 @@ type Column interface {
 type Col[T any] struct {
 	name, chType string
 	V            []T
+	// Bytes of the strings in V[:counted], so that Bytes stays linear
+	// over a block's life however often it is asked.
+	counted, strBytes int
 }
 
 func (c *Col[T]) Name() string   { return c.name }
 func (c *Col[T]) CHType() string { return c.chType }
 func (c *Col[T]) Len() int       { return len(c.V) }
-func (c *Col[T]) Reset()         { c.V = c.V[:0] }
+func (c *Col[T]) Reset()         { c.V, c.counted, c.strBytes = c.V[:0], 0, 0 }
 func (c *Col[T]) Data() any      { return c.V }
 func (c *Col[T]) Append(v T)     { c.V = append(c.V, v) }
 func (c *Col[T]) Slice(a, b int) Column {
 	return &Col[T]{name: c.name, chType: c.chType, V: c.V[a:b:b]}
 }
+func (c *Col[T]) Bytes() int {
+	switch v := any(c.V).(type) {
+	case []string:
+		for _, x := range v[c.counted:] {
+			c.strBytes += len(x)
+		}
+		c.counted = len(v)
+		return c.strBytes + 16*len(v)
+	case [][]string:
+		for _, xs := range v[c.counted:] {
+			for _, x := range xs {
+				c.strBytes += len(x) + 16
+			}
+		}
+		c.counted = len(v)
+		return c.strBytes + 24*len(v)
+	}
+	var zero T
+	return len(c.V) * int(unsafe.Sizeof(zero))
+}
+
 func (c *Col[T]) empty() Column { return &Col[T]{name: c.name, chType: c.chType} }
 
 // gatherInto appends the rows perm names, in that order, to dst.
@@ -86,6 +115,15 @@ func (t *Table) Reset() {
 	for _, c := range t.Columns {
 		c.Reset()
 	}
+}
+
+// Bytes is the memory the rows hold (see Column.Bytes).
+func (t *Table) Bytes() int {
+	n := 0
+	for _, c := range t.Columns {
+		n += c.Bytes()
+	}
+	return n
 }
 
 // Check returns an error if columns have different lengths (a broken
