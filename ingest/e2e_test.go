@@ -3,6 +3,7 @@ package ingest_test
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -167,4 +168,56 @@ func TestEndToEndMillion(t *testing.T) {
 	if got != want {
 		t.Fatalf("ClickHouse holds %+v\nwant %+v", got, want)
 	}
+}
+
+// sizeRecorder passes writes to a real sink and records the largest block.
+type sizeRecorder struct {
+	ingest.Sink
+	mu               sync.Mutex
+	maxBytes, writes int
+}
+
+func (s *sizeRecorder) Write(ctx context.Context, t *schemas.Table) error {
+	s.mu.Lock()
+	if t.Name == schemas.TablePower {
+		s.maxBytes = max(s.maxBytes, t.Bytes())
+		s.writes++
+	}
+	s.mu.Unlock()
+	return s.Sink.Write(ctx, t)
+}
+
+// TestBatchBytesBoundsMemory: with a small BatchBytes, no block exceeds it
+// by more than one message's rows, and every row still arrives once.
+func TestBatchBytesBoundsMemory(t *testing.T) {
+	db, conn := testenv.FreshDatabase(t)
+	_, nc, js := testenv.JetStream(t)
+	pub, err := bus.NewPublisher(nc, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := publishE2E(t, pub, 200_000, 0)
+	ch, _ := ingest.NewClickHouseSink(conn, db)
+	rec := &sizeRecorder{Sink: ch}
+	const limit = 256 << 10
+	qp := "SELECT count(), sum(toUInt64(power_mw)), sum(toUInt64(ts_ns) * toUInt64(power_mw)) FROM " + db + ".power_samples"
+	var got e2eTotals
+	runIngest(t, js, rec, ingest.Config{Kinds: []schemas.Kind{schemas.KindPower}, BatchBytes: limit, FlushInterval: 500 * time.Millisecond}, func() bool {
+		if err := conn.QueryRow(context.Background(), qp).Scan(&got.power, &got.powerSum, &got.powerCheck); err != nil {
+			t.Fatal(err)
+		}
+		return got.power >= want.power
+	})
+	if got.power != want.power || got.powerSum != want.powerSum || got.powerCheck != want.powerCheck {
+		t.Fatalf("stored %+v, want %+v", got, want)
+	}
+	// One message adds 50 rows of ~90 bytes.
+	if rec.maxBytes > limit+50*200 {
+		t.Errorf("largest block %d bytes, limit %d", rec.maxBytes, limit)
+	}
+	// 200,000 rows of ~90 bytes in blocks of at most 256 KiB.
+	if rec.writes < 200_000*80/limit {
+		t.Errorf("%d inserts: blocks were not bounded", rec.writes)
+	}
+	t.Logf("%d inserts, largest %d bytes", rec.writes, rec.maxBytes)
 }

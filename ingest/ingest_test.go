@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -181,6 +182,19 @@ func TestDeadLetterKeepsStreamMoving(t *testing.T) {
 	trunc := good(t0+2, 7).AppendWire(nil)
 	_ = pub.PublishRaw(subj, "e", trunc[:len(trunc)-1])
 	_ = pub.Publish(subj, "f", good(t0+3, 2000))
+	wrongVersion := good(t0+4, 1).AppendWire(nil)
+	wrongVersion[3] = 9
+	_ = pub.PublishRaw(subj, "g", wrongVersion)
+	_ = pub.Publish(subj, "h", &schemas.TokenBatch{RunID: "r", RequestIDs: []string{"q"}, // wrong type for the subject
+		Tokens: []schemas.Token{{TS: t0, Tokens: 1}}})
+	_ = pub.Publish(subj, "i", good(1e9, 1)) // 1970
+	huge := good(t0+5, 1)
+	huge.Origin.Host = strings.Repeat("h", 64<<10) // over the identity-string limit
+	_ = pub.Publish(subj, "j", huge)
+	unknown := good(t0+6, 1)
+	unknown.Device.UUID = "" // a device without identity
+	_ = pub.Publish(subj, "k", unknown)
+	_ = pub.Publish(subj, "l", good(t0+7, 3000))
 	if err := pub.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -188,34 +202,45 @@ func TestDeadLetterKeepsStreamMoving(t *testing.T) {
 	q := "SELECT count(), sum(power_mw) FROM " + db + ".power_samples"
 	m := ingest.NewMetrics(prometheus.NewRegistry())
 	runIngestM(t, js, sink, ingest.Config{Kinds: []schemas.Kind{schemas.KindPower}, FlushInterval: 100 * time.Millisecond}, m,
-		func() bool { n, _ := count(t, conn, q); return n == 2 })
-	if n, sum := count(t, conn, q); n != 2 || sum != 3000 {
-		t.Fatalf("got %d rows sum %d, want 2 rows sum 3000", n, sum)
+		func() bool { n, _ := count(t, conn, q); return n == 3 })
+	if n, sum := count(t, conn, q); n != 3 || sum != 6000 {
+		t.Fatalf("got %d rows sum %d, want 3 rows sum 6000", n, sum)
 	}
 	dlq, err := js.Stream(ctx, bus.DeadLetterStream)
 	if err != nil {
 		t.Fatal(err)
 	}
 	info, _ := dlq.Info(ctx)
-	if info.State.Msgs != 4 {
-		t.Fatalf("dead-letter stream has %d messages, want 4", info.State.Msgs)
+	if info.State.Msgs != 9 {
+		t.Fatalf("dead-letter stream has %d messages, want 9", info.State.Msgs)
 	}
-	dl, err := dlq.GetMsg(ctx, 1)
-	if err != nil {
-		t.Fatal(err)
+	var reasons []string
+	for seq := uint64(1); seq <= 9; seq++ {
+		dl, err := dlq.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if dl.Header.Get(ingest.HeaderOriginalSubject) != subj {
+			t.Fatalf("dead letter headers: %v", dl.Header)
+		}
+		reasons = append(reasons, dl.Header.Get(ingest.HeaderReason))
 	}
-	if r := dl.Header.Get(ingest.HeaderReason); r == "" || dl.Header.Get(ingest.HeaderOriginalSubject) != subj {
-		t.Fatalf("dead letter headers: %v", dl.Header)
+	// Each rejection says why.
+	all := strings.Join(reasons, "\n")
+	for _, want := range []string{"magic", "mW out of range", "timestamp 1000000000 outside", "truncated", "wire version", "event kind", "length over limit", "no UUID"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("no dead-letter reason mentions %q:\n%s", want, all)
+		}
 	}
 	// Self-metrics account for every message.
 	for name, c := range map[string]struct {
 		got  float64
 		want float64
 	}{
-		"messages in":        {testutil.ToFloat64(m.MessagesIn.WithLabelValues("power")), 6},
-		"rows written":       {testutil.ToFloat64(m.RowsWritten.WithLabelValues("power_samples")), 2},
-		"dead-lettered bad":  {testutil.ToFloat64(m.DeadLettered.WithLabelValues("power", "decode")), 2},
-		"dead-lettered rule": {testutil.ToFloat64(m.DeadLettered.WithLabelValues("power", "invalid")), 2},
+		"messages in":        {testutil.ToFloat64(m.MessagesIn.WithLabelValues("power")), 12},
+		"rows written":       {testutil.ToFloat64(m.RowsWritten.WithLabelValues("power_samples")), 3},
+		"dead-lettered bad":  {testutil.ToFloat64(m.DeadLettered.WithLabelValues("power", "decode")), 5},
+		"dead-lettered rule": {testutil.ToFloat64(m.DeadLettered.WithLabelValues("power", "invalid")), 4},
 	} {
 		if c.got != c.want {
 			t.Errorf("metric %s = %v, want %v", name, c.got, c.want)
