@@ -28,6 +28,8 @@ func init() {
 			metrics := fs.String("metrics", "127.0.0.1:9464", "listen address of /metrics (empty: off)")
 			prefix := fs.String("consumer-prefix", "ingest", "durable consumer name prefix (one per sink)")
 			flush := fs.Duration("flush-interval", time.Second, "flush each table at least this often")
+			batchRows := fs.Int("batch-rows", 500_000, fmt.Sprintf("flush a table at this many rows (at most %d)", ingest.MaxBatchRows))
+			batchMiB := fs.Int("batch-mib", 64, fmt.Sprintf("flush a table when its rows hold this many MiB (at most %d); row memory stays under 2 x kinds x this", ingest.MaxBatchBytes>>20))
 			replicas := fs.Int("stream-replicas", 1, "replicas of the JetStream streams when ingest creates them (3 on a 3-node cluster)")
 			chc := clickhouseFlags(fs)
 			natsOpts := natsFlags(fs)
@@ -78,7 +80,11 @@ func init() {
 				m := ingest.NewMetrics(reg)
 				defer serveMetrics(*metrics, reg, log)()
 				log.Info().Str("sink", sink.Name()).Msg("ingest running")
-				return ingest.New(js, sink, ingest.Config{ConsumerPrefix: *prefix, FlushInterval: *flush}, m, log).Run(ctx)
+				if *batchRows <= 0 || *batchRows > ingest.MaxBatchRows || *batchMiB <= 0 || *batchMiB<<20 > ingest.MaxBatchBytes {
+					return fmt.Errorf("-batch-rows must be in 1..%d and -batch-mib in 1..%d", ingest.MaxBatchRows, ingest.MaxBatchBytes>>20)
+				}
+				return ingest.New(js, sink, ingest.Config{ConsumerPrefix: *prefix, FlushInterval: *flush,
+					BatchRows: *batchRows, BatchBytes: *batchMiB << 20}, m, log).Run(ctx)
 			}
 		},
 	})
