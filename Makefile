@@ -74,6 +74,8 @@ bench: clickhouse
 	@mkdir -p $(CGO_TMP)
 	TMPDIR=$(CGO_TMP) $(GO) test -run XXX -bench . -benchmem ./schemas
 	TMPDIR=$(CGO_TMP) LEM_E2E=1 $(GO) test -run XXX -bench EndToEnd -benchmem -benchtime 3x ./ingest
+	@# lem against the peer pipeline (Telegraf, built from the module proxy into .cache the first time), then the target rate held for 20 s.
+	TMPDIR=$(CGO_TMP) LEM_E2E=1 $(GO) test -run XXX -bench 'VersusPeer|Sustained|InsertOrder' -benchtime 1x -timeout 60m ./ingest
 	TMPDIR=$(CGO_TMP) $(GO) test -run XXX -bench 'TimestampAccuracy|PoissonKS' -benchtime 3x ./collectors/loadgen
 
 fuzz:

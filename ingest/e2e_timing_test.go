@@ -497,3 +497,60 @@ func publishPeer(b *testing.B, js jetstream.JetStream, nS, nT int) (e2eTotals, u
 	}
 	return tot, wire
 }
+
+// BenchmarkInsertOrder inserts the same 1,000,000 power rows (8 devices,
+// messages of 50 samples interleaved as they arrive) into ClickHouse in
+// arrival order and sorted by the table's key, and reports the server's
+// and this process's CPU per row: the reason ingest sorts (ADR 0003).
+func BenchmarkInsertOrder(b *testing.B) {
+	db, conn := testenv.FreshDatabase(b)
+	sink, _ := ingest.NewClickHouseSink(conn, db)
+	rows := schemas.NewRows(schemas.KindPower)
+	g := newE2EGen()
+	var tot e2eTotals
+	const n = 1_000_000
+	for m := 0; m < msgsFor(n, samplesPerBatch); m++ {
+		g.power(m, n, &tot)
+		rows.Append(&g.pb, schemas.Position{Epoch: 1, Seq: uint64(m + 1)})
+	}
+	arrival := rows.Table()
+	var s schemas.Sorter
+	// Background merges of earlier inserts would land in the next
+	// measurement.
+	if err := conn.Exec(context.Background(), "SYSTEM STOP MERGES "+db+".power_samples"); err != nil {
+		b.Fatal(err)
+	}
+	chPid := testenv.ClickHouseServer().Pid()
+	for _, c := range []struct {
+		name   string
+		sorted bool
+	}{{"arrival", false}, {"sorted", true}} {
+		b.Run(c.name, func(b *testing.B) {
+			var self, ch float64
+			var sorted0, sorted1 uint64
+			_ = conn.QueryRow(context.Background(), "SELECT value FROM system.events WHERE event = 'MergeTreeDataWriterBlocksAlreadySorted'").Scan(&sorted0)
+			defer func() {
+				_ = conn.QueryRow(context.Background(), "SELECT value FROM system.events WHERE event = 'MergeTreeDataWriterBlocksAlreadySorted'").Scan(&sorted1)
+				b.Logf("%s: %d inserts, %d blocks found sorted by the server", c.name, b.N, sorted1-sorted0)
+			}()
+			for i := 0; i < b.N; i++ {
+				self0, o0 := cpuClock(chPid)
+				t := arrival
+				if c.sorted {
+					var err error
+					if t, err = s.Sort(arrival); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if err := sink.Write(context.Background(), t); err != nil {
+					b.Fatal(err)
+				}
+				self1, o1 := cpuClock(chPid)
+				self += self1 - self0
+				ch += o1[0] - o0[0]
+			}
+			b.ReportMetric(ch*1e9/float64(b.N*n), "server_cpu_ns/row")
+			b.ReportMetric(self*1e9/float64(b.N*n), "client_cpu_ns/row")
+		})
+	}
+}
