@@ -179,8 +179,13 @@ func filterColumns(t *schemas.Table, keep []bool) {
 			col.V = filterSlice(col.V, keep)
 		case *schemas.Col[uint8]:
 			col.V = filterSlice(col.V, keep)
+		case *schemas.Col[float64]:
+			col.V = filterSlice(col.V, keep)
 		case *schemas.Col[[]string]:
 			col.V = filterSlice(col.V, keep)
+		default:
+			// A column left unfiltered would misalign every row after it.
+			panic(fmt.Sprintf("analytics: filterColumns: column %s of type %T", c.Name(), c))
 		}
 	}
 }

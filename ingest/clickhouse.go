@@ -22,7 +22,7 @@ type ClickHouseConfig struct {
 	User     string `yaml:"user"`     // default "default"
 	// PasswordFile holds the password; LEM_CLICKHOUSE_PASSWORD overrides.
 	PasswordFile string `yaml:"password_file"`
-	Password     string `yaml:"-"`
+	Password     string `yaml:"-" json:"-"` // never logged or shown
 }
 
 // DSN-free open: the native protocol only (HTTP breaks on 18.16).

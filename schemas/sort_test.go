@@ -243,3 +243,33 @@ func BenchmarkSortTokens(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(in.Rows()), "ns/row")
 }
+
+// Scraped metrics: four key columns (run_id, name, labels, ts_ns), many
+// series per message, every message a scrape of all of them.
+func TestSorterMetrics(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	var s Sorter
+	for round := 0; round < 8; round++ {
+		r := newMetricRows()
+		for m := 0; m < 40; m++ {
+			b := &MetricBatch{RunID: "run", Endpoint: "http://x/metrics"}
+			ts := int64(1e18) + int64(m)*1e9
+			for k := 0; k < 12; k++ {
+				labels := fmt.Sprintf("l=%d", k%3)
+				if round%2 == 1 { // one time stamp per scrape, no labels
+					labels = ""
+				} else {
+					ts += int64(rng.IntN(1000))
+				}
+				b.Samples = append(b.Samples, MetricSample{TS: ts, Name: fmt.Sprintf("lem_ref:m%d", (k*5)%7), Labels: labels, Value: float64(m*100 + k)})
+			}
+			r.Append(b, Position{Epoch: 1, Seq: uint64(m + 1)})
+		}
+		in := r.Table()
+		out, err := s.Sort(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkSorted(t, in, out)
+	}
+}

@@ -203,10 +203,19 @@ func configXML(dir string, tcpPort, httpPort int) string {
 `, dir, tcpPort, httpPort)
 }
 
+// TestUser and TestUserPassword are a user that needs a password, on
+// every server this package starts (loopback only), for the tests of
+// credential handling.
+const (
+	TestUser         = "lem_secured"
+	TestUserPassword = "s3cr3t-Only-In-Env"
+)
+
 const usersXML = `<?xml version="1.0"?>
 <yandex>
   <profiles><default><max_memory_usage>4000000000</max_memory_usage></default></profiles>
-  <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></default></users>
+  <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></default>
+    <lem_secured><password>` + TestUserPassword + `</password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></lem_secured></users>
   <quotas><default></default></quotas>
 </yandex>
 `
