@@ -231,6 +231,7 @@ func runLem(b *testing.B, nS, nT int, dur time.Duration, backlog bool) pipeRun {
 	if !backlog {
 		r.p50, r.p99 = latencyQuantiles(b, m, 0.5, 0.99)
 	}
+	verifyTotals(b, conn, db, want)
 	r.diskSample = diskPerRow(b, conn, db, "power_samples")
 	r.diskToken = diskPerRow(b, conn, db, "tokens")
 	return r
@@ -291,6 +292,25 @@ func diskPerRow(b *testing.B, conn driver.Conn, db, table string) float64 {
 		return 0
 	}
 	return float64(bytes) / float64(rows)
+}
+
+// verifyTotals fails unless the tables hold exactly the published events
+// (counts and checksums of values and time stamps).
+func verifyTotals(b *testing.B, conn driver.Conn, db string, want e2eTotals) {
+	b.Helper()
+	ctx := context.Background()
+	var got e2eTotals
+	if err := conn.QueryRow(ctx, "SELECT count(), sum(toUInt64(power_mw)), sum(toUInt64(ts_ns) * toUInt64(power_mw)) FROM "+db+".power_samples").
+		Scan(&got.power, &got.powerSum, &got.powerCheck); err != nil {
+		b.Fatal(err)
+	}
+	if err := conn.QueryRow(ctx, "SELECT count(), sum(toUInt64(tokens)), sum(toUInt64(ts_ns) * toUInt64(tokens)) FROM "+db+".tokens").
+		Scan(&got.tokens, &got.tokenSum, &got.tokenCheck); err != nil {
+		b.Fatal(err)
+	}
+	if got != want {
+		b.Fatalf("stored other rows than published: %+v, want %+v", got, want)
+	}
 }
 
 // waitRows waits until both tables hold the wanted row counts.
@@ -372,14 +392,7 @@ func runPeer(b *testing.B, telegraf string, nS, nT int, backlog bool) pipeRun {
 	wall := time.Since(start)
 	self1, o1 := cpuClock(chPid, cmd.Process.Pid)
 	o0 := []float64{ch0, 0} // telegraf started after the first reading
-	var got e2eTotals
-	if err := conn.QueryRow(ctx, "SELECT count(), sum(toUInt64(power_mw)), sum(toUInt64(ts_ns) * toUInt64(power_mw)) FROM "+db+".power_samples").
-		Scan(&got.power, &got.powerSum, &got.powerCheck); err != nil {
-		b.Fatal(err)
-	}
-	if got.power != want.power || got.powerSum != want.powerSum || got.powerCheck != want.powerCheck {
-		b.Fatalf("peer stored other power rows than published: %+v, want %+v", got, want)
-	}
+	verifyTotals(b, conn, db, want)
 	return pipeRun{samples: want.power, tokens: want.tokens, wall: wall,
 		cpu: self1 - self0 + (o1[0] - o0[0]) + (o1[1] - o0[1]), chCPU: o1[0] - o0[0],
 		diskSample: diskPerRow(b, conn, db, "power_samples"), diskToken: diskPerRow(b, conn, db, "tokens"),
