@@ -64,7 +64,7 @@ test: clickhouse debootstrap
 	TMPDIR=$(CGO_TMP) $(GO) test -count=1 -run XXX -fuzz FuzzDecode -fuzztime 15s ./schemas
 	@# Every parser of user-supplied files, briefly (crashers land in testdata/fuzz and become regression tests).
 	TMPDIR=$(CGO_TMP) $(GO) test -count=1 -run XXX -fuzz FuzzParse -fuzztime 5s ./collectors/loadgen/experiment
-	for f in FuzzTrace FuzzJSONL FuzzShareGPT; do TMPDIR=$(CGO_TMP) $(GO) test -count=1 -run XXX -fuzz $$f -fuzztime 5s ./collectors/loadgen || exit 1; done
+	for f in FuzzTrace FuzzJSONL FuzzShareGPT FuzzStream; do TMPDIR=$(CGO_TMP) $(GO) test -count=1 -run XXX -fuzz $$f -fuzztime 5s ./collectors/loadgen || exit 1; done
 
 test-short:
 	@mkdir -p $(CGO_TMP)
@@ -82,7 +82,7 @@ fuzz:
 	@mkdir -p $(CGO_TMP)
 	TMPDIR=$(CGO_TMP) $(GO) test -run XXX -fuzz FuzzDecode -fuzztime 2m ./schemas
 	TMPDIR=$(CGO_TMP) $(GO) test -run XXX -fuzz FuzzParse -fuzztime 1m ./collectors/loadgen/experiment
-	for f in FuzzTrace FuzzJSONL FuzzShareGPT; do TMPDIR=$(CGO_TMP) $(GO) test -run XXX -fuzz $$f -fuzztime 1m ./collectors/loadgen || exit 1; done
+	for f in FuzzTrace FuzzJSONL FuzzShareGPT FuzzStream; do TMPDIR=$(CGO_TMP) $(GO) test -run XXX -fuzz $$f -fuzztime 1m ./collectors/loadgen || exit 1; done
 
 # Regenerates the documents the binary owns.
 docs: build

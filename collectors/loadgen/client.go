@@ -195,9 +195,7 @@ func (c *Client) Do(ctx context.Context, id string, prompt string, maxTokens int
 					return fail(res, schemas.StatusError, fmt.Errorf("server error in stream: %s", ch.Error.Message))
 				}
 				if t := ch.Timings; t != nil {
-					q.ServerQueue = int64(t.QueueMS * 1e6)
-					q.ServerPrefill = int64(t.PromptMS * 1e6)
-					q.ServerDecode = int64(t.PredictedMS * 1e6)
+					q.ServerQueue, q.ServerPrefill, q.ServerDecode = serverNS(t.QueueMS), serverNS(t.PromptMS), serverNS(t.PredictedMS)
 				}
 				content := false
 				for _, ch := range ch.Choices {
@@ -252,6 +250,16 @@ func (c *Client) Do(ctx context.Context, id string, prompt string, maxTokens int
 	}
 	q.Status = schemas.StatusOK
 	return res
+}
+
+// serverNS converts a server-reported duration in ms to ns; a value that
+// cannot be one (negative, not finite, over 11 days) is left unreported
+// (0) rather than failing the validation of the whole request batch.
+func serverNS(ms float64) int64 {
+	if !(ms > 0) || ms > 1e9 {
+		return 0
+	}
+	return int64(ms * 1e6)
 }
 
 func statusOf(ctx context.Context, err error) schemas.RequestStatus {

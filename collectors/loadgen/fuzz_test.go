@@ -2,8 +2,15 @@ package loadgen
 
 import (
 	"bytes"
+	"context"
 	"math"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/llm-energy-measure/lem/schemas"
 )
 
 // The file parsers a user points lem at (trace, JSONL and ShareGPT
@@ -50,6 +57,54 @@ func FuzzShareGPT(f *testing.F) {
 		cs, err := parseShareGPT(b, "fuzz")
 		if err == nil && len(cs) == 0 {
 			t.Fatal("no turns and no error")
+		}
+	})
+}
+
+// The streaming response of a server is untrusted input too: whatever the
+// bytes, Do ends with a result, never a panic, and what it reports is
+// consistent (chunks in time order, each of at least one token, first and
+// last token stamps bracketing them, an error for anything unparseable).
+func FuzzStream(f *testing.F) {
+	f.Add([]byte("data: {\"choices\":[{\"text\":\"a\"}]}\n\ndata: {\"choices\":[{\"text\":\"b\"}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n"))
+	f.Add([]byte("data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}],\"timings\":{\"prompt_ms\":1.5,\"predicted_ms\":-3}}\n"))
+	f.Add([]byte("data: {\"error\":{\"message\":\"boom\"}}\n"))
+	f.Add([]byte("data: {not json\n"))
+	var body atomic.Pointer[[]byte]
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = w.Write(*body.Load())
+	}))
+	f.Cleanup(srv.Close)
+	c := NewClient(srv.URL, "m")
+	f.Fuzz(func(t *testing.T, b []byte) {
+		body.Store(&b)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		res := c.Do(ctx, "fuzz", "p", 8, c.Clock.Now())
+		q := res.Request
+		// Tokens the server counted but never sent as text are kept, and
+		// flagged.
+		if q.Status == schemas.StatusOK && len(res.Chunks) == 0 && q.OutputTokens != 0 && !res.UsageMismatch {
+			t.Fatalf("ok with %d tokens, no chunks and no mismatch flag", q.OutputTokens)
+		}
+		// What the server reports must not make the request batch invalid
+		// (one bad request would dead-letter the batch it travels in).
+		batch := schemas.RequestBatch{RunID: "r", Requests: []schemas.Request{q}}
+		batch.Requests[0].ID, batch.Requests[0].Scheduled = "q", max(q.Scheduled, 1)
+		if err := batch.Validate(0, 1<<62); err != nil {
+			t.Fatalf("the request fails validation: %v (%+v)", err, q)
+		}
+		for i, ch := range res.Chunks {
+			if ch.Tokens == 0 || (i > 0 && ch.TS < res.Chunks[i-1].TS) {
+				t.Fatalf("chunk %d: %+v", i, ch)
+			}
+		}
+		if len(res.Chunks) > 0 && (q.FirstToken != res.Chunks[0].TS || q.LastToken != res.Chunks[len(res.Chunks)-1].TS) {
+			t.Fatalf("first/last token %d/%d, chunks %+v", q.FirstToken, q.LastToken, res.Chunks)
+		}
+		if bytes.HasPrefix(b, []byte("data: {not json\n")) && q.Status == schemas.StatusOK {
+			t.Fatalf("unparseable chunk accepted: %+v", q)
 		}
 	})
 }
