@@ -1,51 +1,21 @@
 package analytics
 
 import (
-	"encoding/csv"
 	"math"
-	"os"
-	"sort"
-	"strconv"
 	"testing"
 
+	"github.com/llm-energy-measure/lem/internal/testenv"
 	"github.com/llm-energy-measure/lem/schemas"
 )
 
-// traceDir is the real H200 trace shipped beside the repository.
-const traceDir = "../../shared/data/h200-trace/"
-
+// loadTrace returns the real H200 trace's counter changes as readings
+// and its phase edges.
 func loadTrace(t *testing.T) (counter []Reading, phases map[string][2]int64) {
-	t.Helper()
-	read := func(name string) [][]string {
-		f, err := os.Open(traceDir + name)
-		if err != nil {
-			t.Fatalf("the H200 trace must be beside the repo: %v", err)
-		}
-		defer f.Close()
-		r := csv.NewReader(f)
-		r.FieldsPerRecord = -1
-		recs, err := r.ReadAll()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return recs
+	tr := testenv.LoadH200Trace(t)
+	for _, e := range tr.Counter {
+		counter = append(counter, Reading{EnergyReading: e, Source: "trace.counter-change"})
 	}
-	for _, rec := range read("changes.csv") {
-		if rec[0] != "energy_mJ" {
-			continue
-		}
-		ts, _ := strconv.ParseInt(rec[1], 10, 64)
-		mj, _ := strconv.ParseFloat(rec[2], 64)
-		counter = append(counter, Reading{EnergyReading: schemas.EnergyReading{TSBefore: ts, TSAfter: ts,
-			Energy: schemas.Energy(mj * 1000)}, Source: "trace.counter-change"})
-	}
-	phases = map[string][2]int64{}
-	for _, rec := range read("phases.csv") {
-		a, _ := strconv.ParseInt(rec[1], 10, 64)
-		b, _ := strconv.ParseInt(rec[2], 10, 64)
-		phases[rec[0]] = [2]int64{a, b}
-	}
-	return counter, phases
+	return counter, tr.Phases
 }
 
 // TestTraceCounterPhases checks window integration of the real counter
@@ -152,29 +122,5 @@ func TestTraceCalibratedSparseCounter(t *testing.T) {
 // loadTraceBuffer returns the trace's driver power samples (20 ms buffer),
 // sorted; rows exist only where the value changed.
 func loadTraceBuffer(t *testing.T) []schemas.PowerSample {
-	t.Helper()
-	f, err := os.Open(traceDir + "changes.csv")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r := csv.NewReader(f)
-	r.FieldsPerRecord = -1
-	recs, err := r.ReadAll()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf []schemas.PowerSample
-	for _, rec := range recs {
-		if rec[0] == "driver_power_sample" {
-			ts, _ := strconv.ParseInt(rec[1], 10, 64)
-			mw, _ := strconv.ParseFloat(rec[2], 64)
-			buf = append(buf, schemas.PowerSample{TS: ts, Power: schemas.Power(mw)})
-		}
-	}
-	if len(buf) < 1000 {
-		t.Fatalf("only %d driver power samples in the trace", len(buf))
-	}
-	sort.Slice(buf, func(i, j int) bool { return buf[i].TS < buf[j].TS })
-	return buf
+	return testenv.LoadH200Trace(t).Buffer
 }

@@ -37,11 +37,9 @@ func init() {
 					return err
 				}
 				defer closeFn()
-				ids := args
-				if len(ids) == 0 {
-					if ids, err = store.RunIDs(ctx); err != nil {
-						return err
-					}
+				ids, err := runIDsOrAll(ctx, store, args)
+				if err != nil {
+					return err
 				}
 				for _, id := range ids {
 					r, err := analytics.AnalyzeRunWith(ctx, store, id, analytics.Options{Method: *method})
@@ -80,6 +78,14 @@ func openStore(ctx context.Context, cfg ingest.ClickHouseConfig, pqDir string) (
 		return &analytics.ClickHouseStore{Conn: conn, DB: cfg.Database}, func() { conn.Close() }, nil
 	}
 	return nil, nil, errors.New("give -clickhouse or -parquet")
+}
+
+// runIDsOrAll returns ids, or every run in the store when none is given.
+func runIDsOrAll(ctx context.Context, store readStore, ids []string) ([]string, error) {
+	if len(ids) > 0 {
+		return ids, nil
+	}
+	return store.RunIDs(ctx)
 }
 
 // writeResults stores r's result tables beside its events: ClickHouse

@@ -37,11 +37,9 @@ func init() {
 					return err
 				}
 				defer closeFn()
-				ids := args
-				if len(ids) == 0 {
-					if ids, err = store.RunIDs(ctx); err != nil {
-						return err
-					}
+				ids, err := runIDsOrAll(ctx, store, args)
+				if err != nil {
+					return err
 				}
 				want := map[string]bool{}
 				for _, b := range strings.Split(*backends, ",") {

@@ -2,11 +2,8 @@ package nvml
 
 import (
 	"encoding/binary"
-	"encoding/csv"
 	"math"
-	"os"
 	"sort"
-	"strconv"
 	"testing"
 	"time"
 
@@ -16,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/llm-energy-measure/lem/analytics"
+	"github.com/llm-energy-measure/lem/internal/testenv"
 	"github.com/llm-energy-measure/lem/schemas"
 )
 
@@ -30,42 +28,10 @@ type h200Trace struct {
 }
 
 func loadH200Trace(t *testing.T) *h200Trace {
-	t.Helper()
-	const dir = "../../../shared/data/h200-trace/"
-	read := func(name string) [][]string {
-		f, err := os.Open(dir + name)
-		if err != nil {
-			t.Fatalf("the H200 trace must be beside the repo: %v", err)
-		}
-		defer f.Close()
-		r := csv.NewReader(f)
-		r.FieldsPerRecord = -1
-		recs, err := r.ReadAll()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return recs
-	}
-	tr := &h200Trace{phases: map[string][2]int64{}}
-	for _, rec := range read("changes.csv") {
-		ts, _ := strconv.ParseInt(rec[1], 10, 64)
-		v, _ := strconv.ParseFloat(rec[2], 64)
-		switch rec[0] {
-		case "energy_mJ":
-			tr.counter = append(tr.counter, analytics.Reading{EnergyReading: schemas.EnergyReading{TSBefore: ts, TSAfter: ts,
-				Energy: schemas.Energy(v) * schemas.Millijoule}, Source: "trace.counter-change"})
-		case "driver_power_sample":
-			tr.buffer = append(tr.buffer, schemas.PowerSample{TS: ts, Power: schemas.Power(v)})
-		}
-	}
-	sort.Slice(tr.buffer, func(i, j int) bool { return tr.buffer[i].TS < tr.buffer[j].TS })
-	for _, rec := range read("phases.csv") {
-		a, _ := strconv.ParseInt(rec[1], 10, 64)
-		b, _ := strconv.ParseInt(rec[2], 10, 64)
-		tr.phases[rec[0]] = [2]int64{a, b}
-	}
-	if len(tr.counter) < 100 || len(tr.buffer) < 1000 {
-		t.Fatalf("trace: %d counter changes, %d buffer samples", len(tr.counter), len(tr.buffer))
+	src := testenv.LoadH200Trace(t)
+	tr := &h200Trace{buffer: src.Buffer, phases: src.Phases}
+	for _, e := range src.Counter {
+		tr.counter = append(tr.counter, analytics.Reading{EnergyReading: e, Source: "trace.counter-change"})
 	}
 	return tr
 }
