@@ -12,7 +12,7 @@ export CGO_CFLAGS := -O2 -Wno-deprecated-declarations
 CGO_TMP   := $(CURDIR)/.cache/cgo-tmp
 DEMO_OUT  ?= lem-demo
 
-.PHONY: all build build-device validate-gpu debootstrap demo demo-stop test test-short bench fuzz docs check-docs clickhouse vet clean
+.PHONY: all build build-device validate-gpu debootstrap llama-root demo demo-stop test test-short bench fuzz docs check-docs clickhouse vet clean
 
 all: build
 
@@ -56,14 +56,23 @@ debootstrap:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq debootstrap >/dev/null; }
 
+# llama.cpp's server root (shared/tools/llama-server), built once here
+# before the tests so that no two test packages build it at the same time.
+LLAMA_ROOT  := /var/tmp/lem-llama-root
+LLAMA_TOOLS := $(firstword $(wildcard ../shared/tools/llama-server shared/tools/llama-server))
+llama-root: debootstrap
+	@test -n "$(LLAMA_TOOLS)" || { echo "shared/tools/llama-server not found beside the repository"; exit 1; }
+	@test -d $(LLAMA_ROOT) || { echo "building $(LLAMA_ROOT) (llama.cpp server for the load generator's tests; about a minute)"; \
+		bash $(LLAMA_TOOLS)/setup.sh $(LLAMA_ROOT) >/dev/null; }
+
 # All tests. Each test package starts the throwaway servers it needs;
 # LEM_E2E=1 turns a missing server into a failure instead of a skip.
-test: clickhouse debootstrap
+test: clickhouse llama-root
 	@mkdir -p $(CGO_TMP)
 	TMPDIR=$(CGO_TMP) LEM_E2E=1 $(GO) test -count=1 -timeout 30m ./...
 	TMPDIR=$(CGO_TMP) $(GO) test -count=1 -run XXX -fuzz FuzzDecode -fuzztime 15s ./schemas
 	@# Every parser of user-supplied files, briefly (crashers land in testdata/fuzz and become regression tests).
-	TMPDIR=$(CGO_TMP) $(GO) test -count=1 -run XXX -fuzz FuzzParse -fuzztime 5s ./collectors/loadgen/experiment
+	TMPDIR=$(CGO_TMP) $(GO) test -count=1 -run XXX -fuzz FuzzParse -fuzztime 5s ./experiment
 	for f in FuzzTrace FuzzJSONL FuzzShareGPT FuzzStream; do TMPDIR=$(CGO_TMP) $(GO) test -count=1 -run XXX -fuzz $$f -fuzztime 5s ./collectors/loadgen || exit 1; done
 
 test-short:
@@ -81,7 +90,7 @@ bench: clickhouse
 fuzz:
 	@mkdir -p $(CGO_TMP)
 	TMPDIR=$(CGO_TMP) $(GO) test -run XXX -fuzz FuzzDecode -fuzztime 2m ./schemas
-	TMPDIR=$(CGO_TMP) $(GO) test -run XXX -fuzz FuzzParse -fuzztime 1m ./collectors/loadgen/experiment
+	TMPDIR=$(CGO_TMP) $(GO) test -run XXX -fuzz FuzzParse -fuzztime 1m ./experiment
 	for f in FuzzTrace FuzzJSONL FuzzShareGPT FuzzStream; do TMPDIR=$(CGO_TMP) $(GO) test -run XXX -fuzz $$f -fuzztime 1m ./collectors/loadgen || exit 1; done
 
 # Regenerates the documents the binary owns.

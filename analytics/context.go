@@ -55,7 +55,7 @@ func runContext(ctx context.Context, tr TableReader, r *RunResult, windows [][2]
 		devs[d] = true
 	}
 	st := schemas.NewRows(schemas.KindState).(*schemas.StateRows)
-	if err := tr.ReadTable(ctx, st.Table(), Filter{RunIDs: []string{r.RunID}, From: from, To: to}); err != nil {
+	if err := tr.ReadTable(ctx, st.Table(), schemas.Filter{RunIDs: []string{r.RunID}, From: from, To: to}); err != nil {
 		return nil, err
 	}
 	uuids := st.Table().Columns[3].Data().([]string)
@@ -75,7 +75,7 @@ func runContext(ctx context.Context, tr TableReader, r *RunResult, windows [][2]
 		c.SMClockMeanMHz = sum / float64(c.StateSamples)
 	}
 	m := schemas.NewRows(schemas.KindMetric).(*schemas.MetricRows)
-	if err := tr.ReadTable(ctx, m.Table(), Filter{RunIDs: []string{r.RunID}, From: from, To: to}); err != nil {
+	if err := tr.ReadTable(ctx, m.Table(), schemas.Filter{RunIDs: []string{r.RunID}, From: from, To: to}); err != nil {
 		return nil, err
 	}
 	type series struct {

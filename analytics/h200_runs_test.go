@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/llm-energy-measure/lem/schemas"
+	"github.com/llm-energy-measure/lem/store"
 )
 
 // untar extracts a committed validation archive (stores.tgz) into a
@@ -99,7 +100,7 @@ func TestH200RunsBufferMeetsAlignedCounter(t *testing.T) {
 			dir := untar(t, filepath.Join(base, "stores.tgz"))
 			phases := readPhasesCSV(t, filepath.Join(base, "phases.csv"))
 			ctx := context.Background()
-			a := &ParquetStore{Dir: filepath.Join(dir, "storeA")}
+			a := store.Parquet(filepath.Join(dir, "storeA"))
 			cs, err := ComparePhases(ctx, a, nil, phases)
 			if err != nil {
 				t.Fatal(err)
@@ -119,7 +120,7 @@ func TestH200RunsBufferMeetsAlignedCounter(t *testing.T) {
 			}
 			dev := cs[0].Device
 			rs, _ := a.Energy(ctx, dev, 0, math.MaxInt64)
-			ps, _, _ := a.Power(ctx, dev, 0, math.MaxInt64)
+			ps, _, _ := Power(ctx, a, dev, 0, math.MaxInt64)
 			fit := FitCounterDelay(rs, ps, 60e6)
 			if fit.Intervals < 300 || fit.Delay < -10e6 || fit.Delay > 10e6 {
 				t.Errorf("residual buffer shift %d ms over %d intervals, want within ±10 ms of BufferLead", fit.Delay/1e6, fit.Intervals)
@@ -131,7 +132,7 @@ func TestH200RunsBufferMeetsAlignedCounter(t *testing.T) {
 			var sets [][]int64
 			lo, hi := int64(0), int64(math.MaxInt64)
 			for _, st := range []string{"storeA", "storeB", "storeC"} {
-				ps, _, err := (&ParquetStore{Dir: filepath.Join(dir, st)}).Power(ctx, dev, 0, math.MaxInt64)
+				ps, _, err := Power(ctx, store.Parquet(filepath.Join(dir, st)), dev, 0, math.MaxInt64)
 				if err != nil || len(ps) < 3000 {
 					t.Fatalf("%s: %d samples, %v", st, len(ps), err)
 				}
@@ -155,7 +156,7 @@ func TestH200RunsBufferMeetsAlignedCounter(t *testing.T) {
 			if run != "h200-run8" {
 				return
 			}
-			cc, err := ComparePhases(ctx, &ParquetStore{Dir: filepath.Join(dir, "storeC")}, a, phases)
+			cc, err := ComparePhases(ctx, store.Parquet(filepath.Join(dir, "storeC")), a, phases)
 			if err != nil {
 				t.Fatal(err)
 			}

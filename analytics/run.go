@@ -187,7 +187,7 @@ func AnalyzeRunWith(ctx context.Context, store Store, runID string, opt Options)
 		if err != nil {
 			return nil, err
 		}
-		ps, src, err := store.Power(ctx, d, from-margin, to+margin)
+		ps, src, err := Power(ctx, store, d, from-margin, to+margin)
 		if err != nil {
 			return nil, err
 		}

@@ -30,7 +30,7 @@ func (m *memStore) Requests(context.Context, string) ([]schemas.Request, error) 
 func (m *memStore) Tokens(context.Context, string) (map[string][]schemas.Token, error) {
 	return m.tokens, nil
 }
-func (m *memStore) Power(_ context.Context, uuid string, from, to int64) ([]schemas.PowerSample, string, error) {
+func (m *memStore) PowerBySource(_ context.Context, uuid string, from, to int64) (map[string][]schemas.PowerSample, error) {
 	var out []schemas.PowerSample
 	for _, p := range m.power[uuid] {
 		if p.TS >= from && p.TS <= to {
@@ -38,9 +38,9 @@ func (m *memStore) Power(_ context.Context, uuid string, from, to int64) ([]sche
 		}
 	}
 	if len(out) == 0 {
-		return nil, "", nil
+		return nil, nil
 	}
-	return out, "sim", nil
+	return map[string][]schemas.PowerSample{"sim": out}, nil
 }
 
 func (m *memStore) Energy(_ context.Context, uuid string, from, to int64) ([]Reading, error) {

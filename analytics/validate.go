@@ -83,11 +83,11 @@ func ComparePhases(ctx context.Context, st interface {
 		from, to = min(from, p.From), max(to, p.To)
 	}
 	pw := schemas.NewRows(schemas.KindPower).(*schemas.PowerRows)
-	if err := st.ReadTable(ctx, pw.Table(), Filter{From: from - 5e9, To: to + 5e9}); err != nil {
+	if err := st.ReadTable(ctx, pw.Table(), schemas.Filter{From: from - 5e9, To: to + 5e9}); err != nil {
 		return nil, err
 	}
 	gp := schemas.NewRows(schemas.KindGap).(*schemas.GapRows)
-	if err := st.ReadTable(ctx, gp.Table(), Filter{From: from - 5e9, To: to + 5e9}); err != nil {
+	if err := st.ReadTable(ctx, gp.Table(), schemas.Filter{From: from - 5e9, To: to + 5e9}); err != nil {
 		return nil, err
 	}
 	cols := pw.Table().Columns

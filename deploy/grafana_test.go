@@ -11,11 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llm-energy-measure/lem/store"
+	chstore "github.com/llm-energy-measure/lem/store/clickhouse"
+
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/llm-energy-measure/lem/analytics"
 	"github.com/llm-energy-measure/lem/collectors/sim"
 	"github.com/llm-energy-measure/lem/deploy"
-	"github.com/llm-energy-measure/lem/ingest"
 	"github.com/llm-energy-measure/lem/internal/testenv"
 	"github.com/llm-energy-measure/lem/schemas"
 )
@@ -90,7 +92,7 @@ func expand(sql, db string, from, to time.Time, intervalS int) string {
 // result fails.
 func TestDashboardQueriesRun(t *testing.T) {
 	db, conn := testenv.FreshDatabase(t)
-	sink, _ := ingest.NewClickHouseSink(conn, db)
+	sink, _ := chstore.New(conn, db)
 	ctx := context.Background()
 	start := time.Now().Add(-2 * time.Minute).Truncate(time.Second)
 	s := sim.New(sim.Config{Host: "h", Devices: 2}, start)
@@ -137,7 +139,7 @@ func TestDashboardQueriesRun(t *testing.T) {
 		}
 	}
 	// The analysis, written back as lem analyze -write does.
-	res, err := analytics.AnalyzeRun(ctx, &analytics.ClickHouseStore{Conn: conn, DB: db}, "r1")
+	res, err := analytics.AnalyzeRun(ctx, store.Wrap(sink), "r1")
 	if err != nil {
 		t.Fatal(err)
 	}

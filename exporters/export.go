@@ -21,26 +21,6 @@ var Tables = []string{schemas.TableRun, schemas.TableRequest, schemas.TableToken
 	schemas.TableRunResults, schemas.TableCycleResults, schemas.TableRequestEnerg,
 	schemas.TablePower, schemas.TableEnergy, schemas.TableState, schemas.TableGap, schemas.TableClock, schemas.TableDevice}
 
-// EmptyTable returns the column layout of a table by name (nil: unknown).
-func EmptyTable(name string) *schemas.Table {
-	switch name {
-	case schemas.TableDevice:
-		return schemas.NewDeviceRows().Table()
-	case schemas.TableRunResults:
-		return schemas.NewRunResultRows().Table()
-	case schemas.TableCycleResults:
-		return schemas.NewCycleResultRows().Table()
-	case schemas.TableRequestEnerg:
-		return schemas.NewRequestEnergyRows().Table()
-	}
-	for _, k := range schemas.Kinds {
-		if schemas.TableFor(k) == name {
-			return schemas.NewRows(k).Table()
-		}
-	}
-	return nil
-}
-
 // Selection is what to export: runs (run-scoped tables by id, device tables
 // over the runs' span ± Margin) or a time range.
 type Selection struct {
@@ -83,7 +63,7 @@ func Export(ctx context.Context, src analytics.TableReader, store analytics.Stor
 	if sel.Margin == 0 {
 		sel.Margin = 5e9
 	}
-	f := analytics.Filter{RunIDs: sel.RunIDs, From: sel.From, To: sel.To}
+	f := schemas.Filter{RunIDs: sel.RunIDs, From: sel.From, To: sel.To}
 	if len(sel.RunIDs) > 0 {
 		from, to, err := analytics.RunSpan(ctx, store, sel.RunIDs)
 		if err != nil {
@@ -105,11 +85,12 @@ func Export(ctx context.Context, src analytics.TableReader, store analytics.Stor
 		tables = Tables
 	}
 	for _, name := range tables {
-		t := EmptyTable(name)
-		if t == nil {
+		spec, ok := schemas.Spec(name)
+		if !ok {
 			return sum, fmt.Errorf("export: unknown table %q", name)
 		}
-		if len(sel.RunIDs) == 0 && analytics.RunScoped(name) {
+		t := spec.NewTable()
+		if len(sel.RunIDs) == 0 && spec.RunScoped {
 			// A time range selects the runs that overlap it.
 			ids, err := runsIn(ctx, store, sel.From, sel.To)
 			if err != nil {

@@ -19,9 +19,10 @@ import (
 	lemcsv "github.com/llm-energy-measure/lem/exporters/csv"
 	"github.com/llm-energy-measure/lem/exporters/hfdataset"
 	lemparquet "github.com/llm-energy-measure/lem/exporters/parquet"
-	"github.com/llm-energy-measure/lem/internal/pqstore"
 	"github.com/llm-energy-measure/lem/internal/testenv"
 	"github.com/llm-energy-measure/lem/schemas"
+	lemstore "github.com/llm-energy-measure/lem/store"
+	pqstore "github.com/llm-energy-measure/lem/store/parquet"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
@@ -148,7 +149,7 @@ func readBack(t *testing.T, format, dir string, tables []string) map[string]read
 // and the values lem stored.
 func TestExportsReadByIndependentReaders(t *testing.T) {
 	store, run, tr := buildStore(t)
-	st := &analytics.ParquetStore{Dir: store}
+	st := lemstore.Parquet(store)
 	ctx := context.Background()
 	tables := []string{schemas.TableRun, schemas.TableRequest, schemas.TableToken, schemas.TableMetric, schemas.TablePower,
 		schemas.TableEnergy, schemas.TableClock}
@@ -183,7 +184,7 @@ func TestExportsReadByIndependentReaders(t *testing.T) {
 			if r.Rows != tr.rows[tb] {
 				t.Errorf("%s/%s: %d rows, stored %d", f, tb, r.Rows, tr.rows[tb])
 			}
-			want := exporters.EmptyTable(tb).ColumnNames()
+			want := schemas.EmptyTable(tb).ColumnNames()
 			if len(r.Columns) != len(want) {
 				t.Errorf("%s/%s: columns %v, want %v", f, tb, r.Columns, want)
 			}
@@ -274,7 +275,7 @@ func TestExportsReadByIndependentReaders(t *testing.T) {
 // a card whose configs point at exactly those files.
 func TestHFDatasetReadable(t *testing.T) {
 	store, run, tr := buildStore(t)
-	st := &analytics.ParquetStore{Dir: store}
+	st := lemstore.Parquet(store)
 	res, err := analytics.AnalyzeRun(context.Background(), st, run)
 	if err != nil {
 		t.Fatal(err)

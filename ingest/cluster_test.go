@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/llm-energy-measure/lem/ingest"
 	"github.com/llm-energy-measure/lem/internal/testenv"
 	"github.com/llm-energy-measure/lem/schemas"
+	chstore "github.com/llm-energy-measure/lem/store/clickhouse"
 )
 
 // The clustered schema, checked on the one server available here (18.16,
@@ -61,7 +61,7 @@ func TestClusterSchemaOnDistributedTables(t *testing.T) {
 	if distributed < 12 {
 		t.Fatalf("%d Distributed tables", distributed)
 	}
-	sink, _ := ingest.NewClickHouseSink(conn, db)
+	sink, _ := chstore.New(conn, db)
 	rows := schemas.NewRows(schemas.KindPower)
 	pb := &schemas.PowerBatch{Origin: schemas.Origin{Host: "h", Source: "s"}, Device: schemas.Device{UUID: "u"}}
 	for i := 0; i < 100; i++ {

@@ -12,6 +12,7 @@ import (
 	"github.com/llm-energy-measure/lem/internal/bus"
 	"github.com/llm-energy-measure/lem/internal/testenv"
 	"github.com/llm-energy-measure/lem/schemas"
+	chstore "github.com/llm-energy-measure/lem/store/clickhouse"
 )
 
 // synthetic stream shape used by the end-to-end test and the benchmark,
@@ -147,7 +148,7 @@ func TestEndToEndMillion(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := publishE2E(t, pub, 1_000_000, 100_000)
-	sink, _ := ingest.NewClickHouseSink(conn, db)
+	sink, _ := chstore.New(conn, db)
 	ctx := context.Background()
 	qp := "SELECT count(), sum(toUInt64(power_mw)), sum(toUInt64(ts_ns) * toUInt64(power_mw)) FROM " + db + ".power_samples"
 	qt := "SELECT count(), sum(toUInt64(tokens)), sum(toUInt64(ts_ns) * toUInt64(tokens)) FROM " + db + ".tokens"
@@ -197,7 +198,7 @@ func TestBatchBytesBoundsMemory(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := publishE2E(t, pub, 200_000, 0)
-	ch, _ := ingest.NewClickHouseSink(conn, db)
+	ch, _ := chstore.New(conn, db)
 	rec := &sizeRecorder{Sink: ch}
 	const limit = 256 << 10
 	qp := "SELECT count(), sum(toUInt64(power_mw)), sum(toUInt64(ts_ns) * toUInt64(power_mw)) FROM " + db + ".power_samples"

@@ -21,6 +21,7 @@ import (
 	"github.com/llm-energy-measure/lem/internal/bus"
 	"github.com/llm-energy-measure/lem/internal/testenv"
 	"github.com/llm-energy-measure/lem/schemas"
+	chstore "github.com/llm-energy-measure/lem/store/clickhouse"
 )
 
 // Benchmarks of the whole pipeline (docs/benchmarks.md). Publisher and
@@ -39,7 +40,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	sink, _ := ingest.NewClickHouseSink(conn, db)
+	sink, _ := chstore.New(conn, db)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	in := ingest.New(js, sink, ingest.Config{}, nil, testLogger())
@@ -199,7 +200,7 @@ func runLem(b *testing.B, nS, nT int, dur time.Duration, backlog bool) pipeRun {
 		b.Fatal(err)
 	}
 	cjs, _ := jetstream.New(cc)
-	sink, _ := ingest.NewClickHouseSink(conn, db)
+	sink, _ := chstore.New(conn, db)
 	m := ingest.NewMetrics(nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -517,7 +518,7 @@ func publishPeer(b *testing.B, js jetstream.JetStream, nS, nT int) (e2eTotals, u
 // and this process's CPU per row: the reason ingest sorts (ADR 0003).
 func BenchmarkInsertOrder(b *testing.B) {
 	db, conn := testenv.FreshDatabase(b)
-	sink, _ := ingest.NewClickHouseSink(conn, db)
+	sink, _ := chstore.New(conn, db)
 	rows := schemas.NewRows(schemas.KindPower)
 	g := newE2EGen()
 	var tot e2eTotals

@@ -11,6 +11,7 @@ import (
 	"github.com/llm-energy-measure/lem/internal/bus"
 	"github.com/llm-energy-measure/lem/internal/chserver"
 	"github.com/llm-energy-measure/lem/internal/testenv"
+	chstore "github.com/llm-energy-measure/lem/store/clickhouse"
 )
 
 // TestClickHouseOutage stops ClickHouse while events keep arriving, then
@@ -24,15 +25,15 @@ func TestClickHouseOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { srv.Stop() }()
-	conn, err := ingest.OpenClickHouse(ctx, ingest.ClickHouseConfig{Addr: srv.Addr()})
+	conn, err := chstore.Connect(ctx, chstore.Config{Addr: srv.Addr()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	if _, err := ingest.Migrate(ctx, conn, "lem", zerolog.Nop()); err != nil {
+	if _, err := chstore.Migrate(ctx, conn, "lem", zerolog.Nop()); err != nil {
 		t.Fatal(err)
 	}
-	sink, _ := ingest.NewClickHouseSink(conn, "lem")
+	sink, _ := chstore.New(conn, "lem")
 	_, nc, js := testenv.JetStream(t)
 	pub, _ := bus.NewPublisher(nc, 0)
 

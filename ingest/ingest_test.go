@@ -16,9 +16,10 @@ import (
 
 	"github.com/llm-energy-measure/lem/ingest"
 	"github.com/llm-energy-measure/lem/internal/bus"
-	"github.com/llm-energy-measure/lem/internal/pqstore"
 	"github.com/llm-energy-measure/lem/internal/testenv"
 	"github.com/llm-energy-measure/lem/schemas"
+	chstore "github.com/llm-energy-measure/lem/store/clickhouse"
+	pqstore "github.com/llm-energy-measure/lem/store/parquet"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
@@ -112,7 +113,7 @@ func TestClickHouseIngestExactlyOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := publishWorkload(t, pub, 200, 50)
-	sink, _ := ingest.NewClickHouseSink(conn, db)
+	sink, _ := chstore.New(conn, db)
 	cfg := ingest.Config{FlushInterval: 200 * time.Millisecond}
 	qp := "SELECT count(), sum(power_mw) FROM " + db + ".power_samples"
 	qt := "SELECT count(), toInt64(sum(tokens)) FROM " + db + ".tokens"
@@ -198,7 +199,7 @@ func TestDeadLetterKeepsStreamMoving(t *testing.T) {
 	if err := pub.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	sink, _ := ingest.NewClickHouseSink(conn, db)
+	sink, _ := chstore.New(conn, db)
 	q := "SELECT count(), sum(power_mw) FROM " + db + ".power_samples"
 	m := ingest.NewMetrics(prometheus.NewRegistry())
 	runIngestM(t, js, sink, ingest.Config{Kinds: []schemas.Kind{schemas.KindPower}, FlushInterval: 100 * time.Millisecond}, m,
@@ -255,9 +256,9 @@ func TestSinksAgree(t *testing.T) {
 	_, nc, js := testenv.JetStream(t)
 	pub, _ := bus.NewPublisher(nc, 0)
 	want := publishWorkload(t, pub, 40, 25)
-	ch, _ := ingest.NewClickHouseSink(conn, db)
+	ch, _ := chstore.New(conn, db)
 	dir := t.TempDir()
-	pq := ingest.NewParquetSink(dir)
+	pq := pqstore.Open(dir)
 	qp := "SELECT count(), sum(power_mw) FROM " + db + ".power_samples"
 	runIngest(t, js, ch, ingest.Config{FlushInterval: 100 * time.Millisecond}, func() bool {
 		n, _ := count(t, conn, qp)
@@ -323,7 +324,7 @@ func testLogger() zerolog.Logger { return zerolog.Nop() }
 // incarnation must not be mistaken for ones already written.
 func TestRecreatedStreamIsIngested(t *testing.T) {
 	db, conn := testenv.FreshDatabase(t)
-	sink, _ := ingest.NewClickHouseSink(conn, db)
+	sink, _ := chstore.New(conn, db)
 	q := "SELECT count(), sum(power_mw) FROM " + db + ".power_samples"
 	var total int
 	for round := 0; round < 2; round++ {

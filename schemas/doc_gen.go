@@ -19,16 +19,14 @@ func EventsMarkdown() string {
 	b.WriteString("| kind | code | subject | table |\n|---|---|---|---|\n")
 	for _, k := range Kinds {
 		subj := SubjectRoot + "." + k.String() + ".<host>.<device index>"
-		switch k {
-		case KindRequest, KindToken, KindRun:
+		if specByKind[k].RunScoped {
 			subj = SubjectRoot + "." + k.String() + ".<run id>"
 		}
 		fmt.Fprintf(&b, "| %s | %d | `%s` | `%s` |\n", k, k, subj, TableFor(k))
 	}
 	b.WriteString("\nMessages ingest cannot accept are republished on `" + DeadLetterRoot + ".<kind>` with the reason in the `Lem-Dead-Letter-Reason` header.\n")
 	for _, k := range Kinds {
-		ev, _ := New(k)
-		t := reflect.TypeOf(ev).Elem()
+		t := reflect.TypeOf(specByKind[k].NewEvent()).Elem()
 		fmt.Fprintf(&b, "\n## %s (`%s`)\n\n", k, t.Name())
 		writeFields(&b, t, "")
 	}

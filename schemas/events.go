@@ -41,6 +41,13 @@ type EnergyReading struct {
 	Reset    bool   `doc:"the counter went backwards since the previous reading (driver reload or wrap): deltas across it are invalid"`
 }
 
+// CounterReading is an energy-counter reading as stored, with the label
+// of the source that took it (nvml.counter, nvml.counter.aligned, rapl...).
+type CounterReading struct {
+	EnergyReading
+	Source string
+}
+
 // EnergyBatch carries energy-counter readings of one device.
 type EnergyBatch struct {
 	Origin
@@ -124,6 +131,17 @@ func (s RequestStatus) String() string {
 	return "unknown"
 }
 
+// ParseRequestStatus is the inverse of RequestStatus.String; an unknown
+// name reads as StatusError.
+func ParseRequestStatus(s string) RequestStatus {
+	for i, n := range statusNames {
+		if n == s {
+			return RequestStatus(i)
+		}
+	}
+	return StatusError
+}
+
 // Request is the lifecycle of one inference request, as seen by the load
 // generator. Zero times mean "did not happen" (no token ever arrived).
 type Request struct {
@@ -202,6 +220,17 @@ func (p RunPhase) String() string {
 		return phaseNames[p]
 	}
 	return "unknown"
+}
+
+// ParseRunPhase is the inverse of RunPhase.String; an unknown name reads as
+// 255, which no analysis accepts.
+func ParseRunPhase(s string) RunPhase {
+	for i, n := range phaseNames {
+		if n == s {
+			return RunPhase(i)
+		}
+	}
+	return 255
 }
 
 // RunEvent marks the start or end of one cycle of a run.

@@ -26,32 +26,17 @@ const (
 	KindMetric  Kind = 9 // batch of inference-server metric samples scraped during a run
 )
 
-// Kinds lists every kind in wire order.
-var Kinds = []Kind{KindPower, KindEnergy, KindState, KindRequest, KindToken, KindRun, KindGap, KindClock, KindMetric}
-
-var kindNames = map[Kind]string{
-	KindPower:   "power",
-	KindEnergy:  "energy",
-	KindState:   "state",
-	KindRequest: "request",
-	KindToken:   "token",
-	KindRun:     "run",
-	KindGap:     "gap",
-	KindClock:   "clock",
-	KindMetric:  "metric",
-}
-
 func (k Kind) String() string {
-	if n, ok := kindNames[k]; ok {
-		return n
+	if s := specByKind[k]; s != nil {
+		return s.KindName
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
 
 // ParseKind returns the kind named s.
 func ParseKind(s string) (Kind, error) {
-	for k, n := range kindNames {
-		if n == s {
+	for _, k := range Kinds {
+		if specByKind[k].KindName == s {
 			return k, nil
 		}
 	}

@@ -4,10 +4,8 @@ import (
 	"cmp"
 	"fmt"
 	"math/bits"
-	"regexp"
 	"slices"
 	"strings"
-	"sync"
 )
 
 // Rows reach ClickHouse in arrival order: messages of eight devices
@@ -19,41 +17,6 @@ import (
 // ingest sorts each block on its own side instead, where it is cheap:
 // arrival order is made of sorted runs (one message of one device), so
 // ordering the runs is usually enough.
-
-var (
-	sortKeysOnce sync.Once
-	sortKeys     map[string][]string
-	sortKeysErr  error
-	createKeyRE  = regexp.MustCompile(`(?s)CREATE TABLE IF NOT EXISTS \{db\}\.(\w+)\s*\(.*?\)\s*ENGINE\s*=.*?ORDER BY\s*\(([^)]*)\)`)
-)
-
-// SortKey returns the columns of table's ORDER BY in the embedded
-// migrations (the single source of truth), or nil for an unknown table.
-func SortKey(table string) []string {
-	sortKeysOnce.Do(func() {
-		sortKeys = map[string][]string{}
-		ms, err := Migrations()
-		if err != nil {
-			sortKeysErr = err
-			return
-		}
-		for _, m := range ms {
-			for _, s := range m.Statements {
-				for _, g := range createKeyRE.FindAllStringSubmatch(s, -1) {
-					var cols []string
-					for _, c := range strings.Split(g[2], ",") {
-						cols = append(cols, strings.TrimSpace(c))
-					}
-					sortKeys[g[1]] = cols
-				}
-			}
-		}
-	})
-	if sortKeysErr != nil {
-		panic(fmt.Sprintf("schemas: embedded migrations: %v", sortKeysErr))
-	}
-	return sortKeys[table]
-}
 
 // A Sorter puts the rows of tables into their sort-key order. It keeps its
 // buffers between calls; it is not safe for concurrent use.

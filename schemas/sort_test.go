@@ -3,24 +3,66 @@ package schemas
 import (
 	"fmt"
 	"math/rand/v2"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 )
 
-func TestSortKeyFromMigrations(t *testing.T) {
-	for table, want := range map[string]string{
-		TablePower:       "host,device_uuid,ts_ns",
-		TableEnergy:      "host,device_uuid,ts_before_ns",
-		TableToken:       "run_id,request_id,token_index",
-		TableRequest:     "run_id,request_id",
-		TableMetric:      "run_id,name,labels,ts_ns",
-		TableClock:       "host,device_uuid,ts_ns",
-		TableDevice:      "host,device_uuid,source",
-		"request_energy": "run_id,request_id",
-	} {
-		if got := strings.Join(SortKey(table), ","); got != want {
-			t.Errorf("SortKey(%s) = %q, want %q", table, got, want)
+// createKeyRE finds each CREATE TABLE's name and ORDER BY in a migration.
+var createKeyRE = regexp.MustCompile(`(?s)CREATE TABLE IF NOT EXISTS \{db\}\.(\w+)\s*\(.*?\)\s*ENGINE\s*=.*?ORDER BY\s*\(([^)]*)\)`)
+
+// TestCatalogMatchesMigrations holds every table spec to its migration:
+// the sort key is the table's ORDER BY, the time column and every column
+// of the layout exist in the DDL, and every migrated table has a spec.
+func TestCatalogMatchesMigrations(t *testing.T) {
+	ms, err := Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ddl := map[string]string{}
+	keys := map[string]string{}
+	for _, m := range ms {
+		for _, s := range m.Statements {
+			for _, g := range createKeyRE.FindAllStringSubmatch(s, -1) {
+				var cols []string
+				for _, c := range strings.Split(g[2], ",") {
+					cols = append(cols, strings.TrimSpace(c))
+				}
+				keys[g[1]] = strings.Join(cols, ",")
+				ddl[g[1]] = g[0]
+			}
+			// ALTER TABLE ... ADD COLUMN extends a table's DDL.
+			for _, g := range regexp.MustCompile(`(?s)ALTER TABLE \{db\}\.(\w+)\s+([^;]*)`).FindAllStringSubmatch(s, -1) {
+				ddl[g[1]] += " " + g[2]
+			}
+		}
+	}
+	seen := map[string]bool{}
+	for _, spec := range Catalog() {
+		seen[spec.Name] = true
+		if got, want := strings.Join(spec.SortKey, ","), keys[spec.Name]; got != want {
+			t.Errorf("%s: catalog sort key %q, migrations ORDER BY %q", spec.Name, got, want)
+		}
+		cols := spec.NewTable().ColumnNames()
+		if !slices.Contains(cols, spec.TimeColumn) {
+			t.Errorf("%s: time column %s not in the layout %v", spec.Name, spec.TimeColumn, cols)
+		}
+		for _, c := range cols {
+			if !regexp.MustCompile(`\b` + c + `\b`).MatchString(ddl[spec.Name]) {
+				t.Errorf("%s: column %s of the layout not in the migrations", spec.Name, c)
+			}
+		}
+		if spec.RunScoped != slices.Contains(cols, "run_id") {
+			t.Errorf("%s: run-scoped %v but run_id column %v", spec.Name, spec.RunScoped, slices.Contains(cols, "run_id"))
+		}
+		if spec.Replacing != strings.Contains(ddl[spec.Name], "ReplacingMergeTree") {
+			t.Errorf("%s: replacing %v disagrees with the engine", spec.Name, spec.Replacing)
+		}
+	}
+	for name := range keys {
+		if !seen[name] && name != "schema_migrations" {
+			t.Errorf("migrated table %s has no spec in the catalog", name)
 		}
 	}
 	if SortKey("no_such_table") != nil {

@@ -24,6 +24,17 @@ type Column interface {
 	// strings by their bytes plus a header.
 	Bytes() int
 
+	// Filter keeps the rows whose keep is true, in order.
+	Filter(keep []bool)
+	// ScanDest returns a fresh pointer to one value of the column's type
+	// (a destination for database/sql-style Scan); AppendScanned appends
+	// the value it points to.
+	ScanDest() any
+	AppendScanned(dest any)
+	// AppendZero appends the type's zero value (a column missing from an
+	// older file reads as ClickHouse's DEFAULT would).
+	AppendZero()
+
 	empty() Column
 	gatherInto(dst Column, perm []int32) error
 }
@@ -66,6 +77,20 @@ func (c *Col[T]) Bytes() int {
 	var zero T
 	return len(c.V) * int(unsafe.Sizeof(zero))
 }
+
+func (c *Col[T]) Filter(keep []bool) {
+	out := c.V[:0]
+	for i, x := range c.V {
+		if keep[i] {
+			out = append(out, x)
+		}
+	}
+	c.V, c.counted, c.strBytes = out, 0, 0
+}
+
+func (c *Col[T]) ScanDest() any          { return new(T) }
+func (c *Col[T]) AppendScanned(dest any) { c.V = append(c.V, *dest.(*T)) }
+func (c *Col[T]) AppendZero()            { var zero T; c.V = append(c.V, zero) }
 
 func (c *Col[T]) empty() Column { return &Col[T]{name: c.name, chType: c.chType} }
 
@@ -133,6 +158,23 @@ func (t *Table) Check() error {
 	for _, c := range t.Columns {
 		if c.Len() != n {
 			return fmt.Errorf("table %s: column %s has %d rows, want %d", t.Name, c.Name(), c.Len(), n)
+		}
+	}
+	return nil
+}
+
+// Filter keeps the rows whose keep is true, in every column.
+func (t *Table) Filter(keep []bool) {
+	for _, c := range t.Columns {
+		c.Filter(keep)
+	}
+}
+
+// Column returns the column named name, or nil.
+func (t *Table) Column(name string) Column {
+	for _, c := range t.Columns {
+		if c.Name() == name {
+			return c
 		}
 	}
 	return nil

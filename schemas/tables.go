@@ -14,64 +14,6 @@ const (
 	TableMetric  = "server_metrics"
 )
 
-// TableFor returns the table that events of kind k are written to.
-func TableFor(k Kind) string {
-	switch k {
-	case KindPower:
-		return TablePower
-	case KindEnergy:
-		return TableEnergy
-	case KindState:
-		return TableState
-	case KindGap:
-		return TableGap
-	case KindClock:
-		return TableClock
-	case KindMetric:
-		return TableMetric
-	case KindRequest:
-		return TableRequest
-	case KindToken:
-		return TableToken
-	case KindRun:
-		return TableRun
-	}
-	return ""
-}
-
-// Rows turns decoded events into table rows. Each kind has one; Append adds
-// the rows of ev (which must be of the kind's type) tagged with the position
-// of the message that carried it.
-type Rows interface {
-	Table() *Table
-	Append(ev Event, pos Position)
-}
-
-// NewRows returns the row builder of kind k.
-func NewRows(k Kind) Rows {
-	switch k {
-	case KindPower:
-		return newPowerRows()
-	case KindEnergy:
-		return newEnergyRows()
-	case KindState:
-		return newStateRows()
-	case KindGap:
-		return newGapRows()
-	case KindClock:
-		return newClockRows()
-	case KindMetric:
-		return newMetricRows()
-	case KindRequest:
-		return newRequestRows()
-	case KindToken:
-		return newTokenRows()
-	case KindRun:
-		return newRunRows()
-	}
-	return nil
-}
-
 // Position locates the message that carried a row: the stream's epoch
 // (its creation time, distinguishing a recreated stream whose sequences
 // restart at 1) and the stream sequence. Ingest resumes after the highest

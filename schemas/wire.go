@@ -43,31 +43,6 @@ type Event interface {
 	Validate(minTS, maxTS int64) error
 }
 
-// New returns an empty event of kind k.
-func New(k Kind) (Event, error) {
-	switch k {
-	case KindPower:
-		return &PowerBatch{}, nil
-	case KindEnergy:
-		return &EnergyBatch{}, nil
-	case KindState:
-		return &StateBatch{}, nil
-	case KindRequest:
-		return &RequestBatch{}, nil
-	case KindToken:
-		return &TokenBatch{}, nil
-	case KindRun:
-		return &RunEvent{}, nil
-	case KindGap:
-		return &GapBatch{}, nil
-	case KindClock:
-		return &ClockBatch{}, nil
-	case KindMetric:
-		return &MetricBatch{}, nil
-	}
-	return nil, fmt.Errorf("%w: %d", ErrKind, uint8(k))
-}
-
 // PeekKind returns the kind of the encoded message b after checking the
 // header.
 func PeekKind(b []byte) (Kind, error) {
@@ -81,7 +56,7 @@ func PeekKind(b []byte) (Kind, error) {
 		return 0, fmt.Errorf("%w %d", ErrVersion, b[3])
 	}
 	k := Kind(b[4])
-	if _, ok := kindNames[k]; !ok {
+	if specByKind[k] == nil {
 		return 0, fmt.Errorf("%w %d", ErrKind, b[4])
 	}
 	return k, nil

@@ -7,9 +7,10 @@ import (
 	"strings"
 	"testing"
 
+	chstore "github.com/llm-energy-measure/lem/store/clickhouse"
+
 	"github.com/rs/zerolog"
 
-	"github.com/llm-energy-measure/lem/ingest"
 	"github.com/llm-energy-measure/lem/internal/chserver"
 	"github.com/llm-energy-measure/lem/internal/testenv"
 )
@@ -23,22 +24,20 @@ func TestClickHouseCredentials(t *testing.T) {
 	connect := func(env string, args ...string) (string, error) {
 		t.Setenv("LEM_CLICKHOUSE_PASSWORD", env)
 		fs := flag.NewFlagSet("t", flag.ContinueOnError)
-		build := clickhouseFlags(fs)
+		build := storeFlags(fs, "", "")
 		if err := fs.Parse(append([]string{"-clickhouse", addr, "-clickhouse-user", chserver.TestUser}, args...)); err != nil {
 			t.Fatal(err)
 		}
-		c, err := build()
-		if err != nil {
-			return "", err
-		}
+		c := build()
 		var logs bytes.Buffer
 		log := zerolog.New(&logs)
-		conn, err := ingest.OpenClickHouse(context.Background(), c)
+		st, err := openStore(context.Background(), c, false, log)
 		if err != nil {
 			log.Error().Err(err).Interface("config", c).Msg("connect failed")
 			return logs.String(), err
 		}
-		defer conn.Close()
+		defer st.Close()
+		conn := st.Tables.(*chstore.Store).Conn()
 		var who string
 		// 18.16 has no currentUser(): this query finds itself.
 		if err := conn.QueryRow(context.Background(), "SELECT any(user) FROM system.processes WHERE query LIKE '%lem-whoami%'").Scan(&who); err != nil {
@@ -72,7 +71,7 @@ func TestClickHouseCredentials(t *testing.T) {
 	}
 	// There is no flag that takes the password itself.
 	fs := flag.NewFlagSet("t", flag.ContinueOnError)
-	clickhouseFlags(fs)
+	storeFlags(fs, "", "x")
 	fs.VisitAll(func(f *flag.Flag) {
 		if strings.Contains(f.Name, "password") && !strings.HasSuffix(f.Name, "-file") {
 			t.Errorf("flag -%s would put a password on the command line", f.Name)

@@ -12,18 +12,14 @@ import (
 	"syscall"
 	"time"
 
-	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/llm-energy-measure/lem/collectors"
-	"github.com/llm-energy-measure/lem/collectors/nvml"
-	"github.com/llm-energy-measure/lem/collectors/rapl"
-	"github.com/llm-energy-measure/lem/collectors/sim"
-	"github.com/llm-energy-measure/lem/ingest"
 	"github.com/llm-energy-measure/lem/internal/bus"
 	"github.com/llm-energy-measure/lem/internal/spool"
+	"github.com/llm-energy-measure/lem/store"
 )
 
 func init() {
@@ -33,7 +29,6 @@ func init() {
 			"without -nats, run an embedded JetStream with in-process ingest into -parquet or -clickhouse.",
 		setup: func(fs *flag.FlagSet) func([]string) error {
 			natsURL := fs.String("nats", "", "NATS URL to publish to (empty: embedded server plus in-process ingest)")
-			pqDir := fs.String("parquet", "lem-agent-store", "with the embedded server: Parquet store directory (unless -clickhouse)")
 			devs := fs.String("devices", "", "comma-separated GPU indices (empty: all)")
 			useSim := fs.Bool("sim", false, "publish the simulator instead of NVML (labelled source=sim)")
 			duration := fs.Duration("duration", 0, "stop after this long (0: until SIGINT/SIGTERM)")
@@ -48,15 +43,11 @@ func init() {
 			raplRoot := fs.String("rapl", "/sys/class/powercap", "powercap root for CPU/DRAM energy (empty: off)")
 			alsoInstant := fs.Bool("instant", false, "also read instant power (field 186) at 10 Hz beside the buffer, for validation")
 			alignedCounter := fs.Bool("aligned-counter", false, "read the energy counter aligned to its 100 ms refresh (stamped within a few ms, source nvml.counter.aligned; about twice the CPU per reading) instead of whenever its timer fires (value 0-100 ms old)")
-			chc := clickhouseFlags(fs)
+			stc := storeFlags(fs, "lem-agent-store", "with the embedded server: Parquet store directory (unless -clickhouse)")
 			natsOpts := natsFlags(fs)
 			logger := logFlags(fs)
 			return func([]string) error {
 				log := logger()
-				cfg, err := chc()
-				if err != nil {
-					return err
-				}
 				nopts, err := natsOpts()
 				if err != nil {
 					return err
@@ -70,43 +61,23 @@ func init() {
 				if *host == "" {
 					*host, _ = os.Hostname()
 				}
-				var cols []collectors.Collector
-				if *raplRoot != "" && !*useSim {
-					if ds, err := rapl.Discover(*raplRoot, *host); err == nil {
-						cols = append(cols, rapl.NewCollector(*host, ds, *publish))
-						log.Info().Int("domains", len(ds)).Msg("rapl")
-					} else {
-						log.Info().Err(err).Msg("CPU/DRAM energy not collected")
-					}
+				cc := collectorConfig{GPU: "nvml", SimDevices: 1, RAPL: *raplRoot, Publish: *publish, Counter: *counter,
+					CounterBudget: *counterBudget, AlsoInstant: *alsoInstant, AlignedCounter: *alignedCounter, AllowNoGPU: true}
+				if cc.Devices, err = parseIndices(*devs); err != nil {
+					return err
 				}
-				var col collectors.Collector
-				var rd *nvml.Reader
+				if *raplRoot == "" {
+					cc.RAPL = "off"
+				}
 				if *useSim {
-					col = sim.New(sim.Config{Host: *host, Publish: *publish}, time.Now())
-				} else {
-					idx, err := parseIndices(*devs)
-					if err != nil {
-						return err
-					}
-					rd, err = nvml.Open(gonvml.New(), *host, idx, nil)
-					switch {
-					case err != nil && len(cols) == 0:
-						return fmt.Errorf("%w (no GPU and no RAPL: use -sim to exercise the pipeline)", err)
-					case err != nil:
-						log.Warn().Err(err).Msg("no GPU collected; CPU/DRAM energy only")
-					default:
-						defer rd.Close()
-						for _, g := range rd.GPUs {
-							log.Info().Uint32("index", g.ID.Index).Str("uuid", g.ID.UUID).Str("name", g.ID.Name).
-								Bool("buffer", g.HasBuffer).Bool("counter", g.HasCounter).Msg("gpu")
-						}
-						col = nvml.NewCollector(rd, nvml.Config{Publish: *publish, Counter: *counter, CounterBudget: *counterBudget,
-							AlsoInstant: *alsoInstant, AlignedCounter: *alignedCounter}, log)
-					}
+					cc.GPU, cc.RAPL = "sim", "off"
 				}
-				if col != nil {
-					cols = append(cols, col)
+				oc, err := openCollectors(cc, *host, log)
+				if err != nil {
+					return err
 				}
+				defer oc.close()
+				cols, rd := oc.collectors, oc.nvml
 				if *cpuProfile != "" {
 					f, err := os.Create(*cpuProfile)
 					if err != nil {
@@ -118,7 +89,7 @@ func init() {
 					defer func() { pprof.StopCPUProfile(); f.Close() }()
 				}
 				start, cpu0 := time.Now(), cpuTime()
-				err = runAgent(ctx, cols, *natsURL, nopts, *pqDir, *spoolDir, *spoolMax, *metricsAddr, cfg, log)
+				err = runAgent(ctx, cols, *natsURL, nopts, fs.Lookup("parquet").Value.String()+".nats", *spoolDir, *spoolMax, *metricsAddr, stc(), log)
 				wall, cpu := time.Since(start), cpuTime()-cpu0
 				what := "agent"
 				if *natsURL == "" {
@@ -141,20 +112,20 @@ func init() {
 	})
 }
 
-func runAgent(ctx context.Context, cols []collectors.Collector, natsURL string, natsOpts []nats.Option, pqDir, spoolDir string, spoolMax int64, metricsAddr string,
-	cfg ingest.ClickHouseConfig, log zerolog.Logger) error {
+func runAgent(ctx context.Context, cols []collectors.Collector, natsURL string, natsOpts []nats.Option, natsDir, spoolDir string, spoolMax int64, metricsAddr string,
+	sc store.Config, log zerolog.Logger) error {
 	var nc *nats.Conn
 	var err error
 	stop := func() {}
 	if natsURL != "" {
-		nc, err = nats.Connect(natsURL, append([]nats.Option{nats.Name("lem-agent"), nats.MaxReconnects(-1)}, natsOpts...)...)
+		nc, err = bus.Connect(natsURL, "lem-agent", log, natsOpts...)
 		if err != nil {
 			return err
 		}
 		defer nc.Close()
 	} else {
 		var bb *backbone
-		if bb, err = startBackbone("", pqDir, cfg, log); err != nil {
+		if bb, err = startBackbone("", natsDir, sc, log); err != nil {
 			return err
 		}
 		nc, stop = bb.nc, bb.stop

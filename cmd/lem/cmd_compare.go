@@ -11,6 +11,7 @@ import (
 
 	"github.com/llm-energy-measure/lem/analytics"
 	"github.com/llm-energy-measure/lem/exporters/plots"
+	"github.com/rs/zerolog"
 )
 
 func init() {
@@ -24,19 +25,14 @@ func init() {
 			experiment := fs.String("experiment", "", "compare the runs of this experiment")
 			aggregate := fs.String("aggregate", "", "pool cycles of the selected runs: 'all' (one backend and model only) or 'backend' (one pool per backend and model)")
 			plotDir := fs.String("plots", "", "write the figures (PNG and SVG) into this directory")
-			pqDir := fs.String("parquet", "", "read the local Parquet store under this directory")
-			chc := clickhouseFlags(fs)
+			stc := storeFlags(fs, "", "read the local Parquet store under this directory")
 			return func(args []string) error {
-				cfg, err := chc()
-				if err != nil {
-					return err
-				}
 				ctx := context.Background()
-				store, closeFn, err := openStore(ctx, cfg, *pqDir)
+				store, err := openStore(ctx, stc(), false, zerolog.Nop())
 				if err != nil {
 					return err
 				}
-				defer closeFn()
+				defer store.Close()
 				ids, err := runIDsOrAll(ctx, store, args)
 				if err != nil {
 					return err

@@ -17,14 +17,18 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/llm-energy-measure/lem/analytics"
+	"github.com/llm-energy-measure/lem/collectors"
 	"github.com/llm-energy-measure/lem/collectors/loadgen"
 	"github.com/llm-energy-measure/lem/collectors/sim"
+	"github.com/llm-energy-measure/lem/experiment"
 	"github.com/llm-energy-measure/lem/exporters"
 	"github.com/llm-energy-measure/lem/exporters/hfdataset"
 	"github.com/llm-energy-measure/lem/ingest"
 	"github.com/llm-energy-measure/lem/internal/bus"
 	"github.com/llm-energy-measure/lem/internal/chserver"
 	"github.com/llm-energy-measure/lem/schemas"
+	"github.com/llm-energy-measure/lem/store"
+	chstore "github.com/llm-energy-measure/lem/store/clickhouse"
 )
 
 func init() {
@@ -43,14 +47,10 @@ func init() {
 			cooldown := fs.Duration("cooldown", 2*time.Second, "pause between cycles")
 			devices := fs.Int("devices", 1, "simulated GPUs")
 			seed := fs.Uint64("seed", 1, "seed of the simulator and the workload")
-			chc := clickhouseFlags(fs)
+			stc := storeFlags(fs, "", "")
 			logger := logFlags(fs)
 			return func([]string) error {
-				cfg, err := chc()
-				if err != nil {
-					return err
-				}
-				d := demo{out: *out, store: *store, ch: cfg, log: logger(), cycles: *cycles, requests: *requests,
+				d := demo{out: *out, store: *store, ch: stc().ClickHouse, log: logger(), cycles: *cycles, requests: *requests,
 					concurrency: *concurrency, outTokens: *outTokens, baseline: *baseline, cooldown: *cooldown,
 					devices: *devices, seed: *seed}
 				ctx, cancel := signalContext()
@@ -61,9 +61,28 @@ func init() {
 	})
 }
 
+// demoExperiment is the demo's experiment file: the synthetic server
+// attached as an external backend, a simulated GPU, closed-loop load.
+const demoExperiment = `experiment: lem-demo
+out: %q
+backend: {kind: external, endpoint: %q, model: %q}
+workload:
+  requests: %d
+  arrival: {process: concurrency, concurrency: %d}
+  dataset: {kind: synthetic, prompt_tokens: {mean: 256}, output_tokens: {mean: %d}}
+  tokenize: false
+measurement:
+  cycles: %d
+  baseline: %s
+  settle: 1s
+  cooldown: {min: %s, max: %s}
+  seed: %d
+collectors: {gpu: sim, rapl: "off", scrape: {enabled: false}}
+`
+
 type demo struct {
 	out, store                                        string
-	ch                                                ingest.ClickHouseConfig
+	ch                                                chstore.Config
 	log                                               zerolog.Logger
 	cycles, requests, concurrency, outTokens, devices int
 	baseline, cooldown                                time.Duration
@@ -98,18 +117,18 @@ func (d *demo) run(ctx context.Context) error {
 	}
 
 	// 2. The store.
-	sink, store, where, err := d.openStore(ctx)
+	store, err := d.openStore(ctx)
 	if err != nil {
 		return err
 	}
-	defer sink.Close()
-	fmt.Printf("store: %s\n", where)
+	defer store.Close()
+	fmt.Printf("store: %s\n", store.Describe())
 
 	// 3. Ingest in-process.
 	ictx, stopIngest := context.WithCancel(context.Background())
 	ingestDone := make(chan error, 1)
 	go func() {
-		ingestDone <- ingest.New(js, sink, ingest.Config{FlushInterval: 500 * time.Millisecond}, nil, d.log).Run(ictx)
+		ingestDone <- ingest.New(js, store, ingest.Config{FlushInterval: 500 * time.Millisecond}, nil, d.log).Run(ictx)
 	}()
 	defer func() { stopIngest(); <-ingestDone }()
 
@@ -130,31 +149,27 @@ func (d *demo) run(ctx context.Context) error {
 	for _, dev := range simulator.Devices() {
 		uuids = append(uuids, dev.UUID)
 	}
-	sctx, stopSim := context.WithCancel(context.Background())
-	simDone := make(chan error, 1)
-	go func() { simDone <- simulator.Run(sctx, pub) }()
-	// Let the collector settle before the idle baseline starts.
-	time.Sleep(time.Second)
 
-	// 5. The experiment.
-	runID := "demo-" + time.Now().UTC().Format("20060102T150405Z")
-	client := loadgen.NewClient("http://"+ln.Addr().String(), loadgen.SyntheticModel)
-	rc := loadgen.RunConfig{RunID: runID, Experiment: "lem-demo", Backend: "synthetic", Model: loadgen.SyntheticModel,
-		Host: host, Devices: uuids, Cycles: d.cycles, RequestsPerCycle: d.requests, Concurrency: d.concurrency,
-		PromptTokens: 256, OutputTokens: d.outTokens, Seed: d.seed, Baseline: d.baseline, CoolDown: d.cooldown,
-		Config:    fmt.Sprintf(`{"backend":"synthetic","concurrency":%d,"max_tokens":%d,"prompt_words":256}`, d.concurrency, d.outTokens),
-		Inventory: fmt.Sprintf(`{"gpu":"simulated","devices":%d,"lem":%q}`, d.devices, version)}
-	fmt.Printf("run %s: %d-s idle baseline, then %d cycles of %d requests (concurrency %d)\n",
-		runID, int(d.baseline.Seconds()), d.cycles, d.requests, d.concurrency)
-	runErr := loadgen.NewRunner(rc, client, pub).Run(ctx)
-	// Keep measuring the post-load tail briefly, then stop the collector.
-	time.Sleep(time.Second)
-	stopSim()
-	if err := <-simDone; err != nil {
+	// 5. The experiment: the same protocol as lem run, on an experiment
+	// file written here.
+	cfg, err := experiment.Parse([]byte(fmt.Sprintf(demoExperiment, d.out, "http://"+ln.Addr().String(), loadgen.SyntheticModel,
+		d.requests, d.concurrency, d.outTokens, d.cycles, d.baseline, d.cooldown, d.cooldown, d.seed)))
+	if err != nil {
 		return err
 	}
-	if runErr != nil {
-		return runErr
+	cfg.Normalize()
+	if errs := cfg.Validate(); len(errs) > 0 {
+		return fmt.Errorf("demo experiment: %v", errs)
+	}
+	stamp := time.Now().UTC().Format("20060102T150405Z")
+	runID := "lem-demo-" + stamp
+	fmt.Printf("run %s: %d-s idle baseline, then %d cycles of %d requests (concurrency %d)\n",
+		runID, int(d.baseline.Seconds()), d.cycles, d.requests, d.concurrency)
+	_, err = experiment.Execute(ctx, cfg, experiment.Deps{Publisher: pub, Collectors: []collectors.Collector{simulator},
+		Devices: uuids, Host: host, Stamp: stamp, Log: d.log, Progress: progressDisplay(os.Stderr, d.log, false),
+		Inventory: map[string]any{"gpu": "simulated (not a measurement)", "devices": d.devices, "lem": version}})
+	if err != nil {
+		return err
 	}
 	fctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
@@ -174,18 +189,8 @@ func (d *demo) run(ctx context.Context) error {
 	}
 	analytics.PrintRun(os.Stdout, res)
 	// Results beside the events, for SQL, Grafana and exports.
-	switch st := store.(type) {
-	case *analytics.ParquetStore:
-		err = writeResults(ctx, ingest.ClickHouseConfig{}, st.Dir, res)
-	default:
-		for _, t := range analytics.ResultTables(res, time.Now().UnixNano()) {
-			if err == nil && t.Rows() > 0 {
-				err = sink.Write(ctx, t)
-			}
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("writing results: %w", err)
+	if err := writeResults(ctx, store, res); err != nil {
+		return err
 	}
 
 	// 7. Dataset.
@@ -202,14 +207,14 @@ func (d *demo) run(ctx context.Context) error {
 		}
 	}
 	fmt.Printf("\ndataset: %s (%s rows)\n", dsDir, strings.Join(parts, ", "))
-	d.printNext(runID, where)
+	d.printNext(runID, store.Name())
 	fmt.Printf("\ndemo finished in %.0f s\n", time.Since(start).Seconds())
 	return nil
 }
 
 // openStore picks ClickHouse (given, or a local server started here) or
-// the Parquet store.
-func (d *demo) openStore(ctx context.Context) (ingest.Sink, readStore, string, error) {
+// the Parquet store, emptied first.
+func (d *demo) openStore(ctx context.Context) (*store.Store, error) {
 	useCH := d.ch.Addr != "" || d.store == "clickhouse"
 	if d.store == "auto" && d.ch.Addr == "" {
 		if _, err := chserver.Binary(); err == nil {
@@ -222,31 +227,20 @@ func (d *demo) openStore(ctx context.Context) (ingest.Sink, readStore, string, e
 	if !useCH {
 		dir := filepath.Join(d.out, "store")
 		os.RemoveAll(dir)
-		return ingest.NewParquetSink(dir), &analytics.ParquetStore{Dir: dir}, "Parquet store " + dir, nil
+		return openStore(ctx, store.Config{Parquet: dir}, false, d.log)
 	}
 	if d.ch.Addr == "" {
 		dir := filepath.Join(d.out, "clickhouse")
 		stopPrevious(dir)
 		srv, err := chserver.Start(ctx, chserver.Options{Dir: dir, Detach: true})
 		if err != nil {
-			return nil, nil, "", err
+			return nil, err
 		}
 		d.ch.Addr = srv.Addr()
 		fmt.Printf("started clickhouse-server (pid %d) on %s; it keeps running so the rows stay queryable "+
 			"(stop it: kill %d, or make demo-stop)\n", srv.Pid(), srv.Addr(), srv.Pid())
 	}
-	conn, err := ingest.OpenClickHouse(ctx, d.ch)
-	if err != nil {
-		return nil, nil, "", err
-	}
-	if _, err := ingest.Migrate(ctx, conn, d.ch.Database, d.log); err != nil {
-		return nil, nil, "", err
-	}
-	sink, err := ingest.NewClickHouseSink(conn, d.ch.Database)
-	if err != nil {
-		return nil, nil, "", err
-	}
-	return sink, &analytics.ClickHouseStore{Conn: conn, DB: d.ch.Database}, "ClickHouse " + d.ch.Addr + " database " + d.ch.Database, nil
+	return openStore(ctx, store.Config{ClickHouse: d.ch}, true, d.log)
 }
 
 // stopPrevious stops a server an earlier demo left in dir.
@@ -297,9 +291,9 @@ func waitIngested(ctx context.Context, js jetstream.JetStream) error {
 	}
 }
 
-func (d *demo) printNext(runID, where string) {
+func (d *demo) printNext(runID, storeName string) {
 	fmt.Println("\nnext:")
-	if strings.HasPrefix(where, "ClickHouse") {
+	if storeName == "clickhouse" {
 		_, port, _ := net.SplitHostPort(d.ch.Addr)
 		fmt.Printf("  clickhouse-client --port %s --query \"SELECT request_id, output_tokens, (first_token_ns - sent_ns)/1e6 AS ttft_ms "+
 			"FROM %s.requests WHERE run_id = '%s' ORDER BY scheduled_ns LIMIT 5\"\n", port, d.ch.Database, runID)

@@ -33,19 +33,15 @@ func init() {
 			tables := fs.String("tables", "", "comma-separated tables (default: all)")
 			rowGroup := fs.Int64("row-group-rows", lemparquet.DefaultRowGroupRows, "parquet/hf: rows per row group")
 			shardMB := fs.Int64("shard-mb", lemparquet.DefaultShardBytes>>20, "parquet/hf: approximate size of a shard before compression (MiB)")
-			pqDir := fs.String("parquet", "", "read the local Parquet store under this directory")
-			chc := clickhouseFlags(fs)
+			stc := storeFlags(fs, "", "read the local Parquet store under this directory")
 			logger := logFlags(fs)
 			return func(args []string) error {
 				if *out == "" {
 					return errors.New("-out is required")
 				}
-				cfg, err := chc()
-				if err != nil {
-					return err
-				}
 				log := logger()
 				sel := exporters.Selection{}
+				var err error
 				if *runs != "" {
 					sel.RunIDs = strings.Split(*runs, ",")
 				}
@@ -62,11 +58,11 @@ func init() {
 					sel.Tables = strings.Split(*tables, ",")
 				}
 				ctx := context.Background()
-				store, closeFn, err := openStore(ctx, cfg, *pqDir)
+				store, err := openStore(ctx, stc(), false, log)
 				if err != nil {
 					return err
 				}
-				defer closeFn()
+				defer store.Close()
 				n := len(sel.Tables)
 				if n == 0 {
 					n = len(exporters.Tables)

@@ -1,14 +1,12 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"net/http"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -16,6 +14,7 @@ import (
 
 	"github.com/llm-energy-measure/lem/ingest"
 	"github.com/llm-energy-measure/lem/internal/bus"
+	"github.com/llm-energy-measure/lem/store"
 )
 
 func init() {
@@ -24,48 +23,48 @@ func init() {
 		summary: "Consume events from JetStream into ClickHouse (-clickhouse) or the local Parquet store (-parquet).",
 		setup: func(fs *flag.FlagSet) func([]string) error {
 			natsURL := fs.String("nats", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated")
-			pqDir := fs.String("parquet", "", "write the local Parquet store under this directory instead of ClickHouse")
 			metrics := fs.String("metrics", "127.0.0.1:9464", "listen address of /metrics (empty: off)")
 			prefix := fs.String("consumer-prefix", "ingest", "durable consumer name prefix (one per sink)")
 			flush := fs.Duration("flush-interval", time.Second, "flush each table at least this often")
 			batchRows := fs.Int("batch-rows", 500_000, fmt.Sprintf("flush a table at this many rows (at most %d)", ingest.MaxBatchRows))
 			batchMiB := fs.Int("batch-mib", 64, fmt.Sprintf("flush a table when its rows hold this many MiB (at most %d); row memory stays under 2 x kinds x this", ingest.MaxBatchBytes>>20))
 			replicas := fs.Int("stream-replicas", 1, "replicas of the JetStream streams when ingest creates them (3 on a 3-node cluster)")
-			chc := clickhouseFlags(fs)
+			stc := storeFlags(fs, "", "write the local Parquet store under this directory instead of ClickHouse")
 			natsOpts := natsFlags(fs)
 			logger := logFlags(fs)
 			return func([]string) error {
 				log := logger()
-				cfg, err := chc()
-				if err != nil {
+				sc := stc()
+				if err := sc.Validate(); err != nil {
 					return err
 				}
 				nopts, err := natsOpts()
 				if err != nil {
 					return err
 				}
-				if (cfg.Addr == "") == (*pqDir == "") {
-					return errors.New("give exactly one of -clickhouse and -parquet")
-				}
 				ctx, cancel := signalContext()
 				defer cancel()
-				nc, err := nats.Connect(*natsURL, append([]nats.Option{nats.Name("lem-ingest"), nats.MaxReconnects(-1)}, nopts...)...)
+				nc, err := bus.Connect(*natsURL, "lem-ingest", log, nopts...)
 				if err != nil {
-					return fmt.Errorf("connecting to NATS: %w", err)
+					return err
 				}
 				defer nc.Close()
 				js, err := jetstream.New(nc)
 				if err != nil {
 					return err
 				}
+				// NATS down at start is waited for, like the store below.
+				if err := bus.WaitConnected(ctx, nc); err != nil {
+					return nil
+				}
 				if err := bus.EnsureStreams(ctx, js, bus.StreamConfig{Replicas: *replicas}); err != nil {
 					return err
 				}
 				// A store that is down at start is waited for, as one that
 				// goes down later is: events wait in JetStream meanwhile.
-				var sink ingest.Sink
+				var sink *store.Store
 				for backoff := 500 * time.Millisecond; ; backoff = min(2*backoff, 10*time.Second) {
-					if sink, err = openSink(ctx, cfg, *pqDir, log); err == nil {
+					if sink, err = openStore(ctx, sc, true, log); err == nil {
 						break
 					}
 					log.Warn().Err(err).Dur("retry_in", backoff).Msg("store unavailable")
@@ -88,23 +87,6 @@ func init() {
 			}
 		},
 	})
-}
-
-// openSink opens ClickHouse (migrating it) when cfg.Addr is set, else the
-// Parquet store under pqDir.
-func openSink(ctx context.Context, cfg ingest.ClickHouseConfig, pqDir string, log zerolog.Logger) (ingest.Sink, error) {
-	if cfg.Addr == "" {
-		return ingest.NewParquetSink(pqDir), nil
-	}
-	conn, err := ingest.OpenClickHouse(ctx, cfg)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := ingest.Migrate(ctx, conn, cfg.Database, log); err != nil {
-		conn.Close()
-		return nil, err
-	}
-	return ingest.NewClickHouseSink(conn, cfg.Database)
 }
 
 // newRegistry returns a registry with the Go and process collectors

@@ -10,11 +10,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/llm-energy-measure/lem/internal/bus"
 	"github.com/llm-energy-measure/lem/internal/spool"
 	"github.com/llm-energy-measure/lem/schemas"
+	"github.com/rs/zerolog"
 )
 
 func init() {
@@ -40,8 +39,7 @@ func init() {
 				}
 				ctx, cancel := signalContext()
 				defer cancel()
-				nc, err := nats.Connect(*natsURL, append([]nats.Option{nats.Name("lem-loadtest"), nats.MaxReconnects(-1),
-					nats.RetryOnFailedConnect(true), nats.ReconnectWait(200 * time.Millisecond)}, nopts...)...)
+				nc, err := bus.Connect(*natsURL, "lem-loadtest", zerolog.Nop(), nopts...)
 				if err != nil {
 					return err
 				}

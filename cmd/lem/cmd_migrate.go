@@ -7,7 +7,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/llm-energy-measure/lem/ingest"
+	chstore "github.com/llm-energy-measure/lem/store/clickhouse"
+
 	"github.com/llm-energy-measure/lem/schemas"
 )
 
@@ -20,13 +21,10 @@ func init() {
 			cluster := fs.String("cluster", "", "cluster name from the servers' remote_servers: create every table ON CLUSTER as "+
 				"Replicated*MergeTree <table>_local plus Distributed <table>")
 			printOnly := fs.Bool("print", false, "print the statements instead of running them (with -cluster: the clustered schema)")
-			chc := clickhouseFlags(fs)
+			stc := storeFlags(fs, "", "")
 			logger := logFlags(fs)
 			return func([]string) error {
-				cfg, err := chc()
-				if err != nil {
-					return err
-				}
+				cfg := stc().ClickHouse.WithDefaults()
 				if *printOnly {
 					return printMigrations(cfg.Database, *cluster)
 				}
@@ -36,12 +34,15 @@ func init() {
 				log := logger()
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 				defer cancel()
-				conn, err := ingest.OpenClickHouse(ctx, cfg)
+				if err := cfg.LoadPassword(); err != nil {
+					return err
+				}
+				conn, err := chstore.Connect(ctx, cfg)
 				if err != nil {
 					return err
 				}
 				defer conn.Close()
-				res, err := ingest.MigrateCluster(ctx, conn, cfg.Database, *cluster, log)
+				res, err := chstore.MigrateCluster(ctx, conn, cfg.Database, *cluster, log)
 				if err != nil {
 					return err
 				}

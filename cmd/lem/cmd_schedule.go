@@ -23,7 +23,8 @@ func init() {
 			every := fs.Duration("every", 0, "run every interval, e.g. 6h (the first run starts now)")
 			at := fs.String("at", "", "run at these local times of day, e.g. 02:00,14:30")
 			count := fs.Int("count", 0, "stop after this many executions (0: run until SIGINT/SIGTERM)")
-			chc := clickhouseFlags(fs)
+			stc := storeFlags(fs, "", "")
+			natsOpts := natsFlags(fs)
 			logger := logFlags(fs)
 			return func(args []string) error {
 				if len(args) != 1 {
@@ -41,7 +42,8 @@ func init() {
 				if _, _, err := loadExperiment(args[0]); err != nil {
 					return err
 				}
-				ch, err := chc()
+				ch := stc().ClickHouse
+				nopts, err := natsOpts()
 				if err != nil {
 					return err
 				}
@@ -54,7 +56,7 @@ func init() {
 					if err != nil {
 						return err
 					}
-					e := &experimentRun{cfg: cfg, notes: notes, ch: ch, log: log, quiet: true, out: os.Stdout}
+					e := &experimentRun{cfg: cfg, notes: notes, ch: ch, natsOpts: nopts, log: log, quiet: true, out: os.Stdout}
 					_, err = e.execute(ctx)
 					return err
 				})

@@ -11,6 +11,7 @@ import (
 
 	"github.com/llm-energy-measure/lem/ingest"
 	"github.com/llm-energy-measure/lem/internal/bus"
+	"github.com/llm-energy-measure/lem/store"
 )
 
 func init() {
@@ -20,18 +21,14 @@ func init() {
 			"with ingest in-process into -parquet or -clickhouse.",
 		setup: func(fs *flag.FlagSet) func([]string) error {
 			listen := fs.String("listen", "127.0.0.1:4222", "NATS client address to listen on")
-			pqDir := fs.String("parquet", "lem-store", "Parquet store directory (unless -clickhouse); the JetStream store is <dir>.nats")
 			withIngest := fs.Bool("ingest", true, "run ingest in-process (false: only the JetStream server, for a separate lem ingest)")
-			chc := clickhouseFlags(fs)
+			stc := storeFlags(fs, "lem-store", "Parquet store directory (unless -clickhouse); the JetStream store is <dir>.nats")
 			logger := logFlags(fs)
 			return func([]string) error {
 				log := logger()
-				cfg, err := chc()
-				if err != nil {
-					return err
-				}
+				natsDir := fs.Lookup("parquet").Value.String() + ".nats"
 				if !*withIngest {
-					emb, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: *pqDir + ".nats", Listen: *listen})
+					emb, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: natsDir, Listen: *listen})
 					if err != nil {
 						return err
 					}
@@ -42,7 +39,7 @@ func init() {
 					emb.Shutdown()
 					return nil
 				}
-				bb, err := startBackbone(*listen, *pqDir, cfg, log)
+				bb, err := startBackbone(*listen, natsDir, stc(), log)
 				if err != nil {
 					return err
 				}
@@ -64,8 +61,10 @@ type backbone struct {
 	stop func() // drains ingest, then shuts everything down
 }
 
-func startBackbone(listen, pqDir string, cfg ingest.ClickHouseConfig, log zerolog.Logger) (*backbone, error) {
-	emb, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: pqDir + ".nats", Listen: listen})
+// startBackbone starts JetStream (its store under natsDir) with ingest
+// into the store sc names.
+func startBackbone(listen, natsDir string, sc store.Config, log zerolog.Logger) (*backbone, error) {
+	emb, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: natsDir, Listen: listen})
 	if err != nil {
 		return nil, err
 	}
@@ -87,7 +86,7 @@ func startBackbone(listen, pqDir string, cfg ingest.ClickHouseConfig, log zerolo
 	if err := bus.EnsureStreams(context.Background(), js, bus.StreamConfig{}); err != nil {
 		return fail(err)
 	}
-	sink, err := openSink(context.Background(), cfg, pqDir, log)
+	sink, err := openStore(context.Background(), sc, true, log)
 	if err != nil {
 		return fail(err)
 	}

@@ -10,6 +10,8 @@ import (
 	"strconv"
 
 	"github.com/llm-energy-measure/lem/analytics"
+	"github.com/llm-energy-measure/lem/store"
+	"github.com/rs/zerolog"
 )
 
 func init() {
@@ -18,10 +20,9 @@ func init() {
 		summary: "Compare, per phase and device, the energy counter with the integrals of every power series " +
 			"(driver buffer, instant field) and count captured samples and gaps.",
 		setup: func(fs *flag.FlagSet) func([]string) error {
-			pqDir := fs.String("parquet", "", "read the local Parquet store under this directory")
 			refDir := fs.String("reference", "", "Parquet store whose energy counter is the reference (a second agent reading it at full resolution); default: the same store")
 			phasesFile := fs.String("phases", "", "CSV of phases: name,start_unix_ns,end_unix_ns[,details]")
-			chc := clickhouseFlags(fs)
+			stc := storeFlags(fs, "", "read the local Parquet store under this directory")
 			return func([]string) error {
 				if *phasesFile == "" {
 					return errors.New("-phases is required")
@@ -30,19 +31,15 @@ func init() {
 				if err != nil {
 					return err
 				}
-				cfg, err := chc()
-				if err != nil {
-					return err
-				}
 				ctx := context.Background()
-				st, closeFn, err := openStore(ctx, cfg, *pqDir)
+				st, err := openStore(ctx, stc(), false, zerolog.Nop())
 				if err != nil {
 					return err
 				}
-				defer closeFn()
+				defer func() { _ = st.Close() }()
 				var ref analytics.Store
 				if *refDir != "" {
-					ref = &analytics.ParquetStore{Dir: *refDir}
+					ref = store.Parquet(*refDir)
 				}
 				cs, err := analytics.ComparePhases(ctx, st, ref, phases)
 				if err != nil {
@@ -113,7 +110,7 @@ func printDelayFits(ctx context.Context, st analytics.Store, ref analytics.Store
 		if err != nil {
 			return err
 		}
-		ps, src, err := st.Power(ctx, d, from-5e9, to+5e9)
+		ps, src, err := analytics.Power(ctx, st, d, from-5e9, to+5e9)
 		if err != nil {
 			return err
 		}

@@ -10,18 +10,30 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
-	"github.com/llm-energy-measure/lem/ingest"
+	"github.com/llm-energy-measure/lem/analytics"
+	"github.com/llm-energy-measure/lem/internal/logging"
+	"github.com/llm-energy-measure/lem/store"
+	chstore "github.com/llm-energy-measure/lem/store/clickhouse"
 )
 
-// logFlags adds --verbose and --quiet and returns a constructor of the
-// logger they select.
+// logFlags adds -verbose, -quiet and -log-format and returns a
+// constructor of the logger they select (on stderr).
 func logFlags(fs *flag.FlagSet) func() zerolog.Logger {
 	verbose := fs.Bool("verbose", false, "log debug detail")
 	quiet := fs.Bool("quiet", false, "log only errors")
+	format := logging.FormatAuto
+	fs.Func("log-format", "auto (console on a terminal, else JSON lines), json or console", func(v string) error {
+		if _, err := logging.New(io.Discard, v, zerolog.InfoLevel); err != nil {
+			return err
+		}
+		format = v
+		return nil
+	})
 	return func() zerolog.Logger {
 		lvl := zerolog.InfoLevel
 		switch {
@@ -30,29 +42,65 @@ func logFlags(fs *flag.FlagSet) func() zerolog.Logger {
 		case *verbose:
 			lvl = zerolog.DebugLevel
 		}
-		return zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: "15:04:05.000"}).Level(lvl).With().Timestamp().Logger()
+		l, _ := logging.New(os.Stderr, format, lvl) // format checked when parsed
+		return l
 	}
 }
 
-// clickhouseFlags adds the ClickHouse connection flags. The password is
-// read from LEM_CLICKHOUSE_PASSWORD or a file, never from the command line.
-func clickhouseFlags(fs *flag.FlagSet) func() (ingest.ClickHouseConfig, error) {
+// storeFlags adds the store flags: -clickhouse with its database, user
+// and password file, and, when pqUsage is set, -parquet (default
+// pqDefault, dropped when -clickhouse is given and -parquet is not). The
+// ClickHouse password comes from LEM_CLICKHOUSE_PASSWORD or the file,
+// never from the command line; store.Open reads it.
+func storeFlags(fs *flag.FlagSet, pqDefault, pqUsage string) func() store.Config {
 	addr := fs.String("clickhouse", "", "ClickHouse native-protocol address host:port (empty: none)")
 	db := fs.String("database", "lem", "ClickHouse database")
 	user := fs.String("clickhouse-user", "default", "ClickHouse user")
-	pwFile := fs.String("clickhouse-password-file", "", "file holding the ClickHouse password (or set LEM_CLICKHOUSE_PASSWORD)")
-	return func() (ingest.ClickHouseConfig, error) {
-		c := ingest.ClickHouseConfig{Addr: *addr, Database: *db, User: *user, PasswordFile: *pwFile}
-		c.Password = os.Getenv("LEM_CLICKHOUSE_PASSWORD")
-		if c.Password == "" && *pwFile != "" {
-			b, err := os.ReadFile(*pwFile)
-			if err != nil {
-				return c, fmt.Errorf("reading password file: %w", err)
-			}
-			c.Password = strings.TrimRight(string(b), "\r\n")
-		}
-		return c, nil
+	pwFile := fs.String("clickhouse-password-file", "", "file holding the ClickHouse password (or set "+chstore.PasswordEnv+")")
+	var pq *string
+	if pqUsage != "" {
+		pq = fs.String("parquet", pqDefault, pqUsage)
 	}
+	return func() store.Config {
+		c := store.Config{ClickHouse: chstore.Config{Addr: *addr, Database: *db, User: *user, PasswordFile: *pwFile}}
+		if pq != nil {
+			c.Parquet = *pq
+			if *addr != "" && !flagSet(fs, "parquet") {
+				c.Parquet = ""
+			}
+		}
+		return c
+	}
+}
+
+// flagSet reports whether flag name was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+// openStore opens the store c names; migrate creates and migrates the
+// ClickHouse database first.
+func openStore(ctx context.Context, c store.Config, migrate bool, log zerolog.Logger) (*store.Store, error) {
+	return store.Open(ctx, c, store.Options{Migrate: migrate, Log: log, ToolVersion: version})
+}
+
+// writeResults stores r's result tables beside its events (replacing an
+// earlier analysis of the run).
+func writeResults(ctx context.Context, st *store.Store, r *analytics.RunResult) error {
+	if err := st.WriteResults(ctx, r.RunID, analytics.ResultTables(r, time.Now().UnixNano())); err != nil {
+		return fmt.Errorf("writing the results of %s: %w", r.RunID, err)
+	}
+	return nil
+}
+
+// runIDsOrAll returns ids, or every run in the store when none is given.
+func runIDsOrAll(ctx context.Context, st *store.Store, ids []string) ([]string, error) {
+	if len(ids) > 0 {
+		return ids, nil
+	}
+	return st.RunIDs(ctx)
 }
 
 // signalContext ends on SIGINT or SIGTERM.

@@ -13,10 +13,11 @@ import (
 	"testing"
 	"time"
 
+	chstore "github.com/llm-energy-measure/lem/store/clickhouse"
+
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/rs/zerolog"
 
-	"github.com/llm-energy-measure/lem/ingest"
 	"github.com/llm-energy-measure/lem/internal/chserver"
 	"github.com/llm-energy-measure/lem/internal/testenv"
 )
@@ -120,12 +121,12 @@ func TestFaultsWithRealProcesses(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { ch.Stop() }()
-	conn, err := ingest.OpenClickHouse(ctx, ingest.ClickHouseConfig{Addr: ch.Addr()})
+	conn, err := chstore.Connect(ctx, chstore.Config{Addr: ch.Addr()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	if _, err := ingest.Migrate(ctx, conn, "lem", zerolog.Nop()); err != nil {
+	if _, err := chstore.Migrate(ctx, conn, "lem", zerolog.Nop()); err != nil {
 		t.Fatal(err)
 	}
 	natsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
@@ -189,7 +190,7 @@ func TestFaultsWithRealProcesses(t *testing.T) {
 	if spooled == 0 {
 		t.Errorf("nothing was spooled while NATS was down\n%s", logs())
 	}
-	conn2, err := ingest.OpenClickHouse(ctx, ingest.ClickHouseConfig{Addr: ch.Addr()})
+	conn2, err := chstore.Connect(ctx, chstore.Config{Addr: ch.Addr()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,11 +13,12 @@ import (
 	"testing"
 	"time"
 
+	pqstore "github.com/llm-energy-measure/lem/store/parquet"
+
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/llm-energy-measure/lem/deploy"
 	"github.com/llm-energy-measure/lem/internal/bus"
-	"github.com/llm-energy-measure/lem/internal/pqstore"
 	"github.com/llm-energy-measure/lem/internal/testenv"
 	"github.com/llm-energy-measure/lem/schemas"
 )
@@ -106,7 +107,7 @@ func TestDemo(t *testing.T) {
 				t.Errorf("request_energy after -attribution equal-share: %v, %d rows", err, re.Table().Rows())
 			}
 			// lem export, every format, from the demo's store.
-			m := regexp.MustCompile(`run (demo-\S+):`).FindStringSubmatch(stdout)
+			m := regexp.MustCompile(`run (lem-demo-\S+):`).FindStringSubmatch(stdout)
 			if m == nil {
 				t.Fatalf("no run id in:\n%s", stdout)
 			}

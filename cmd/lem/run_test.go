@@ -10,13 +10,15 @@ import (
 	"strings"
 	"testing"
 
+	pqstore "github.com/llm-energy-measure/lem/store/parquet"
+
 	"github.com/rs/zerolog"
 
 	"github.com/llm-energy-measure/lem/analytics"
-	"github.com/llm-energy-measure/lem/collectors/loadgen/experiment"
-	"github.com/llm-energy-measure/lem/internal/pqstore"
+	"github.com/llm-energy-measure/lem/experiment"
 	"github.com/llm-energy-measure/lem/internal/testenv"
 	"github.com/llm-energy-measure/lem/schemas"
+	"github.com/llm-energy-measure/lem/store"
 )
 
 func freePort(t *testing.T) int {
@@ -99,7 +101,7 @@ collectors: {gpu: sim, rapl: "off", scrape: {interval: 200ms}}
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
-	st := &analytics.ParquetStore{Dir: cfg.Output.Parquet}
+	st := store.Parquet(cfg.Output.Parquet)
 	reqs, err := st.Requests(context.Background(), res[0].RunID)
 	if err != nil || len(reqs) != 20 {
 		t.Fatalf("%d requests, %v", len(reqs), err)
@@ -156,7 +158,7 @@ collectors: {gpu: sim, rapl: "off"}
 	if len(r.Cycles) != 2 || r.Cycles[1].Requests != 8 || r.Cycles[1].Failed != 0 || r.Cycles[1].OutputTokens != 128 {
 		t.Fatalf("%+v", r.Cycles)
 	}
-	reqs, _ := (&analytics.ParquetStore{Dir: cfg.Output.Parquet}).Requests(context.Background(), r.RunID)
+	reqs, _ := (store.Parquet(cfg.Output.Parquet)).Requests(context.Background(), r.RunID)
 	for _, q := range reqs {
 		// 64 tokens built with the server's tokenizer (it may add BOS).
 		if q.PromptTokens < 64 || q.PromptTokens > 65 || q.ServerPrefill <= 0 || q.ServerDecode <= 0 {

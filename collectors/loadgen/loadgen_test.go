@@ -76,9 +76,9 @@ func TestRunnerPublishesEverything(t *testing.T) {
 	defer srv.Close()
 	rec := &recorder{}
 	cfg := RunConfig{RunID: "run-x", Experiment: "e", Backend: "synthetic", Model: SyntheticModel, Host: "h",
-		Cycles: 2, RequestsPerCycle: 30, Concurrency: 8, OutputTokens: 10, PromptTokens: 20, Baseline: 10 * time.Millisecond}
+		Cycles: 2, RequestsPerCycle: 30, Concurrency: 8, OutputTokens: 10, PromptTokens: 20}
 	r := NewRunner(cfg, NewClient(srv.URL, SyntheticModel), rec)
-	if err := r.Run(context.Background()); err != nil {
+	if err := runCycles(r); err != nil {
 		t.Fatal(err)
 	}
 	var reqs, runEvents int
@@ -115,7 +115,7 @@ func TestPoissonArrivals(t *testing.T) {
 	cfg := RunConfig{RunID: "p", Cycles: 1, RequestsPerCycle: 100, Rate: 200, OutputTokens: 2, Seed: 3}
 	r := NewRunner(cfg, NewClient(srv.URL, SyntheticModel), &recorder{})
 	start := time.Now()
-	if err := r.Run(context.Background()); err != nil {
+	if err := runCycles(r); err != nil {
 		t.Fatal(err)
 	}
 	// 100 arrivals at 200/s take about 0.5 s; allow wide bounds (the
@@ -137,4 +137,25 @@ func TestPoissonArrivals(t *testing.T) {
 	if mean < 2 || mean > 10 {
 		t.Fatalf("mean inter-arrival %.2f ms, want about 5", mean)
 	}
+}
+
+// runCycles marks a short baseline and runs every cycle of r, as the
+// experiment protocol does.
+func runCycles(r *Runner) error {
+	ctx := context.Background()
+	clk := NewClock()
+	from := clk.Now()
+	time.Sleep(10 * time.Millisecond)
+	if err := r.MarkBaseline(from, clk.Now()); err != nil {
+		return err
+	}
+	if err := r.WarmUp(ctx); err != nil {
+		return err
+	}
+	for cy := 0; cy < r.Config().Cycles; cy++ {
+		if err := r.Cycle(ctx, cy); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -41,15 +41,11 @@ type RunConfig struct {
 	PromptTokens int // approximate prompt length (words) without Prompts
 	OutputTokens int // max_tokens of every request without Prompts
 	Seed         uint64
-	// Baseline is the idle window measured before the first cycle; Warmup
-	// requests follow it, unmeasured and unpublished; CoolDown separates
-	// cycles (at least; Settle, when set, then waits until the device is
-	// back near its baseline).
-	Baseline time.Duration
-	Warmup   int
-	CoolDown time.Duration
-	Settle   func(ctx context.Context) error
-	Timeout  time.Duration // per request (default 2 min)
+	// Warmup requests are sent before measuring, unpublished. The
+	// protocol around the cycles (baseline, cool-down, shuffled sweeps) is
+	// package experiment's.
+	Warmup  int
+	Timeout time.Duration // per request (default 2 min)
 	// Progress, when set, is called as requests finish.
 	Progress func(cycle, done, total, failed int)
 }
@@ -121,37 +117,6 @@ func (r *Runner) MarkBaseline(from, to int64) error {
 	return r.runEvent(0, schemas.RunBaseline, to)
 }
 
-// Run measures the idle baseline, warms up, then runs every cycle,
-// publishing events as it goes. It returns the first publish error, or
-// ctx's error.
-func (r *Runner) Run(ctx context.Context) error {
-	c := &r.cfg
-	clk := r.client.Clock
-	if c.Baseline > 0 {
-		from := clk.Now()
-		if !sleepCtx(ctx, c.Baseline) {
-			return ctx.Err()
-		}
-		if err := r.MarkBaseline(from, clk.Now()); err != nil {
-			return err
-		}
-	}
-	if err := r.WarmUp(ctx); err != nil {
-		return err
-	}
-	for cycle := 0; cycle < c.Cycles; cycle++ {
-		if cycle > 0 {
-			if err := r.CoolDown(ctx); err != nil {
-				return err
-			}
-		}
-		if err := r.Cycle(ctx, cycle); err != nil {
-			return err
-		}
-	}
-	return ctx.Err()
-}
-
 // WarmUp sends the configured warm-up requests (closed loop, results
 // discarded): caches, JIT compilation and clocks settle before measuring.
 func (r *Runner) WarmUp(ctx context.Context) error {
@@ -176,17 +141,6 @@ func (r *Runner) WarmUp(ctx context.Context) error {
 	}
 	wg.Wait()
 	return ctx.Err()
-}
-
-// CoolDown waits between cycles: at least CoolDown, then Settle.
-func (r *Runner) CoolDown(ctx context.Context) error {
-	if r.cfg.CoolDown > 0 && !sleepCtx(ctx, r.cfg.CoolDown) {
-		return ctx.Err()
-	}
-	if r.cfg.Settle != nil {
-		return r.cfg.Settle(ctx)
-	}
-	return nil
 }
 
 func (r *Runner) prompts(cycle, n int) []Prompt {

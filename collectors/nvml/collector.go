@@ -10,6 +10,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/llm-energy-measure/lem/collectors"
+	"github.com/llm-energy-measure/lem/internal/logging"
 	"github.com/llm-energy-measure/lem/schemas"
 )
 
@@ -84,7 +85,9 @@ type gpuBatches struct {
 
 // NewCollector wraps an opened Reader.
 func NewCollector(rd *Reader, cfg Config, log zerolog.Logger) *Collector {
-	c := &Collector{rd: rd, cfg: cfg.withDefaults(), log: log, st: make([]gpuBatches, len(rd.GPUs))}
+	// Read failures can repeat every cycle of the loop: at most a few a
+	// minute reach the log (gap events record every one).
+	c := &Collector{rd: rd, cfg: cfg.withDefaults(), log: logging.RateLimited(log, 5, time.Minute), st: make([]gpuBatches, len(rd.GPUs))}
 	for i, g := range rd.GPUs {
 		b := &c.st[i]
 		b.power = schemas.PowerBatch{Origin: schemas.Origin{Host: rd.Host, Source: SourceBuffer}, Device: g.ID}

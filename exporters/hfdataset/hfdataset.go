@@ -55,7 +55,7 @@ func Export(ctx context.Context, src analytics.TableReader, store analytics.Stor
 	}
 	// The measured devices, for the card's hardware section.
 	dev := schemas.NewDeviceRows()
-	if err := src.ReadTable(ctx, dev.Table(), analytics.Filter{RunIDs: runIDs}); err != nil {
+	if err := src.ReadTable(ctx, dev.Table(), schemas.Filter{RunIDs: runIDs}); err != nil {
 		return sum, err
 	}
 	hw := map[string]string{}

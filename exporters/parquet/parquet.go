@@ -9,8 +9,8 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/llm-energy-measure/lem/internal/pqstore"
 	"github.com/llm-energy-measure/lem/schemas"
+	pqstore "github.com/llm-energy-measure/lem/store/parquet"
 )
 
 // Defaults: row groups of 1 M rows (tens of MB of column chunks: large

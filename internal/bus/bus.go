@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"github.com/llm-energy-measure/lem/schemas"
 )
@@ -178,4 +179,45 @@ func splitHostPort(s string) (string, int, error) {
 		return "", 0, fmt.Errorf("listen address %q: bad port", s)
 	}
 	return host, port, nil
+}
+
+// Connect dials NATS at url (comma-separated for a cluster) the way every
+// lem process does: a server unreachable at start is retried in the
+// background instead of failing (publishers spool meanwhile), reconnects
+// never give up, and connection changes are logged. opts add
+// authentication and TLS.
+func Connect(url, name string, log zerolog.Logger, opts ...nats.Option) (*nats.Conn, error) {
+	base := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(true),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectJitter(100*time.Millisecond, time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn().Err(err).Str("nats", url).Msg("NATS disconnected; reconnecting")
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			log.Info().Str("nats", c.ConnectedUrlRedacted()).Msg("NATS connected")
+		}),
+	}
+	nc, err := nats.Connect(url, append(base, opts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to NATS %s: %w", url, err)
+	}
+	if !nc.IsConnected() {
+		log.Warn().Str("nats", url).Msg("NATS unreachable; retrying in the background")
+	}
+	return nc, nil
+}
+
+// WaitConnected blocks until nc is connected or ctx ends.
+func WaitConnected(ctx context.Context, nc *nats.Conn) error {
+	for !nc.IsConnected() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for NATS: %w", ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return nil
 }

@@ -29,10 +29,12 @@ type Publisher struct {
 
 	published atomic.Uint64
 	bytes     atomic.Uint64
+	stalls    atomic.Uint64
 }
 
 // NewPublisher wraps nc. maxPending bounds unacknowledged messages (0: 4096);
-// Publish blocks while that many are outstanding.
+// Publish blocks while that many are outstanding (back-pressure), however
+// long JetStream takes to acknowledge them, and never fails because of it.
 func NewPublisher(nc *nats.Conn, maxPending int) (*Publisher, error) {
 	if maxPending <= 0 {
 		maxPending = 4096
@@ -84,13 +86,43 @@ func (p *Publisher) PublishRaw(subject, msgID string, data []byte) error {
 	if msgID != "" {
 		m.Header.Set(jetstream.MsgIDHeader, msgID)
 	}
-	if _, err := p.js.PublishMsgAsync(m); err != nil {
-		return fmt.Errorf("publishing to %s: %w", subject, err)
+	// Back-pressure: while maxPending messages await acknowledgement (a
+	// slow or busy JetStream) or the reconnect buffer is full, wait and
+	// try again, so a collector slows down instead of failing; with a
+	// spool, a message that waited SpoolAfter goes to disk instead.
+	start := time.Now()
+	for {
+		_, err := p.js.PublishMsgAsync(m, jetstream.WithStallWait(stallWait))
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) && !errors.Is(err, nats.ErrReconnectBufExceeded) {
+			return fmt.Errorf("publishing to %s: %w", subject, err)
+		}
+		p.stalls.Add(1)
+		if p.spool != nil && time.Since(start) >= SpoolAfter {
+			p.published.Add(1)
+			return p.spool.Append(subject, msgID, data)
+		}
+		if errors.Is(err, nats.ErrReconnectBufExceeded) {
+			time.Sleep(stallWait)
+		}
 	}
 	p.published.Add(1)
 	p.bytes.Add(uint64(len(data)))
 	return nil
 }
+
+// stallWait is how long one publish attempt waits for room among the
+// unacknowledged messages before it is tried again.
+const stallWait = 250 * time.Millisecond
+
+// SpoolAfter is how long a publish waits for JetStream before the message
+// goes to the spool (when the publisher has one).
+var SpoolAfter = 5 * time.Second
+
+// Stalls returns how often a publish had to wait for acknowledgements.
+func (p *Publisher) Stalls() uint64 { return p.stalls.Load() }
 
 // Published returns the number of messages and payload bytes handed to NATS.
 func (p *Publisher) Published() (msgs, bytes uint64) { return p.published.Load(), p.bytes.Load() }

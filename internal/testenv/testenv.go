@@ -21,9 +21,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/llm-energy-measure/lem/ingest"
 	"github.com/llm-energy-measure/lem/internal/bus"
 	"github.com/llm-energy-measure/lem/internal/chserver"
+	chstore "github.com/llm-energy-measure/lem/store/clickhouse"
 )
 
 var (
@@ -84,12 +84,12 @@ func FreshDatabase(t testing.TB) (string, driver.Conn) {
 	t.Helper()
 	addr := ClickHouse(t)
 	ctx := context.Background()
-	conn, err := ingest.OpenClickHouse(ctx, ingest.ClickHouseConfig{Addr: addr})
+	conn, err := chstore.Connect(ctx, chstore.Config{Addr: addr})
 	if err != nil {
 		t.Fatal(err)
 	}
 	db := fmt.Sprintf("lemtest_%d_%d", os.Getpid(), dbSeq.Add(1))
-	if _, err := ingest.Migrate(ctx, conn, db, zerolog.Nop()); err != nil {
+	if _, err := chstore.Migrate(ctx, conn, db, zerolog.Nop()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {

@@ -1,8 +1,9 @@
-// Package pqstore is the on-disk layout of the local Parquet store: one
-// folder per table, one file per written batch, named by the stream
-// sequences it covers (<first>-<last>.parquet). Ingest writes it; analytics
-// and exporters read it.
-package pqstore
+// Package parquet is the local Parquet store, the embedded default when no
+// ClickHouse is configured: one folder per table, one file per written
+// batch, named by the stream epoch and sequences it covers
+// (e<epoch>-<first>-<last>.parquet), and one file per run for the analysis
+// results. Ingest writes it; analytics and the exporters read it.
+package parquet
 
 import (
 	"errors"
@@ -16,7 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/parquet-go/parquet-go"
+	pq "github.com/parquet-go/parquet-go"
 	"github.com/parquet-go/parquet-go/compress/zstd"
 
 	"github.com/llm-energy-measure/lem/schemas"
@@ -25,41 +26,41 @@ import (
 // Schema returns the Parquet schema of t: columns ending in _ns are
 // nanosecond timestamps, everything else maps to its integer or string
 // type. Compression is zstd.
-func Schema(t *schemas.Table) (*parquet.Schema, error) {
-	g := parquet.Group{}
+func Schema(t *schemas.Table) (*pq.Schema, error) {
+	g := pq.Group{}
 	for _, c := range t.Columns {
 		n, err := node(c)
 		if err != nil {
 			return nil, err
 		}
-		g[c.Name()] = parquet.Compressed(n, &zstd.Codec{Level: zstd.SpeedDefault})
+		g[c.Name()] = pq.Compressed(n, &zstd.Codec{Level: zstd.SpeedDefault})
 	}
-	return parquet.NewSchema(t.Name, g), nil
+	return pq.NewSchema(t.Name, g), nil
 }
 
-func node(c schemas.Column) (parquet.Node, error) {
+func node(c schemas.Column) (pq.Node, error) {
 	switch c.Data().(type) {
 	case []string:
-		return parquet.String(), nil
+		return pq.String(), nil
 	case []int64:
 		// Columns ending _ns are instants (ns since the Unix epoch) except
 		// durations, which end _dur_ns.
 		if strings.HasSuffix(c.Name(), "_ns") && !strings.HasSuffix(c.Name(), "_dur_ns") {
-			return parquet.Timestamp(parquet.Nanosecond), nil
+			return pq.Timestamp(pq.Nanosecond), nil
 		}
-		return parquet.Int(64), nil
+		return pq.Int(64), nil
 	case []float64:
-		return parquet.Leaf(parquet.DoubleType), nil
+		return pq.Leaf(pq.DoubleType), nil
 	case []int32:
-		return parquet.Int(32), nil
+		return pq.Int(32), nil
 	case []uint64:
-		return parquet.Uint(64), nil
+		return pq.Uint(64), nil
 	case []uint32:
-		return parquet.Uint(32), nil
+		return pq.Uint(32), nil
 	case []uint8:
-		return parquet.Uint(8), nil
+		return pq.Uint(8), nil
 	case [][]string:
-		return parquet.Repeated(parquet.String()), nil
+		return pq.Repeated(pq.String()), nil
 	}
 	return nil, fmt.Errorf("column %s: no parquet mapping for %T", c.Name(), c.Data())
 }
@@ -89,19 +90,19 @@ func WriteFileRowGroups(path string, t *schemas.Table, meta map[string]string, r
 	if err != nil {
 		return err
 	}
-	opts := []parquet.WriterOption{sch, parquet.KeyValueMetadata("lem.schema_version", strconv.Itoa(schemas.WireVersion))}
+	opts := []pq.WriterOption{sch, pq.KeyValueMetadata("lem.schema_version", strconv.Itoa(schemas.WireVersion))}
 	keys := make([]string, 0, len(meta))
 	for k := range meta {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		opts = append(opts, parquet.KeyValueMetadata(k, meta[k]))
+		opts = append(opts, pq.KeyValueMetadata(k, meta[k]))
 	}
 	if rowGroupRows > 0 {
-		opts = append(opts, parquet.MaxRowsPerRowGroup(rowGroupRows))
+		opts = append(opts, pq.MaxRowsPerRowGroup(rowGroupRows))
 	}
-	w := parquet.NewWriter(f, opts...)
+	w := pq.NewWriter(f, opts...)
 	err = writeRows(w, sch, t)
 	if err == nil {
 		err = w.Close()
@@ -126,7 +127,7 @@ func WriteFileRowGroups(path string, t *schemas.Table, meta map[string]string, r
 	return nil
 }
 
-func writeRows(w *parquet.Writer, sch *parquet.Schema, t *schemas.Table) error {
+func writeRows(w *pq.Writer, sch *pq.Schema, t *schemas.Table) error {
 	idx := make([]int, len(t.Columns))
 	for i, c := range t.Columns {
 		leaf, ok := sch.Lookup(c.Name())
@@ -142,10 +143,10 @@ func writeRows(w *parquet.Writer, sch *parquet.Schema, t *schemas.Table) error {
 	}
 	sort.Slice(order, func(a, b int) bool { return idx[order[a]] < idx[order[b]] })
 	const chunk = 1024
-	rows := make([]parquet.Row, 0, chunk)
+	rows := make([]pq.Row, 0, chunk)
 	n := t.Rows()
 	for r := 0; r < n; r++ {
-		row := make(parquet.Row, 0, len(t.Columns))
+		row := make(pq.Row, 0, len(t.Columns))
 		for _, ci := range order {
 			row = appendValues(row, t.Columns[ci], r, idx[ci])
 		}
@@ -160,32 +161,32 @@ func writeRows(w *parquet.Writer, sch *parquet.Schema, t *schemas.Table) error {
 	return nil
 }
 
-func appendValues(row parquet.Row, c schemas.Column, r, col int) parquet.Row {
+func appendValues(row pq.Row, c schemas.Column, r, col int) pq.Row {
 	switch v := c.Data().(type) {
 	case []string:
-		return append(row, parquet.ByteArrayValue([]byte(v[r])).Level(0, 0, col))
+		return append(row, pq.ByteArrayValue([]byte(v[r])).Level(0, 0, col))
 	case []int64:
-		return append(row, parquet.Int64Value(v[r]).Level(0, 0, col))
+		return append(row, pq.Int64Value(v[r]).Level(0, 0, col))
 	case []int32:
-		return append(row, parquet.Int32Value(v[r]).Level(0, 0, col))
+		return append(row, pq.Int32Value(v[r]).Level(0, 0, col))
 	case []uint64:
-		return append(row, parquet.Int64Value(int64(v[r])).Level(0, 0, col))
+		return append(row, pq.Int64Value(int64(v[r])).Level(0, 0, col))
 	case []uint32:
-		return append(row, parquet.Int32Value(int32(v[r])).Level(0, 0, col))
+		return append(row, pq.Int32Value(int32(v[r])).Level(0, 0, col))
 	case []uint8:
-		return append(row, parquet.Int32Value(int32(v[r])).Level(0, 0, col))
+		return append(row, pq.Int32Value(int32(v[r])).Level(0, 0, col))
 	case []float64:
-		return append(row, parquet.DoubleValue(v[r]).Level(0, 0, col))
+		return append(row, pq.DoubleValue(v[r]).Level(0, 0, col))
 	case [][]string:
 		if len(v[r]) == 0 {
-			return append(row, parquet.NullValue().Level(0, 0, col))
+			return append(row, pq.NullValue().Level(0, 0, col))
 		}
 		for i, s := range v[r] {
 			rep := 1
 			if i == 0 {
 				rep = 0
 			}
-			row = append(row, parquet.ByteArrayValue([]byte(s)).Level(rep, 1, col))
+			row = append(row, pq.ByteArrayValue([]byte(s)).Level(rep, 1, col))
 		}
 		return row
 	}
@@ -277,7 +278,7 @@ func readFile(path string, t *schemas.Table) error {
 	if err != nil {
 		return err
 	}
-	pf, err := parquet.OpenFile(f, st.Size())
+	pf, err := pq.OpenFile(f, st.Size())
 	if err != nil {
 		return err
 	}
@@ -291,16 +292,16 @@ func readFile(path string, t *schemas.Table) error {
 		}
 		idx[i] = leaf.ColumnIndex
 	}
-	r := parquet.NewReader(pf)
+	r := pq.NewReader(pf)
 	defer r.Close()
-	buf := make([]parquet.Row, 512)
+	buf := make([]pq.Row, 512)
 	for {
 		n, err := r.ReadRows(buf)
 		for _, row := range buf[:n] {
 			byCol := splitByColumn(row)
 			for i, c := range t.Columns {
 				if idx[i] < 0 {
-					appendZero(c)
+					c.AppendZero()
 					continue
 				}
 				if err := appendFrom(c, byCol[idx[i]]); err != nil {
@@ -317,15 +318,15 @@ func readFile(path string, t *schemas.Table) error {
 	}
 }
 
-func splitByColumn(row parquet.Row) map[int][]parquet.Value {
-	m := make(map[int][]parquet.Value, 16)
+func splitByColumn(row pq.Row) map[int][]pq.Value {
+	m := make(map[int][]pq.Value, 16)
 	for _, v := range row {
 		m[v.Column()] = append(m[v.Column()], v)
 	}
 	return m
 }
 
-func appendFrom(c schemas.Column, vals []parquet.Value) error {
+func appendFrom(c schemas.Column, vals []pq.Value) error {
 	if len(vals) == 0 {
 		return fmt.Errorf("column %s: no value", c.Name())
 	}
@@ -357,26 +358,4 @@ func appendFrom(c schemas.Column, vals []parquet.Value) error {
 		return fmt.Errorf("column %s: unmapped type %T", c.Name(), c)
 	}
 	return nil
-}
-
-// appendZero appends the zero value of c's type.
-func appendZero(c schemas.Column) {
-	switch col := c.(type) {
-	case *schemas.Col[string]:
-		col.Append("")
-	case *schemas.Col[int64]:
-		col.Append(0)
-	case *schemas.Col[int32]:
-		col.Append(0)
-	case *schemas.Col[uint64]:
-		col.Append(0)
-	case *schemas.Col[uint32]:
-		col.Append(0)
-	case *schemas.Col[uint8]:
-		col.Append(0)
-	case *schemas.Col[float64]:
-		col.Append(0)
-	case *schemas.Col[[]string]:
-		col.Append(nil)
-	}
 }

@@ -1,22 +1,31 @@
-package ingest
+// Package clickhouse is the ClickHouse store: configuration, connection,
+// migrations, block inserts for ingest, table reads for analytics and the
+// exporters, and the analysis results written back. No other package of
+// lem imports the ClickHouse driver.
+package clickhouse
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
+	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/rs/zerolog"
 
 	"github.com/llm-energy-measure/lem/schemas"
 )
 
-// ClickHouseConfig says where the ClickHouse store is. Credentials come
-// from the environment or a file, never from the command line.
-type ClickHouseConfig struct {
+// PasswordEnv overrides Config.PasswordFile.
+const PasswordEnv = "LEM_CLICKHOUSE_PASSWORD"
+
+// Config says where the ClickHouse store is. Credentials come from the
+// environment or a file, never from the command line.
+type Config struct {
 	Addr     string `yaml:"addr"`     // host:port of the native protocol (9000)
 	Database string `yaml:"database"` // default "lem"
 	User     string `yaml:"user"`     // default "default"
@@ -25,40 +34,74 @@ type ClickHouseConfig struct {
 	Password     string `yaml:"-" json:"-"` // never logged or shown
 }
 
-// DSN-free open: the native protocol only (HTTP breaks on 18.16).
-func (c ClickHouseConfig) options() *clickhouse.Options {
-	return &clickhouse.Options{
-		Addr: []string{c.Addr},
-		Auth: clickhouse.Auth{Database: "default", Username: c.User, Password: c.Password},
-		// 18.16 rejects settings it does not know: send none by default.
-		DialTimeout:      5 * time.Second,
-		ReadTimeout:      5 * time.Minute,
-		MaxOpenConns:     8,
-		MaxIdleConns:     8,
-		ConnMaxLifetime:  time.Hour,
-		Compression:      &clickhouse.Compression{Method: clickhouse.CompressionLZ4},
-		BlockBufferSize:  4,
-		ConnOpenStrategy: clickhouse.ConnOpenInOrder,
-	}
-}
-
-func (c *ClickHouseConfig) defaults() {
+// WithDefaults fills the database ("lem") and user ("default").
+func (c Config) WithDefaults() Config {
 	if c.Database == "" {
 		c.Database = "lem"
 	}
 	if c.User == "" {
 		c.User = "default"
 	}
+	return c
 }
 
-// OpenClickHouse connects to ClickHouse. It does not create or migrate the
-// database; see Migrate.
-func OpenClickHouse(ctx context.Context, c ClickHouseConfig) (driver.Conn, error) {
-	c.defaults()
+// Validate checks the configuration once, before anything connects: an
+// address, and a database name that is a plain identifier (it is spliced
+// into SQL).
+func (c Config) Validate() error {
+	c = c.WithDefaults()
+	if c.Addr == "" {
+		return errors.New("clickhouse: no address (host:port of the native protocol, 9000)")
+	}
 	if err := schemas.CheckIdentifier(c.Database); err != nil {
+		return fmt.Errorf("clickhouse database: %w", err)
+	}
+	return nil
+}
+
+// LoadPassword sets Password from LEM_CLICKHOUSE_PASSWORD, else from
+// PasswordFile (trailing newlines trimmed).
+func (c *Config) LoadPassword() error {
+	if v := os.Getenv(PasswordEnv); v != "" {
+		c.Password = v
+		return nil
+	}
+	if c.PasswordFile == "" {
+		return nil
+	}
+	b, err := os.ReadFile(c.PasswordFile)
+	if err != nil {
+		return fmt.Errorf("reading the ClickHouse password file: %w", err)
+	}
+	c.Password = strings.TrimRight(string(b), "\r\n")
+	return nil
+}
+
+// DSN-free open: the native protocol only (HTTP breaks on 18.16).
+func (c Config) options() *ch.Options {
+	return &ch.Options{
+		Addr: []string{c.Addr},
+		Auth: ch.Auth{Database: "default", Username: c.User, Password: c.Password},
+		// 18.16 rejects settings it does not know: send none by default.
+		DialTimeout:      5 * time.Second,
+		ReadTimeout:      5 * time.Minute,
+		MaxOpenConns:     8,
+		MaxIdleConns:     8,
+		ConnMaxLifetime:  time.Hour,
+		Compression:      &ch.Compression{Method: ch.CompressionLZ4},
+		BlockBufferSize:  4,
+		ConnOpenStrategy: ch.ConnOpenInOrder,
+	}
+}
+
+// Connect opens a connection to the server (no database needed). It does
+// not create or migrate the database; see Migrate and Open.
+func Connect(ctx context.Context, c Config) (driver.Conn, error) {
+	c = c.WithDefaults()
+	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	conn, err := clickhouse.Open(c.options())
+	conn, err := ch.Open(c.options())
 	if err != nil {
 		return nil, fmt.Errorf("opening clickhouse %s: %w", c.Addr, err)
 	}
@@ -179,31 +222,56 @@ func MigrateCluster(ctx context.Context, conn driver.Conn, db, cluster string, l
 // sendBlockRows is the size of the data blocks an insert is sent in.
 const sendBlockRows = 65_536
 
-// ClickHouseSink writes tables to ClickHouse.
-type ClickHouseSink struct {
+// Store is database DB of a ClickHouse server: ingest writes blocks into
+// it, analytics and the exporters read tables from it, analysis results
+// are written back into it. Safe for concurrent use.
+type Store struct {
 	conn driver.Conn
 	db   string
-	// insert statements by table, built once; workers share the sink.
+	addr string
+	// insert statements by table, built once; workers share the store.
 	inserts sync.Map
 }
 
-// NewClickHouseSink returns a sink writing into database db over conn,
-// which it then owns.
-func NewClickHouseSink(conn driver.Conn, db string) (*ClickHouseSink, error) {
+// Open connects and, when migrate is set, creates the database and applies
+// the migrations the server supports.
+func Open(ctx context.Context, c Config, migrate bool, log zerolog.Logger) (*Store, error) {
+	c = c.WithDefaults()
+	conn, err := Connect(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	if migrate {
+		if _, err := Migrate(ctx, conn, c.Database, log); err != nil {
+			conn.Close()
+			return nil, err
+		}
+	}
+	return &Store{conn: conn, db: c.Database, addr: c.Addr}, nil
+}
+
+// New returns a store of database db over conn, which it then owns.
+func New(conn driver.Conn, db string) (*Store, error) {
 	if err := schemas.CheckIdentifier(db); err != nil {
 		return nil, err
 	}
-	return &ClickHouseSink{conn: conn, db: db}, nil
+	return &Store{conn: conn, db: db}, nil
 }
 
 // Conn returns the underlying connection.
-func (s *ClickHouseSink) Conn() driver.Conn { return s.conn }
+func (s *Store) Conn() driver.Conn { return s.conn }
 
-func (s *ClickHouseSink) Name() string { return "clickhouse" }
+// Database returns the database's name.
+func (s *Store) Database() string { return s.db }
 
-func (s *ClickHouseSink) Close() error { return s.conn.Close() }
+func (s *Store) Name() string { return "clickhouse" }
 
-func (s *ClickHouseSink) Watermark(ctx context.Context, table string, epoch int64) (uint64, error) {
+// Describe says where the store is, for people.
+func (s *Store) Describe() string { return "ClickHouse " + s.addr + " database " + s.db }
+
+func (s *Store) Close() error { return s.conn.Close() }
+
+func (s *Store) Watermark(ctx context.Context, table string, epoch int64) (uint64, error) {
 	if err := schemas.CheckIdentifier(table); err != nil {
 		return 0, err
 	}
@@ -214,7 +282,7 @@ func (s *ClickHouseSink) Watermark(ctx context.Context, table string, epoch int6
 	return wm, nil
 }
 
-func (s *ClickHouseSink) Write(ctx context.Context, t *schemas.Table) error {
+func (s *Store) Write(ctx context.Context, t *schemas.Table) error {
 	if err := t.Check(); err != nil {
 		return err
 	}

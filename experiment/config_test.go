@@ -134,7 +134,7 @@ func TestShowNonDefault(t *testing.T) {
 
 // Every example experiment under deploy/experiments is valid.
 func TestExamplesValid(t *testing.T) {
-	files, _ := filepath.Glob("../../../deploy/experiments/*.yaml")
+	files, _ := filepath.Glob("../deploy/experiments/*.yaml")
 	if len(files) < 7 {
 		t.Fatalf("%d example experiments", len(files))
 	}

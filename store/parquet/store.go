@@ -1,0 +1,108 @@
+package parquet
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/llm-energy-measure/lem/schemas"
+)
+
+// Store is the Parquet store under a directory. Writes of different
+// tables may run concurrently (ingest's workers do); each file is written
+// atomically.
+type Store struct {
+	dir string
+	// ToolVersion is recorded in the metadata of result files.
+	ToolVersion string
+}
+
+// Open returns the store under dir; the directory is created on the first
+// write.
+func Open(dir string) *Store { return &Store{dir: dir} }
+
+// Dir returns the store's root.
+func (s *Store) Dir() string { return s.dir }
+
+func (s *Store) Name() string { return "parquet" }
+
+// Describe says where the store is, for people.
+func (s *Store) Describe() string { return "Parquet store " + s.dir }
+
+func (s *Store) Close() error { return nil }
+
+// Watermark returns the highest stream sequence of epoch stored in table.
+func (s *Store) Watermark(_ context.Context, table string, epoch int64) (uint64, error) {
+	return Watermark(s.dir, table, epoch)
+}
+
+// Write stores t as one file, named by the stream positions it covers
+// when it has them.
+func (s *Store) Write(_ context.Context, t *schemas.Table) error {
+	if t.Rows() == 0 {
+		return nil
+	}
+	path := UnsequencedPath(s.dir, t.Name)
+	seqc, epc := t.Column("stream_seq"), t.Column("stream_epoch")
+	if seqc != nil && epc != nil {
+		seqs, epochs := seqc.Data().([]uint64), epc.Data().([]int64)
+		first, last := seqs[0], seqs[0]
+		for i, q := range seqs {
+			if epochs[i] != epochs[0] {
+				return fmt.Errorf("parquet store: batch of %s spans two stream epochs", t.Name)
+			}
+			first, last = min(first, q), max(last, q)
+		}
+		path = BatchPath(s.dir, t.Name, epochs[0], first, last)
+	}
+	if err := WriteFile(path, t, map[string]string{"lem.table": t.Name}); err != nil {
+		return fmt.Errorf("parquet store: %w", err)
+	}
+	return nil
+}
+
+// ReadTable appends to t the rows of its table that f selects. It reads
+// every file of the table.
+func (s *Store) ReadTable(_ context.Context, t *schemas.Table, f schemas.Filter) error {
+	spec, ok := schemas.Spec(t.Name)
+	if !ok {
+		return fmt.Errorf("reading %s: not a table of the catalog", t.Name)
+	}
+	if t.Rows() > 0 {
+		return fmt.Errorf("reading %s: the table to read into must be empty", t.Name)
+	}
+	if err := ReadTable(s.dir, t); err != nil {
+		return err
+	}
+	keep, err := f.Keep(spec, t)
+	if err != nil {
+		return err
+	}
+	t.Filter(keep)
+	return nil
+}
+
+// ResultFileName is the file of one run's rows in each result table.
+func ResultFileName(runID string) string {
+	return "run-" + strings.ReplaceAll(schemas.SubjectToken(runID), "/", "_") + ".parquet"
+}
+
+// WriteResults stores one run's result tables as one file per table,
+// replacing an earlier analysis of the run.
+func (s *Store) WriteResults(_ context.Context, runID string, tables []*schemas.Table) error {
+	for _, t := range tables {
+		path := filepath.Join(s.dir, t.Name, ResultFileName(runID))
+		if t.Rows() == 0 {
+			if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+				return err
+			}
+			continue
+		}
+		if err := WriteFile(path, t, map[string]string{"lem.tool_version": s.ToolVersion, "lem.run_ids": runID}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
