@@ -4,6 +4,8 @@ import (
 	"math"
 	"sort"
 	"strings"
+
+	"github.com/llm-energy-measure/lem/schemas"
 )
 
 // Quality flags, worst last. Every energy figure carries one.
@@ -45,14 +47,10 @@ type Window struct {
 	Apportioned bool
 }
 
-// apportionedSuffix ends the source of a MIG instance's share of its
-// board's readings (collectors/nvml.ApportionedSuffix).
-const apportionedSuffix = ".apportioned"
-
 // SplitSource returns the sensor of a source label and whether the values
 // are an apportioned share (a MIG instance's) rather than a measurement.
 func SplitSource(src string) (sensor string, apportioned bool) {
-	if s, ok := strings.CutSuffix(src, apportionedSuffix); ok {
+	if s, ok := strings.CutSuffix(src, schemas.ApportionedSuffix); ok {
 		return s, true
 	}
 	return src, false
@@ -77,7 +75,7 @@ func series(rs []Reading) (pts []point, resets int) {
 		if r.TSAfter > r.TSBefore {
 			t += (r.TSAfter - r.TSBefore) / 2
 		}
-		if sensor, _ := SplitSource(r.Source); sensor == "nvml.counter" {
+		if sensor, _ := SplitSource(r.Source); sensor == schemas.SourceNVMLCounter {
 			t -= CounterLag
 		}
 		pts = append(pts, point{t: t, e: offset + float64(r.Energy)})
@@ -159,7 +157,7 @@ func WindowEnergy(rs []Reading, from, to int64) Window {
 	case dur < 10*CounterRefresh:
 		w.Quality = QualityLowRes
 	}
-	w.Simulated = w.Source == "sim"
+	w.Simulated = w.Source == schemas.SourceSim
 	_, w.Apportioned = SplitSource(w.Source)
 	return w
 }

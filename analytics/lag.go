@@ -84,7 +84,7 @@ func AlignSeries(rs []Reading, ps []schemas.PowerSample, hold int64) ([]schemas.
 	if len(rs) == 0 || len(ps) == 0 {
 		return ps, DelayFit{RMSJ: math.NaN(), RMSZeroJ: math.NaN()}, false
 	}
-	if sensor, _ := SplitSource(rs[0].Source); sensor != "nvml.counter.aligned" {
+	if sensor, _ := SplitSource(rs[0].Source); sensor != schemas.SourceNVMLCounterAligned {
 		return ps, DelayFit{RMSJ: math.NaN(), RMSZeroJ: math.NaN()}, false
 	}
 	f := FitCounterDelay(rs, ps, hold)

@@ -333,7 +333,7 @@ type deviceData struct {
 // hold is how long one sample of the series stands for: up to three sample
 // periods (a longer hole is a gap).
 func (d *deviceData) hold() int64 {
-	if sensor, _ := SplitSource(d.source); sensor == "nvml.instant" {
+	if sensor, _ := SplitSource(d.source); sensor == schemas.SourceNVMLInstant {
 		return 300e6
 	}
 	return 60e6

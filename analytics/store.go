@@ -41,7 +41,7 @@ func Power(ctx context.Context, s Store, deviceUUID string, from, to int64) ([]s
 }
 
 // powerPreference ranks power sources for calibration: lower is better.
-var powerPreference = map[string]int{"nvml.buffer": 0, "sim": 1, "nvml.instant": 2}
+var powerPreference = map[string]int{schemas.SourceNVMLBuffer: 0, schemas.SourceSim: 1, schemas.SourceNVMLInstant: 2}
 
 // pickSeries keeps the preferred source's samples, sorted by time.
 func pickSeries(bySource map[string][]schemas.PowerSample) ([]schemas.PowerSample, string) {
@@ -68,7 +68,7 @@ const BufferLead = 20e6 // ns
 // they describe: nvml.buffer samples move back by BufferLead (in place);
 // others are returned as they are.
 func OnSensorTimebase(src string, ps []schemas.PowerSample) []schemas.PowerSample {
-	if sensor, _ := SplitSource(src); sensor == "nvml.buffer" {
+	if sensor, _ := SplitSource(src); sensor == schemas.SourceNVMLBuffer {
 		for i := range ps {
 			ps[i].TS -= BufferLead
 		}

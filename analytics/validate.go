@@ -46,7 +46,7 @@ type PhaseCheck struct {
 func snapToRefresh(rs []Reading, t int64) (int64, int64, bool) {
 	best, half, ok := int64(0), int64(0), false
 	for _, r := range rs {
-		if sensor, _ := SplitSource(r.Source); sensor != "nvml.counter.aligned" {
+		if sensor, _ := SplitSource(r.Source); sensor != schemas.SourceNVMLCounterAligned {
 			return 0, 0, false
 		}
 		mid := r.TSBefore + (r.TSAfter-r.TSBefore)/2
@@ -132,7 +132,7 @@ func ComparePhases(ctx context.Context, st interface {
 				p.From, p.To = from, to
 			}
 			w := WindowEnergy(rs, p.From, p.To)
-			if buf := series[d]["nvml.buffer"]; snapped && len(buf) > 0 {
+			if buf := series[d][schemas.SourceNVMLBuffer]; snapped && len(buf) > 0 {
 				edge := func(t, h int64) float64 {
 					j, _ := IntegratePower(buf, t-h, t+h, 60e6)
 					return j / 2
@@ -145,13 +145,13 @@ func ComparePhases(ctx context.Context, st interface {
 				// A sample holds until the next one, at most three periods
 				// (longer is a gap): the driver's 20 ms cadence jitters.
 				hold := int64(60e6)
-				if src != "nvml.buffer" && src != "sim" {
+				if src != schemas.SourceNVMLBuffer && src != schemas.SourceSim {
 					hold = 300e6
 				}
 				pc.SeriesJ[src], pc.Samples[src] = IntegratePower(s, p.From, p.To, hold)
 			}
 			pc.CalibratedJ = math.NaN()
-			if buf := series[d]["nvml.buffer"]; len(buf) > 0 {
+			if buf := series[d][schemas.SourceNVMLBuffer]; len(buf) > 0 {
 				// As analytics does for runs: the buffer on the store's own
 				// counter time base when the data determine the shift.
 				aligned, _, _ := AlignSeries(own, buf, 60e6)

@@ -1,6 +1,7 @@
 package experiment
 
 import (
+	"encoding/json"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -169,5 +170,48 @@ func TestShowRedactsSecrets(t *testing.T) {
 	}
 	if c.Backend.Env["HF_TOKEN"] != "hf_secret" {
 		t.Fatal("the configuration itself was redacted")
+	}
+}
+
+// TestRunDocument: the configuration stored with every run is versioned
+// JSON whose keys are the experiment file's, so SQL over it finds fields
+// by the names the YAML uses (Go field names used to be stored).
+func TestRunDocument(t *testing.T) {
+	c, err := Parse([]byte(`experiment: doc
+backend: {kind: external, endpoint: "http://127.0.0.1:1", model: m, env: {HF_TOKEN: secret}}
+workload:
+  requests: 10
+  arrival: {process: concurrency, concurrency: 4}
+  dataset: {prompt_tokens: {mean: 32}, output_tokens: {mean: 8}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Normalize()
+	runs, err := c.Runs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := c.RunDocument(runs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(doc), &m); err != nil {
+		t.Fatal(err)
+	}
+	if m["version"] != float64(DocumentVersion) || m["run"] != "base" || m["experiment"] != "doc" {
+		t.Errorf("document head: %v", m)
+	}
+	w, _ := m["workload"].(map[string]any)
+	a, _ := w["arrival"].(map[string]any)
+	if a["process"] != "concurrency" || a["concurrency"] != float64(4) {
+		t.Errorf("workload.arrival: %v (document %s)", a, doc)
+	}
+	if strings.Contains(doc, `"Arrival"`) || strings.Contains(doc, `"Concurrency"`) {
+		t.Errorf("Go field names in the stored configuration: %s", doc)
+	}
+	if strings.Contains(doc, "secret") {
+		t.Errorf("a secret in the stored configuration: %s", doc)
 	}
 }

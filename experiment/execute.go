@@ -19,6 +19,7 @@ import (
 	"github.com/llm-energy-measure/lem/collectors"
 	"github.com/llm-energy-measure/lem/collectors/loadgen"
 	"github.com/llm-energy-measure/lem/collectors/loadgen/backend"
+	"github.com/llm-energy-measure/lem/internal/sleep"
 	"github.com/llm-energy-measure/lem/schemas"
 )
 
@@ -229,7 +230,7 @@ func Execute(ctx context.Context, c *Config, d Deps) ([]Executed, error) {
 	}
 
 	// 4. Settle, idle baseline, warm-up.
-	if err := phase(PhaseSettle, func() error { return sleep(ctx, c.Measurement.Settle.Duration) }); err != nil {
+	if err := phase(PhaseSettle, func() error { return wait(ctx, c.Measurement.Settle.Duration) }); err != nil {
 		return nil, err
 	}
 	clk := loadgen.NewClock()
@@ -243,7 +244,7 @@ func Execute(ctx context.Context, c *Config, d Deps) ([]Executed, error) {
 					ws, ts = append(ws, w), append(ts, t)
 				}
 			}
-			if err := sleep(ctx, min(500*time.Millisecond, time.Until(end))); err != nil {
+			if err := wait(ctx, min(500*time.Millisecond, time.Until(end))); err != nil {
 				return err
 			}
 		}
@@ -326,7 +327,7 @@ func Execute(ctx context.Context, c *Config, d Deps) ([]Executed, error) {
 	// 6. The post-load tail, then stop the collectors and flush: every
 	// event must be in the stream before anyone analyses it.
 	err = phase(PhaseTail, func() error {
-		_ = sleep(ctx, time.Second)
+		_ = wait(ctx, time.Second)
 		stopCols()
 		fctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
@@ -450,7 +451,7 @@ func Launch(ctx context.Context, b *backend.Config, dir, logPath string) (func()
 func (c *Config) coolDown(ctx context.Context, pr Probe, idleW, idleT float64, log zerolog.Logger) error {
 	cd := c.Measurement.CoolDown
 	start := time.Now()
-	if err := sleep(ctx, cd.Min.Duration); err != nil || pr == nil || math.IsNaN(idleW) {
+	if err := wait(ctx, cd.Min.Duration); err != nil || pr == nil || math.IsNaN(idleW) {
 		return err
 	}
 	for time.Since(start) < cd.Max.Duration {
@@ -458,7 +459,7 @@ func (c *Config) coolDown(ctx context.Context, pr Probe, idleW, idleT float64, l
 		if !ok || (w <= idleW*(1+cd.PowerWithin) && (math.IsNaN(idleT) || t <= idleT+cd.TempWithinC)) {
 			return nil
 		}
-		if err := sleep(ctx, 500*time.Millisecond); err != nil {
+		if err := wait(ctx, 500*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -474,17 +475,12 @@ func mean(xs []float64) float64 {
 	return s / float64(len(xs))
 }
 
-// sleep waits d or until ctx ends (then its error).
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
+// wait waits d or until ctx ends (then its error).
+func wait(ctx context.Context, d time.Duration) error {
+	if !sleep.Ctx(ctx, d) {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+	return nil
 }

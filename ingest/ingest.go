@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/llm-energy-measure/lem/internal/bus"
+	"github.com/llm-energy-measure/lem/internal/sleep"
 	"github.com/llm-energy-measure/lem/schemas"
 )
 
@@ -257,7 +258,7 @@ func (w *worker) run(ctx context.Context) {
 		batch, err := w.cons.Fetch(w.in.cfg.FetchSize, jetstream.FetchMaxWait(wait), jetstream.FetchMaxBytes(fetchBytes))
 		if err != nil {
 			w.logErr(err, "fetch failed")
-			sleep(ctx, 200*time.Millisecond)
+			sleep.Ctx(ctx, 200*time.Millisecond)
 		} else {
 			for msg := range batch.Messages() {
 				if w.cur == nil { // shutting down inside a hand-off
@@ -402,7 +403,7 @@ func (w *worker) deadLetter(ctx context.Context, msg jetstream.Msg, seq uint64, 
 			return
 		}
 		w.logErr(err, "dead-letter publish failed")
-		if !sleep(ctx, backoff) {
+		if !sleep.Ctx(ctx, backoff) {
 			return
 		}
 		backoff = min(backoff*2, 10*time.Second)
@@ -469,7 +470,7 @@ func (w *worker) retry(ctx context.Context, write func() error, table string, ro
 		}
 		w.in.metrics.InsertErrors.WithLabelValues(table).Inc()
 		w.logErr(err, "store write failed; retrying")
-		if !sleep(ctx, backoff) {
+		if !sleep.Ctx(ctx, backoff) {
 			return false
 		}
 		backoff = min(backoff*2, 10*time.Second)
@@ -484,15 +485,4 @@ func (w *worker) logErr(err error, msg string) {
 	}
 	w.lastErrLog = time.Now()
 	w.log.Warn().Err(err).Msg(msg)
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

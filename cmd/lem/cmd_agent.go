@@ -27,88 +27,7 @@ func init() {
 		name: "agent",
 		summary: "Collect GPU power, energy and state on this host (NVML, or -sim) and publish to NATS; " +
 			"without -nats, run an embedded JetStream with in-process ingest into -parquet or -clickhouse.",
-		setup: func(fs *flag.FlagSet) func([]string) error {
-			natsURL := fs.String("nats", "", "NATS URL to publish to (empty: embedded server plus in-process ingest)")
-			devs := fs.String("devices", "", "comma-separated GPU indices (empty: all)")
-			useSim := fs.Bool("sim", false, "publish the simulator instead of NVML (labelled source=sim)")
-			duration := fs.Duration("duration", 0, "stop after this long (0: until SIGINT/SIGTERM)")
-			publish := fs.Duration("publish-interval", time.Second, "read counter and buffer and publish this often")
-			counter := fs.Duration("counter-interval", time.Second, "shortest energy-counter read period (100ms = the counter's full resolution)")
-			counterBudget := fs.Float64("counter-cpu-budget", 0.004, "agent CPU share target per GPU; the counter period stretches (up to 10 s) while above it (negative: no limit)")
-			host := fs.String("host", "", "host name to publish under (default: the OS host name)")
-			spoolDir := fs.String("spool", "lem-agent-spool", "with -nats: directory of the on-disk buffer used while NATS is unreachable")
-			spoolMax := fs.Int64("spool-max-bytes", 256<<20, "size bound of the spool; when full the oldest events are dropped and counted")
-			cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the agent to this file")
-			metricsAddr := fs.String("metrics", "127.0.0.1:9465", "listen address of /metrics (empty: off)")
-			raplRoot := fs.String("rapl", "/sys/class/powercap", "powercap root for CPU/DRAM energy (empty: off)")
-			alsoInstant := fs.Bool("instant", false, "also read instant power (field 186) at 10 Hz beside the buffer, for validation")
-			alignedCounter := fs.Bool("aligned-counter", false, "read the energy counter aligned to its 100 ms refresh (stamped within a few ms, source nvml.counter.aligned; about twice the CPU per reading) instead of whenever its timer fires (value 0-100 ms old)")
-			stc := storeFlags(fs, "lem-agent-store", "with the embedded server: Parquet store directory (unless -clickhouse)")
-			natsOpts := natsFlags(fs)
-			logger := logFlags(fs)
-			return func([]string) error {
-				log := logger()
-				nopts, err := natsOpts()
-				if err != nil {
-					return err
-				}
-				ctx, cancel := signalContext()
-				defer cancel()
-				if *duration > 0 {
-					ctx, cancel = context.WithTimeout(ctx, *duration)
-					defer cancel()
-				}
-				if *host == "" {
-					*host, _ = os.Hostname()
-				}
-				cc := collectorConfig{GPU: "nvml", SimDevices: 1, RAPL: *raplRoot, Publish: *publish, Counter: *counter,
-					CounterBudget: *counterBudget, AlsoInstant: *alsoInstant, AlignedCounter: *alignedCounter, AllowNoGPU: true}
-				if cc.Devices, err = parseIndices(*devs); err != nil {
-					return err
-				}
-				if *raplRoot == "" {
-					cc.RAPL = "off"
-				}
-				if *useSim {
-					cc.GPU, cc.RAPL = "sim", "off"
-				}
-				oc, err := openCollectors(cc, *host, log)
-				if err != nil {
-					return err
-				}
-				defer oc.close()
-				cols, rd := oc.collectors, oc.nvml
-				if *cpuProfile != "" {
-					f, err := os.Create(*cpuProfile)
-					if err != nil {
-						return err
-					}
-					if err := pprof.StartCPUProfile(f); err != nil {
-						return err
-					}
-					defer func() { pprof.StopCPUProfile(); f.Close() }()
-				}
-				start, cpu0 := time.Now(), cpuTime()
-				err = runAgent(ctx, cols, *natsURL, nopts, fs.Lookup("parquet").Value.String()+".nats", *spoolDir, *spoolMax, *metricsAddr, stc(), log)
-				wall, cpu := time.Since(start), cpuTime()-cpu0
-				what := "agent"
-				if *natsURL == "" {
-					what = "agent with embedded backbone"
-				}
-				if rd != nil {
-					for _, g := range rd.GPUs {
-						c, _ := g.Clock(time.Now().UnixNano())
-						fmt.Printf("gpu %d: counter reads bracketed %d, predicted %d, missed %d, refresh period %.3f ms, jitter %.2f ms; "+
-							"driver clock offset %.3f ms in [%.3f, %.3f] from %d reads, applied %.3f ms\n",
-							g.ID.Index, g.Refresh.Aligned, g.Refresh.Predicted, g.Refresh.Missed, float64(g.Refresh.Period())/1e6, float64(g.Refresh.Jitter())/1e6,
-							float64(c.Offset)/1e6, float64(c.Low)/1e6, float64(c.High)/1e6, c.Reads, float64(c.Applied)/1e6)
-					}
-				}
-				fmt.Printf("%s: %.1f s wall, %.3f s CPU (%.3f%% of one core)\n", what,
-					wall.Seconds(), cpu.Seconds(), 100*cpu.Seconds()/wall.Seconds())
-				return err
-			}
-		},
+		setup: newAgentCmd,
 	})
 }
 
@@ -219,4 +138,117 @@ func registerAgentMetrics(reg *prometheus.Registry, pub *bus.Publisher, sp *spoo
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "lem_agent_spool_dropped_total",
 			Help: "Event batches dropped because the spool was full."}, func() float64 { _, _, d := sp.Stats(); return float64(d) }),
 	)
+}
+
+// agentCmd holds the flags of `lem agent`.
+type agentCmd struct {
+	fs             *flag.FlagSet
+	natsURL        *string
+	devs           *string
+	useSim         *bool
+	duration       *time.Duration
+	publish        *time.Duration
+	counter        *time.Duration
+	counterBudget  *float64
+	host           *string
+	spoolDir       *string
+	spoolMax       *int64
+	cpuProfile     *string
+	metricsAddr    *string
+	raplRoot       *string
+	alsoInstant    *bool
+	alignedCounter *bool
+	stc            func() store.Config
+	natsOpts       func() ([]nats.Option, error)
+	logger         func() zerolog.Logger
+}
+
+// newAgentCmd registers the flags of `lem agent` on fs.
+func newAgentCmd(fs *flag.FlagSet) func([]string) error {
+	opt := &agentCmd{
+		fs:             fs,
+		natsURL:        fs.String("nats", "", "NATS URL to publish to (empty: embedded server plus in-process ingest)"),
+		devs:           fs.String("devices", "", "comma-separated GPU indices (empty: all)"),
+		useSim:         fs.Bool("sim", false, "publish the simulator instead of NVML (labelled source=sim)"),
+		duration:       fs.Duration("duration", 0, "stop after this long (0: until SIGINT/SIGTERM)"),
+		publish:        fs.Duration("publish-interval", time.Second, "read counter and buffer and publish this often"),
+		counter:        fs.Duration("counter-interval", time.Second, "shortest energy-counter read period (100ms = the counter's full resolution)"),
+		counterBudget:  fs.Float64("counter-cpu-budget", 0.004, "agent CPU share target per GPU; the counter period stretches (up to 10 s) while above it (negative: no limit)"),
+		host:           fs.String("host", "", "host name to publish under (default: the OS host name)"),
+		spoolDir:       fs.String("spool", "lem-agent-spool", "with -nats: directory of the on-disk buffer used while NATS is unreachable"),
+		spoolMax:       fs.Int64("spool-max-bytes", 256<<20, "size bound of the spool; when full the oldest events are dropped and counted"),
+		cpuProfile:     fs.String("cpuprofile", "", "write a CPU profile of the agent to this file"),
+		metricsAddr:    fs.String("metrics", "127.0.0.1:9465", "listen address of /metrics (empty: off)"),
+		raplRoot:       fs.String("rapl", "/sys/class/powercap", "powercap root for CPU/DRAM energy (empty: off)"),
+		alsoInstant:    fs.Bool("instant", false, "also read instant power (field 186) at 10 Hz beside the buffer, for validation"),
+		alignedCounter: fs.Bool("aligned-counter", false, "read the energy counter aligned to its 100 ms refresh (stamped within a few ms, source nvml.counter.aligned; about twice the CPU per reading) instead of whenever its timer fires (value 0-100 ms old)"),
+		stc:            storeFlags(fs, "lem-agent-store", "with the embedded server: Parquet store directory (unless -clickhouse)"),
+		natsOpts:       natsFlags(fs),
+		logger:         logFlags(fs),
+	}
+	return opt.run
+}
+
+func (opt *agentCmd) run(_ []string) error {
+	log := opt.logger()
+	nopts, err := opt.natsOpts()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	if *opt.duration > 0 {
+		ctx, cancel = context.WithTimeout(ctx, *opt.duration)
+		defer cancel()
+	}
+	if *opt.host == "" {
+		*opt.host, _ = os.Hostname()
+	}
+	cc := collectorConfig{GPU: "nvml", SimDevices: 1, RAPL: *opt.raplRoot, Publish: *opt.publish, Counter: *opt.counter,
+		CounterBudget: *opt.counterBudget, AlsoInstant: *opt.alsoInstant, AlignedCounter: *opt.alignedCounter, AllowNoGPU: true}
+	if cc.Devices, err = parseIndices(*opt.devs); err != nil {
+		return err
+	}
+	if *opt.raplRoot == "" {
+		cc.RAPL = "off"
+	}
+	if *opt.useSim {
+		cc.GPU, cc.RAPL = "sim", "off"
+	}
+	oc, err := openCollectors(cc, *opt.host, log)
+	if err != nil {
+		return err
+	}
+	defer oc.close()
+	cols, rd := oc.collectors, oc.nvml
+	if *opt.cpuProfile != "" {
+		f, err := os.Create(*opt.cpuProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
+	start, cpu0 := time.Now(), cpuTime()
+	err = runAgent(ctx, cols, *opt.natsURL, nopts, opt.fs.Lookup("parquet").Value.String()+".nats", *opt.spoolDir, *opt.spoolMax, *opt.metricsAddr, opt.stc(), log)
+	wall, cpu := time.Since(start), cpuTime()-cpu0
+	what := "agent"
+	if *opt.natsURL == "" {
+		what = "agent with embedded backbone"
+	}
+	if rd != nil {
+		for _, g := range rd.GPUs {
+			c, _ := g.Clock(time.Now().UnixNano())
+			fmt.Printf("gpu %d: counter reads bracketed %d, predicted %d, missed %d, refresh period %.3f ms, jitter %.2f ms; "+
+				"driver clock offset %.3f ms in [%.3f, %.3f] from %d reads, applied %.3f ms\n",
+				g.ID.Index, g.Refresh.Aligned, g.Refresh.Predicted, g.Refresh.Missed, float64(g.Refresh.Period())/1e6, float64(g.Refresh.Jitter())/1e6,
+				float64(c.Offset)/1e6, float64(c.Low)/1e6, float64(c.High)/1e6, c.Reads, float64(c.Applied)/1e6)
+		}
+	}
+	fmt.Printf("%s: %.1f s wall, %.3f s CPU (%.3f%% of one core)\n", what,
+		wall.Seconds(), cpu.Seconds(), 100*cpu.Seconds()/wall.Seconds())
+	return err
+
 }

@@ -6,6 +6,8 @@ import (
 	"os"
 
 	"github.com/llm-energy-measure/lem/analytics"
+	"github.com/llm-energy-measure/lem/store"
+	"github.com/rs/zerolog"
 )
 
 func init() {
@@ -13,36 +15,52 @@ func init() {
 		name:    "analyze",
 		summary: "Compute per-cycle energy, J/token, latency percentiles and multi-cycle statistics of runs.",
 		usage:   "[run id...]",
-		setup: func(fs *flag.FlagSet) func([]string) error {
-			method := fs.String("attribution", analytics.MethodTokens, "per-request attribution of dynamic energy: token-weighted or equal-share")
-			write := fs.Bool("write", false, "also write the results (run_results, cycle_results, request_energy) back to the store")
-			stc := storeFlags(fs, "", "read the local Parquet store under this directory")
-			logger := logFlags(fs)
-			return func(args []string) error {
-				ctx := context.Background()
-				store, err := openStore(ctx, stc(), *write, logger())
-				if err != nil {
-					return err
-				}
-				defer store.Close()
-				ids, err := runIDsOrAll(ctx, store, args)
-				if err != nil {
-					return err
-				}
-				for _, id := range ids {
-					r, err := analytics.AnalyzeRunWith(ctx, store, id, analytics.Options{Method: *method})
-					if err != nil {
-						return err
-					}
-					analytics.PrintRun(os.Stdout, r)
-					if *write {
-						if err := writeResults(ctx, store, r); err != nil {
-							return err
-						}
-					}
-				}
-				return nil
-			}
-		},
+		setup:   newAnalyzeCmd,
 	})
+}
+
+// analyzeCmd holds the flags of `lem analyze`.
+type analyzeCmd struct {
+	method *string
+	write  *bool
+	stc    func() store.Config
+	logger func() zerolog.Logger
+}
+
+// newAnalyzeCmd registers the flags of `lem analyze` on fs.
+func newAnalyzeCmd(fs *flag.FlagSet) func([]string) error {
+	opt := &analyzeCmd{
+		method: fs.String("attribution", analytics.MethodTokens, "per-request attribution of dynamic energy: token-weighted or equal-share"),
+		write:  fs.Bool("write", false, "also write the results (run_results, cycle_results, request_energy) back to the store"),
+		stc:    storeFlags(fs, "", "read the local Parquet store under this directory"),
+		logger: logFlags(fs),
+	}
+	return opt.run
+}
+
+func (opt *analyzeCmd) run(args []string) error {
+	ctx := context.Background()
+	store, err := openStore(ctx, opt.stc(), *opt.write, opt.logger())
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	ids, err := runIDsOrAll(ctx, store, args)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		r, err := analytics.AnalyzeRunWith(ctx, store, id, analytics.Options{Method: *opt.method})
+		if err != nil {
+			return err
+		}
+		analytics.PrintRun(os.Stdout, r)
+		if *opt.write {
+			if err := writeResults(ctx, store, r); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+
 }

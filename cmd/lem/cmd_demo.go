@@ -36,28 +36,7 @@ func init() {
 		name: "demo",
 		summary: "Run a short measured experiment on embedded defaults (JetStream in-process, simulated GPU power, " +
 			"synthetic streaming server), store it, print the results table and export a dataset.",
-		setup: func(fs *flag.FlagSet) func([]string) error {
-			out := fs.String("out", "lem-demo", "directory for the store, the exported dataset and logs")
-			store := fs.String("store", "auto", "auto (a local clickhouse-server if installed, else Parquet), clickhouse, or parquet")
-			cycles := fs.Int("cycles", 3, "measurement cycles")
-			requests := fs.Int("requests", 48, "requests per cycle")
-			concurrency := fs.Int("concurrency", 8, "requests in flight")
-			outTokens := fs.Int("output-tokens", 64, "max_tokens of each request")
-			baseline := fs.Duration("baseline", 3*time.Second, "idle baseline measured before the first cycle")
-			cooldown := fs.Duration("cooldown", 2*time.Second, "pause between cycles")
-			devices := fs.Int("devices", 1, "simulated GPUs")
-			seed := fs.Uint64("seed", 1, "seed of the simulator and the workload")
-			stc := storeFlags(fs, "", "")
-			logger := logFlags(fs)
-			return func([]string) error {
-				d := demo{out: *out, store: *store, ch: stc().ClickHouse, log: logger(), cycles: *cycles, requests: *requests,
-					concurrency: *concurrency, outTokens: *outTokens, baseline: *baseline, cooldown: *cooldown,
-					devices: *devices, seed: *seed}
-				ctx, cancel := signalContext()
-				defer cancel()
-				return d.run(ctx)
-			}
-		},
+		setup: newDemoCmd,
 	})
 }
 
@@ -304,4 +283,49 @@ func (d *demo) printNext(runID, storeName string) {
 		fmt.Printf("  %s analyze -parquet %s %s\n", os.Args[0], filepath.Join(d.out, "store"), runID)
 		fmt.Printf("  duckdb -c \"SELECT * FROM '%s/dataset/data/requests/*.parquet' LIMIT 5\"\n", d.out)
 	}
+}
+
+// demoCmd holds the flags of `lem demo`.
+type demoCmd struct {
+	out         *string
+	store       *string
+	cycles      *int
+	requests    *int
+	concurrency *int
+	outTokens   *int
+	baseline    *time.Duration
+	cooldown    *time.Duration
+	devices     *int
+	seed        *uint64
+	stc         func() store.Config
+	logger      func() zerolog.Logger
+}
+
+// newDemoCmd registers the flags of `lem demo` on fs.
+func newDemoCmd(fs *flag.FlagSet) func([]string) error {
+	opt := &demoCmd{
+		out:         fs.String("out", "lem-demo", "directory for the store, the exported dataset and logs"),
+		store:       fs.String("store", "auto", "auto (a local clickhouse-server if installed, else Parquet), clickhouse, or parquet"),
+		cycles:      fs.Int("cycles", 3, "measurement cycles"),
+		requests:    fs.Int("requests", 48, "requests per cycle"),
+		concurrency: fs.Int("concurrency", 8, "requests in flight"),
+		outTokens:   fs.Int("output-tokens", 64, "max_tokens of each request"),
+		baseline:    fs.Duration("baseline", 3*time.Second, "idle baseline measured before the first cycle"),
+		cooldown:    fs.Duration("cooldown", 2*time.Second, "pause between cycles"),
+		devices:     fs.Int("devices", 1, "simulated GPUs"),
+		seed:        fs.Uint64("seed", 1, "seed of the simulator and the workload"),
+		stc:         storeFlags(fs, "", ""),
+		logger:      logFlags(fs),
+	}
+	return opt.run
+}
+
+func (opt *demoCmd) run(_ []string) error {
+	d := demo{out: *opt.out, store: *opt.store, ch: opt.stc().ClickHouse, log: opt.logger(), cycles: *opt.cycles, requests: *opt.requests,
+		concurrency: *opt.concurrency, outTokens: *opt.outTokens, baseline: *opt.baseline, cooldown: *opt.cooldown,
+		devices: *opt.devices, seed: *opt.seed}
+	ctx, cancel := signalContext()
+	defer cancel()
+	return d.run(ctx)
+
 }

@@ -16,25 +16,7 @@ func init() {
 		name:    "docs",
 		summary: "Print a generated document: 'events' (docs/events.md), 'cli' (docs/cli.md), 'backends' (docs/backends.md) or 'queries' (docs/queries.md).",
 		usage:   "events|cli|backends|queries",
-		setup: func(fs *flag.FlagSet) func([]string) error {
-			out := fs.String("o", "-", "output file ('-' for standard output)")
-			return func(args []string) error {
-				if len(args) != 1 {
-					return errUsage
-				}
-				switch args[0] {
-				case "events":
-					return writeOrPrint(*out, schemas.EventsMarkdown(), os.Stdout)
-				case "cli":
-					return writeOrPrint(*out, cliMarkdown(), os.Stdout)
-				case "backends":
-					return writeOrPrint(*out, backendsMarkdown(), os.Stdout)
-				case "queries":
-					return writeOrPrint(*out, deploy.QueriesMarkdown(), os.Stdout)
-				}
-				return fmt.Errorf("unknown document %q (want events, cli, backends or queries)", args[0])
-			}
-		},
+		setup:   newDocsCmd,
 	})
 	register(&command{
 		name:    "version",
@@ -113,4 +95,35 @@ instead.
 `)
 	backend.WriteMatrix(&b)
 	return b.String()
+}
+
+// docsCmd holds the flags of `lem docs`.
+type docsCmd struct {
+	out *string
+}
+
+// newDocsCmd registers the flags of `lem docs` on fs.
+func newDocsCmd(fs *flag.FlagSet) func([]string) error {
+	opt := &docsCmd{
+		out: fs.String("o", "-", "output file ('-' for standard output)"),
+	}
+	return opt.run
+}
+
+func (opt *docsCmd) run(args []string) error {
+	if len(args) != 1 {
+		return errUsage
+	}
+	switch args[0] {
+	case "events":
+		return writeOrPrint(*opt.out, schemas.EventsMarkdown(), os.Stdout)
+	case "cli":
+		return writeOrPrint(*opt.out, cliMarkdown(), os.Stdout)
+	case "backends":
+		return writeOrPrint(*opt.out, backendsMarkdown(), os.Stdout)
+	case "queries":
+		return writeOrPrint(*opt.out, deploy.QueriesMarkdown(), os.Stdout)
+	}
+	return fmt.Errorf("unknown document %q (want events, cli, backends or queries)", args[0])
+
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -21,71 +22,7 @@ func init() {
 	register(&command{
 		name:    "ingest",
 		summary: "Consume events from JetStream into ClickHouse (-clickhouse) or the local Parquet store (-parquet).",
-		setup: func(fs *flag.FlagSet) func([]string) error {
-			natsURL := fs.String("nats", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated")
-			metrics := fs.String("metrics", "127.0.0.1:9464", "listen address of /metrics (empty: off)")
-			prefix := fs.String("consumer-prefix", "ingest", "durable consumer name prefix (one per sink)")
-			flush := fs.Duration("flush-interval", time.Second, "flush each table at least this often")
-			batchRows := fs.Int("batch-rows", 500_000, fmt.Sprintf("flush a table at this many rows (at most %d)", ingest.MaxBatchRows))
-			batchMiB := fs.Int("batch-mib", 64, fmt.Sprintf("flush a table when its rows hold this many MiB (at most %d); row memory stays under 2 x kinds x this", ingest.MaxBatchBytes>>20))
-			replicas := fs.Int("stream-replicas", 1, "replicas of the JetStream streams when ingest creates them (3 on a 3-node cluster)")
-			stc := storeFlags(fs, "", "write the local Parquet store under this directory instead of ClickHouse")
-			natsOpts := natsFlags(fs)
-			logger := logFlags(fs)
-			return func([]string) error {
-				log := logger()
-				sc := stc()
-				if err := sc.Validate(); err != nil {
-					return err
-				}
-				nopts, err := natsOpts()
-				if err != nil {
-					return err
-				}
-				ctx, cancel := signalContext()
-				defer cancel()
-				nc, err := bus.Connect(*natsURL, "lem-ingest", log, nopts...)
-				if err != nil {
-					return err
-				}
-				defer nc.Close()
-				js, err := jetstream.New(nc)
-				if err != nil {
-					return err
-				}
-				// NATS down at start is waited for, like the store below.
-				if err := bus.WaitConnected(ctx, nc); err != nil {
-					return nil
-				}
-				if err := bus.EnsureStreams(ctx, js, bus.StreamConfig{Replicas: *replicas}); err != nil {
-					return err
-				}
-				// A store that is down at start is waited for, as one that
-				// goes down later is: events wait in JetStream meanwhile.
-				var sink *store.Store
-				for backoff := 500 * time.Millisecond; ; backoff = min(2*backoff, 10*time.Second) {
-					if sink, err = openStore(ctx, sc, true, log); err == nil {
-						break
-					}
-					log.Warn().Err(err).Dur("retry_in", backoff).Msg("store unavailable")
-					select {
-					case <-ctx.Done():
-						return nil
-					case <-time.After(backoff):
-					}
-				}
-				defer sink.Close()
-				reg := newRegistry()
-				m := ingest.NewMetrics(reg)
-				defer serveMetrics(*metrics, reg, log)()
-				log.Info().Str("sink", sink.Name()).Msg("ingest running")
-				if *batchRows <= 0 || *batchRows > ingest.MaxBatchRows || *batchMiB <= 0 || *batchMiB<<20 > ingest.MaxBatchBytes {
-					return fmt.Errorf("-batch-rows must be in 1..%d and -batch-mib in 1..%d", ingest.MaxBatchRows, ingest.MaxBatchBytes>>20)
-				}
-				return ingest.New(js, sink, ingest.Config{ConsumerPrefix: *prefix, FlushInterval: *flush,
-					BatchRows: *batchRows, BatchBytes: *batchMiB << 20}, m, log).Run(ctx)
-			}
-		},
+		setup:   newIngestCmd,
 	})
 }
 
@@ -111,4 +48,90 @@ func serveMetrics(addr string, reg *prometheus.Registry, log zerolog.Logger) fun
 		}
 	}()
 	return func() { srv.Close() }
+}
+
+// ingestCmd holds the flags of `lem ingest`.
+type ingestCmd struct {
+	natsURL   *string
+	metrics   *string
+	prefix    *string
+	flush     *time.Duration
+	batchRows *int
+	batchMiB  *int
+	replicas  *int
+	stc       func() store.Config
+	natsOpts  func() ([]nats.Option, error)
+	logger    func() zerolog.Logger
+}
+
+// newIngestCmd registers the flags of `lem ingest` on fs.
+func newIngestCmd(fs *flag.FlagSet) func([]string) error {
+	opt := &ingestCmd{
+		natsURL:   fs.String("nats", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated"),
+		metrics:   fs.String("metrics", "127.0.0.1:9464", "listen address of /metrics (empty: off)"),
+		prefix:    fs.String("consumer-prefix", "ingest", "durable consumer name prefix (one per sink)"),
+		flush:     fs.Duration("flush-interval", time.Second, "flush each table at least this often"),
+		batchRows: fs.Int("batch-rows", 500_000, fmt.Sprintf("flush a table at this many rows (at most %d)", ingest.MaxBatchRows)),
+		batchMiB:  fs.Int("batch-mib", 64, fmt.Sprintf("flush a table when its rows hold this many MiB (at most %d); row memory stays under 2 x kinds x this", ingest.MaxBatchBytes>>20)),
+		replicas:  fs.Int("stream-replicas", 1, "replicas of the JetStream streams when ingest creates them (3 on a 3-node cluster)"),
+		stc:       storeFlags(fs, "", "write the local Parquet store under this directory instead of ClickHouse"),
+		natsOpts:  natsFlags(fs),
+		logger:    logFlags(fs),
+	}
+	return opt.run
+}
+
+func (opt *ingestCmd) run(_ []string) error {
+	log := opt.logger()
+	sc := opt.stc()
+	if err := sc.Validate(); err != nil {
+		return err
+	}
+	nopts, err := opt.natsOpts()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	nc, err := bus.Connect(*opt.natsURL, "lem-ingest", log, nopts...)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	// NATS down at start is waited for, like the store below.
+	if err := bus.WaitConnected(ctx, nc); err != nil {
+		return nil
+	}
+	if err := bus.EnsureStreams(ctx, js, bus.StreamConfig{Replicas: *opt.replicas}); err != nil {
+		return err
+	}
+	// A store that is down at start is waited for, as one that
+	// goes down later is: events wait in JetStream meanwhile.
+	var sink *store.Store
+	for backoff := 500 * time.Millisecond; ; backoff = min(2*backoff, 10*time.Second) {
+		if sink, err = openStore(ctx, sc, true, log); err == nil {
+			break
+		}
+		log.Warn().Err(err).Dur("retry_in", backoff).Msg("store unavailable")
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+	}
+	defer sink.Close()
+	reg := newRegistry()
+	m := ingest.NewMetrics(reg)
+	defer serveMetrics(*opt.metrics, reg, log)()
+	log.Info().Str("sink", sink.Name()).Msg("ingest running")
+	if *opt.batchRows <= 0 || *opt.batchRows > ingest.MaxBatchRows || *opt.batchMiB <= 0 || *opt.batchMiB<<20 > ingest.MaxBatchBytes {
+		return fmt.Errorf("-batch-rows must be in 1..%d and -batch-mib in 1..%d", ingest.MaxBatchRows, ingest.MaxBatchBytes>>20)
+	}
+	return ingest.New(js, sink, ingest.Config{ConsumerPrefix: *opt.prefix, FlushInterval: *opt.flush,
+		BatchRows: *opt.batchRows, BatchBytes: *opt.batchMiB << 20}, m, log).Run(ctx)
+
 }

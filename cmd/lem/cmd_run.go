@@ -29,44 +29,7 @@ func init() {
 		summary: "Run an experiment file: launch (or attach to) the backend, measure the idle baseline, warm up, " +
 			"run the cycles of every configuration with power collectors beside the load, and print the results.",
 		usage: "EXPERIMENT.yaml",
-		setup: func(fs *flag.FlagSet) func([]string) error {
-			showTokens := fs.Bool("show-tokens", false, "print the streamed text of each cycle's first request as it arrives")
-			dryRun := fs.Bool("dry-run", false, "check the file, print the plan and the backend's command line, run nothing")
-			outDir := fs.String("out", "", "directory for logs and the local store (overrides the file's out:)")
-			stc := storeFlags(fs, "", "")
-			natsOpts := natsFlags(fs)
-			logger := logFlags(fs)
-			return func(args []string) error {
-				if len(args) != 1 {
-					return errUsage
-				}
-				cfg, notes, err := loadExperiment(args[0])
-				if err != nil {
-					return err
-				}
-				if *outDir != "" {
-					if cfg.Output.Parquet == cfg.Out+"/store" {
-						cfg.Output.Parquet = filepath.Join(*outDir, "store")
-					}
-					cfg.Out = *outDir
-				}
-				ch := stc().ClickHouse
-				nopts, err := natsOpts()
-				if err != nil {
-					return err
-				}
-				log := logger()
-				e := &experimentRun{cfg: cfg, notes: notes, ch: ch, natsOpts: nopts, log: log, showTokens: *showTokens,
-					quiet: log.GetLevel() >= zerolog.ErrorLevel, out: os.Stdout}
-				if *dryRun {
-					return e.plan(os.Stdout)
-				}
-				ctx, cancel := signalContext()
-				defer cancel()
-				_, err = e.execute(ctx)
-				return err
-			}
-		},
+		setup: newRunCmd,
 	})
 	register(&command{
 		name:    "check-config",
@@ -309,16 +272,57 @@ func fmtStat(s analytics.Stat) string {
 	return fmt.Sprintf("%.4g ± %.2g", s.Mean, s.CI95)
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
+// runCmd holds the flags of `lem run`.
+type runCmd struct {
+	showTokens *bool
+	dryRun     *bool
+	outDir     *string
+	stc        func() store.Config
+	natsOpts   func() ([]nats.Option, error)
+	logger     func() zerolog.Logger
+}
+
+// newRunCmd registers the flags of `lem run` on fs.
+func newRunCmd(fs *flag.FlagSet) func([]string) error {
+	opt := &runCmd{
+		showTokens: fs.Bool("show-tokens", false, "print the streamed text of each cycle's first request as it arrives"),
+		dryRun:     fs.Bool("dry-run", false, "check the file, print the plan and the backend's command line, run nothing"),
+		outDir:     fs.String("out", "", "directory for logs and the local store (overrides the file's out:)"),
+		stc:        storeFlags(fs, "", ""),
+		natsOpts:   natsFlags(fs),
+		logger:     logFlags(fs),
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
+	return opt.run
+}
+
+func (opt *runCmd) run(args []string) error {
+	if len(args) != 1 {
+		return errUsage
 	}
+	cfg, notes, err := loadExperiment(args[0])
+	if err != nil {
+		return err
+	}
+	if *opt.outDir != "" {
+		if cfg.Output.Parquet == cfg.Out+"/store" {
+			cfg.Output.Parquet = filepath.Join(*opt.outDir, "store")
+		}
+		cfg.Out = *opt.outDir
+	}
+	ch := opt.stc().ClickHouse
+	nopts, err := opt.natsOpts()
+	if err != nil {
+		return err
+	}
+	log := opt.logger()
+	e := &experimentRun{cfg: cfg, notes: notes, ch: ch, natsOpts: nopts, log: log, showTokens: *opt.showTokens,
+		quiet: log.GetLevel() >= zerolog.ErrorLevel, out: os.Stdout}
+	if *opt.dryRun {
+		return e.plan(os.Stdout)
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	_, err = e.execute(ctx)
+	return err
+
 }

@@ -10,6 +10,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/llm-energy-measure/lem/internal/sleep"
+	"github.com/llm-energy-measure/lem/store"
+	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 )
 
@@ -19,49 +22,7 @@ func init() {
 		summary: "Run an experiment file repeatedly as a daemon: every interval (-every) or at times of day (-at), " +
 			"each execution a new set of runs; failures are logged and the schedule goes on.",
 		usage: "EXPERIMENT.yaml",
-		setup: func(fs *flag.FlagSet) func([]string) error {
-			every := fs.Duration("every", 0, "run every interval, e.g. 6h (the first run starts now)")
-			at := fs.String("at", "", "run at these local times of day, e.g. 02:00,14:30")
-			count := fs.Int("count", 0, "stop after this many executions (0: run until SIGINT/SIGTERM)")
-			stc := storeFlags(fs, "", "")
-			natsOpts := natsFlags(fs)
-			logger := logFlags(fs)
-			return func(args []string) error {
-				if len(args) != 1 {
-					return errUsage
-				}
-				if (*every > 0) == (*at != "") {
-					return errors.New("give exactly one of -every and -at")
-				}
-				ats, err := parseTimesOfDay(*at)
-				if err != nil {
-					return err
-				}
-				// Validate once up front: a broken file should not wait for
-				// its first slot to fail.
-				if _, _, err := loadExperiment(args[0]); err != nil {
-					return err
-				}
-				ch := stc().ClickHouse
-				nopts, err := natsOpts()
-				if err != nil {
-					return err
-				}
-				log := logger()
-				ctx, cancel := signalContext()
-				defer cancel()
-				return schedule(ctx, *every, ats, *count, log, func(ctx context.Context) error {
-					// Re-read the file each time: edits apply to the next run.
-					cfg, notes, err := loadExperiment(args[0])
-					if err != nil {
-						return err
-					}
-					e := &experimentRun{cfg: cfg, notes: notes, ch: ch, natsOpts: nopts, log: log, quiet: true, out: os.Stdout}
-					_, err = e.execute(ctx)
-					return err
-				})
-			}
-		},
+		setup: newScheduleCmd,
 	})
 }
 
@@ -73,7 +34,7 @@ func schedule(ctx context.Context, every time.Duration, ats []time.Duration, cou
 	}
 	for n := 0; count == 0 || n < count; n++ {
 		log.Info().Time("at", next).Int("execution", n+1).Msg("next run")
-		if !sleepCtx(ctx, time.Until(next)) {
+		if !sleep.Ctx(ctx, time.Until(next)) {
 			return nil
 		}
 		start := time.Now()
@@ -126,4 +87,64 @@ func nextAt(now time.Time, ats []time.Duration) time.Time {
 		}
 	}
 	return now.Add(24 * time.Hour)
+}
+
+// scheduleCmd holds the flags of `lem schedule`.
+type scheduleCmd struct {
+	every    *time.Duration
+	at       *string
+	count    *int
+	stc      func() store.Config
+	natsOpts func() ([]nats.Option, error)
+	logger   func() zerolog.Logger
+}
+
+// newScheduleCmd registers the flags of `lem schedule` on fs.
+func newScheduleCmd(fs *flag.FlagSet) func([]string) error {
+	opt := &scheduleCmd{
+		every:    fs.Duration("every", 0, "run every interval, e.g. 6h (the first run starts now)"),
+		at:       fs.String("at", "", "run at these local times of day, e.g. 02:00,14:30"),
+		count:    fs.Int("count", 0, "stop after this many executions (0: run until SIGINT/SIGTERM)"),
+		stc:      storeFlags(fs, "", ""),
+		natsOpts: natsFlags(fs),
+		logger:   logFlags(fs),
+	}
+	return opt.run
+}
+
+func (opt *scheduleCmd) run(args []string) error {
+	if len(args) != 1 {
+		return errUsage
+	}
+	if (*opt.every > 0) == (*opt.at != "") {
+		return errors.New("give exactly one of -every and -at")
+	}
+	ats, err := parseTimesOfDay(*opt.at)
+	if err != nil {
+		return err
+	}
+	// Validate once up front: a broken file should not wait for
+	// its first slot to fail.
+	if _, _, err := loadExperiment(args[0]); err != nil {
+		return err
+	}
+	ch := opt.stc().ClickHouse
+	nopts, err := opt.natsOpts()
+	if err != nil {
+		return err
+	}
+	log := opt.logger()
+	ctx, cancel := signalContext()
+	defer cancel()
+	return schedule(ctx, *opt.every, ats, *opt.count, log, func(ctx context.Context) error {
+		// Re-read the file each time: edits apply to the next run.
+		cfg, notes, err := loadExperiment(args[0])
+		if err != nil {
+			return err
+		}
+		e := &experimentRun{cfg: cfg, notes: notes, ch: ch, natsOpts: nopts, log: log, quiet: true, out: os.Stdout}
+		_, err = e.execute(ctx)
+		return err
+	})
+
 }

@@ -19,38 +19,7 @@ func init() {
 		name: "serve",
 		summary: "Run the embedded backbone as a daemon: a JetStream server listening for agents and runners, " +
 			"with ingest in-process into -parquet or -clickhouse.",
-		setup: func(fs *flag.FlagSet) func([]string) error {
-			listen := fs.String("listen", "127.0.0.1:4222", "NATS client address to listen on")
-			withIngest := fs.Bool("ingest", true, "run ingest in-process (false: only the JetStream server, for a separate lem ingest)")
-			stc := storeFlags(fs, "lem-store", "Parquet store directory (unless -clickhouse); the JetStream store is <dir>.nats")
-			logger := logFlags(fs)
-			return func([]string) error {
-				log := logger()
-				natsDir := fs.Lookup("parquet").Value.String() + ".nats"
-				if !*withIngest {
-					emb, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: natsDir, Listen: *listen})
-					if err != nil {
-						return err
-					}
-					fmt.Printf("serving NATS on %s (no ingest)\n", emb.ClientURL())
-					ctx, cancel := signalContext()
-					defer cancel()
-					<-ctx.Done()
-					emb.Shutdown()
-					return nil
-				}
-				bb, err := startBackbone(*listen, natsDir, stc(), log)
-				if err != nil {
-					return err
-				}
-				fmt.Printf("serving NATS on %s\n", bb.url)
-				ctx, cancel := signalContext()
-				defer cancel()
-				<-ctx.Done()
-				bb.stop()
-				return nil
-			}
-		},
+		setup: newServeCmd,
 	})
 }
 
@@ -103,4 +72,53 @@ func startBackbone(listen, natsDir string, sc store.Config, log zerolog.Logger) 
 		nc.Close()
 		emb.Shutdown()
 	}}, nil
+}
+
+// serveCmd holds the flags of `lem serve`.
+type serveCmd struct {
+	fs         *flag.FlagSet
+	listen     *string
+	withIngest *bool
+	stc        func() store.Config
+	logger     func() zerolog.Logger
+}
+
+// newServeCmd registers the flags of `lem serve` on fs.
+func newServeCmd(fs *flag.FlagSet) func([]string) error {
+	opt := &serveCmd{
+		fs:         fs,
+		listen:     fs.String("listen", "127.0.0.1:4222", "NATS client address to listen on"),
+		withIngest: fs.Bool("ingest", true, "run ingest in-process (false: only the JetStream server, for a separate lem ingest)"),
+		stc:        storeFlags(fs, "lem-store", "Parquet store directory (unless -clickhouse); the JetStream store is <dir>.nats"),
+		logger:     logFlags(fs),
+	}
+	return opt.run
+}
+
+func (opt *serveCmd) run(_ []string) error {
+	log := opt.logger()
+	natsDir := opt.fs.Lookup("parquet").Value.String() + ".nats"
+	if !*opt.withIngest {
+		emb, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: natsDir, Listen: *opt.listen})
+		if err != nil {
+			return err
+		}
+		fmt.Printf("serving NATS on %s (no ingest)\n", emb.ClientURL())
+		ctx, cancel := signalContext()
+		defer cancel()
+		<-ctx.Done()
+		emb.Shutdown()
+		return nil
+	}
+	bb, err := startBackbone(*opt.listen, natsDir, opt.stc(), log)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("serving NATS on %s\n", bb.url)
+	ctx, cancel := signalContext()
+	defer cancel()
+	<-ctx.Done()
+	bb.stop()
+	return nil
+
 }

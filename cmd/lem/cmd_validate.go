@@ -19,42 +19,7 @@ func init() {
 		name: "validate-power",
 		summary: "Compare, per phase and device, the energy counter with the integrals of every power series " +
 			"(driver buffer, instant field) and count captured samples and gaps.",
-		setup: func(fs *flag.FlagSet) func([]string) error {
-			refDir := fs.String("reference", "", "Parquet store whose energy counter is the reference (a second agent reading it at full resolution); default: the same store")
-			phasesFile := fs.String("phases", "", "CSV of phases: name,start_unix_ns,end_unix_ns[,details]")
-			stc := storeFlags(fs, "", "read the local Parquet store under this directory")
-			return func([]string) error {
-				if *phasesFile == "" {
-					return errors.New("-phases is required")
-				}
-				phases, err := readPhases(*phasesFile)
-				if err != nil {
-					return err
-				}
-				ctx := context.Background()
-				st, err := openStore(ctx, stc(), false, zerolog.Nop())
-				if err != nil {
-					return err
-				}
-				defer func() { _ = st.Close() }()
-				var ref analytics.Store
-				if *refDir != "" {
-					ref = store.Parquet(*refDir)
-				}
-				cs, err := analytics.ComparePhases(ctx, st, ref, phases)
-				if err != nil {
-					return err
-				}
-				analytics.PrintPhaseChecks(os.Stdout, cs)
-				var devs []string
-				for _, c := range cs {
-					if len(devs) == 0 || devs[len(devs)-1] != c.Device {
-						devs = append(devs, c.Device)
-					}
-				}
-				return printDelayFits(ctx, st, ref, phases, devs)
-			}
-		},
+		setup: newValidatePowerCmd,
 	})
 }
 
@@ -122,4 +87,54 @@ func printDelayFits(ctx context.Context, st analytics.Store, ref analytics.Store
 			float64(f.Delay)/1e6, f.RMSJ, f.RMSZeroJ, f.Scale)
 	}
 	return nil
+}
+
+// validatePowerCmd holds the flags of `lem validate-power`.
+type validatePowerCmd struct {
+	refDir     *string
+	phasesFile *string
+	stc        func() store.Config
+}
+
+// newValidatePowerCmd registers the flags of `lem validate-power` on fs.
+func newValidatePowerCmd(fs *flag.FlagSet) func([]string) error {
+	opt := &validatePowerCmd{
+		refDir:     fs.String("reference", "", "Parquet store whose energy counter is the reference (a second agent reading it at full resolution); default: the same store"),
+		phasesFile: fs.String("phases", "", "CSV of phases: name,start_unix_ns,end_unix_ns[,details]"),
+		stc:        storeFlags(fs, "", "read the local Parquet store under this directory"),
+	}
+	return opt.run
+}
+
+func (opt *validatePowerCmd) run(_ []string) error {
+	if *opt.phasesFile == "" {
+		return errors.New("-phases is required")
+	}
+	phases, err := readPhases(*opt.phasesFile)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	st, err := openStore(ctx, opt.stc(), false, zerolog.Nop())
+	if err != nil {
+		return err
+	}
+	defer func() { _ = st.Close() }()
+	var ref analytics.Store
+	if *opt.refDir != "" {
+		ref = store.Parquet(*opt.refDir)
+	}
+	cs, err := analytics.ComparePhases(ctx, st, ref, phases)
+	if err != nil {
+		return err
+	}
+	analytics.PrintPhaseChecks(os.Stdout, cs)
+	var devs []string
+	for _, c := range cs {
+		if len(devs) == 0 || devs[len(devs)-1] != c.Device {
+			devs = append(devs, c.Device)
+		}
+	}
+	return printDelayFits(ctx, st, ref, phases, devs)
+
 }

@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/rs/zerolog"
 
 	"github.com/llm-energy-measure/lem/collectors"
@@ -61,21 +60,19 @@ func openCollectors(c collectorConfig, host string, log zerolog.Logger) (*opened
 	if c.Publish <= 0 {
 		c.Publish = time.Second
 	}
+	env := collectors.Env{Host: host, Log: log}
 	if c.RAPL != "off" {
-		root := c.RAPL
-		if root == "" {
-			root = "/sys/class/powercap"
-		}
-		if ds, err := rapl.Discover(root, host); err == nil {
-			o.collectors = append(o.collectors, rapl.NewCollector(host, ds, c.Publish))
-			log.Info().Int("domains", len(ds)).Msg("rapl: CPU/DRAM energy collected")
+		if col, err := rapl.Build(rapl.Config{Root: c.RAPL, Period: c.Publish}, env); err == nil {
+			o.collectors = append(o.collectors, col)
+			log.Info().Int("domains", len(col.(*rapl.Collector).Domains)).Msg("rapl: CPU/DRAM energy collected")
 		} else {
 			log.Info().Err(err).Msg("CPU/DRAM energy not collected")
 		}
 	}
 	switch c.GPU {
 	case "nvml":
-		rd, err := nvml.Open(gonvml.New(), host, c.Devices, nil)
+		col, err := nvml.Build(nvml.Config{Devices: c.Devices, Publish: c.Publish, Counter: c.Counter, CounterBudget: c.CounterBudget,
+			AlsoInstant: c.AlsoInstant, AlignedCounter: c.AlignedCounter}, env)
 		switch {
 		case err != nil && (!c.AllowNoGPU || len(o.collectors) == 0):
 			return nil, fmt.Errorf("nvml: %w (use the simulated GPU, collectors.gpu: sim or -sim, to exercise the pipeline without one)", err)
@@ -83,6 +80,7 @@ func openCollectors(c collectorConfig, host string, log zerolog.Logger) (*opened
 			log.Warn().Err(err).Msg("no GPU collected; CPU/DRAM energy only")
 			return o, nil
 		}
+		rd := col.(*nvml.Collector).Reader()
 		o.nvml, o.close = rd, func() { rd.Close() }
 		for _, g := range rd.GPUs {
 			o.devices = append(o.devices, g.ID.UUID)
@@ -90,8 +88,7 @@ func openCollectors(c collectorConfig, host string, log zerolog.Logger) (*opened
 				Bool("buffer", g.HasBuffer).Bool("counter", g.HasCounter).Msg("gpu")
 		}
 		o.inventory["nvml"] = rd.Inv
-		o.collectors = append(o.collectors, nvml.NewCollector(rd, nvml.Config{Publish: c.Publish, Counter: c.Counter,
-			CounterBudget: c.CounterBudget, AlsoInstant: c.AlsoInstant, AlignedCounter: c.AlignedCounter}, log))
+		o.collectors = append(o.collectors, col)
 		o.probe = func() (float64, float64, bool) {
 			var w, t float64
 			for _, g := range rd.GPUs {
@@ -112,11 +109,15 @@ func openCollectors(c collectorConfig, host string, log zerolog.Logger) (*opened
 			}
 			return math.Min(1, float64((*f)())/capacity)
 		}
-		cfg := sim.Config{Host: host, Devices: max(c.SimDevices, 1), Seed: c.Seed, Publish: c.Publish, Load: load}
+		cfg := sim.Config{Devices: max(c.SimDevices, 1), Seed: c.Seed, Publish: c.Publish, Load: load}
 		if c.Capacity <= 0 {
 			cfg.Load = nil // the simulator's own script (lem agent -sim)
 		}
-		s := sim.New(cfg, time.Now())
+		col, err := sim.Build(cfg, env)
+		if err != nil {
+			return nil, err
+		}
+		s := col.(*sim.Sim)
 		o.collectors = append(o.collectors, s)
 		for _, d := range s.Devices() {
 			o.devices = append(o.devices, d.UUID)

@@ -149,3 +149,22 @@ func selfSigned(t *testing.T) (caPEM, certPEM, keyPEM []byte) {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
 }
+
+// TestNATSFlagsEverywhere: every command that connects to NATS takes the
+// same authentication and TLS flags (lem schedule once had none, so an
+// experiment whose NATS needs credentials ran under run but not schedule).
+func TestNATSFlagsEverywhere(t *testing.T) {
+	want := map[string]bool{}
+	ref := flag.NewFlagSet("ref", flag.ContinueOnError)
+	natsFlags(ref)
+	ref.VisitAll(func(f *flag.Flag) { want[f.Name] = true })
+	for _, name := range []string{"agent", "ingest", "loadtest", "run", "schedule"} {
+		fs := flag.NewFlagSet(name, flag.ContinueOnError)
+		commands[name].setup(fs)
+		for n := range want {
+			if fs.Lookup(n) == nil {
+				t.Errorf("lem %s has no -%s", name, n)
+			}
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/llm-energy-measure/lem/collectors"
+	"github.com/llm-energy-measure/lem/internal/sleep"
 	"github.com/llm-energy-measure/lem/schemas"
 )
 
@@ -312,9 +313,9 @@ const spinWindow = 1500 * time.Microsecond
 func pace(ctx context.Context, clk Clock, deadline int64, coarse bool) bool {
 	if coarse {
 		d := time.Duration(deadline - clk.Now())
-		return d <= 0 || sleepCtx(ctx, d)
+		return d <= 0 || sleep.Ctx(ctx, d)
 	}
-	if d := time.Duration(deadline-clk.Now()) - spinWindow; d > 0 && !sleepCtx(ctx, d) {
+	if d := time.Duration(deadline-clk.Now()) - spinWindow; d > 0 && !sleep.Ctx(ctx, d) {
 		return false
 	}
 	for clk.Now() < deadline {
@@ -324,15 +325,4 @@ func pace(ctx context.Context, clk Clock, deadline int64, coarse bool) bool {
 		runtime.Gosched()
 	}
 	return true
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

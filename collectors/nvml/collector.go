@@ -2,11 +2,13 @@ package nvml
 
 import (
 	"context"
+	_ "embed"
 	"fmt"
 	"math"
 	"syscall"
 	"time"
 
+	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/rs/zerolog"
 
 	"github.com/llm-energy-measure/lem/collectors"
@@ -16,29 +18,50 @@ import (
 
 // Config sets the cadences. Zero values take the defaults.
 type Config struct {
-	Publish time.Duration // read the buffer and publish: 1 s
+	// Devices are the NVML indices to measure (empty: all).
+	Devices []int         `yaml:"devices"`
+	Publish time.Duration `yaml:"publish"` // read the buffer and publish: 1 s
 	// Counter is the shortest energy-counter read period (1 s). The
 	// counter changes every ~100 ms; 100 ms gives its full resolution
 	// (validation). A read busy-waits in the driver, so the period stretches
 	// while the agent exceeds CounterBudget (see nextCounterPeriod).
-	Counter time.Duration
+	Counter time.Duration `yaml:"counter"`
 	// CounterBudget is the agent's CPU share target per GPU (0.004 = 0.4% of
 	// one core; negative: no limit, read every Counter).
-	CounterBudget float64
-	Instant       time.Duration // instant-power fallback period: 100 ms
-	State         time.Duration // device state period: 500 ms
+	CounterBudget float64       `yaml:"counter_cpu_budget"`
+	Instant       time.Duration `yaml:"instant"` // instant-power fallback period: 100 ms
+	State         time.Duration `yaml:"state"`   // device state period: 500 ms
 	// AlsoInstant reads instant power at 10 Hz even where the buffer works,
 	// to compare the two (validation).
-	AlsoInstant bool
+	AlsoInstant bool `yaml:"also_instant"`
 	// Clock is how often the driver-clock offset bounds are published: 10 s.
-	Clock time.Duration
+	Clock time.Duration `yaml:"clock"`
 	// AlignedCounter reads the counter aligned to its refresh
 	// (ReadEnergyAligned, source nvml.counter.aligned: stamped within a few
 	// ms) instead of whenever the timer fires (source nvml.counter, the
 	// default: one call, value 0–100 ms old). Aligned reads cost about
 	// twice the CPU per reading (docs/validation/nvml-h200.md).
-	AlignedCounter bool
+	AlignedCounter bool `yaml:"aligned_counter"`
 }
+
+// SampleConfig is sample.yaml: every setting with its default.
+//
+//go:embed sample.yaml
+var SampleConfig string
+
+// Build opens NVML (the driver's library, loaded at run time) for the
+// devices of c and returns their collector. The collector owns the
+// library handle: Reader().Close() releases it.
+func Build(c Config, env collectors.Env) (collectors.Collector, error) {
+	rd, err := Open(gonvml.New(), env.Host, c.Devices, nil)
+	if err != nil {
+		return nil, err
+	}
+	return NewCollector(rd, c, env.Log), nil
+}
+
+// Reader returns the opened devices.
+func (c *Collector) Reader() *Reader { return c.rd }
 
 func (c Config) withDefaults() Config {
 	if c.Publish <= 0 {

@@ -29,18 +29,14 @@ import (
 	"github.com/llm-energy-measure/lem/schemas"
 )
 
-// Source labels.
+// Source labels (defined in schemas, where analytics reads them too).
 const (
-	SourceCounter = "nvml.counter"
-	// SourceCounterAligned is the counter read at its refresh, stamped
-	// with the bracket of the change (ReadEnergyAligned).
-	SourceCounterAligned = "nvml.counter.aligned"
-	SourceBuffer         = "nvml.buffer"
-	SourceInstant        = "nvml.instant"
-	SourceState          = "nvml.state"
-	// ApportionedSuffix marks a MIG instance's share of its board's power
-	// and energy (e.g. nvml.buffer.apportioned): NVML measures boards only.
-	ApportionedSuffix = ".apportioned"
+	SourceCounter        = schemas.SourceNVMLCounter
+	SourceCounterAligned = schemas.SourceNVMLCounterAligned // read at its refresh (ReadEnergyAligned)
+	SourceBuffer         = schemas.SourceNVMLBuffer
+	SourceInstant        = schemas.SourceNVMLInstant
+	SourceState          = schemas.SourceNVMLState
+	ApportionedSuffix    = schemas.ApportionedSuffix
 )
 
 // FieldPowerInstant is NVML_FI_DEV_POWER_INSTANT.

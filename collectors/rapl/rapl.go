@@ -7,6 +7,7 @@ package rapl
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -22,7 +23,7 @@ import (
 )
 
 // Source is the label of every RAPL event.
-const Source = "rapl"
+const Source = schemas.SourceRAPL
 
 // ErrUnavailable is returned when the host exposes no RAPL domain (not an
 // Intel/AMD host, a VM, or powercap not readable).
@@ -105,6 +106,31 @@ func (d *Domain) Read() (schemas.Energy, error) {
 	}
 	d.last, d.started = v, true
 	return schemas.Energy(v + d.offset), nil
+}
+
+// Config is the RAPL collector's configuration.
+type Config struct {
+	Root   string        `yaml:"root"`   // powercap root (/sys/class/powercap)
+	Period time.Duration `yaml:"period"` // read and publish every counter this often (1 s)
+}
+
+// SampleConfig is sample.yaml: every setting with its default.
+//
+//go:embed sample.yaml
+var SampleConfig string
+
+// Build discovers the RAPL domains under c.Root and returns their
+// collector; an error says why there are none (no powercap, no
+// permission).
+func Build(c Config, env collectors.Env) (collectors.Collector, error) {
+	if c.Root == "" {
+		c.Root = "/sys/class/powercap"
+	}
+	ds, err := Discover(c.Root, env.Host)
+	if err != nil {
+		return nil, err
+	}
+	return NewCollector(env.Host, ds, c.Period), nil
 }
 
 // Collector publishes every domain's counter once per Interval.

@@ -12,6 +12,7 @@ package sim
 
 import (
 	"context"
+	_ "embed"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -23,26 +24,37 @@ import (
 )
 
 // Source is the label on every event of this package.
-const Source = "sim"
+const Source = schemas.SourceSim
 
 // LoadFunc returns the device's utilisation in [0, 1] at time ts (ns).
 type LoadFunc func(device int, ts int64) float64
 
 // Config shapes the simulated devices. Zero fields take H200-like defaults.
 type Config struct {
-	Host    string
-	Devices int
-	Seed    uint64
-	IdleW   float64       // settled idle power (83 W)
-	PeakW   float64       // power at full load, tail excluded (640 W)
-	TailW   float64       // extra power the tail reaches under sustained load (45 W)
-	TailTau time.Duration // time constant of the tail (3 s)
-	NoiseW  float64       // standard deviation of sample noise (1.5 W)
-	Sample  time.Duration // sample period (20 ms, the driver buffer's)
-	Counter time.Duration // counter refresh period (100 ms)
-	Publish time.Duration // one message per device per Publish (1 s)
+	Host    string        `yaml:"-"` // from collectors.Env
+	Devices int           `yaml:"devices"`
+	Seed    uint64        `yaml:"seed"`
+	IdleW   float64       `yaml:"idle_w"`   // settled idle power (83 W)
+	PeakW   float64       `yaml:"peak_w"`   // power at full load, tail excluded (640 W)
+	TailW   float64       `yaml:"tail_w"`   // extra power the tail reaches under sustained load (45 W)
+	TailTau time.Duration `yaml:"tail_tau"` // time constant of the tail (3 s)
+	NoiseW  float64       `yaml:"noise_w"`  // standard deviation of sample noise (1.5 W)
+	Sample  time.Duration `yaml:"sample"`   // sample period (20 ms, the driver buffer's)
+	Counter time.Duration `yaml:"counter"`  // counter refresh period (100 ms)
+	Publish time.Duration `yaml:"publish"`  // one message per device per Publish (1 s)
 	// Load drives the dynamic power; nil uses Script.
-	Load LoadFunc
+	Load LoadFunc `yaml:"-"`
+}
+
+// SampleConfig is sample.yaml: every setting with its default.
+//
+//go:embed sample.yaml
+var SampleConfig string
+
+// Build returns the simulator of c on env.Host, starting now.
+func Build(c Config, env collectors.Env) (collectors.Collector, error) {
+	c.Host = env.Host
+	return New(c, time.Now()), nil
 }
 
 func (c Config) withDefaults() Config {

@@ -15,9 +15,9 @@ const module = "github.com/llm-energy-measure/lem"
 var layer = map[string]int{
 	"schemas": 0,
 
-	"internal/spool": 1, "internal/progress": 1, "internal/chserver": 1, "internal/logging": 1,
+	"internal/spool": 1, "internal/progress": 1, "internal/chserver": 1, "internal/sleep": 1,
 
-	"internal/bus": 2, "collectors": 2, "store/clickhouse": 2, "store/parquet": 2,
+	"internal/bus": 2, "internal/logging": 2, "collectors": 2, "store/clickhouse": 2, "store/parquet": 2,
 
 	"store": 3, "ingest": 3, "analytics": 3,
 	"collectors/nvml": 3, "collectors/rapl": 3, "collectors/sim": 3,

@@ -7,9 +7,9 @@ package logging
 import (
 	"fmt"
 	"io"
-	"os"
 	"time"
 
+	"github.com/llm-energy-measure/lem/internal/progress"
 	"github.com/rs/zerolog"
 )
 
@@ -22,7 +22,7 @@ const (
 
 // New returns a logger writing to w in format at level.
 func New(w io.Writer, format string, level zerolog.Level) (zerolog.Logger, error) {
-	tty := isTerminal(w)
+	tty := progress.IsTerminal(w)
 	if format == "" || format == FormatAuto {
 		format = FormatJSON
 		if tty {
@@ -46,15 +46,6 @@ func init() {
 	// Millisecond timestamps: the default (seconds) made every console
 	// line end in .000 and JSON lines ambiguous within a second.
 	zerolog.TimeFieldFormat = "2006-01-02T15:04:05.000Z07:00"
-}
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 // RateLimited returns l letting through at most burst messages per

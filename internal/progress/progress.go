@@ -33,10 +33,11 @@ func New(w io.Writer, label string, total int64, quiet bool) *Bar {
 	if w == nil {
 		w = os.Stderr
 	}
-	return &Bar{w: w, label: label, total: total, tty: isTerminal(w), decile: -1}
+	return &Bar{w: w, label: label, total: total, tty: IsTerminal(w), decile: -1}
 }
 
-func isTerminal(w io.Writer) bool {
+// IsTerminal reports whether w is a terminal (a character device).
+func IsTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	if !ok {
 		return false

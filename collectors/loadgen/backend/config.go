@@ -12,21 +12,6 @@ import (
 	"time"
 )
 
-// Kinds of backend.
-const (
-	VLLM     = "vllm"
-	TRTLLM   = "tensorrt-llm"
-	SGLang   = "sglang"
-	TGI      = "tgi"
-	LlamaCpp = "llama.cpp"
-	PyTorch  = "pytorch"
-	// External is a server lem does not launch: only attach to Endpoint.
-	External = "external"
-)
-
-// Kinds lists every backend kind, in documentation order.
-var Kinds = []string{VLLM, TRTLLM, SGLang, TGI, LlamaCpp, PyTorch, External}
-
 // Config is one backend, as written under `backend:` in an experiment.
 // Fields shared by every backend come first; each backend's own knobs are
 // in its block. Zero values mean "the backend's default".
@@ -222,17 +207,10 @@ func (c *Config) Normalize() []string {
 		}
 	}
 	k := strings.ToLower(strings.TrimSpace(c.Kind))
-	switch k {
-	case "trtllm", "trt-llm", "tensorrt_llm", "trtllm-serve":
-		k = TRTLLM
-	case "llamacpp", "llama-cpp", "llama_cpp", "llama-server":
-		k = LlamaCpp
-	case "transformers", "hf", "torch":
-		k = PyTorch
-	case "text-generation-inference":
-		k = TGI
-	case "openai", "attach":
-		k = External
+	for _, p := range plugins {
+		if contains(p.Aliases, k) {
+			k = p.Kind
+		}
 	}
 	set("backend.kind", &c.Kind, k)
 	if p, ok := precisionAliases[strings.ToLower(strings.TrimSpace(c.Precision))]; ok {
@@ -346,82 +324,18 @@ func (c *Config) Validate() Problems {
 		}
 	}
 	// Blocks of other backends are a mistake, not a silent no-op.
-	blocks := map[string]bool{VLLM: c.VLLM != nil, TRTLLM: c.TRTLLM != nil, SGLang: c.SGLang != nil, TGI: c.TGI != nil,
-		LlamaCpp: c.LlamaCpp != nil, PyTorch: c.PyTorch != nil}
-	for k, set := range blocks {
-		if set && k != c.Kind {
-			bad("backend."+blockName(k), fmt.Sprintf("settings for %s, but backend.kind is %s", k, c.Kind), "remove the block or change the kind")
+	for _, k := range Kinds {
+		if p := plugins[k]; p.HasBlock != nil && p.HasBlock(c) && k != c.Kind {
+			bad("backend."+p.Block, fmt.Sprintf("settings for %s, but backend.kind is %s", k, c.Kind), "remove the block or change the kind")
 		}
 	}
-	ps = append(ps, checkCapabilities(c)...)
-	ps = append(ps, c.validateOwn()...)
+	if p := plugins[c.Kind]; p != nil {
+		ps = append(ps, checkCapabilities(c)...)
+		if p.Validate != nil {
+			p.Validate(c, bad)
+		}
+	}
 	sort.SliceStable(ps, func(i, j int) bool { return ps[i].Param < ps[j].Param })
-	return ps
-}
-
-func blockName(kind string) string {
-	switch kind {
-	case TRTLLM:
-		return "tensorrt_llm"
-	case LlamaCpp:
-		return "llama_cpp"
-	}
-	return kind
-}
-
-func (c *Config) validateOwn() Problems {
-	var ps Problems
-	bad := func(param, why, instead string) { ps = append(ps, Problem{param, why, instead}) }
-	if v := c.VLLM; v != nil {
-		if v.GPUMemoryUtilization < 0 || v.GPUMemoryUtilization > 1 {
-			bad("backend.vllm.gpu_memory_utilization", fmt.Sprintf("%g is not a fraction", v.GPUMemoryUtilization), "0 < x ≤ 1, e.g. 0.9")
-		}
-		if v.KVCacheDType != "" && !contains([]string{"auto", "fp8", "fp8_e4m3", "fp8_e5m2"}, v.KVCacheDType) {
-			bad("backend.vllm.kv_cache_dtype", fmt.Sprintf("unknown %q", v.KVCacheDType), "auto, fp8, fp8_e4m3 or fp8_e5m2")
-		}
-		if v.BlockSize != 0 && !contains([]int{8, 16, 32, 64, 128}, v.BlockSize) {
-			bad("backend.vllm.block_size", fmt.Sprintf("%d", v.BlockSize), "8, 16, 32, 64 or 128")
-		}
-		if s := v.Speculative; s != nil && s.Model == "" && s.Method == "" {
-			bad("backend.vllm.speculative", "needs a draft model or a method", "")
-		}
-		if s := v.Speculative; s != nil && s.NumTokens < 1 {
-			bad("backend.vllm.speculative.num_speculative_tokens", "must be at least 1", "")
-		}
-	}
-	if v := c.TRTLLM; v != nil {
-		if v.Backend != "" && v.Backend != "pytorch" && v.Backend != "trt" {
-			bad("backend.tensorrt_llm.backend", fmt.Sprintf("unknown %q", v.Backend), "pytorch or trt")
-		}
-		if v.KVCacheFreeMemFraction < 0 || v.KVCacheFreeMemFraction > 1 {
-			bad("backend.tensorrt_llm.kv_cache_free_gpu_memory_fraction", "not a fraction", "0 < x ≤ 1")
-		}
-	}
-	if v := c.SGLang; v != nil {
-		if v.MemFractionStatic < 0 || v.MemFractionStatic > 1 {
-			bad("backend.sglang.mem_fraction_static", "not a fraction", "0 < x ≤ 1")
-		}
-		if v.SchedulePolicy != "" && !contains([]string{"lpm", "fcfs", "random", "dfs-weight", "lof"}, v.SchedulePolicy) {
-			bad("backend.sglang.schedule_policy", fmt.Sprintf("unknown %q", v.SchedulePolicy), "lpm, fcfs, random, dfs-weight or lof")
-		}
-	}
-	if v := c.LlamaCpp; v != nil {
-		if v.FlashAttn != "" && !contains([]string{"on", "off", "auto"}, v.FlashAttn) {
-			bad("backend.llama_cpp.flash_attn", fmt.Sprintf("unknown %q", v.FlashAttn), "on, off or auto")
-		}
-	}
-	if v := c.PyTorch; v != nil {
-		if v.AttnImplementation != "" && !contains([]string{"sdpa", "eager", "flash_attention_2"}, v.AttnImplementation) {
-			bad("backend.pytorch.attn_implementation", fmt.Sprintf("unknown %q", v.AttnImplementation), "sdpa, eager or flash_attention_2")
-		}
-		if v.Batching != "" && !contains([]string{"static", "dynamic", "sorted-static", "sorted-dynamic"}, v.Batching) {
-			bad("backend.pytorch.batching", fmt.Sprintf("unknown %q", v.Batching), "static, dynamic, sorted-static or sorted-dynamic")
-		}
-		if v.AssistantModel != "" && v.MaxBatchSize > 1 {
-			bad("backend.pytorch.assistant_model", "assisted generation in transformers decodes one sequence at a time",
-				"set max_batch_size: 1, or use vllm/sglang speculative decoding for batches")
-		}
-	}
 	return ps
 }
 
