@@ -11,7 +11,7 @@ import (
 // Quality flags, worst last. Every energy figure carries one.
 const (
 	QualityOK       = "ok"
-	QualityLowRes   = "low_resolution" // window under 10 counter refreshes
+	QualityLowRes   = "low_resolution" // window under LowResolutionBelow (1 s)
 	QualityGaps     = "gaps"           // counter reset or missing readings inside the window
 	QualityTooShort = "too_short"      // window shorter than the counter can resolve
 )
@@ -133,6 +133,10 @@ func WindowEnergy(rs []Reading, from, to int64) Window {
 		return w
 	}
 	w.Source = rs[0].Source
+	if known, q := WindowCoverage(rs, nil, 0, from, to).Known(); !known {
+		w.Quality = q
+		return w
+	}
 	pts, resets := series(rs)
 	w.Joules = (at(pts, to) - at(pts, from)) / 1e6
 	// Power near each edge, for the edge uncertainty: ±half a refresh.
@@ -152,10 +156,8 @@ func WindowEnergy(rs []Reading, from, to int64) Window {
 	switch {
 	case resets > 0 || !covered || maxGap > 3e9:
 		w.Quality = QualityGaps
-	case dur < 2*CounterRefresh:
-		w.Quality = QualityTooShort
-	case dur < 10*CounterRefresh:
-		w.Quality = QualityLowRes
+	default:
+		w.Quality = lengthQuality(dur)
 	}
 	w.Simulated = w.Source == schemas.SourceSim
 	_, w.Apportioned = SplitSource(w.Source)
@@ -164,7 +166,7 @@ func WindowEnergy(rs []Reading, from, to int64) Window {
 
 // worse returns the worse of two quality flags.
 func worse(a, b string) string {
-	rank := map[string]int{QualityOK: 0, QualityLowRes: 1, QualityGaps: 2, QualityTooShort: 3}
+	rank := map[string]int{QualityOK: 0, QualityLowRes: 1, QualityGaps: 2, QualityTooShort: 3, QualityNoPower: 4}
 	if rank[b] > rank[a] {
 		return b
 	}

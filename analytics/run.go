@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -23,6 +24,13 @@ type CycleResult struct {
 	DeviceJ      map[string]float64 // each device's part of EnergyJ
 	StaticJ      float64            // idle baseline power x duration
 	DynamicJ     float64            // EnergyJ - StaticJ
+	// DynamicUncJ is the random uncertainty of DynamicJ: the window's edge
+	// uncertainty and the static part's (the baseline's own edge
+	// uncertainty scaled to the cycle's duration), in quadrature.
+	DynamicUncJ float64
+	// Flags are the run-level rules' verdicts on this cycle
+	// (negative_dynamic, outlier_cycle; see flags.go).
+	Flags []string
 	EdgeUncJ     float64            // random uncertainty from counter resolution
 	SystematicJ  float64            // sensor gain uncertainty (±5% of reading)
 	Requests     int
@@ -55,6 +63,9 @@ type RunResult struct {
 	Method                            string // per-request attribution method
 	Devices                           []string
 	BaselineW                         map[string]float64 // idle power per device, settled, before the run
+	// BaselineUncW is the random uncertainty of BaselineW (the baseline
+	// window's edge uncertainty over its duration).
+	BaselineUncW map[string]float64
 	// SeriesShiftMS is, per device, the shift applied to the power series
 	// to put it on the aligned counter's time base (AlignSeries), in ms;
 	// absent where none was applied.
@@ -63,6 +74,10 @@ type RunResult struct {
 	// Summary holds mean/std/CI/CV over cycles for each metric by name.
 	Summary     map[string]Stat
 	Quality     string
+	// Flags are the run-level verdicts (too_few_cycles, outlier_cycle,
+	// negative_dynamic); Outliers say which cycles and why.
+	Flags       []string
+	Outliers    []Outlier
 	Simulated   bool
 	Apportioned bool // some device is a MIG instance (figures apportioned)
 	// Requests holds each request's attributed energy, all cycles.
@@ -145,7 +160,7 @@ func AnalyzeRunWith(ctx context.Context, store Store, runID string, opt Options)
 		return nil, fmt.Errorf("run %q: %w", runID, ErrNoRun)
 	}
 	res := &RunResult{RunID: runID, Experiment: evs[0].Experiment, Backend: evs[0].Backend, Model: evs[0].Model, Config: evs[0].Config,
-		Devices: evs[0].Devices, BaselineW: map[string]float64{}, SeriesShiftMS: map[string]float64{}, Summary: map[string]Stat{}, Quality: QualityOK}
+		Devices: evs[0].Devices, BaselineW: map[string]float64{}, BaselineUncW: map[string]float64{}, SeriesShiftMS: map[string]float64{}, Summary: map[string]Stat{}, Quality: QualityOK}
 	starts, ends := map[uint32]int64{}, map[uint32]int64{}
 	var baseFrom, baseTo int64
 	for _, e := range evs {
@@ -203,6 +218,7 @@ func AnalyzeRunWith(ctx context.Context, store Store, runID string, opt Options)
 		if baseTo > baseFrom && baseFrom != 0 {
 			w := dd.window(baseFrom, baseTo)
 			res.BaselineW[d] = w.Joules / (float64(baseTo-baseFrom) / 1e9)
+			res.BaselineUncW[d] = w.EdgeUncJ / (float64(baseTo-baseFrom) / 1e9)
 		}
 	}
 	reqs, err := store.Requests(ctx, runID)
@@ -237,6 +253,7 @@ func AnalyzeRunWith(ctx context.Context, store Store, runID string, opt Options)
 		return nil, fmt.Errorf("run %q: %w", runID, ErrNoRun)
 	}
 	summarise(res)
+	flagRun(res)
 	var windows [][2]int64
 	for _, c := range res.Cycles {
 		windows = append(windows, [2]int64{c.From, c.To})
@@ -303,6 +320,7 @@ var cycleGetters = map[string]func(*CycleResult) float64{
 	"decode_j":         func(c *CycleResult) float64 { return c.DecodeJ },
 	"throughput_tok_s": func(c *CycleResult) float64 { return float64(c.OutputTokens) / c.DurationS },
 	"idle_share":       func(c *CycleResult) float64 { return c.StaticJ / c.EnergyJ },
+	"duration_s":       func(c *CycleResult) float64 { return c.DurationS },
 }
 
 func cycleMetric(c *CycleResult, m string) float64 {
@@ -319,7 +337,11 @@ func summarise(r *RunResult) {
 		for i := range r.Cycles {
 			xs[i] = cycleMetric(&r.Cycles[i], m)
 		}
-		r.Summary[m] = Summarise(xs)
+		st := Summarise(xs)
+		if st.N < MinCyclesForCI {
+			st.CI95 = math.NaN() // too few cycles to state an interval
+		}
+		r.Summary[m] = st
 	}
 }
 
@@ -346,8 +368,14 @@ func (d *deviceData) hold() int64 {
 // (calibratedQuality); with calibration the edge uncertainty is half a
 // sample period of power at each edge.
 func (d *deviceData) window(from, to int64) Window {
-	w := WindowEnergy(d.readings, from, to)
-	if len(d.power) == 0 || math.IsNaN(w.Joules) {
+	if len(d.power) == 0 {
+		return WindowEnergy(d.readings, from, to)
+	}
+	w := Window{From: from, To: to, Source: d.source, Joules: math.NaN()}
+	w.Simulated = d.source == schemas.SourceSim
+	_, w.Apportioned = SplitSource(d.source)
+	if known, q := WindowCoverage(d.readings, d.power, d.hold(), from, to).Known(); !known {
+		w.Quality = q
 		return w
 	}
 	w.Joules = CalibratedEnergy(d.readings, d.power, d.hold(), from, to)
@@ -364,8 +392,8 @@ func (d *deviceData) window(from, to int64) Window {
 // calibratedQuality flags a window of the calibrated timeline: gaps when
 // the counter does not bracket it (no reading within 10 s before its start
 // or after its end), when it resets inside, or when the series has a hole
-// longer than hold inside it; too_short under two sample periods;
-// low_resolution under 200 ms (ten periods of the 20 ms buffer). The
+// longer than hold inside it; too_short and low_resolution by the window's
+// length as every window (lengthQuality). The
 // counter's own spacing does not matter here: the series carries the
 // timing, the counter only the totals between its readings.
 func calibratedQuality(rs []Reading, ps []schemas.PowerSample, hold, from, to int64) string {
@@ -393,20 +421,13 @@ func calibratedQuality(rs []Reading, ps []schemas.PowerSample, hold, from, to in
 	if ps[len(ps)-1].TS < to {
 		return QualityGaps
 	}
-	period := hold / 3
-	switch d := to - from; {
-	case d < 2*period:
-		return QualityTooShort
-	case d < 10*period:
-		return QualityLowRes
-	}
-	return QualityOK
+	return lengthQuality(to - from)
 }
 
 func cycleResult(c uint32, from, to int64, run *RunResult, devs map[string]*deviceData,
 	reqs []schemas.Request, toks map[string][]schemas.Token) CycleResult {
 	cr := CycleResult{Cycle: c, From: from, To: to, DurationS: float64(to-from) / 1e9, Quality: QualityOK}
-	var unc2 float64
+	var unc2, staticUnc2 float64
 	cr.Method = "counter"
 	for _, d := range run.Devices {
 		dd := devs[d]
@@ -425,6 +446,8 @@ func cycleResult(c uint32, from, to int64, run *RunResult, devs map[string]*devi
 		cr.Apportioned = cr.Apportioned || w.Apportioned
 		if p, ok := run.BaselineW[d]; ok {
 			cr.StaticJ += p * cr.DurationS
+			su := run.BaselineUncW[d] * cr.DurationS
+			staticUnc2 += su * su
 		} else {
 			cr.StaticJ = math.NaN()
 		}
@@ -434,6 +457,7 @@ func cycleResult(c uint32, from, to int64, run *RunResult, devs map[string]*devi
 	}
 	cr.DynamicJ = cr.EnergyJ - cr.StaticJ
 	cr.EdgeUncJ = math.Sqrt(unc2)
+	cr.DynamicUncJ = math.Sqrt(unc2 + staticUnc2)
 	cr.SystematicJ = SensorGain * cr.EnergyJ
 	var ttft, itl, tpot, e2e []float64
 	ok := 0
@@ -535,7 +559,7 @@ func attributeCycle(cr *CycleResult, run *RunResult, devs map[string]*deviceData
 // PrintRun writes the results table of r.
 func PrintRun(w io.Writer, r *RunResult) {
 	fmt.Fprintf(w, "run %s  experiment %s  backend %s  model %s  devices %d  quality %s\n",
-		r.RunID, r.Experiment, r.Backend, r.Model, len(r.Devices), qualityLabel(r.Quality, r.Simulated, r.Apportioned))
+		r.RunID, r.Experiment, r.Backend, r.Model, len(r.Devices), strings.Join(append([]string{qualityLabel(r.Quality, r.Simulated, r.Apportioned)}, r.Flags...), ","))
 	for _, d := range r.Devices {
 		if p, ok := r.BaselineW[d]; ok {
 			fmt.Fprintf(w, "  idle baseline %s: %.1f W\n", d, p)
@@ -551,17 +575,53 @@ func PrintRun(w io.Writer, r *RunResult) {
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "cycle\tdur s\tenergy J\t±edge J\t±5% J\tdynamic J\tprefill J\tdecode J\treqs\tfail\tout tok\tJ/token\tJ/req\treq J p50\tTTFT p50 ms\tTTFT p99 ms\tITL p50 ms\tITL p99 ms\tquality\t")
+	var excluded []string
+	excludedWhy := map[string]bool{}
 	for _, c := range r.Cycles {
-		fmt.Fprintf(tw, "%d\t%.2f\t%.1f\t%.2f\t%.1f\t%.1f\t%.1f\t%.1f\t%d\t%d\t%d\t%.4f\t%.2f\t%.2f\t%.1f\t%.1f\t%.2f\t%.2f\t%s\t\n",
-			c.Cycle, c.DurationS, c.EnergyJ, c.EdgeUncJ, c.SystematicJ, c.DynamicJ, c.PrefillJ, c.DecodeJ, c.Requests, c.Failed, c.OutputTokens,
-			c.JPerToken, c.JPerRequest, c.RequestJp50, c.TTFTp50, c.TTFTp99, c.ITLp50, c.ITLp99, qualityLabel(c.Quality, c.Simulated, c.Apportioned))
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+			c.Cycle, num(c.DurationS, 2), num(c.EnergyJ, 1), num(c.EdgeUncJ, 2), num(c.SystematicJ, 1), num(c.DynamicJ, 1),
+			num(c.PrefillJ, 1), num(c.DecodeJ, 1), c.Requests, c.Failed, c.OutputTokens, num(c.JPerToken, 4), num(c.JPerRequest, 2),
+			num(c.RequestJp50, 2), num(c.TTFTp50, 1), num(c.TTFTp99, 1), num(c.ITLp50, 2), num(c.ITLp99, 2),
+			strings.Join(append([]string{qualityLabel(c.Quality, c.Simulated, c.Apportioned)}, c.Flags...), ","))
+		if math.IsNaN(c.EnergyJ) {
+			excluded = append(excluded, fmt.Sprint(c.Cycle))
+			excludedWhy[c.Quality] = true
+		}
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "over %d cycles (mean ± 95%% CI, Student t; CV):\n", len(r.Cycles))
+	if len(excluded) > 0 {
+		var why []string
+		for q := range excludedWhy {
+			why = append(why, q)
+		}
+		sort.Strings(why)
+		fmt.Fprintf(w, "  left out of the means: cycles %s (%s): their energy is unknown, not zero\n",
+			strings.Join(excluded, ", "), strings.Join(why, ", "))
+	}
+	for _, o := range describeOutliers(r) {
+		fmt.Fprintf(w, "  outlier_cycle: %s\n", o)
+	}
+	for _, c := range r.Cycles {
+		for _, f := range c.Flags {
+			if f == FlagNegativeDynamic {
+				fmt.Fprintf(w, "  negative_dynamic: cycle %d dynamic %s J < −%s J (its uncertainty): the idle baseline does not hold for it; its dynamic and per-request figures are not to be used\n",
+					c.Cycle, num(c.DynamicJ, 1), num(c.DynamicUncJ, 1))
+			}
+		}
+	}
+	if hasFlag(r.Flags, FlagTooFewCycles) {
+		fmt.Fprintf(w, "over %d cycles (mean; too_few_cycles: no confidence interval under %d cycles — measure more):\n", len(r.Cycles), MinCyclesForCI)
+	} else {
+		fmt.Fprintf(w, "over %d cycles (mean ± 95%% CI, Student t; CV):\n", len(r.Cycles))
+	}
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, m := range SummaryMetrics {
 		s := r.Summary[m]
-		fmt.Fprintf(tw, "  %s\t%s\tCV %.1f%%\n", m, fmtCI(s), 100*s.CV)
+		cv := "CV " + num(100*s.CV, 1) + "%"
+		if math.IsNaN(s.CV) {
+			cv = ""
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", m, fmtCI(s), cv)
 	}
 	tw.Flush()
 	if c := r.Correlation; c != nil {
@@ -594,7 +654,32 @@ func PrintRun(w io.Writer, r *RunResult) {
 	}
 }
 
+func hasFlag(fs []string, f string) bool {
+	for _, x := range fs {
+		if x == f {
+			return true
+		}
+	}
+	return false
+}
+
+// num formats v with prec decimals, or "—" when it is not a number (no
+// data: never printed as 0, NaN or Inf).
+func num(v float64, prec int) string {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return "—"
+	}
+	return strconv.FormatFloat(v, 'f', prec, 64)
+}
+
+// FormatStat renders a summary as "mean ± CI", "mean (n=N)" without an
+// interval, or "—" when no cycle has the figure.
+func FormatStat(s Stat) string { return fmtCI(s) }
+
 func fmtCI(s Stat) string {
+	if s.N == 0 || math.IsNaN(s.Mean) {
+		return "— (no cycle has it)"
+	}
 	if math.IsNaN(s.CI95) {
 		return fmt.Sprintf("%.4g (n=%d)", s.Mean, s.N)
 	}

@@ -156,6 +156,8 @@ func ComparePhases(ctx context.Context, st interface {
 				// counter time base when the data determine the shift.
 				aligned, _, _ := AlignSeries(own, buf, 60e6)
 				pc.CalibratedJ = CalibratedEnergy(own, aligned, 60e6, p.From, p.To)
+				// The buffer's coverage is judged as analyze judges it.
+				pc.Quality = worse(pc.Quality, calibratedQuality(own, aligned, 60e6, p.From, p.To))
 			}
 			for i, u := range gapUUIDs {
 				if u == d && gp.From.V[i] < p.To && gp.To.V[i] > p.From {
@@ -166,6 +168,14 @@ func ComparePhases(ctx context.Context, st interface {
 		}
 	}
 	return out, nil
+}
+
+// signed is num with an explicit sign.
+func signed(v float64, prec int) string {
+	if n := num(v, prec); n == "—" || v < 0 {
+		return n
+	}
+	return "+" + num(v, prec)
 }
 
 // PrintPhaseChecks writes a markdown table of checks.
@@ -194,16 +204,16 @@ func PrintPhaseChecks(w io.Writer, cs []PhaseCheck) {
 	fmt.Fprintln(tw, "---\t|---\t|---\t|---\t|---\t|")
 	for _, c := range cs {
 		dur := float64(c.Phase.To-c.Phase.From) / 1e9
-		fmt.Fprintf(tw, "| %s\t| %s\t| %.2f\t| %.1f\t| %.1f\t| %.1f\t|", c.Device, c.Phase.Name, dur, c.CounterJ, c.EdgeUncJ, c.CounterJ/dur)
+		fmt.Fprintf(tw, "| %s\t| %s\t| %.2f\t| %s\t| %s\t| %s\t|", c.Device, c.Phase.Name, dur, num(c.CounterJ, 1), num(c.EdgeUncJ, 1), num(c.CounterJ/dur, 1))
 		for _, s := range srcs {
 			j, ok := c.SeriesJ[s]
 			if !ok {
 				fmt.Fprint(tw, " —\t| —\t| 0\t|")
 				continue
 			}
-			fmt.Fprintf(tw, " %.1f\t| %+.2f%%\t| %d\t|", j, 100*(j-c.CounterJ)/c.CounterJ, c.Samples[s])
+			fmt.Fprintf(tw, " %.1f\t| %s%%\t| %d\t|", j, signed(100*(j-c.CounterJ)/c.CounterJ, 2), c.Samples[s])
 		}
-		fmt.Fprintf(tw, " %.1f\t| %+.2f%%\t| %d\t| %d\t| %s\t|\n", c.CalibratedJ, 100*(c.CalibratedJ-c.CounterJ)/c.CounterJ, c.Expected, c.Gaps, c.Quality)
+		fmt.Fprintf(tw, " %s\t| %s%%\t| %d\t| %d\t| %s\t|\n", num(c.CalibratedJ, 1), signed(100*(c.CalibratedJ-c.CounterJ)/c.CounterJ, 2), c.Expected, c.Gaps, c.Quality)
 	}
 	tw.Flush()
 	for _, c := range cs {

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -46,6 +45,10 @@ func init() {
 				}
 				for _, n := range notes {
 					fmt.Printf("normalised %s\n", n)
+				}
+				if cfg.Measurement.Cycles < analytics.MinCyclesForCI {
+					fmt.Printf("warning: measurement.cycles: %d cycle(s) give no confidence interval (too_few_cycles); use %d or more\n",
+						cfg.Measurement.Cycles, analytics.MinCyclesForCI)
 				}
 				fmt.Printf("%s: ok (%s, %d configuration(s), %d cycles)\n", args[0], cfg.Backend.Kind, max(len(cfg.Sweep), 1), cfg.Measurement.Cycles)
 				return nil
@@ -259,17 +262,10 @@ func printSweep(w io.Writer, names []string, results []*analytics.RunResult) {
 	fmt.Fprintln(tw, "run\tenergy J\tJ/token\ttokens/J\tTTFT p50 ms\tITL p50 ms\tthroughput tok/s\tquality")
 	for i, r := range results {
 		s := r.Summary
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", names[i], fmtStat(s["energy_j"]), fmtStat(s["j_per_token"]),
-			fmtStat(s["tokens_per_j"]), fmtStat(s["ttft_p50_ms"]), fmtStat(s["itl_p50_ms"]), fmtStat(s["throughput_tok_s"]), r.Quality)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", names[i], analytics.FormatStat(s["energy_j"]), analytics.FormatStat(s["j_per_token"]),
+			analytics.FormatStat(s["tokens_per_j"]), analytics.FormatStat(s["ttft_p50_ms"]), analytics.FormatStat(s["itl_p50_ms"]), analytics.FormatStat(s["throughput_tok_s"]), strings.Join(append([]string{r.Quality}, r.Flags...), ","))
 	}
 	tw.Flush()
-}
-
-func fmtStat(s analytics.Stat) string {
-	if math.IsNaN(s.CI95) {
-		return fmt.Sprintf("%.4g", s.Mean)
-	}
-	return fmt.Sprintf("%.4g ± %.2g", s.Mean, s.CI95)
 }
 
 // runCmd holds the flags of `lem run`.

@@ -186,3 +186,19 @@ func TestCheckConfigAndShow(t *testing.T) {
 		t.Fatalf("config show:\n%s", outs)
 	}
 }
+
+// TestCheckConfigWarnsTooFewCycles: fewer than three cycles pass (the file
+// is valid) with a warning that no interval will be stated.
+func TestCheckConfigWarnsTooFewCycles(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "e.yaml")
+	os.WriteFile(path, []byte("backend: {kind: vllm, model: m}\nmeasurement: {cycles: 1}\n"), 0o644)
+	var errb bytes.Buffer
+	out := captureStdout(t, func() {
+		if code := run([]string{"check-config", path}, os.Stdout, &errb); code != 0 {
+			t.Fatalf("check-config: %s", errb.String())
+		}
+	})
+	if !strings.Contains(out, "warning: measurement.cycles: 1 cycle(s) give no confidence interval (too_few_cycles)") {
+		t.Fatalf("no warning:\n%s", out)
+	}
+}

@@ -1,0 +1,167 @@
+package analytics
+
+import (
+	"context"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/llm-energy-measure/lem/collectors/sim"
+	"github.com/llm-energy-measure/lem/schemas"
+	"github.com/llm-energy-measure/lem/store"
+)
+
+// TestNoSilentZeros: a run whose power recording stops before its last two
+// cycles. Those cycles have no energy — NaN, flagged no_power, never 0 J
+// with an infinite tokens/J — and are left out of the means, which say so;
+// validate-power's counter figure for the same windows is NaN with the
+// same flag. With the counter only, and with the power series too.
+func TestNoSilentZeros(t *testing.T) {
+	start := time.Date(2026, 11, 29, 0, 0, 0, 0, time.UTC)
+	t0 := start.UnixNano()
+	s := sim.New(sim.Config{Devices: 1, Seed: 3}, start)
+	dev := s.Devices()[0].UUID
+	m := &memStore{energy: map[string][]Reading{}, tokens: map[string][]schemas.Token{}, power: map[string][]schemas.PowerSample{}}
+	var samples []schemas.PowerSample
+	for sec := 1; sec <= 12; sec++ { // the recording ends at 12 s
+		pb, eb := s.Advance(0, t0+int64(sec)*1e9)
+		samples = append(samples, pb.Samples...)
+		for _, e := range eb.Readings {
+			m.energy[dev] = append(m.energy[dev], Reading{EnergyReading: e, Source: schemas.SourceSim})
+		}
+	}
+	sec := func(k float64) int64 { return t0 + int64(k*1e9) }
+	ev := func(c uint32, p schemas.RunPhase, ts int64) schemas.RunEvent {
+		return schemas.RunEvent{RunID: "r", Cycle: c, Phase: p, TS: ts, Devices: []string{dev}}
+	}
+	m.runs = []schemas.RunEvent{ev(0, schemas.RunStart, sec(1)), ev(0, schemas.RunBaseline, sec(3))}
+	for c := uint32(0); c < 4; c++ { // cycles at 3-6, 7-10, 13-16 and 17-20 s
+		from := sec(3 + 4*float64(c) + float64(c/2)*2)
+		m.runs = append(m.runs, ev(c, schemas.RunStart, from), ev(c, schemas.RunEnd, from+3e9))
+		m.requests = append(m.requests, schemas.Request{ID: string(rune('a' + c)), Cycle: c, Sent: from, FirstToken: from + 1e8,
+			LastToken: from + 2e9, Done: from + 2e9, OutputTokens: 50, Status: schemas.StatusOK})
+	}
+	for _, withSeries := range []bool{false, true} {
+		m.power = map[string][]schemas.PowerSample{}
+		if withSeries {
+			m.power[dev] = samples
+		}
+		res, err := AnalyzeRun(context.Background(), m, "r")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, c := range res.Cycles {
+			if i < 2 {
+				if math.IsNaN(c.EnergyJ) || c.EnergyJ <= 0 {
+					t.Errorf("series %v cycle %d: covered, energy %v", withSeries, i, c.EnergyJ)
+				}
+				continue
+			}
+			if !math.IsNaN(c.EnergyJ) || !math.IsNaN(c.JPerToken) || !math.IsNaN(c.TokensPerJ) || !math.IsNaN(c.DynamicJ) {
+				t.Errorf("series %v cycle %d after the recording: energy %v J, J/token %v, tokens/J %v, dynamic %v; want NaN",
+					withSeries, i, c.EnergyJ, c.JPerToken, c.TokensPerJ, c.DynamicJ)
+			}
+			if c.Quality != QualityNoPower {
+				t.Errorf("series %v cycle %d: quality %s, want %s", withSeries, i, c.Quality, QualityNoPower)
+			}
+		}
+		if st := res.Summary["energy_j"]; st.N != 2 || math.IsNaN(st.Mean) {
+			t.Errorf("series %v: energy mean over %d cycles (%v), want the 2 with energy", withSeries, st.N, st.Mean)
+		}
+		var b strings.Builder
+		PrintRun(&b, res)
+		if !strings.Contains(b.String(), "left out of the means: cycles 2, 3 (no_power)") {
+			t.Errorf("series %v: the exclusion is not stated:\n%s", withSeries, b.String())
+		}
+		for _, line := range strings.Split(b.String(), "\n") {
+			f := strings.Fields(line)
+			if len(f) > 0 && (f[0] == "2" || f[0] == "3" || f[0] == "energy_j" || f[0] == "j_per_token" || f[0] == "tokens_per_j") &&
+				(strings.Contains(line, "NaN") || strings.Contains(line, "Inf")) {
+				t.Errorf("series %v: NaN or Inf printed for a figure without energy: %q", withSeries, line)
+			}
+		}
+	}
+	// validate-power's counter figure: the same judgement.
+	w := WindowEnergy(m.energy[dev], sec(13), sec(16))
+	if !math.IsNaN(w.Joules) || w.Quality != QualityNoPower {
+		t.Errorf("counter window after the recording: %v J, %s", w.Joules, w.Quality)
+	}
+	// Within MaxExtrapolation of the last reading: extended and flagged.
+	w = WindowEnergy(m.energy[dev], sec(10), sec(12.3))
+	if math.IsNaN(w.Joules) || w.Quality != QualityGaps {
+		t.Errorf("window 0.3 s past the last reading: %v J, %s; want extended, gaps", w.Joules, w.Quality)
+	}
+	w = WindowEnergy(m.energy[dev], sec(10), sec(13))
+	if !math.IsNaN(w.Joules) || w.Quality != QualityGaps {
+		t.Errorf("window 1 s past the last reading: %v J, %s; want unknown, gaps", w.Joules, w.Quality)
+	}
+}
+
+func TestWindowCoverage(t *testing.T) {
+	rs := []Reading{{EnergyReading: schemas.EnergyReading{TSBefore: 1e9}}, {EnergyReading: schemas.EnergyReading{TSBefore: 3e9, Energy: 1}}}
+	ps := []schemas.PowerSample{{TS: 2.5e9}, {TS: 2.52e9}, {TS: 3.5e9}}
+	c := WindowCoverage(rs, ps, 60e6, 2e9, 4e9)
+	// Counter 2–3 s; samples 2.5–2.52, 2.52–2.58 and 3.5–3.56 s.
+	if c.Counter != 0.5 || math.Abs(c.Series-0.07) > 1e-9 || c.Unknown != 940e6 {
+		t.Fatalf("%+v", c)
+	}
+	if known, q := c.Known(); known || q != QualityGaps {
+		t.Fatalf("known %v %s", known, q)
+	}
+	if known, q := WindowCoverage(nil, nil, 60e6, 2e9, 4e9).Known(); known || q != QualityNoPower {
+		t.Fatalf("empty: known %v %s", known, q)
+	}
+}
+
+// TestValidatePowerJudgesTheBuffer: validate-power flags a phase whose
+// buffer stops 114 ms before its end, as analyze does (it said ok), and
+// reports no energy for a phase after the recording.
+func TestValidatePowerJudgesTheBuffer(t *testing.T) {
+	start := time.Date(2026, 11, 29, 0, 0, 0, 0, time.UTC)
+	t0 := start.UnixNano()
+	s := sim.New(sim.Config{Devices: 1, Seed: 4}, start)
+	en := schemas.NewRows(schemas.KindEnergy)
+	pw := schemas.NewRows(schemas.KindPower)
+	for sec := 1; sec <= 10; sec++ {
+		pb, eb := s.Advance(0, t0+int64(sec)*1e9)
+		eb.Origin.Source, pb.Origin.Source = schemas.SourceNVMLCounter, schemas.SourceNVMLBuffer
+		en.Append(eb, schemas.Position{Epoch: 1, Seq: uint64(sec)})
+		// The buffer stops at 8.886 s; the counter runs on to 10 s.
+		var keep []schemas.PowerSample
+		for _, p := range pb.Samples {
+			if p.TS < t0+8_886_000_000 {
+				keep = append(keep, p)
+			}
+		}
+		pb.Samples = keep
+		if len(keep) > 0 {
+			pw.Append(pb, schemas.Position{Epoch: 1, Seq: uint64(sec)})
+		}
+	}
+	st := store.Parquet(t.TempDir())
+	for _, tb := range []*schemas.Table{en.Table(), pw.Table()} {
+		if err := st.Write(context.Background(), tb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	phases := []Phase{{Name: "full", From: t0 + 2e9, To: t0 + 5e9}, {Name: "short", From: t0 + 6e9, To: t0 + 9e9},
+		{Name: "after", From: t0 + 12e9, To: t0 + 14e9}}
+	cs, err := ComparePhases(context.Background(), st, nil, phases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]PhaseCheck{}
+	for _, c := range cs {
+		got[c.Phase.Name] = c
+	}
+	if q := got["full"].Quality; q != QualityOK {
+		t.Errorf("covered phase: %s", q)
+	}
+	if q := got["short"].Quality; q != QualityGaps {
+		t.Errorf("phase whose buffer stops 114 ms early: %s, want gaps", q)
+	}
+	if c := got["after"]; !math.IsNaN(c.CounterJ) || c.Quality != QualityNoPower {
+		t.Errorf("phase after the recording: %v J, %s", c.CounterJ, c.Quality)
+	}
+}

@@ -1,0 +1,134 @@
+package analytics
+
+import (
+	"context"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/llm-energy-measure/lem/schemas"
+)
+
+// counterStore is a one-device run whose counter integrates watts(t), t in
+// seconds from 0, read every 100 ms for 200 s: a baseline over 1-3 s, then
+// the given cycles [from, to) in seconds.
+func counterStore(watts func(t float64) float64, cycles [][2]float64) *memStore {
+	const dev = "GPU-x"
+	m := &memStore{energy: map[string][]Reading{}, tokens: map[string][]schemas.Token{}, power: map[string][]schemas.PowerSample{}}
+	var e float64
+	for k := 0; k <= 2000; k++ {
+		t := float64(k) / 10
+		if k > 0 {
+			e += watts(t-0.05) * 0.1 * 1e6 // µJ
+		}
+		m.energy[dev] = append(m.energy[dev], Reading{EnergyReading: schemas.EnergyReading{TSBefore: int64(t * 1e9), TSAfter: int64(t * 1e9),
+			Energy: schemas.Energy(e)}, Source: "trace.counter-change"})
+	}
+	ns := func(s float64) int64 { return int64(s * 1e9) }
+	ev := func(c uint32, p schemas.RunPhase, s float64) schemas.RunEvent {
+		return schemas.RunEvent{RunID: "r", Cycle: c, Phase: p, TS: ns(s), Devices: []string{dev}}
+	}
+	m.runs = []schemas.RunEvent{ev(0, schemas.RunStart, 1), ev(0, schemas.RunBaseline, 3)}
+	for i, c := range cycles {
+		m.runs = append(m.runs, ev(uint32(i), schemas.RunStart, c[0]), ev(uint32(i), schemas.RunEnd, c[1]))
+		m.requests = append(m.requests, schemas.Request{ID: string(rune('a' + i)), Cycle: uint32(i), Sent: ns(c[0]), FirstToken: ns(c[0] + 0.1),
+			LastToken: ns(c[1]), Done: ns(c[1]), OutputTokens: 100, Status: schemas.StatusOK})
+	}
+	return m
+}
+
+func analyze(t *testing.T, m *memStore) (*RunResult, string) {
+	t.Helper()
+	r, err := AnalyzeRun(context.Background(), m, "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	PrintRun(&b, r)
+	return r, b.String()
+}
+
+// TestFlagNegativeDynamic: a cycle whose power falls below the idle
+// baseline (the GPU idled lower than when the baseline was taken) gets
+// negative_dynamic, with the reason printed; the others do not.
+func TestFlagNegativeDynamic(t *testing.T) {
+	m := counterStore(func(t float64) float64 {
+		switch {
+		case t >= 20 && t < 30:
+			return 70 // below the 100 W baseline
+		case t >= 5 && t < 15, t >= 35 && t < 45:
+			return 300
+		}
+		return 100
+	}, [][2]float64{{5, 15}, {20, 30}, {35, 45}})
+	r, out := analyze(t, m)
+	if !hasFlag(r.Cycles[1].Flags, FlagNegativeDynamic) || hasFlag(r.Cycles[0].Flags, FlagNegativeDynamic) || !hasFlag(r.Flags, FlagNegativeDynamic) {
+		t.Fatalf("flags: cycles %v %v %v, run %v", r.Cycles[0].Flags, r.Cycles[1].Flags, r.Cycles[2].Flags, r.Flags)
+	}
+	if !strings.Contains(out, "negative_dynamic: cycle 1") {
+		t.Errorf("not explained:\n%s", out)
+	}
+}
+
+// TestFlagTooFewCycles: two cycles state no interval (a CI over two
+// cycles, t = 12.7, is not a measurement error bar) and say why.
+func TestFlagTooFewCycles(t *testing.T) {
+	m := counterStore(func(t float64) float64 {
+		if t >= 5 && t < 15 || t >= 20 && t < 30 {
+			return 300 + t
+		}
+		return 100
+	}, [][2]float64{{5, 15}, {20, 30}})
+	r, out := analyze(t, m)
+	if !hasFlag(r.Flags, FlagTooFewCycles) || !math.IsNaN(r.Summary["energy_j"].CI95) {
+		t.Fatalf("flags %v, CI %v", r.Flags, r.Summary["energy_j"].CI95)
+	}
+	summary := out[strings.Index(out, "over 2 cycles"):]
+	if strings.Contains(summary, "±") || !strings.Contains(out, "too_few_cycles: no confidence interval") {
+		t.Errorf("an interval printed for two cycles, or no reason:\n%s", out)
+	}
+}
+
+// TestFlagOutlierCycle: one cycle twice as long as the others is named,
+// with the mean without it.
+func TestFlagOutlierCycle(t *testing.T) {
+	cycles := [][2]float64{{5, 15}, {20, 30.2}, {35, 44.9}, {50, 70}, {80, 90.1}}
+	m := counterStore(func(t float64) float64 {
+		for _, c := range cycles {
+			if t >= c[0] && t < c[1] {
+				return 300
+			}
+		}
+		return 100
+	}, cycles)
+	r, out := analyze(t, m)
+	if len(r.Outliers) != 2 || r.Outliers[0].Cycle != 3 || !hasFlag(r.Cycles[3].Flags, FlagOutlierCycle) || hasFlag(r.Cycles[0].Flags, FlagOutlierCycle) {
+		t.Fatalf("outliers %+v", r.Outliers)
+	}
+	if o := r.Outliers[0]; o.Metric != "duration_s" || math.Abs(o.MeanWithout-10) > 0.2 {
+		t.Errorf("outlier %+v", o)
+	}
+	if !strings.Contains(out, "outlier_cycle: cycle 3: duration_s 20") {
+		t.Errorf("not named:\n%s", out)
+	}
+	if hasFlag(r.Flags, FlagTooFewCycles) {
+		t.Error("five cycles flagged too few")
+	}
+}
+
+// TestLowResolutionOneThreshold: a 0.5 s window is low_resolution whether
+// it is computed from the counter alone or from a calibrated power series.
+func TestLowResolutionOneThreshold(t *testing.T) {
+	m := counterStore(func(float64) float64 { return 200 }, [][2]float64{{5, 5.5}, {10, 10.5}, {15, 15.5}})
+	r, _ := analyze(t, m)
+	if q := r.Cycles[0].Quality; q != QualityLowRes {
+		t.Errorf("counter only: %s", q)
+	}
+	for k := 0; k < 200*50; k++ {
+		m.power["GPU-x"] = append(m.power["GPU-x"], schemas.PowerSample{TS: int64(k) * 20e6, Power: 200_000})
+	}
+	r, _ = analyze(t, m)
+	if q := r.Cycles[0].Quality; q != QualityLowRes {
+		t.Errorf("calibrated: %s (was ok at 0.29–0.57 s before one threshold)", q)
+	}
+}
