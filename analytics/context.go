@@ -19,8 +19,8 @@ type RunContext struct {
 	ThrottleReasons                         uint64
 	StateSamples                            int
 	// Server metrics scraped during the cycles: for each gauge its mean,
-	// for each counter its increase (last − first), by metric name and
-	// labels. Known ratios (prefix-cache hit rate, speculative acceptance,
+	// for each counter its increase summed over the cycles' windows (last −
+	// first inside each), by metric name and labels. Known ratios (prefix-cache hit rate, speculative acceptance,
 	// mean queue time) are derived where the server exposes their parts.
 	Gauges, Increases map[string]float64
 	Derived           map[string]float64
@@ -78,14 +78,32 @@ func runContext(ctx context.Context, tr TableReader, r *RunResult, windows [][2]
 	if err := tr.ReadTable(ctx, m.Table(), schemas.Filter{RunIDs: []string{r.RunID}, From: from, To: to}); err != nil {
 		return nil, err
 	}
+	// A cumulative counter is the server's, not the run's: between this
+	// run's windows it also counts other configurations of a sweep and the
+	// cool-downs. Its increase is summed window by window (last − first
+	// inside each; a drop is a restart, counted from zero). Gauges are
+	// averaged over the samples inside the windows.
+	type span struct {
+		first, last float64
+		t0, t1      int64
+	}
 	type series struct {
-		first, last, sum float64
-		n                int
-		t0, t1           int64
+		windows map[int]*span
+		sum     float64
+		n       int
+	}
+	window := func(t int64) int {
+		for i, w := range windows {
+			if t >= w[0] && t <= w[1] {
+				return i
+			}
+		}
+		return -1
 	}
 	by := map[string]*series{}
 	for i := range m.TS.V {
-		if !in(m.TS.V[i]) || strings.HasSuffix(m.Name.V[i], "_bucket") {
+		wi := window(m.TS.V[i])
+		if wi < 0 || strings.HasSuffix(m.Name.V[i], "_bucket") {
 			continue
 		}
 		key := m.Name.V[i]
@@ -93,16 +111,21 @@ func runContext(ctx context.Context, tr TableReader, r *RunResult, windows [][2]
 			key += "{" + l + "}"
 		}
 		s := by[key]
-		v := m.Value.V[i]
 		if s == nil {
-			s = &series{first: v, t0: m.TS.V[i]}
+			s = &series{windows: map[int]*span{}}
 			by[key] = s
 		}
-		if m.TS.V[i] < s.t0 {
-			s.first, s.t0 = v, m.TS.V[i]
+		v, t := m.Value.V[i], m.TS.V[i]
+		sp := s.windows[wi]
+		if sp == nil {
+			sp = &span{first: v, last: v, t0: t, t1: t}
+			s.windows[wi] = sp
 		}
-		if m.TS.V[i] >= s.t1 {
-			s.last, s.t1 = v, m.TS.V[i]
+		if t < sp.t0 {
+			sp.first, sp.t0 = v, t
+		}
+		if t >= sp.t1 {
+			sp.last, sp.t1 = v, t
 		}
 		s.sum += v
 		s.n++
@@ -112,11 +135,19 @@ func runContext(ctx context.Context, tr TableReader, r *RunResult, windows [][2]
 		if i := strings.IndexByte(k, '{'); i >= 0 {
 			name = k[:i]
 		}
-		if counterName(name) {
-			c.Increases[k] = s.last - s.first
-		} else {
+		if !counterName(name) {
 			c.Gauges[k] = s.sum / float64(s.n)
+			continue
 		}
+		var inc float64
+		for _, sp := range s.windows {
+			if d := sp.last - sp.first; d >= 0 {
+				inc += d
+			} else {
+				inc += sp.last // the server restarted inside the window
+			}
+		}
+		c.Increases[k] = inc
 	}
 	// Ratios from parts, summed over label sets.
 	total := func(prefix string) (float64, bool) {
