@@ -90,9 +90,9 @@ func (p *Publisher) PublishRaw(subject, msgID string, data []byte) error {
 	// slow or busy JetStream) or the reconnect buffer is full, wait and
 	// try again, so a collector slows down instead of failing; with a
 	// spool, a message that waited SpoolAfter goes to disk instead.
-	start := time.Now()
+	var start time.Time
 	for {
-		_, err := p.js.PublishMsgAsync(m, jetstream.WithStallWait(stallWait))
+		_, err := p.js.PublishMsgAsync(m, stallOpt)
 		if err == nil {
 			break
 		}
@@ -100,6 +100,9 @@ func (p *Publisher) PublishRaw(subject, msgID string, data []byte) error {
 			return fmt.Errorf("publishing to %s: %w", subject, err)
 		}
 		p.stalls.Add(1)
+		if start.IsZero() {
+			start = time.Now()
+		}
 		if p.spool != nil && time.Since(start) >= SpoolAfter {
 			p.published.Add(1)
 			return p.spool.Append(subject, msgID, data)
@@ -116,6 +119,8 @@ func (p *Publisher) PublishRaw(subject, msgID string, data []byte) error {
 // stallWait is how long one publish attempt waits for room among the
 // unacknowledged messages before it is tried again.
 const stallWait = 250 * time.Millisecond
+
+var stallOpt = jetstream.WithStallWait(stallWait)
 
 // SpoolAfter is how long a publish waits for JetStream before the message
 // goes to the spool (when the publisher has one).
