@@ -17,22 +17,22 @@ import (
 // CycleResult holds one cycle's figures. Energies are in joules, times in
 // milliseconds.
 type CycleResult struct {
-	Cycle        uint32
-	From, To     int64
-	DurationS    float64
-	EnergyJ      float64            // all devices of the run, counter-based
-	DeviceJ      map[string]float64 // each device's part of EnergyJ
-	StaticJ      float64            // idle baseline power x duration
-	DynamicJ     float64            // EnergyJ - StaticJ
+	Cycle     uint32
+	From, To  int64
+	DurationS float64
+	EnergyJ   float64            // all devices of the run, counter-based
+	DeviceJ   map[string]float64 // each device's part of EnergyJ
+	StaticJ   float64            // idle baseline power x duration
+	DynamicJ  float64            // EnergyJ - StaticJ
 	// DynamicUncJ is the random uncertainty of DynamicJ: the window's edge
 	// uncertainty and the static part's (the baseline's own edge
 	// uncertainty scaled to the cycle's duration), in quadrature.
 	DynamicUncJ float64
 	// Flags are the run-level rules' verdicts on this cycle
 	// (negative_dynamic, outlier_cycle; see flags.go).
-	Flags []string
-	EdgeUncJ     float64            // random uncertainty from counter resolution
-	SystematicJ  float64            // sensor gain uncertainty (±5% of reading)
+	Flags        []string
+	EdgeUncJ     float64 // random uncertainty from counter resolution
+	SystematicJ  float64 // sensor gain uncertainty (±5% of reading)
 	Requests     int
 	Failed       int
 	PromptTokens uint64
@@ -72,8 +72,8 @@ type RunResult struct {
 	SeriesShiftMS map[string]float64
 	Cycles        []CycleResult
 	// Summary holds mean/std/CI/CV over cycles for each metric by name.
-	Summary     map[string]Stat
-	Quality     string
+	Summary map[string]Stat
+	Quality string
 	// Flags are the run-level verdicts (too_few_cycles, outlier_cycle,
 	// negative_dynamic); Outliers say which cycles and why.
 	Flags       []string
