@@ -26,6 +26,10 @@ type RunContext struct {
 	Derived           map[string]float64
 }
 
+// EdgeTolerance is how far from a window's edge a scrape may be and still
+// stand for the counter's value at that edge.
+const EdgeTolerance = int64(1e9)
+
 // counterName reports whether a scraped series is cumulative.
 func counterName(name string) bool {
 	return strings.HasSuffix(name, "_total") || strings.HasSuffix(name, "_sum") || strings.HasSuffix(name, "_count") ||
@@ -80,75 +84,91 @@ func runContext(ctx context.Context, tr TableReader, r *RunResult, windows [][2]
 	}
 	// A cumulative counter is the server's, not the run's: between this
 	// run's windows it also counts other configurations of a sweep and the
-	// cool-downs. Its increase is summed window by window (last − first
-	// inside each; a drop is a restart, counted from zero). Gauges are
-	// averaged over the samples inside the windows.
-	type span struct {
-		first, last float64
-		t0, t1      int64
+	// cool-downs. Its increase is taken window by window — from the scrape
+	// at or just before the window's start to the one at or just after its
+	// end (the scraper runs from just before a cycle to just after it; a
+	// scrape more than EdgeTolerance away does not bracket), else from the
+	// first to the last scrape inside — and summed; a drop is a restart,
+	// counted from zero. Gauges are averaged over the scrapes inside.
+	type sample struct {
+		t int64
+		v float64
 	}
-	type series struct {
-		windows map[int]*span
-		sum     float64
-		n       int
-	}
-	window := func(t int64) int {
-		for i, w := range windows {
-			if t >= w[0] && t <= w[1] {
-				return i
-			}
-		}
-		return -1
-	}
-	by := map[string]*series{}
+	byKey := map[string][]sample{}
 	for i := range m.TS.V {
-		wi := window(m.TS.V[i])
-		if wi < 0 || strings.HasSuffix(m.Name.V[i], "_bucket") {
+		if strings.HasSuffix(m.Name.V[i], "_bucket") {
 			continue
 		}
 		key := m.Name.V[i]
 		if l := m.Label.V[i]; l != "" {
 			key += "{" + l + "}"
 		}
-		s := by[key]
-		if s == nil {
-			s = &series{windows: map[int]*span{}}
-			by[key] = s
-		}
-		v, t := m.Value.V[i], m.TS.V[i]
-		sp := s.windows[wi]
-		if sp == nil {
-			sp = &span{first: v, last: v, t0: t, t1: t}
-			s.windows[wi] = sp
-		}
-		if t < sp.t0 {
-			sp.first, sp.t0 = v, t
-		}
-		if t >= sp.t1 {
-			sp.last, sp.t1 = v, t
-		}
-		s.sum += v
-		s.n++
+		byKey[key] = append(byKey[key], sample{m.TS.V[i], m.Value.V[i]})
 	}
-	for k, s := range by {
+	for k, ss := range byKey {
+		sort.Slice(ss, func(a, b int) bool { return ss[a].t < ss[b].t })
 		name := k
 		if i := strings.IndexByte(k, '{'); i >= 0 {
 			name = k[:i]
 		}
 		if !counterName(name) {
-			c.Gauges[k] = s.sum / float64(s.n)
+			var sum float64
+			n := 0
+			for _, x := range ss {
+				if in(x.t) {
+					sum += x.v
+					n++
+				}
+			}
+			if n > 0 {
+				c.Gauges[k] = sum / float64(n)
+			}
 			continue
 		}
 		var inc float64
-		for _, sp := range s.windows {
-			if d := sp.last - sp.first; d >= 0 {
+		seen := false
+		for _, w := range windows {
+			first, last := -1, -1
+			for i, x := range ss {
+				if x.t <= w[0] && x.t >= w[0]-EdgeTolerance {
+					first = i // the latest at or just before the start
+				}
+				if last < 0 && x.t >= w[1] && x.t <= w[1]+EdgeTolerance {
+					last = i // the earliest at or just after the end
+				}
+			}
+			if first < 0 || last < 0 { // no bracket: the scrapes inside
+				fi, la := -1, -1
+				for i, x := range ss {
+					if x.t >= w[0] && x.t <= w[1] {
+						if fi < 0 {
+							fi = i
+						}
+						la = i
+					}
+				}
+				if first < 0 {
+					first = fi
+				}
+				if last < 0 {
+					last = la
+				}
+			}
+			if first < 0 || last < 0 || last < first {
+				continue
+			}
+			seen = true
+			if d := ss[last].v - ss[first].v; d >= 0 {
 				inc += d
 			} else {
-				inc += sp.last // the server restarted inside the window
+				inc += ss[last].v // the server restarted inside the window
 			}
 		}
-		c.Increases[k] = inc
+		if seen {
+			c.Increases[k] = inc
+		}
 	}
+	by := byKey
 	// Ratios from parts, summed over label sets.
 	total := func(prefix string) (float64, bool) {
 		var v float64

@@ -66,21 +66,12 @@ func WindowCoverage(rs []Reading, ps []schemas.PowerSample, hold, from, to int64
 		}
 	}
 	var covered int64
-	i := sort.Search(len(ps), func(i int) bool { return ps[i].TS > from })
-	if i > 0 {
-		i--
-	}
-	for ; i < len(ps) && ps[i].TS < to; i++ {
-		end := ps[i].TS + hold
-		if i+1 < len(ps) && ps[i+1].TS < end {
-			end = ps[i+1].TS
-		}
-		lo, hi := max(ps[i].TS, from), min(end, to)
+	holdSpans(ps, from, to, hold, func(_ int, lo, hi int64) {
 		if hi > lo {
 			covered += hi - lo
 			iv = append(iv, [2]int64{lo, hi})
 		}
-	}
+	})
 	c.Series = float64(covered) / float64(dur)
 	sort.Slice(iv, func(a, b int) bool { return iv[a][0] < iv[b][0] })
 	var union, end int64

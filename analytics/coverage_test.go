@@ -165,3 +165,31 @@ func TestValidatePowerJudgesTheBuffer(t *testing.T) {
 		t.Errorf("phase after the recording: %v J, %s", c.CounterJ, c.Quality)
 	}
 }
+
+// TestLatencyOnlyRun: a run measured without any power collector
+// (collectors.gpu: none) has latency figures and no energy — every energy
+// field NaN, flagged no_power — instead of a panic.
+func TestLatencyOnlyRun(t *testing.T) {
+	m := &memStore{energy: map[string][]Reading{}, tokens: map[string][]schemas.Token{}, power: map[string][]schemas.PowerSample{}}
+	for c := uint32(0); c < 3; c++ {
+		from := int64(c+1) * 10e9
+		m.runs = append(m.runs, schemas.RunEvent{RunID: "r", Cycle: c, Phase: schemas.RunStart, TS: from},
+			schemas.RunEvent{RunID: "r", Cycle: c, Phase: schemas.RunEnd, TS: from + 5e9})
+		m.requests = append(m.requests, schemas.Request{ID: string(rune('a' + c)), Cycle: c, Sent: from, FirstToken: from + 2e8,
+			LastToken: from + 4e9, Done: from + 4e9, OutputTokens: 40, Status: schemas.StatusOK})
+	}
+	r, err := AnalyzeRun(context.Background(), m, "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range r.Cycles {
+		if !math.IsNaN(c.EnergyJ) || !math.IsNaN(c.DynamicJ) || !math.IsNaN(c.JPerToken) || c.Quality != QualityNoPower || c.TTFTp50 != 200 {
+			t.Errorf("cycle %d: energy %v dynamic %v J/token %v quality %s TTFT %v", c.Cycle, c.EnergyJ, c.DynamicJ, c.JPerToken, c.Quality, c.TTFTp50)
+		}
+	}
+	if r.Summary["ttft_p50_ms"].N != 3 || r.Summary["energy_j"].N != 0 {
+		t.Errorf("summary: ttft n=%d, energy n=%d", r.Summary["ttft_p50_ms"].N, r.Summary["energy_j"].N)
+	}
+	var b strings.Builder
+	PrintRun(&b, r)
+}

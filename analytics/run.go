@@ -453,7 +453,8 @@ func cycleResult(c uint32, from, to int64, run *RunResult, devs map[string]*devi
 		}
 	}
 	if len(run.Devices) == 0 {
-		cr.EnergyJ, cr.Quality = math.NaN(), QualityGaps
+		// A latency-only run (collectors.gpu: none): no energy at all.
+		cr.EnergyJ, cr.StaticJ, cr.Quality = math.NaN(), math.NaN(), QualityNoPower
 	}
 	cr.DynamicJ = cr.EnergyJ - cr.StaticJ
 	cr.EdgeUncJ = math.Sqrt(unc2)
@@ -517,6 +518,9 @@ func attributeCycle(cr *CycleResult, run *RunResult, devs map[string]*deviceData
 		}
 		sets = append(sets, Slices(dd.readings, dd.power, dd.hold(), cr.From, cr.To))
 		staticW += run.BaselineW[d]
+	}
+	if len(sets) == 0 {
+		return nil // a latency-only run (collectors.gpu: none): nothing to attribute
 	}
 	slices := sets[0]
 	if len(sets) > 1 {

@@ -40,15 +40,11 @@ func newAnalyzeCmd(fs *flag.FlagSet) func([]string) error {
 
 func (opt *analyzeCmd) run(args []string) error {
 	ctx := context.Background()
-	store, err := openStore(ctx, opt.stc(), *opt.write, opt.logger())
+	store, ids, err := openRuns(ctx, opt.stc(), *opt.write, opt.logger(), args)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	ids, err := runIDsOrAll(ctx, store, args)
-	if err != nil {
-		return err
-	}
 	for _, id := range ids {
 		r, err := analytics.AnalyzeRunWith(ctx, store, id, analytics.Options{Method: *opt.method})
 		if err != nil {

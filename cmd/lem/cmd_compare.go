@@ -48,15 +48,11 @@ func newCompareCmd(fs *flag.FlagSet) func([]string) error {
 
 func (opt *compareCmd) run(args []string) error {
 	ctx := context.Background()
-	store, err := openStore(ctx, opt.stc(), false, zerolog.Nop())
+	store, ids, err := openRuns(ctx, opt.stc(), false, zerolog.Nop(), args)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	ids, err := runIDsOrAll(ctx, store, args)
-	if err != nil {
-		return err
-	}
 	want := map[string]bool{}
 	for _, b := range strings.Split(*opt.backends, ",") {
 		if b != "" {

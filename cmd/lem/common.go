@@ -95,12 +95,20 @@ func writeResults(ctx context.Context, st *store.Store, r *analytics.RunResult) 
 	return nil
 }
 
-// runIDsOrAll returns ids, or every run in the store when none is given.
-func runIDsOrAll(ctx context.Context, st *store.Store, ids []string) ([]string, error) {
-	if len(ids) > 0 {
-		return ids, nil
+// openRuns opens the store c names and returns it with ids, or with every
+// run it holds when ids is empty.
+func openRuns(ctx context.Context, c store.Config, migrate bool, log zerolog.Logger, ids []string) (*store.Store, []string, error) {
+	st, err := openStore(ctx, c, migrate, log)
+	if err != nil {
+		return nil, nil, err
 	}
-	return st.RunIDs(ctx)
+	if len(ids) == 0 {
+		if ids, err = st.RunIDs(ctx); err != nil {
+			st.Close()
+			return nil, nil, err
+		}
+	}
+	return st, ids, nil
 }
 
 // signalContext ends on SIGINT or SIGTERM.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -200,5 +201,33 @@ func TestCheckConfigWarnsTooFewCycles(t *testing.T) {
 	})
 	if !strings.Contains(out, "warning: measurement.cycles: 1 cycle(s) give no confidence interval (too_few_cycles)") {
 		t.Fatalf("no warning:\n%s", out)
+	}
+}
+
+// TestRunWithoutPower: `collectors.gpu: none` (documented) is a
+// latency-only run: it completes, every energy figure is absent (— in the
+// table) and flagged no_power; it used to panic in attribution.
+func TestRunWithoutPower(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	out, res, _ := runExperiment(t, fmt.Sprintf(`
+experiment: no-power
+out: %s
+backend: {kind: pytorch, model: "toy:", port: %d}
+workload: {requests: 4, arrival: {concurrency: 2}, dataset: {prompt_tokens: {mean: 8}, output_tokens: {mean: 4}}}
+measurement: {cycles: 3, baseline: 200ms, settle: 100ms, cooldown: {min: 50ms, max: 100ms}}
+collectors: {gpu: none, rapl: "off", scrape: {enabled: false}}
+`, t.TempDir(), freePort(t)))
+	if len(res) != 1 || len(res[0].Cycles) != 3 {
+		t.Fatalf("results %+v", res)
+	}
+	for _, c := range res[0].Cycles {
+		if !math.IsNaN(c.EnergyJ) || c.Quality != analytics.QualityNoPower || c.Requests != 4 || !(c.TTFTp50 > 0) {
+			t.Errorf("cycle %d: energy %v, quality %s, %d requests, TTFT %v", c.Cycle, c.EnergyJ, c.Quality, c.Requests, c.TTFTp50)
+		}
+	}
+	if !strings.Contains(out, "no_power") {
+		t.Errorf("output does not say there is no power:\n%s", out)
 	}
 }

@@ -37,8 +37,9 @@ type Scraper struct {
 	seq             int
 }
 
-// Run scrapes until ctx ends, publishing each scrape as one batch; failed
-// scrapes are counted and retried at the next tick, never fatal.
+// Run scrapes at once, every Interval, and once more when ctx ends,
+// publishing each scrape as one batch; failed scrapes are counted and
+// retried at the next tick, never fatal.
 func (s *Scraper) Run(ctx context.Context, pub collectors.Publisher) error {
 	if s.Interval <= 0 {
 		s.Interval = time.Second
@@ -48,18 +49,30 @@ func (s *Scraper) Run(ctx context.Context, pub collectors.Publisher) error {
 	}
 	t := time.NewTicker(s.Interval)
 	defer t.Stop()
-	for {
-		if b, err := s.Scrape(ctx); err != nil {
+	scrape := func(ctx context.Context) error {
+		b, err := s.Scrape(ctx)
+		if err != nil {
 			s.Errors.Add(1)
-		} else if len(b.Samples) > 0 {
-			s.seq++
-			if err := pub.Publish(schemas.RunSubject(schemas.KindMetric, s.RunID), fmt.Sprintf("metric/%s/%d", s.RunID, b.Samples[0].TS), b); err != nil {
-				return err
-			}
+			return nil
+		}
+		if len(b.Samples) == 0 {
+			return nil
+		}
+		s.seq++
+		return pub.Publish(schemas.RunSubject(schemas.KindMetric, s.RunID), fmt.Sprintf("metric/%s/%d", s.RunID, b.Samples[0].TS), b)
+	}
+	for {
+		if err := scrape(ctx); err != nil {
+			return err
 		}
 		select {
 		case <-ctx.Done():
-			return nil
+			// A last scrape when stopped, so that the cycle's window is
+			// bracketed by scrapes at both edges (counters' increases are
+			// taken per window).
+			fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			return scrape(fctx)
 		case <-t.C:
 		}
 	}
