@@ -31,6 +31,17 @@ const (
 	// cycles.
 	FlagOutlierCycle = "outlier_cycle"
 
+	// FlagTrend: a metric moves monotonically with the cycles' order
+	// (Mann–Kendall, exact two-sided p ≤ TrendAlpha): the cycles are not
+	// independent draws, and the interval over them does not cover the
+	// drift (warming caches, first-seen shapes, thermal state).
+	FlagTrend = "trend"
+	// TrendAlpha is the trend test's level; under 5 cycles even a strictly
+	// monotone sequence has p ≥ 2/24, so no trend can be shown.
+	TrendAlpha = 0.05
+	// MinCyclesForTrend is the fewest cycles the trend test can flag.
+	MinCyclesForTrend = 5
+
 	// MinCyclesForCI is the fewest cycles a stated interval rests on.
 	MinCyclesForCI = 3
 	// OutlierZ is the robust z-score (0.6745·|x − median| / MAD; Iglewicz
@@ -111,6 +122,16 @@ func flagRun(r *RunResult) {
 	if e := r.Summary["energy_j"]; e.N < MinCyclesForCI || len(r.Cycles) < MinCyclesForCI {
 		r.Flags = appendFlag(r.Flags, FlagTooFewCycles)
 	}
+	for _, m := range TrendMetrics {
+		xs := make([]float64, len(r.Cycles))
+		for i := range r.Cycles {
+			xs[i] = cycleMetric(&r.Cycles[i], m)
+		}
+		if p, s := MannKendall(xs); p <= TrendAlpha {
+			r.Trends = append(r.Trends, Trend{Metric: m, S: s, P: p})
+			r.Flags = appendFlag(r.Flags, FlagTrend)
+		}
+	}
 	for _, m := range []string{"duration_s", "energy_j"} {
 		xs := make([]float64, len(r.Cycles))
 		for i := range r.Cycles {
@@ -147,4 +168,74 @@ func describeOutliers(r *RunResult) []string {
 			o.Cycle, o.Metric, o.Value, o.Z, o.MeanWithout))
 	}
 	return out
+}
+
+// TrendMetrics are tested for a trend over the cycles' order.
+var TrendMetrics = []string{"duration_s", "energy_j", "j_per_token", "ttft_p50_ms", "itl_p50_ms"}
+
+// Trend is one metric the trend test flags.
+type Trend struct {
+	Metric string
+	S      int     // Mann–Kendall S: concordant minus discordant pairs
+	P      float64 // exact two-sided p-value
+}
+
+// MannKendall returns the exact two-sided p-value of the Mann–Kendall
+// test for a monotonic trend of xs over its order (NaNs left out; ties
+// count 0) and the statistic S. Exact: the null distribution of S is that
+// of the inversions of a random permutation (Mahonian numbers); with ties
+// it is conservative. p is 1 for fewer than 3 values.
+func MannKendall(xs []float64) (p float64, s int) {
+	var v []float64
+	for _, x := range xs {
+		if !math.IsNaN(x) {
+			v = append(v, x)
+		}
+	}
+	n := len(v)
+	if n < 3 {
+		return 1, 0
+	}
+	for i := 0; i < n; i++ {
+		for j := i + 1; j < n; j++ {
+			switch {
+			case v[j] > v[i]:
+				s++
+			case v[j] < v[i]:
+				s--
+			}
+		}
+	}
+	if n > 50 { // normal approximation, continuity-corrected
+		sd := math.Sqrt(float64(n*(n-1)*(2*n+5)) / 18)
+		z := (math.Abs(float64(s)) - 1) / sd
+		return math.Min(1, math.Erfc(z/math.Sqrt2)), s
+	}
+	// counts[k]: permutations of n with k inversions; S = pairs − 2k.
+	pairs := n * (n - 1) / 2
+	counts := []float64{1}
+	for m := 2; m <= n; m++ {
+		next := make([]float64, len(counts)+m-1)
+		for k, c := range counts {
+			for add := 0; add < m; add++ {
+				next[k+add] += c
+			}
+		}
+		counts = next
+	}
+	var total, tail float64
+	for k, c := range counts {
+		total += c
+		if sk := pairs - 2*k; sk >= abs(s) || -sk >= abs(s) {
+			tail += c
+		}
+	}
+	return math.Min(1, tail/total), s
+}
+
+func abs(x int) int {
+	if x < 0 {
+		return -x
+	}
+	return x
 }

@@ -132,3 +132,87 @@ func TestLowResolutionOneThreshold(t *testing.T) {
 		t.Errorf("calibrated: %s (was ok at 0.29–0.57 s before one threshold)", q)
 	}
 }
+
+func TestMannKendall(t *testing.T) {
+	for _, c := range []struct {
+		xs   []float64
+		p    float64
+		s    int
+		desc string
+	}{
+		{[]float64{1, 2, 3, 4, 5}, 2.0 / 120, 10, "strictly increasing, n=5"},
+		{[]float64{5, 4, 3, 2, 1}, 2.0 / 120, -10, "strictly decreasing, n=5"},
+		{[]float64{1, 2, 3, 4}, 2.0 / 24, 6, "strictly increasing, n=4: not significant"},
+		{[]float64{3, 1, 2}, 1, -1, "n=3"},
+		{[]float64{1, math.NaN(), 2}, 1, 0, "NaN left out: two values"},
+	} {
+		p, s := MannKendall(c.xs)
+		if math.Abs(p-c.p) > 1e-12 || s != c.s {
+			t.Errorf("%s: p %v S %d, want p %v S %d", c.desc, p, s, c.p, c.s)
+		}
+	}
+	// Exact and approximate agree near n = 50.
+	xs := make([]float64, 60)
+	for i := range xs {
+		xs[i] = float64(i%7) + float64(i)/20
+	}
+	if p, _ := MannKendall(xs); p > 0.01 {
+		t.Errorf("a clear trend over 60 values: p %v", p)
+	}
+}
+
+// TestFlagTrend: cycle durations growing with run order (a warming server
+// run backwards: every cycle slower) are flagged, with the reason; the
+// same values shuffled are not.
+func TestFlagTrend(t *testing.T) {
+	mk := func(lengths []float64) *memStore {
+		var cycles [][2]float64
+		at := 5.0
+		for _, l := range lengths {
+			cycles = append(cycles, [2]float64{at, at + l})
+			at += l + 5
+		}
+		return counterStore(func(t float64) float64 {
+			for _, c := range cycles {
+				if t >= c[0] && t < c[1] {
+					return 300
+				}
+			}
+			return 100
+		}, cycles)
+	}
+	r, out := analyze(t, mk([]float64{10, 11, 12.5, 13, 14.5, 16}))
+	if !hasFlag(r.Flags, FlagTrend) || len(r.Trends) == 0 || r.Trends[0].Metric != "duration_s" {
+		t.Fatalf("flags %v trends %+v", r.Flags, r.Trends)
+	}
+	if !strings.Contains(out, "trend: duration_s moves with the cycles' order") {
+		t.Errorf("not explained:\n%s", out)
+	}
+	r, _ = analyze(t, mk([]float64{12.5, 10, 16, 11, 14.5, 13}))
+	if hasFlag(r.Flags, FlagTrend) {
+		t.Errorf("shuffled durations flagged: %+v", r.Trends)
+	}
+}
+
+func TestMeanCIFormatting(t *testing.T) {
+	for _, c := range []struct {
+		mean, ci float64
+		want     string
+	}{
+		{544.2, 312.7, "540 ± 310"},
+		{0.5314, 0.31, "0.53 ± 0.31"},
+		{111.3, 1234, "100 ± 1200"},
+		{34.01, 0.0204, "34.010 ± 0.020"},
+		{1409, math.NaN(), "1409"},
+	} {
+		if got := MeanCI(c.mean, c.ci); got != c.want {
+			t.Errorf("MeanCI(%v, %v) = %q, want %q", c.mean, c.ci, got, c.want)
+		}
+	}
+	if got := fmtCI(Stat{N: 2, Mean: 1234.5678, CI95: math.NaN()}); got != "1235 (n=2)" {
+		t.Errorf("no interval: %q", got)
+	}
+	if got := fmtCI(Stat{N: 2, Mean: 0.000123456, CI95: math.NaN()}); strings.Contains(got, "e") {
+		t.Errorf("exponent notation: %q", got)
+	}
+}

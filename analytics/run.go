@@ -78,6 +78,7 @@ type RunResult struct {
 	// negative_dynamic); Outliers say which cycles and why.
 	Flags       []string
 	Outliers    []Outlier
+	Trends      []Trend
 	Simulated   bool
 	Apportioned bool // some device is a MIG instance (figures apportioned)
 	// Requests holds each request's attributed energy, all cycles.
@@ -602,6 +603,10 @@ func PrintRun(w io.Writer, r *RunResult) {
 		fmt.Fprintf(w, "  left out of the means: cycles %s (%s): their energy is unknown, not zero\n",
 			strings.Join(excluded, ", "), strings.Join(why, ", "))
 	}
+	for _, tr := range r.Trends {
+		fmt.Fprintf(w, "  trend: %s moves with the cycles' order (Mann–Kendall S %+d, p %.3f): the cycles are not independent draws; the interval below does not cover the drift\n",
+			tr.Metric, tr.S, tr.P)
+	}
 	for _, o := range describeOutliers(r) {
 		fmt.Fprintf(w, "  outlier_cycle: %s\n", o)
 	}
@@ -685,9 +690,35 @@ func fmtCI(s Stat) string {
 		return "— (no cycle has it)"
 	}
 	if math.IsNaN(s.CI95) {
-		return fmt.Sprintf("%.4g (n=%d)", s.Mean, s.N)
+		return fmt.Sprintf("%s (n=%d)", sig(s.Mean, 4), s.N)
 	}
-	return fmt.Sprintf("%.4g ± %.2g", s.Mean, s.CI95)
+	return MeanCI(s.Mean, s.CI95)
+}
+
+// MeanCI renders mean ± half-width with the interval's two significant
+// digits deciding the decimals of both ("540 ± 310", "0.53 ± 0.31"), never
+// in exponent notation.
+func MeanCI(mean, ci float64) string {
+	if math.IsNaN(ci) || math.IsInf(ci, 0) || ci <= 0 {
+		return sig(mean, 4)
+	}
+	e := int(math.Floor(math.Log10(ci))) - 1 // the interval's second digit
+	dec := max(0, -e)
+	q := math.Pow(10, float64(e))
+	r := func(v float64) string { return strconv.FormatFloat(math.Round(v/q)*q, 'f', dec, 64) }
+	return r(mean) + " ± " + r(ci)
+}
+
+// sig renders v with n significant digits, without exponent notation.
+func sig(v float64, n int) string {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return "—"
+	}
+	if v == 0 {
+		return "0"
+	}
+	dec := max(0, n-1-int(math.Floor(math.Log10(math.Abs(v)))))
+	return strconv.FormatFloat(v, 'f', dec, 64)
 }
 
 func qualityLabel(q string, simulated, apportioned bool) string {

@@ -115,7 +115,8 @@ func card(s Summary, results []*analytics.RunResult, version string) string {
 	b.WriteString("## Runs\n\n| run | backend | model | devices | cycles | J/token (mean ± 95% CI) | quality | simulated |\n|---|---|---|---|---|---|---|---|\n")
 	for _, r := range results {
 		st := r.Summary["j_per_token"]
-		fmt.Fprintf(&b, "| %s | %s | %s | %d | %d | %.4g ± %.2g | %s | %v |\n", r.RunID, r.Backend, r.Model, len(r.Devices), len(r.Cycles), st.Mean, st.CI95, r.Quality, r.Simulated)
+		fmt.Fprintf(&b, "| %s | %s | %s | %d | %d | %s | %s | %v |\n", r.RunID, r.Backend, r.Model, len(r.Devices), len(r.Cycles),
+			analytics.FormatStat(st), strings.Join(append([]string{r.Quality}, r.Flags...), ","), r.Simulated)
 		if r.Simulated {
 			simulated = true
 		}
