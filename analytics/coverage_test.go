@@ -193,3 +193,70 @@ func TestLatencyOnlyRun(t *testing.T) {
 	var b strings.Builder
 	PrintRun(&b, r)
 }
+
+// TestNodeEnergyFromRAPL: where RAPL domains of the run's host are in the
+// store, each cycle gets CPU package and DRAM energy (cores are inside the
+// package and not added again), printed beside the GPU's; without them the
+// run says they were not collected.
+func TestNodeEnergyFromRAPL(t *testing.T) {
+	const s = int64(1e9)
+	t0 := int64(1_900_000_000) * s
+	st := store.Parquet(t.TempDir())
+	ctx := context.Background()
+	runs := schemas.NewRows(schemas.KindRun)
+	for i, ev := range []schemas.RunEvent{
+		{RunID: "r", Phase: schemas.RunStart, TS: t0 + 1*s, Host: "h1", Devices: []string{"GPU-a"}},
+		{RunID: "r", Phase: schemas.RunBaseline, TS: t0 + 3*s, Host: "h1", Devices: []string{"GPU-a"}},
+		{RunID: "r", Phase: schemas.RunStart, TS: t0 + 5*s, Host: "h1", Devices: []string{"GPU-a"}},
+		{RunID: "r", Phase: schemas.RunEnd, TS: t0 + 15*s, Host: "h1", Devices: []string{"GPU-a"}},
+	} {
+		runs.Append(&ev, schemas.Position{Epoch: 1, Seq: uint64(i + 1)})
+	}
+	en := schemas.NewRows(schemas.KindEnergy)
+	devs := schemas.NewDeviceRows()
+	counter := func(source, uuid, name string, watts float64, period int64, seq uint64) {
+		host := strings.Split(uuid+":h1", ":")[1]
+		if source != schemas.SourceRAPL {
+			host = "h1"
+		}
+		b := &schemas.EnergyBatch{Origin: schemas.Origin{Host: host, Source: source}, Device: schemas.Device{UUID: uuid, Name: name}}
+		for ts := t0; ts <= t0+20*s; ts += period {
+			b.Readings = append(b.Readings, schemas.EnergyReading{TSBefore: ts, TSAfter: ts, Energy: schemas.Energy(watts * float64(ts-t0) / 1e3)})
+		}
+		en.Append(b, schemas.Position{Epoch: 1, Seq: seq})
+		devs.Add(&b.Origin, &b.Device, t0)
+	}
+	counter(schemas.SourceNVMLCounter, "GPU-a", "H200", 300, 100e6, 1)
+	counter(schemas.SourceRAPL, "rapl:h1:intel-rapl:0", "RAPL package-0", 50, s, 2)
+	counter(schemas.SourceRAPL, "rapl:h1:intel-rapl:0:0", "RAPL core", 30, s, 3)
+	counter(schemas.SourceRAPL, "rapl:h1:intel-rapl:0:1", "RAPL dram", 5, s, 4)
+	counter(schemas.SourceRAPL, "rapl:h2:intel-rapl:0", "RAPL package-0", 999, s, 5) // another host
+	for _, tb := range []*schemas.Table{runs.Table(), en.Table(), devs.Table()} {
+		if err := st.Write(ctx, tb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := AnalyzeRun(ctx, st, "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Node == nil || len(r.Node.Domains) != 2 || len(r.Node.Cycles) != 1 {
+		t.Fatalf("node energy %+v", r.Node)
+	}
+	c := r.Node.Cycles[0]
+	if math.Abs(c.PackageJ-500) > 1e-6 || math.Abs(c.DRAMJ-50) > 1e-6 || c.Quality != QualityOK {
+		t.Errorf("cycle: package %v J, DRAM %v J (want 500 and 50), %s", c.PackageJ, c.DRAMJ, c.Quality)
+	}
+	var b strings.Builder
+	PrintRun(&b, r)
+	if !strings.Contains(b.String(), "CPU package 500.0 J, DRAM 50.0 J") {
+		t.Errorf("not printed:\n%s", b.String())
+	}
+	// Without RAPL: said, not silently left out.
+	r.Node = nil
+	b.Reset()
+	PrintRun(&b, r)
+	if !strings.Contains(b.String(), "CPU/DRAM energy: not collected") {
+		t.Errorf("absence not stated:\n%s", b.String())
+	}
+}

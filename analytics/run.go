@@ -92,6 +92,9 @@ type RunResult struct {
 	// Context is what was happening besides the load: device clocks,
 	// temperature and throttle reasons, and the server's own metrics.
 	Context *RunContext
+	// Node is the host's CPU package and DRAM energy per cycle (RAPL); nil
+	// when none was collected.
+	Node *NodeEnergy
 	// Server holds the server's own per-request view where its responses
 	// report one (llama.cpp, the reference server): medians over the
 	// run's successful requests, beside the client's for cross-checking.
@@ -273,6 +276,9 @@ func AnalyzeRunWith(ctx context.Context, store Store, runID string, opt Options)
 	res.Latency = latencyPercentiles(reqs, toks)
 	if tr, ok := store.(TableReader); ok {
 		if res.Context, err = runContext(ctx, tr, res, windows); err != nil {
+			return nil, err
+		}
+		if res.Node, err = nodeEnergy(ctx, store, tr, evs[0].Host, res.Cycles); err != nil {
 			return nil, err
 		}
 	}
@@ -651,6 +657,7 @@ func PrintRun(w io.Writer, r *RunResult) {
 	if c := r.Context; c != nil {
 		c.print(w)
 	}
+	r.Node.print(w, r)
 	if v := r.Server; v != nil {
 		fmt.Fprintf(w, "server-reported, p50 over %d requests: queue %.1f ms, prefill %.1f ms, decode %.1f ms; client: TTFT %.1f ms, first→last token %.1f ms\n",
 			v.Requests, v.QueueP50, v.PrefillP50, v.DecodeP50, v.ClientTTFTP50, v.ClientDecodeSpanP50)
