@@ -260,3 +260,21 @@ func TestNodeEnergyFromRAPL(t *testing.T) {
 		t.Errorf("absence not stated:\n%s", b.String())
 	}
 }
+
+// TestCounterAtItsLongestPeriod: readings 10.005 s apart (the collector's
+// longest period plus a late read) still bracket a window between them:
+// no false gaps.
+func TestCounterAtItsLongestPeriod(t *testing.T) {
+	var rs []Reading
+	var ps []schemas.PowerSample
+	for k := int64(0); k < 4; k++ {
+		ts := k * 10_005e6
+		rs = append(rs, Reading{EnergyReading: schemas.EnergyReading{TSBefore: ts, TSAfter: ts, Energy: schemas.Energy(ts / 1000 * 200)}, Source: "trace.counter-change"})
+	}
+	for ts := int64(0); ts < 31e9; ts += 20e6 {
+		ps = append(ps, schemas.PowerSample{TS: ts, Power: 200_000})
+	}
+	if q := calibratedQuality(rs, ps, 60e6, 10_004e6+1, 20_006e6-1); q != QualityOK {
+		t.Fatalf("window between readings 10.005 s apart: %s", q)
+	}
+}

@@ -396,8 +396,14 @@ func (d *deviceData) window(from, to int64) Window {
 	return w
 }
 
+// CounterBracket is how far from a window's edge the nearest counter
+// reading may be: the collector stretches its counter period up to 10 s
+// under its CPU budget, and a read lands a few ms late (readings 10.005 s
+// apart were seen on the H200), so 10 s plus slack.
+const CounterBracket = 12e9
+
 // calibratedQuality flags a window of the calibrated timeline: gaps when
-// the counter does not bracket it (no reading within 10 s before its start
+// the counter does not bracket it (no reading within CounterBracket before its start
 // or after its end), when it resets inside, or when the series has a hole
 // longer than hold inside it; too_short and low_resolution by the window's
 // length as every window (lengthQuality). The
@@ -407,8 +413,8 @@ func calibratedQuality(rs []Reading, ps []schemas.PowerSample, hold, from, to in
 	pts, _ := series(rs)
 	before, after := false, false
 	for i, p := range pts {
-		before = before || (p.t <= from && p.t >= from-10e9)
-		after = after || (p.t >= to && p.t <= to+10e9)
+		before = before || (p.t <= from && p.t >= from-CounterBracket)
+		after = after || (p.t >= to && p.t <= to+CounterBracket)
 		if i > 0 && p.t > from && pts[i-1].t < to && (rs[i].Reset || rs[i].Energy < rs[i-1].Energy) {
 			return QualityGaps
 		}

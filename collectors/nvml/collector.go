@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"fmt"
 	"math"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -91,10 +92,13 @@ type Collector struct {
 	cfg Config
 	log zerolog.Logger
 	st  []gpuBatches
-	// counter period control (nextCounterPeriod)
-	period  time.Duration
-	lastAdj time.Time
-	lastCPU time.Duration
+	// counter period control (nextCounterPeriod): the collector's own CPU
+	// (its locked thread's), adjusted every adjEvery.
+	period   time.Duration
+	lastAdj  time.Time
+	lastCPU  time.Duration
+	cpu      func() time.Duration
+	adjEvery time.Duration
 }
 
 type gpuBatches struct {
@@ -110,7 +114,8 @@ type gpuBatches struct {
 func NewCollector(rd *Reader, cfg Config, log zerolog.Logger) *Collector {
 	// Read failures can repeat every cycle of the loop: at most a few a
 	// minute reach the log (gap events record every one).
-	c := &Collector{rd: rd, cfg: cfg.withDefaults(), log: logging.RateLimited(log, 5, time.Minute), st: make([]gpuBatches, len(rd.GPUs))}
+	c := &Collector{rd: rd, cfg: cfg.withDefaults(), log: logging.RateLimited(log, 5, time.Minute), st: make([]gpuBatches, len(rd.GPUs)),
+		cpu: threadCPU, adjEvery: 5 * time.Second}
 	for i, g := range rd.GPUs {
 		b := &c.st[i]
 		b.power = schemas.PowerBatch{Origin: schemas.Origin{Host: rd.Host, Source: SourceBuffer}, Device: g.ID}
@@ -145,8 +150,14 @@ func (c *Collector) needInstant() bool {
 // Name implements collectors.Collector.
 func (c *Collector) Name() string { return "nvml" }
 
-// Run polls until ctx ends, then publishes what it holds.
+// Run polls until ctx ends, then publishes what it holds. Its goroutine
+// is locked to one OS thread, whose CPU time is the collector's own cost:
+// every NVML call (cgo) runs on it, nothing else does. The counter budget
+// is applied to that, not to the process, in which the load generator,
+// JetStream and ingest of `lem run` share the CPU.
 func (c *Collector) Run(ctx context.Context, pub collectors.Publisher) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	pubT := time.NewTicker(c.cfg.Publish)
 	// The instant field is read only where the buffer is missing (or for
 	// validation); otherwise its ticker never fires.
@@ -179,7 +190,7 @@ func (c *Collector) Run(ctx context.Context, pub collectors.Publisher) error {
 			}
 		case <-ctrT.C:
 			c.readCounters()
-			next := c.nextCounterPeriod(processCPU(), time.Now())
+			next := c.nextCounterPeriod(c.cpu(), time.Now())
 			if c.cfg.AlignedCounter {
 				// An aligned read waits for the refresh itself: wake half a
 				// refresh early so that a 100 ms period reads every refresh.
@@ -212,8 +223,8 @@ func (c *Collector) readCounters() {
 	}
 }
 
-// nextCounterPeriod adapts the counter period to keep the whole agent's CPU
-// share (measured, process-wide) within CounterBudget per GPU: the counter
+// nextCounterPeriod adapts the counter period to keep the collector's own
+// CPU share (its thread's, see Run) within CounterBudget per GPU: the counter
 // read dominates the agent's cost (a driver busy-wait of ~7-11 ms of CPU
 // per call on an H200, docs/validation/nvml-h200.md). The period grows by
 // half while over budget, shrinks back toward cfg.Counter while well under
@@ -227,7 +238,7 @@ func (c *Collector) nextCounterPeriod(cpu time.Duration, now time.Time) time.Dur
 		return c.period
 	}
 	if !c.lastAdj.IsZero() {
-		if wall := now.Sub(c.lastAdj); wall >= 5*time.Second {
+		if wall := now.Sub(c.lastAdj); wall >= c.adjEvery {
 			share := float64(cpu-c.lastCPU) / float64(wall)
 			target := c.cfg.CounterBudget * float64(max(len(c.rd.GPUs), 1))
 			switch {
@@ -345,9 +356,12 @@ func apportion(b *gpuBatches, inst MIGInstance) *gpuBatches {
 	return a
 }
 
-func processCPU() time.Duration {
+// threadCPU is the CPU time of the calling OS thread (Linux
+// RUSAGE_THREAD); the collector's goroutine is locked to its thread.
+func threadCPU() time.Duration {
+	const rusageThread = 1
 	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+	if syscall.Getrusage(rusageThread, &ru) != nil {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())

@@ -1,6 +1,7 @@
 package nvml
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"math"
@@ -524,5 +525,48 @@ func TestMIGInstancesApportioned(t *testing.T) {
 	}
 	if r := float64(energy["MIG-3g-bbbb"]) / float64(energy[board]); math.Abs(r-60.0/124) > 1e-6 {
 		t.Fatalf("3g share of energy %v", r)
+	}
+}
+
+// TestCounterBudgetIsTheCollectorsOwn: the counter period follows the CPU
+// the collector itself spends (its thread's), not the process's. Inside
+// `lem run` the load generator, JetStream and ingest share the process;
+// budgeting on the process stretched the counter to 10 s there. Here a
+// goroutine spinning elsewhere leaves the period alone, and reads that
+// burn CPU themselves stretch it.
+func TestCounterBudgetIsTheCollectorsOwn(t *testing.T) {
+	run := func(burnInRead, burnElsewhere bool) time.Duration {
+		f := &fakeDriver{nowUS: 1_795_757_000_000_000, power: 400_000, energy: 10}
+		s := newServer(t, f)
+		if burnInRead {
+			dev := s.Devices[0].(*server.Device)
+			read := dev.GetTotalEnergyConsumptionFunc
+			dev.GetTotalEnergyConsumptionFunc = func() (uint64, nvml.Return) {
+				for end := time.Now().Add(5 * time.Millisecond); time.Now().Before(end); {
+				}
+				return read()
+			}
+		}
+		rd := open(t, s, f)
+		c := NewCollector(rd, Config{Counter: 50 * time.Millisecond, Publish: time.Second, CounterBudget: 0.004}, zerolog.Nop())
+		c.adjEvery = 200 * time.Millisecond
+		ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
+		defer cancel()
+		if burnElsewhere {
+			go func() {
+				for ctx.Err() == nil {
+				}
+			}()
+		}
+		if err := c.Run(ctx, &recorder{}); err != nil {
+			t.Fatal(err)
+		}
+		return c.period
+	}
+	if p := run(false, true); p != 50*time.Millisecond {
+		t.Errorf("another goroutine's CPU stretched the counter period to %v", p)
+	}
+	if p := run(true, false); p < 200*time.Millisecond {
+		t.Errorf("reads costing 5 ms of CPU each every 50 ms (10%% of a core, budget 0.4%%): period %v, want stretched", p)
 	}
 }
