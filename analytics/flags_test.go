@@ -216,3 +216,23 @@ func TestMeanCIFormatting(t *testing.T) {
 		t.Errorf("exponent notation: %q", got)
 	}
 }
+
+// TestSlopeTestOnTheH200Drift: the cycle durations of lem's reference
+// server with cuDNN attention on an H200 (docs/validation/h200-issue12)
+// drift downwards but not monotonically: the rank test alone misses it,
+// the slope test does not.
+func TestSlopeTestOnTheH200Drift(t *testing.T) {
+	xs := []float64{20.62, 21.78, 14.80, 9.10, 11.00, 10.25}
+	pk, _ := MannKendall(xs)
+	slope, ps := SlopeTest(xs)
+	if pk <= TrendAlpha || ps > TrendAlpha || math.Abs(slope+2.569) > 0.01 {
+		t.Fatalf("Mann–Kendall p %.3f, slope %.3f p %.4f", pk, slope, ps)
+	}
+	flat := []float64{6.57, 5.48, 6.04, 7.13, 6.70, 6.23} // cuDNN attention off
+	if p1, _ := MannKendall(flat); p1 <= TrendAlpha {
+		t.Errorf("flat durations: Mann–Kendall p %.3f", p1)
+	}
+	if _, p2 := SlopeTest(flat); p2 <= TrendAlpha {
+		t.Errorf("flat durations: slope p %.3f", p2)
+	}
+}

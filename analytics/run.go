@@ -616,8 +616,8 @@ func PrintRun(w io.Writer, r *RunResult) {
 			strings.Join(excluded, ", "), strings.Join(why, ", "))
 	}
 	for _, tr := range r.Trends {
-		fmt.Fprintf(w, "  trend: %s moves with the cycles' order (Mann–Kendall S %+d, p %.3f): the cycles are not independent draws; the interval below does not cover the drift\n",
-			tr.Metric, tr.S, tr.P)
+		fmt.Fprintf(w, "  trend: %s moves with the cycles' order (Mann–Kendall S %+d, p %.3f; slope %s per cycle, p %.3f): the cycles are not independent draws; the interval below does not cover the drift\n",
+			tr.Metric, tr.S, tr.P, sig(tr.Slope, 3), tr.SlopeP)
 	}
 	for _, o := range describeOutliers(r) {
 		fmt.Fprintf(w, "  outlier_cycle: %s\n", o)
