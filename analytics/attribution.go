@@ -139,6 +139,54 @@ func (c *calibrator) energy(lo, hi int64) float64 {
 	return j
 }
 
+// activeFrom is when a request starts to occupy the server: when it was
+// sent, or — where the server reports its queue time — when it left the
+// queue. Queued, it does no work and takes no share: the energy of that
+// time belongs to the requests running then.
+func activeFrom(q schemas.Request) int64 {
+	if q.Sent == 0 {
+		return 0
+	}
+	if q.ServerQueue > 0 && (q.FirstToken == 0 || q.Sent+q.ServerQueue < q.FirstToken) {
+		return q.Sent + q.ServerQueue
+	}
+	return q.Sent
+}
+
+// CutSlices splits every slice at the given times that fall strictly
+// inside it, each piece taking the slice's energy in proportion to its
+// duration (a slice holds one power sample); the total is kept exactly.
+// times need not be sorted; zeros are ignored.
+func CutSlices(slices []Slice, times []int64) []Slice {
+	ts := make([]int64, 0, len(times))
+	for _, t := range times {
+		if t != 0 {
+			ts = append(ts, t)
+		}
+	}
+	if len(ts) == 0 {
+		return slices
+	}
+	sort.Slice(ts, func(a, b int) bool { return ts[a] < ts[b] })
+	out := make([]Slice, 0, len(slices)+len(ts))
+	k := 0
+	for _, sl := range slices {
+		for k < len(ts) && ts[k] <= sl.From {
+			k++
+		}
+		from, dur := sl.From, float64(sl.To-sl.From)
+		for j := k; j < len(ts) && ts[j] < sl.To; j++ {
+			if ts[j] <= from {
+				continue
+			}
+			out = append(out, Slice{From: from, To: ts[j], Joules: sl.Joules * float64(ts[j]-from) / dur})
+			from = ts[j]
+		}
+		out = append(out, Slice{From: from, To: sl.To, Joules: sl.Joules * float64(sl.To-from) / dur})
+	}
+	return out
+}
+
 // work is one request's activity as intervals with token weights.
 type work struct {
 	from, to int64
@@ -191,6 +239,14 @@ func Attribute(slices []Slice, staticW float64, reqs []schemas.Request, toks map
 		return nil, fmt.Errorf("unknown attribution method %q (want %s or %s)", method, MethodTokens, MethodEqual)
 	}
 	a := &Attribution{Method: method, Requests: make([]RequestEnergy, 0, len(reqs))}
+	// No slice may straddle a request's transition: cut at every request's
+	// entry and first token (a slice holds one power sample, constant
+	// within it, so a piece's energy is its share of the slice's time).
+	cuts := make([]int64, 0, 2*len(reqs))
+	for _, q := range reqs {
+		cuts = append(cuts, activeFrom(q), q.FirstToken)
+	}
+	slices = CutSlices(slices, cuts)
 	works := make([][]work, len(reqs))
 	firstTok := make([]int64, len(reqs))
 	reqToks := make([][]schemas.Token, len(reqs))
@@ -208,8 +264,8 @@ func Attribute(slices []Slice, staticW float64, reqs []schemas.Request, toks map
 		}
 		firstTok[i] = first
 		start := len(backing)
-		if q.Sent != 0 && first > q.Sent {
-			backing = append(backing, work{from: q.Sent, to: first, tokens: float64(max(q.PromptTokens, 1)), prefill: true})
+		if from := activeFrom(q); from != 0 && first > from {
+			backing = append(backing, work{from: from, to: first, tokens: float64(max(q.PromptTokens, 1)), prefill: true})
 		}
 		prev := first
 		for _, t := range reqToks[i] {
@@ -231,16 +287,18 @@ func Attribute(slices []Slice, staticW float64, reqs []schemas.Request, toks map
 	// walked with a cursor, as slices only move forward in time.
 	end := make([]int64, len(reqs))
 	order := make([]int, 0, len(reqs))
+	start := make([]int64, len(reqs))
 	for i, q := range reqs {
 		end[i] = q.Done
 		if end[i] == 0 {
 			end[i] = q.LastToken
 		}
-		if q.Sent != 0 && end[i] > q.Sent {
+		start[i] = activeFrom(q)
+		if start[i] != 0 && end[i] > start[i] {
 			order = append(order, i)
 		}
 	}
-	sort.Slice(order, func(x, y int) bool { return reqs[order[x]].Sent < reqs[order[y]].Sent })
+	sort.Slice(order, func(x, y int) bool { return start[order[x]] < start[order[y]] })
 	cursor := make([]int, len(reqs))
 	var active []int
 	next := 0
@@ -250,7 +308,7 @@ func Attribute(slices []Slice, staticW float64, reqs []schemas.Request, toks map
 		dur := float64(s.To-s.From) / 1e9
 		static := staticW * dur
 		dynamic := s.Joules - static
-		for next < len(order) && reqs[order[next]].Sent < s.To {
+		for next < len(order) && start[order[next]] < s.To {
 			active = append(active, order[next])
 			next++
 		}
@@ -264,7 +322,7 @@ func Attribute(slices []Slice, staticW float64, reqs []schemas.Request, toks map
 		shares = shares[:0]
 		var sumW, sumT float64
 		for _, i := range active {
-			lo, hi := max(reqs[i].Sent, s.From), min(end[i], s.To)
+			lo, hi := max(start[i], s.From), min(end[i], s.To)
 			if hi <= lo {
 				continue
 			}

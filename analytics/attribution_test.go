@@ -180,3 +180,45 @@ func TestMergeSlicesMatchesPerDevice(t *testing.T) {
 		t.Errorf("totals differ by %g J", d)
 	}
 }
+
+// TestQueueIsNoPrefill: a request the server reports queued for 1 s while
+// another runs takes no energy for that second — neither static nor
+// prefill: it belongs to the request running then. Slices are cut at the
+// end of the queue and at first tokens, so none straddles a transition.
+func TestQueueIsNoPrefill(t *testing.T) {
+	// 100 W flat for 3 s, 20 ms slices, no idle baseline (all dynamic).
+	var slices []Slice
+	for ts := int64(0); ts < 3e9; ts += 20e6 {
+		slices = append(slices, Slice{From: ts, To: ts + 20e6, Joules: 2})
+	}
+	reqs := []schemas.Request{
+		{ID: "a", Sent: 0, FirstToken: 10e6, LastToken: 2e9, Done: 2e9, PromptTokens: 10, OutputTokens: 1, Status: schemas.StatusOK},
+		// Queued 1 s, then prefills 0.5 s, then decodes until 3 s.
+		{ID: "b", Sent: 5e6, ServerQueue: 1e9, FirstToken: 1505e6, LastToken: 3e9, Done: 3e9, PromptTokens: 10, OutputTokens: 1, Status: schemas.StatusOK},
+	}
+	toks := map[string][]schemas.Token{"a": {{TS: 10e6, Tokens: 1}, {TS: 2e9, Tokens: 1}}, "b": {{TS: 1505e6, Tokens: 1}, {TS: 3e9, Tokens: 1}}}
+	a, err := Attribute(slices, 0, reqs, toks, MethodTokens)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := a.Requests[1]
+	// b's share starts at 1.005 s: at most (3 − 1.005) s × 100 W.
+	if b.TotalJ() > 199.5+1e-6 {
+		t.Errorf("queued request took %.2f J, more than its active time allows (199.5 J)", b.TotalJ())
+	}
+	if a.PrefillJ+a.DecodeJ+a.UnattributedJ-300 > 1e-9 || 300-(a.PrefillJ+a.DecodeJ+a.UnattributedJ) > 1e-9 {
+		t.Errorf("conservation: %.6f J of 300", a.PrefillJ+a.DecodeJ+a.UnattributedJ)
+	}
+	// Cut slices keep their total.
+	cut := CutSlices(slices, []int64{1005e6, 1505e6, 10e6, 0})
+	var sum float64
+	for _, s := range cut {
+		sum += s.Joules
+		if s.To <= s.From {
+			t.Fatalf("empty slice %+v", s)
+		}
+	}
+	if len(cut) != len(slices)+3 || math.Abs(sum-300) > 1e-9 {
+		t.Errorf("%d slices summing to %.9f J", len(cut), sum)
+	}
+}

@@ -24,9 +24,10 @@ func TestAttributionGroundTruth(t *testing.T) {
 	)
 	rng := rand.New(rand.NewPCG(11, 12))
 	type req struct {
-		q        schemas.Request
-		toks     []schemas.Token
-		truthDyn float64
+		q            schemas.Request
+		toks         []schemas.Token
+		truthDyn     float64
+		truthPrefill float64 // its prefill part plus its idle share while prefilling
 	}
 	var rs []req
 	for i := 0; i < 300; i++ {
@@ -59,6 +60,7 @@ func TestAttributionGroundTruth(t *testing.T) {
 				part := kPrefill * float64(q.PromptTokens) / 100
 				w += part
 				rs[i].truthDyn += part * float64(step) / 1e9
+				rs[i].truthPrefill += part * float64(step) / 1e9
 				inSys = append(inSys, i)
 			case ts >= q.FirstToken && ts < q.Done:
 				w += kDecode
@@ -68,6 +70,9 @@ func TestAttributionGroundTruth(t *testing.T) {
 		}
 		for _, i := range inSys {
 			truthStatic[i] += idleW * float64(step) / 1e9 / float64(len(inSys))
+			if q := &rs[i].q; ts < q.FirstToken {
+				rs[i].truthPrefill += idleW * float64(step) / 1e9 / float64(len(inSys))
+			}
 		}
 		if ts%100e6 == 0 {
 			readings = append(readings, Reading{EnergyReading: schemas.EnergyReading{TSBefore: ts, TSAfter: ts, Energy: schemas.Energy(energy)}, Source: "sim"})
@@ -91,13 +96,20 @@ func TestAttributionGroundTruth(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var errs []float64
+		var errs, perrs []float64
+		var truePrefill, trueTotal float64
 		for i, r := range a.Requests {
 			truth := rs[i].truthDyn + truthStatic[i]
 			errs = append(errs, math.Abs(r.TotalJ()-truth)/truth)
+			perrs = append(perrs, math.Abs(r.PrefillJ-rs[i].truthPrefill)/rs[i].truthPrefill)
+			truePrefill += rs[i].truthPrefill
+			trueTotal += truth
 		}
 		med, p90 := Percentile(append([]float64(nil), errs...), 50), Percentile(errs, 90)
-		t.Logf("%s: per-request energy error median %.1f%%, p90 %.1f%%", m, 100*med, 100*p90)
+		pmed, pp90 := Percentile(append([]float64(nil), perrs...), 50), Percentile(perrs, 90)
+		t.Logf("%s: per-request energy error median %.1f%%, p90 %.1f%%; prefill error median %.1f%%, p90 %.1f%%; prefill total %.1f J against truth %.1f J (%+.1f%%), decode total %+.1f%%",
+			m, 100*med, 100*p90, 100*pmed, 100*pp90, a.PrefillJ, truePrefill, 100*(a.PrefillJ-truePrefill)/truePrefill,
+			100*(a.DecodeJ-(trueTotal-truePrefill))/(trueTotal-truePrefill))
 		medians[m] = med
 		if med > bounds[m] {
 			t.Errorf("%s: median error %.1f%% over %.0f%%", m, 100*med, 100*bounds[m])
