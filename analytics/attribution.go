@@ -239,12 +239,17 @@ func Attribute(slices []Slice, staticW float64, reqs []schemas.Request, toks map
 		return nil, fmt.Errorf("unknown attribution method %q (want %s or %s)", method, MethodTokens, MethodEqual)
 	}
 	a := &Attribution{Method: method, Requests: make([]RequestEnergy, 0, len(reqs))}
-	// No slice may straddle a request's transition: cut at every request's
-	// entry and first token (a slice holds one power sample, constant
-	// within it, so a piece's energy is its share of the slice's time).
-	cuts := make([]int64, 0, 2*len(reqs))
+	// No slice may straddle a request's transition from prefill to decode:
+	// cut at every first token, and at the end of a server-reported queue
+	// (a slice holds one power sample, constant within it, so a piece's
+	// energy is its share of the slice's time). Entries need no cut: a
+	// request's weight in a slice already counts only its work inside it.
+	cuts := make([]int64, 0, len(reqs))
 	for _, q := range reqs {
-		cuts = append(cuts, activeFrom(q), q.FirstToken)
+		cuts = append(cuts, q.FirstToken)
+		if from := activeFrom(q); from != q.Sent {
+			cuts = append(cuts, from)
+		}
 	}
 	slices = CutSlices(slices, cuts)
 	works := make([][]work, len(reqs))
