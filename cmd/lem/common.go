@@ -26,14 +26,8 @@ import (
 func logFlags(fs *flag.FlagSet) func() zerolog.Logger {
 	verbose := fs.Bool("verbose", false, "log debug detail")
 	quiet := fs.Bool("quiet", false, "log only errors")
-	format := logging.FormatAuto
-	fs.Func("log-format", "auto (console on a terminal, else JSON lines), json or console", func(v string) error {
-		if _, err := logging.New(io.Discard, v, zerolog.InfoLevel); err != nil {
-			return err
-		}
-		format = v
-		return nil
-	})
+	format := logFormat(logging.FormatAuto)
+	fs.Var(&format, "log-format", "auto (console on a terminal, else JSON lines), json or console")
 	return func() zerolog.Logger {
 		lvl := zerolog.InfoLevel
 		switch {
@@ -42,9 +36,22 @@ func logFlags(fs *flag.FlagSet) func() zerolog.Logger {
 		case *verbose:
 			lvl = zerolog.DebugLevel
 		}
-		l, _ := logging.New(os.Stderr, format, lvl) // format checked when parsed
+		l, _ := logging.New(os.Stderr, string(format), lvl) // format checked when parsed
 		return l
 	}
+}
+
+// logFormat is the value of -log-format, checked when parsed.
+type logFormat string
+
+func (f *logFormat) String() string { return string(*f) }
+
+func (f *logFormat) Set(v string) error {
+	if _, err := logging.New(io.Discard, v, zerolog.InfoLevel); err != nil {
+		return err
+	}
+	*f = logFormat(v)
+	return nil
 }
 
 // storeFlags adds the store flags: -clickhouse with its database, user

@@ -36,7 +36,7 @@ func New(w io.Writer, format string, level zerolog.Level) (zerolog.Logger, error
 	case FormatConsole:
 		out = zerolog.ConsoleWriter{Out: w, NoColor: !tty, TimeFormat: "15:04:05.000"}
 	default:
-		return zerolog.Nop(), fmt.Errorf("-log-format: unknown %q (auto, json or console)", format)
+		return zerolog.Nop(), fmt.Errorf("unknown log format %q (auto, json or console)", format)
 	}
 	l := zerolog.New(out).Level(level).With().Timestamp().Logger()
 	return l, nil
