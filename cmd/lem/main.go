@@ -53,13 +53,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	exec := c.setup(fs)
 	fs.Usage = func() { commandUsage(stderr, c, fs) }
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
+	// Flags may follow the arguments too (lem run FILE -dry-run): parse,
+	// take one argument, parse the rest again.
+	var pos []string
+	for rest := args[1:]; ; {
+		if err := fs.Parse(rest); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return 0
+			}
+			return 2
 		}
-		return 2
+		rest = fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		pos, rest = append(pos, rest[0]), rest[1:]
 	}
-	if err := exec(fs.Args()); err != nil {
+	if err := exec(pos); err != nil {
 		if errors.Is(err, errUsage) {
 			commandUsage(stderr, c, fs)
 			return 2

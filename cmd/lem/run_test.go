@@ -231,3 +231,19 @@ collectors: {gpu: none, rapl: "off", scrape: {enabled: false}}
 		t.Errorf("output does not say there is no power:\n%s", out)
 	}
 }
+
+// TestFlagsAfterArguments: `lem run FILE -dry-run` works as `lem run
+// -dry-run FILE` (it used to print the usage with exit code 2).
+func TestFlagsAfterArguments(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "e.yaml")
+	os.WriteFile(path, []byte("backend: {kind: vllm, model: m}\n"), 0o644)
+	var errb bytes.Buffer
+	out := captureStdout(t, func() {
+		if code := run([]string{"run", path, "-dry-run"}, os.Stdout, &errb); code != 0 {
+			t.Fatalf("exit %d: %s", code, errb.String())
+		}
+	})
+	if !strings.Contains(out, "launch: vllm serve m") {
+		t.Fatalf("no plan:\n%s", out)
+	}
+}
