@@ -6,9 +6,11 @@ package experiment
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"sort"
 	"strings"
@@ -372,10 +374,28 @@ func (c *Config) Runs() ([]Run, error) {
 
 // Validate returns every problem of a normalised configuration, each
 // naming its parameter.
-func (c *Config) Validate() []error {
+func (c *Config) Validate() []error { return c.validate(true) }
+
+// ValidateStatic is Validate without opening the files the experiment
+// refers to (datasets, traces, adapters): for checking an example whose
+// files the user fetches.
+func (c *Config) ValidateStatic() []error { return c.validate(false) }
+
+func (c *Config) validate(files bool) []error {
 	var errs []error
 	for _, p := range c.Backend.Validate() {
 		errs = append(errs, p)
+	}
+	for i, l := range c.Backend.LoRA {
+		if !files {
+			break
+		}
+		// A local path (a Hugging Face id is fetched by the server).
+		if strings.HasPrefix(l.Path, "/") || strings.HasPrefix(l.Path, ".") || strings.HasPrefix(l.Path, "~") {
+			if _, err := os.Stat(l.Path); err != nil {
+				errs = append(errs, fmt.Errorf("backend.lora[%d].path: %w", i, err))
+			}
+		}
 	}
 	runs, err := c.Runs()
 	if err != nil {
@@ -400,6 +420,18 @@ func (c *Config) Validate() []error {
 		}
 		add(w.Arrival.Validate())
 		add(w.Dataset.Validate())
+		// Files the run will read must exist and parse now, not 2 s into
+		// the run.
+		if files && w.Arrival.Process == loadgen.ArrivalTrace && w.Arrival.Trace != "" {
+			if _, err := os.Stat(w.Arrival.Trace); err != nil {
+				add(fmt.Errorf("arrival.trace: %w", err))
+			}
+		}
+		if k := w.Dataset.Kind; files && (k == "sharegpt" || k == "jsonl") && w.Dataset.Path != "" {
+			if _, err := w.Dataset.Load(context.Background(), max(w.Requests, 1), rand.New(rand.NewPCG(1, 2)), nil); err != nil {
+				add(err) // names dataset.path
+			}
+		}
 		if _, ok := loadgen.SamplingPresets[w.Sampling.Preset]; !ok {
 			add(fmt.Errorf("sampling.preset: unknown %q (deterministic, standard, creative or factual)", w.Sampling.Preset))
 		}
@@ -509,6 +541,20 @@ func flatten(c *Config) (map[string]string, error) {
 			}
 		case yaml.SequenceNode:
 			if len(n.Content) == 0 {
+				return
+			}
+			// A list of plain values is one value: compared and shown
+			// whole (devices [0, 1] is not "devices[1]: 1").
+			scalars := make([]string, 0, len(n.Content))
+			for _, k := range n.Content {
+				if k.Kind != yaml.ScalarNode {
+					scalars = nil
+					break
+				}
+				scalars = append(scalars, k.Value)
+			}
+			if scalars != nil {
+				out[prefix] = "[" + strings.Join(scalars, ", ") + "]"
 				return
 			}
 			for i, k := range n.Content {

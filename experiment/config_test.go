@@ -146,7 +146,7 @@ func TestExamplesValid(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.Normalize()
-		if errs := c.Validate(); len(errs) > 0 {
+		if errs := c.ValidateStatic(); len(errs) > 0 { // their datasets are fetched by the user
 			t.Errorf("%s: %v", f, errs)
 		}
 		kinds[c.Backend.Kind] = true
@@ -213,5 +213,48 @@ workload:
 	}
 	if strings.Contains(doc, "secret") {
 		t.Errorf("a secret in the stored configuration: %s", doc)
+	}
+}
+
+// TestShowListsWhole: a list of values differs from the default as a
+// whole; element 0 being 0 does not hide it.
+func TestShowListsWhole(t *testing.T) {
+	c, err := Parse([]byte("backend: {kind: vllm, model: m}\ncollectors: {devices: [0, 1]}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	notes := c.Normalize()
+	var b strings.Builder
+	if err := ShowNonDefault(&b, c, notes); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "collectors.devices: [0, 1]\n") || strings.Contains(b.String(), "devices[1]") {
+		t.Fatalf("shown:\n%s", b.String())
+	}
+}
+
+// TestValidateChecksReferencedFiles: a missing dataset, trace or local LoRA
+// path is a problem check-config reports (lem run used to fail 2 s in).
+func TestValidateChecksReferencedFiles(t *testing.T) {
+	dir := t.TempDir()
+	c, err := Parse([]byte(`backend: {kind: vllm, model: m, lora: [{name: a, path: ` + dir + `/no-adapter}]}
+workload:
+  requests: 4
+  arrival: {process: trace, trace: ` + dir + `/no-trace.txt}
+  dataset: {kind: jsonl, path: ` + dir + `/no-data.jsonl}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Normalize()
+	var all []string
+	for _, e := range c.Validate() {
+		all = append(all, e.Error())
+	}
+	got := strings.Join(all, "\n")
+	for _, want := range []string{"backend.lora[0].path:", "workload.arrival.trace:", "workload.dataset.path:"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("no %q among:\n%s", want, got)
+		}
 	}
 }
