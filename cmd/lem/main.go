@@ -39,10 +39,20 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	// Logging flags may come before the command (lem --verbose run ...):
+	// they are every command's.
+	var global []string
+	for len(args) > 0 && isLogFlag(args[0]) {
+		global, args = append(global, args[0]), args[1:]
+		if !strings.Contains(global[len(global)-1], "=") && strings.TrimLeft(global[len(global)-1], "-") == "log-format" && len(args) > 0 {
+			global, args = append(global, args[0]), args[1:]
+		}
+	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		printUsage(stdout)
 		return 0
 	}
+	args = append(append([]string{args[0]}, global...), args[1:]...)
 	c, ok := commands[args[0]]
 	if !ok {
 		fmt.Fprintf(stderr, "lem: unknown command %q\n\n", args[0])
@@ -51,7 +61,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	fs := flag.NewFlagSet("lem "+c.name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	exec := c.setup(fs)
+	exec := setupCommand(c, fs)
 	fs.Usage = func() { commandUsage(stderr, c, fs) }
 	// Flags may follow the arguments too (lem run FILE -dry-run): parse,
 	// take one argument, parse the rest again.
@@ -78,6 +88,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// setupCommand registers c's flags on fs, and the logging flags on every
+// command that does not take them itself (so that -quiet, -verbose and
+// -log-format are accepted everywhere).
+func setupCommand(c *command, fs *flag.FlagSet) func([]string) error {
+	exec := c.setup(fs)
+	if fs.Lookup("verbose") == nil {
+		logFlags(fs)
+	}
+	return exec
+}
+
+// isLogFlag reports whether a is one of the logging flags.
+func isLogFlag(a string) bool {
+	name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+	return strings.HasPrefix(a, "-") && (name == "verbose" || name == "quiet" || name == "log-format")
 }
 
 func names() []string {
@@ -110,7 +137,7 @@ func cliMarkdown() string {
 	for _, n := range names() {
 		c := commands[n]
 		fs := flag.NewFlagSet("lem "+n, flag.ContinueOnError)
-		c.setup(fs)
+		setupCommand(c, fs)
 		fmt.Fprintf(&b, "## lem %s\n\n%s\n\n```\nlem %s [flags] %s\n```\n\n", n, c.summary, n, c.usage)
 		var rows []string
 		fs.VisitAll(func(f *flag.Flag) {

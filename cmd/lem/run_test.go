@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"math"
 	"net"
@@ -246,4 +247,30 @@ func TestFlagsAfterArguments(t *testing.T) {
 	if !strings.Contains(out, "launch: vllm serve m") {
 		t.Fatalf("no plan:\n%s", out)
 	}
+}
+
+// TestLoggingFlagsEverywhere: -quiet, -verbose and -log-format are taken
+// by every command, also before the command's name (lem --verbose run …
+// was "unknown command").
+func TestLoggingFlagsEverywhere(t *testing.T) {
+	for _, n := range names() {
+		fs := flag.NewFlagSet(n, flag.ContinueOnError)
+		setupCommand(commands[n], fs)
+		for _, f := range []string{"quiet", "verbose", "log-format"} {
+			if fs.Lookup(f) == nil {
+				t.Errorf("lem %s has no -%s", n, f)
+			}
+		}
+	}
+	path := filepath.Join(t.TempDir(), "e.yaml")
+	os.WriteFile(path, []byte("backend: {kind: vllm, model: m}\n"), 0o644)
+	var errb bytes.Buffer
+	captureStdout(t, func() {
+		for _, args := range [][]string{{"--verbose", "check-config", path}, {"-log-format", "json", "check-config", path},
+			{"--log-format=console", "check-config", path, "-quiet"}} {
+			if code := run(args, os.Stdout, &errb); code != 0 {
+				t.Errorf("%v: exit %d: %s", args, code, errb.String())
+			}
+		}
+	})
 }
