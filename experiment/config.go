@@ -357,13 +357,24 @@ func (c *Config) Runs() ([]Run, error) {
 			// An arrival override without a process implies one: a
 			// concurrency means a closed loop, a rate an open loop (the
 			// base's if it is open, else Poisson).
-			if keys := arrivalKeys(&v.Workload); keys != nil && !keys["process"] {
+			keys := arrivalKeys(&v.Workload)
+			if keys != nil && !keys["process"] {
 				switch {
 				case keys["concurrency"]:
 					w.Arrival.Process = loadgen.ArrivalConcurrency
 				case keys["rate"] && w.Arrival.Process == loadgen.ArrivalConcurrency:
 					w.Arrival.Process = loadgen.ArrivalPoisson
 				}
+			}
+			// A field the variant's process does not have, inherited from
+			// the base, is dropped (a Poisson variant of a closed-loop base
+			// has no concurrency); one the variant sets itself is kept for
+			// validation to refuse.
+			if w.Arrival.Process != loadgen.ArrivalConcurrency && !keys["concurrency"] {
+				w.Arrival.Concurrency = 0
+			}
+			if w.Arrival.Process == loadgen.ArrivalConcurrency && !keys["rate"] {
+				w.Arrival.Rate = 0
 			}
 			fillWorkload(&w, c.Workload)
 		}

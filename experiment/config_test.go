@@ -258,3 +258,43 @@ workload:
 		}
 	}
 }
+
+// TestArrivalFieldsOfTheOtherProcess: an open-loop arrival with a
+// concurrency (or a closed loop with a rate) is refused, naming the field;
+// a Poisson variant of a closed-loop base drops the inherited concurrency
+// (it used to be stored with the run as if it had shaped the load).
+func TestArrivalFieldsOfTheOtherProcess(t *testing.T) {
+	c, err := Parse([]byte("backend: {kind: vllm, model: m}\nworkload: {arrival: {process: poisson, rate: 3, concurrency: 4}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Normalize()
+	var got []string
+	for _, e := range c.Validate() {
+		got = append(got, e.Error())
+	}
+	if !strings.Contains(strings.Join(got, "\n"), "workload.arrival.concurrency: only a closed loop") {
+		t.Errorf("poisson with a concurrency: %v", got)
+	}
+	c, err = Parse([]byte(`backend: {kind: vllm, model: m}
+workload: {arrival: {concurrency: 8}}
+sweep:
+  - name: closed
+  - name: open
+    workload: {arrival: {process: poisson, rate: 6}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Normalize()
+	if errs := c.Validate(); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	runs, _ := c.Runs()
+	if a := runs[1].Workload.Arrival; a.Concurrency != 0 || a.Rate != 6 || a.Process != "poisson" {
+		t.Errorf("open variant: %+v", a)
+	}
+	if a := runs[0].Workload.Arrival; a.Concurrency != 8 || a.Process != "concurrency" {
+		t.Errorf("closed variant: %+v", a)
+	}
+}

@@ -41,6 +41,14 @@ type Arrival struct {
 
 // Validate names the first wrong field.
 func (a Arrival) Validate() error {
+	// A field of the other kind of process would be stored with the run
+	// and read as if it had shaped the load.
+	switch {
+	case a.Process != ArrivalConcurrency && a.Concurrency != 0:
+		return fmt.Errorf("arrival.concurrency: only a closed loop (process: concurrency) has one; %s arrivals are sent on schedule whatever is in flight — remove it", a.Process)
+	case a.Process == ArrivalConcurrency && a.Rate != 0:
+		return fmt.Errorf("arrival.rate: a closed loop (process: concurrency) sends when a request ends, at no set rate — remove it, or use an open-loop process (poisson, constant, gamma)")
+	}
 	switch a.Process {
 	case ArrivalPoisson, ArrivalConstant:
 		if !(a.Rate > 0) {
