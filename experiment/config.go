@@ -12,6 +12,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"reflect"
 	"sort"
 	"strings"
 	"time"
@@ -131,6 +132,18 @@ func Load(path string) (*Config, error) {
 // Parse decodes an experiment from YAML (strict).
 func Parse(b []byte) (*Config, error) {
 	var c Config
+	// Every unknown key and wrongly typed value at once, by dotted path.
+	var root yaml.Node
+	if err := yaml.Unmarshal(b, &root); err != nil {
+		return nil, err
+	}
+	if errs := checkNode(&root, reflect.TypeOf(c), ""); len(errs) > 0 {
+		lines := make([]string, len(errs))
+		for i, e := range errs {
+			lines[i] = "  " + e.Error()
+		}
+		return nil, fmt.Errorf("%d problem(s):\n%s", len(errs), strings.Join(lines, "\n"))
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil {

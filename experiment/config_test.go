@@ -108,8 +108,8 @@ sweep:
 	if !*c.Workload.IgnoreEOS || !*runs[2].Workload.IgnoreEOS || runs[2].Workload.Dataset.PromptTokens.Mean != 300 {
 		t.Fatal("an override wrote through to the base workload")
 	}
-	bad := parse(t, "backend: {kind: external, endpoint: x, model: m}\nsweep:\n  - name: a\n    workload: {arival: {rate: 1}}\n")
-	if _, err := bad.Runs(); err == nil || !strings.Contains(err.Error(), "arival") {
+	_, err = Parse([]byte("backend: {kind: external, endpoint: x, model: m}\nsweep:\n  - name: a\n    workload: {arival: {rate: 1}}\n"))
+	if err == nil || !strings.Contains(err.Error(), "sweep[0].workload.arival: line 4: unknown setting (did you mean sweep[0].workload.arrival?)") {
 		t.Fatalf("misspelt override: %v", err)
 	}
 }
@@ -296,5 +296,34 @@ sweep:
 	}
 	if a := runs[0].Workload.Arrival; a.Concurrency != 8 || a.Process != "concurrency" {
 		t.Errorf("closed variant: %+v", a)
+	}
+}
+
+// TestParseNamesEveryProblem: unknown keys by dotted path with a
+// suggestion, wrong types with the type wanted, all at once (the decoder
+// stopped at the first and named Go types).
+func TestParseNamesEveryProblem(t *testing.T) {
+	_, err := Parse([]byte(`backend:
+  kind: vllm
+  model: m
+  vllm: {gpu_memory_utilisation: 0.9, max_num_seqs: lots}
+workload:
+  requests: many
+  arrival: {concurrency: 4}
+measurement: {cycles: 3, baseline: soon}
+`))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, want := range []string{
+		"4 problem(s)",
+		"measurement.baseline: line 8: want a duration (30s, 2m), got \"soon\"",
+		"backend.vllm.gpu_memory_utilisation: line 4: unknown setting (did you mean backend.vllm.gpu_memory_utilization?)",
+		"backend.vllm.max_num_seqs: line 4: want a whole number, got \"lots\"",
+		"workload.requests: line 6: want a whole number, got \"many\"",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("no %q in:\n%v", want, err)
+		}
 	}
 }
