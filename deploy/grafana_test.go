@@ -143,12 +143,46 @@ func TestDashboardQueriesRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, tb := range analytics.ResultTables(res, time.Now().UnixNano()) {
-		if err := sink.Write(ctx, tb); err != nil {
+	// Written twice, as `lem analyze -write` run twice does: the replacing
+	// tables hold duplicates until a merge, and every query and panel must
+	// read them with FINAL.
+	for k := int64(0); k < 2; k++ {
+		for _, tb := range analytics.ResultTables(res, time.Now().UnixNano()+k) {
+			if err := sink.Write(ctx, tb); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for table, want := range map[string]int{"request_energy": len(res.Requests), "cycle_results": len(res.Cycles)} {
+		var raw, final uint64
+		if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+"."+table+" WHERE run_id = 'r1'").Scan(&raw); err != nil {
 			t.Fatal(err)
+		}
+		if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+"."+table+" FINAL WHERE run_id = 'r1'").Scan(&final); err != nil {
+			t.Fatal(err)
+		}
+		if raw != 2*uint64(want) || final != uint64(want) {
+			t.Errorf("%s: %d rows stored (want %d: duplicates present), %d with FINAL (want %d)", table, raw, 2*want, final, want)
 		}
 	}
 	runQueries(t, conn, db)
+	// No query or panel reads a replacing table without FINAL.
+	sqls := []string{}
+	for _, q := range deploy.Queries {
+		sqls = append(sqls, q.Expand(db, "r1", "q3"))
+	}
+	for _, p := range loadDashboard(t).Panels {
+		sqls = append(sqls, p.Targets[0].RawSQL)
+	}
+	for _, q := range sqls {
+		for _, table := range []string{"request_energy", "cycle_results", "run_results", "devices"} {
+			for _, m := range regexp.MustCompile(`\.`+table+`\b(\s+\w+)?`).FindAllStringSubmatch(q, -1) {
+				if strings.TrimSpace(m[1]) != "FINAL" {
+					t.Errorf("%s read without FINAL:\n%s", table, q)
+				}
+			}
+		}
+	}
 	d := loadDashboard(t)
 	for _, p := range d.Panels {
 		q := expand(p.Targets[0].RawSQL, db, start.Add(-time.Minute), time.Now().Add(time.Minute), 10)
