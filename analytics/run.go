@@ -591,13 +591,13 @@ func PrintRun(w io.Writer, r *RunResult) {
 		fmt.Fprintf(w, "  energy: %s (docs/methodology.md)\n", r.Cycles[0].Method)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "cycle\tdur s\tenergy J\t±edge J\t±5% J\tdynamic J\tprefill J\tdecode J\treqs\tfail\tout tok\tJ/token\tJ/req\treq J p50\tTTFT p50 ms\tTTFT p99 ms\tITL p50 ms\tITL p99 ms\tquality\t")
+	fmt.Fprintln(tw, "cycle\tdur s\tenergy J\t±edge J\t±5% J\tdynamic J\tprefill J\tdecode J\tunattr J\treqs\tfail\tout tok\tJ/token\tJ/req\treq J p50\tTTFT p50 ms\tTTFT p99 ms\tITL p50 ms\tITL p99 ms\tquality\t")
 	var excluded []string
 	excludedWhy := map[string]bool{}
 	for _, c := range r.Cycles {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
 			c.Cycle, num(c.DurationS, 2), num(c.EnergyJ, 1), num(c.EdgeUncJ, 2), num(c.SystematicJ, 1), num(c.DynamicJ, 1),
-			num(c.PrefillJ, 1), num(c.DecodeJ, 1), c.Requests, c.Failed, c.OutputTokens, num(c.JPerToken, 4), num(c.JPerRequest, 2),
+			num(c.PrefillJ, 1), num(c.DecodeJ, 1), num(c.UnattributedJ, 1), c.Requests, c.Failed, c.OutputTokens, num(c.JPerToken, 4), num(c.JPerRequest, 2),
 			num(c.RequestJp50, 2), num(c.TTFTp50, 1), num(c.TTFTp99, 1), num(c.ITLp50, 2), num(c.ITLp99, 2),
 			strings.Join(append([]string{qualityLabel(c.Quality, c.Simulated, c.Apportioned)}, c.Flags...), ","))
 		if math.IsNaN(c.EnergyJ) {
@@ -606,6 +606,7 @@ func PrintRun(w io.Writer, r *RunResult) {
 		}
 	}
 	tw.Flush()
+	fmt.Fprintln(w, "  prefill + decode + unattr = energy (unattr: time with no request in the system); J/req = energy / successful requests, so it includes the unattributed and idle energy; req J p50 is the median of each request's own attributed share")
 	if len(excluded) > 0 {
 		var why []string
 		for q := range excludedWhy {
