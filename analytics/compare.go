@@ -105,6 +105,9 @@ func Aggregate(name string, runs []*RunResult) (*RunResult, error) {
 	if len(models) > 1 {
 		return nil, fmt.Errorf("cannot aggregate runs of different models (%d models): compare them instead", len(models))
 	}
+	if err := sameMeasurement(runs); err != nil {
+		return nil, err
+	}
 	out := &RunResult{RunID: name, Experiment: runs[0].Experiment, Backend: runs[0].Backend, Model: runs[0].Model,
 		Config: runs[0].Config, BaselineW: map[string]float64{}, SeriesShiftMS: map[string]float64{}, Summary: map[string]Stat{},
 		Quality: QualityOK}
@@ -172,4 +175,85 @@ func CycleValues(r *RunResult, m string) []float64 {
 		}
 	}
 	return out
+}
+
+// sameMeasurement refuses to pool runs whose configurations differ in
+// anything that changes what they measure — workload, arrival, lengths,
+// sampling, precision, quantisation, parallelism, the number of devices —
+// naming the first such field. Names, seeds, the protocol's timing
+// (cycles, baseline, cool-down) and how the server is reached do not count.
+func sameMeasurement(runs []*RunResult) error {
+	flat := make([]map[string]string, len(runs))
+	for i, r := range runs {
+		flat[i] = map[string]string{"devices": fmt.Sprint(len(r.Devices))}
+		var doc any
+		if r.Config != "" && json.Unmarshal([]byte(r.Config), &doc) == nil {
+			flattenJSON("", doc, flat[i])
+		}
+	}
+	keys := map[string]bool{}
+	for _, f := range flat {
+		for k := range f {
+			keys[k] = true
+		}
+	}
+	sorted := make([]string, 0, len(keys))
+	for k := range keys {
+		if !ignoredForPooling(k) {
+			sorted = append(sorted, k)
+		}
+	}
+	sort.Strings(sorted)
+	for _, k := range sorted {
+		for i := 1; i < len(runs); i++ {
+			if a, b := flat[0][k], flat[i][k]; a != b {
+				return fmt.Errorf("cannot aggregate %s with %s: %s differs (%s against %s): they measure different things; compare them instead",
+					runs[0].RunID, runs[i].RunID, k, orNone(a), orNone(b))
+			}
+		}
+	}
+	return nil
+}
+
+func orNone(v string) string {
+	if v == "" {
+		return "not set"
+	}
+	return v
+}
+
+// ignoredForPooling lists configuration paths that do not change what a
+// run measures.
+func ignoredForPooling(k string) bool {
+	for _, p := range []string{"run", "experiment", "version", "measurement", "backend.env", "backend.log_file", "backend.port",
+		"backend.host", "backend.endpoint", "backend.startup_timeout", "backend.command", "workload.warmup", "workload.timeout",
+		"workload.tokenize", "workload.arrival.coarse_timing", "Run", "Measurement"} {
+		if k == p || strings.HasPrefix(k, p+".") || strings.HasPrefix(k, p+"[") {
+			return true
+		}
+	}
+	return false
+}
+
+// flattenJSON maps every leaf of a decoded JSON document to its dotted
+// path.
+func flattenJSON(prefix string, v any, out map[string]string) {
+	join := func(k string) string {
+		if prefix == "" {
+			return k
+		}
+		return prefix + "." + k
+	}
+	switch x := v.(type) {
+	case map[string]any:
+		for k, c := range x {
+			flattenJSON(join(k), c, out)
+		}
+	case []any:
+		b, _ := json.Marshal(x)
+		out[prefix] = string(b)
+	case nil:
+	default:
+		out[prefix] = fmt.Sprint(x)
+	}
 }
