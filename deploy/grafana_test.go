@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llm-energy-measure/lem/experiment"
 	"github.com/llm-energy-measure/lem/store"
 	chstore "github.com/llm-energy-measure/lem/store/clickhouse"
 
@@ -261,5 +262,79 @@ func runQueries(t *testing.T, conn driver.Conn, db string) {
 		if n == 0 {
 			t.Errorf("query %q returned no rows", q.Title)
 		}
+	}
+}
+
+// TestArrivalQueryOnLemRunConfigs: the J/token-by-arrival query over
+// configurations as `lem run` stores them (experiment.RunDocument): a
+// closed loop of 8, another of 8, a closed loop of 2 and a Poisson run are
+// three groups, never one (it once averaged a closed loop and a Poisson
+// run together: Go field names made the concurrency read as 0).
+func TestArrivalQueryOnLemRunConfigs(t *testing.T) {
+	db, conn := testenv.FreshDatabase(t)
+	sink, _ := chstore.New(conn, db)
+	ctx := context.Background()
+	run := schemas.NewRows(schemas.KindRun)
+	res := schemas.NewRunResultRows()
+	for i, v := range []struct {
+		id, arrival string
+		jpt         float64
+	}{{"c8a", "{concurrency: 8}", 1}, {"c8b", "{concurrency: 8}", 3}, {"c2", "{concurrency: 2}", 5}, {"p6", "{process: poisson, rate: 6}", 7}} {
+		c, err := experiment.Parse([]byte("backend: {kind: vllm, model: m}\nworkload: {arrival: " + v.arrival + "}\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Normalize()
+		runs, _ := c.Runs()
+		doc, err := c.RunDocument(runs[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		run.Append(&schemas.RunEvent{RunID: v.id, Backend: "vllm", Model: "m", Phase: schemas.RunStart, TS: time.Now().UnixNano(), Config: doc},
+			schemas.Position{Epoch: 1, Seq: uint64(i + 1)})
+		res.RunID.Append(v.id)
+		res.Experiment.Append("e")
+		res.Backend.Append("vllm")
+		res.Model.Append("m")
+		res.Devices.Append(nil)
+		res.Metric.Append("j_per_token")
+		res.N.Append(3)
+		for _, col := range []*schemas.Col[float64]{res.Mean, res.Std, res.CI95, res.CV} {
+			col.Append(v.jpt)
+		}
+		res.Quality.Append("ok")
+		res.Simulated.Append(0)
+		res.Apportioned.Append(0)
+		res.AnalyzedNS.Append(1)
+	}
+	for _, tb := range []*schemas.Table{run.Table(), res.Table()} {
+		if err := sink.Write(ctx, tb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var q deploy.Query
+	for _, x := range deploy.Queries {
+		if strings.HasPrefix(x.Title, "J per output token by backend and arrival") {
+			q = x
+		}
+	}
+	rows, err := conn.Query(ctx, q.Expand(db, "", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	got := map[string]float64{}
+	for rows.Next() {
+		var backend, model, arrival string
+		var load, jpt, ci float64
+		var n uint64
+		if err := rows.Scan(&backend, &model, &arrival, &load, &jpt, &ci, &n); err != nil {
+			t.Fatal(err)
+		}
+		got[fmt.Sprintf("%s %g", arrival, load)] = jpt
+	}
+	want := map[string]float64{"concurrency 8": 2, "concurrency 2": 5, "poisson 6": 7}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("groups %v, want %v", got, want)
 	}
 }

@@ -29,14 +29,15 @@ ORDER BY cycle, request_id`},
 FROM lem.cycle_results FINAL
 GROUP BY run_id
 ORDER BY run_id`},
-	{"J per output token by backend and concurrency",
-		"Mean J/token (over cycles, with its 95% CI) per backend and closed-loop concurrency, the concurrency read from each run's configuration JSON.",
-		`SELECT backend, visitParamExtractInt(config, 'concurrency') AS concurrency, model,
+	{"J per output token by backend and arrival",
+		"Mean J/token (over cycles, with its 95% CI) per backend, model and arrival — the process with its concurrency (closed loop) or rate (open loop) — read from each run's stored configuration (snake_case keys, as in the experiment file).",
+		`SELECT backend, model, visitParamExtractString(config, 'process') AS arrival,
+       if(arrival = 'concurrency', toFloat64(visitParamExtractInt(config, 'concurrency')), visitParamExtractFloat(config, 'rate')) AS load,
        avg(mean) AS j_per_token, max(ci95) AS widest_ci95, count() AS runs
 FROM (SELECT run_id, backend, model, mean, ci95 FROM lem.run_results FINAL WHERE metric = 'j_per_token')
 ANY LEFT JOIN (SELECT run_id, any(config) AS config FROM lem.runs GROUP BY run_id) USING run_id
-GROUP BY backend, concurrency, model
-ORDER BY backend, concurrency`},
+GROUP BY backend, model, arrival, load
+ORDER BY backend, model, arrival, load`},
 	{"Power around one request",
 		"The 20 ms power samples of every device of the request's run, from one second before it was sent to one second after its stream ended.",
 		`SELECT device_uuid, ts_ns, power_mw / 1000 AS watts, source
