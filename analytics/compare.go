@@ -154,7 +154,7 @@ func PrintComparison(w io.Writer, cs []Comparison) {
 		s := r.Summary
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.RunID, r.Backend, r.Model, c.Precision, c.Concurrency,
 			len(r.Cycles), fmtCI(s["j_per_token"]), fmtCI(s["tokens_per_j"]), fmtCI(s["throughput_tok_s"]), fmtCI(s["ttft_p50_ms"]),
-			fmtCI(s["itl_p50_ms"]), fmtCI(s["energy_j"]), qualityLabel(r.Quality, r.Simulated, r.Apportioned))
+			fmtCI(s["itl_p50_ms"]), fmtCI(s["energy_j"]), r.Label())
 	}
 	tw.Flush()
 	for _, c := range cs {

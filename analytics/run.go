@@ -576,7 +576,7 @@ func attributeCycle(cr *CycleResult, run *RunResult, devs map[string]*deviceData
 // PrintRun writes the results table of r.
 func PrintRun(w io.Writer, r *RunResult) {
 	fmt.Fprintf(w, "run %s  experiment %s  backend %s  model %s  devices %d  quality %s\n",
-		r.RunID, r.Experiment, r.Backend, r.Model, len(r.Devices), strings.Join(append([]string{qualityLabel(r.Quality, r.Simulated, r.Apportioned)}, r.Flags...), ","))
+		r.RunID, r.Experiment, r.Backend, r.Model, len(r.Devices), r.Label())
 	for _, d := range r.Devices {
 		if p, ok := r.BaselineW[d]; ok {
 			fmt.Fprintf(w, "  idle baseline %s: %.1f W\n", d, p)
@@ -675,6 +675,12 @@ func PrintRun(w io.Writer, r *RunResult) {
 	if r.Apportioned {
 		fmt.Fprintln(w, "NOTE: some devices are MIG instances: their energy is a share of the board's (by SMs), apportioned, not measured per instance.")
 	}
+}
+
+// Label is the run's quality with every mark a reader must see beside a
+// figure: simulated, apportioned, and the run-level flags.
+func (r *RunResult) Label() string {
+	return strings.Join(append([]string{qualityLabel(r.Quality, r.Simulated, r.Apportioned)}, r.Flags...), ",")
 }
 
 func hasFlag(fs []string, f string) bool {

@@ -292,9 +292,15 @@ func TestHFDatasetReadable(t *testing.T) {
 		}
 	}
 	card, _ := os.ReadFile(filepath.Join(out, "README.md"))
-	for _, want := range []string{"config_name: server_metrics", "path: data/requests/*.parquet", "license: cc-by-4.0", "**Simulated data.**"} {
+	for _, want := range []string{"config_name: server_metrics", "path: data/requests/*.parquet", "license: cc-by-4.0", "**Simulated data.**",
+		"**No power here was measured.**"} {
 		if !strings.Contains(string(card), want) {
 			t.Errorf("card lacks %q", want)
 		}
+	}
+	// A card of simulated runs never says plainly that the power came from
+	// NVML (it did, before this was tested).
+	if strings.Contains(string(card), "\nPower and energy come from each GPU's on-board sensor") {
+		t.Errorf("the card of a simulated dataset says the power came from the sensors:\n%s", card)
 	}
 }

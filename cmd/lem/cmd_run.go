@@ -263,7 +263,7 @@ func printSweep(w io.Writer, names []string, results []*analytics.RunResult) {
 	for i, r := range results {
 		s := r.Summary
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", names[i], analytics.FormatStat(s["energy_j"]), analytics.FormatStat(s["j_per_token"]),
-			analytics.FormatStat(s["tokens_per_j"]), analytics.FormatStat(s["ttft_p50_ms"]), analytics.FormatStat(s["itl_p50_ms"]), analytics.FormatStat(s["throughput_tok_s"]), strings.Join(append([]string{r.Quality}, r.Flags...), ","))
+			analytics.FormatStat(s["tokens_per_j"]), analytics.FormatStat(s["ttft_p50_ms"]), analytics.FormatStat(s["itl_p50_ms"]), analytics.FormatStat(s["throughput_tok_s"]), r.Label())
 	}
 	tw.Flush()
 }

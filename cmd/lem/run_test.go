@@ -103,6 +103,10 @@ collectors: {gpu: sim, rapl: "off", scrape: {interval: 200ms}}
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
+	// The closing table of the sweep keeps the simulated mark on each line.
+	if i := strings.Index(out, "configurations (mean"); i < 0 || strings.Count(out[i:], "simulated") < 2 {
+		t.Errorf("the sweep table drops the simulated mark:\n%s", out[max(i, 0):])
+	}
 	st := store.Parquet(cfg.Output.Parquet)
 	reqs, err := st.Requests(context.Background(), res[0].RunID)
 	if err != nil || len(reqs) != 20 {

@@ -116,7 +116,7 @@ func card(s Summary, results []*analytics.RunResult, version string) string {
 	for _, r := range results {
 		st := r.Summary["j_per_token"]
 		fmt.Fprintf(&b, "| %s | %s | %s | %d | %d | %s | %s | %v |\n", r.RunID, r.Backend, r.Model, len(r.Devices), len(r.Cycles),
-			analytics.FormatStat(st), strings.Join(append([]string{r.Quality}, r.Flags...), ","), r.Simulated)
+			analytics.FormatStat(st), r.Label(), r.Simulated)
 		if r.Simulated {
 			simulated = true
 		}
@@ -146,12 +146,27 @@ func card(s Summary, results []*analytics.RunResult, version string) string {
 	for _, t := range keys {
 		fmt.Fprintf(&b, "| %s | %d |\n", t, s.Rows[t])
 	}
-	b.WriteString(`
-## How it was measured
-
-Power and energy come from each GPU's on-board sensor through NVML: the
+	allSim := len(results) > 0
+	for _, r := range results {
+		allSim = allSim && r.Simulated
+	}
+	b.WriteString("\n## How it was measured\n\n")
+	switch {
+	case allSim:
+		b.WriteString("**No power here was measured.** Every run of this dataset used lem's simulated GPU (source `sim`):\n" +
+			"its power follows a load model, not a sensor. The pipeline, the formulas and the timing are the ones\n" +
+			"real runs use; the energy figures are not measurements and must not be cited as such. In a measured run, ")
+	case simulated:
+		b.WriteString("Runs marked simulated used lem's simulated GPU (source `sim`), not a sensor. In the others, ")
+	}
+	lead := "Power"
+	if simulated {
+		lead = "power"
+	}
+	b.WriteString(lead + ` and energy come from each GPU's on-board sensor through NVML: the
 cumulative energy counter (refreshes every ~100 ms) is the reference, and the
-driver's 20 ms power buffer places that energy in time. Token arrivals were
+driver's 20 ms power buffer places that energy in time. Token arrivals were`)
+	b.WriteString(`
 stamped by the load generator when each streamed chunk was read, on a
 monotonic clock anchored to wall time. See docs/methodology.md of
 llm-energy-measure for every formula.
