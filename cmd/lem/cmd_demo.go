@@ -145,7 +145,7 @@ func (d *demo) run(ctx context.Context) error {
 	fmt.Printf("run %s: %d-s idle baseline, then %d cycles of %d requests (concurrency %d)\n",
 		runID, int(d.baseline.Seconds()), d.cycles, d.requests, d.concurrency)
 	_, err = experiment.Execute(ctx, cfg, experiment.Deps{Publisher: pub, Collectors: []collectors.Collector{simulator},
-		Devices: uuids, Host: host, Stamp: stamp, Log: d.log, Progress: progressDisplay(os.Stderr, d.log, false),
+		Devices: uuids, Host: host, Stamp: stamp, Log: d.log, Progress: progressDisplay(os.Stderr, d.log, d.log.GetLevel() >= zerolog.ErrorLevel),
 		Inventory: map[string]any{"gpu": "simulated (not a measurement)", "devices": d.devices, "lem": version}})
 	if err != nil {
 		return err

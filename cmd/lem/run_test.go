@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -277,4 +278,49 @@ func TestLoggingFlagsEverywhere(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestRunsList: `lem runs` lists the runs of a store with their written
+// results, filters them, and `lem runs show` prints one; an unknown id is
+// an error naming it.
+func TestRunsList(t *testing.T) {
+	dir := t.TempDir()
+	var errb bytes.Buffer
+	captureStdout(t, func() {
+		if code := run([]string{"demo", "-out", dir, "-store", "parquet", "-cycles", "3", "-requests", "4", "-baseline", "500ms",
+			"-cooldown", "100ms", "-quiet"}, os.Stdout, &errb); code != 0 {
+			t.Fatalf("demo: %s", errb.String())
+		}
+	})
+	store := filepath.Join(dir, "store")
+	out := captureStdout(t, func() {
+		if code := run([]string{"runs", "-parquet", store}, os.Stdout, &errb); code != 0 {
+			t.Fatalf("runs: %s", errb.String())
+		}
+	})
+	if !strings.Contains(out, "lem-demo-") || !strings.Contains(out, ",simulated") || !strings.Contains(out, "1 run(s)") ||
+		!strings.Contains(out, " ± ") {
+		t.Fatalf("runs:\n%s", out)
+	}
+	out = captureStdout(t, func() {
+		if code := run([]string{"runs", "-parquet", store, "-backend", "vllm"}, os.Stdout, &errb); code != 0 {
+			t.Fatalf("runs: %s", errb.String())
+		}
+	})
+	if !strings.Contains(out, "0 run(s)") {
+		t.Errorf("filter:\n%s", out)
+	}
+	id := regexp.MustCompile(`lem-demo-\S+`).FindString(captureStdout(t, func() { run([]string{"runs", "-parquet", store}, os.Stdout, &errb) }))
+	out = captureStdout(t, func() {
+		if code := run([]string{"runs", "show", id, "-parquet", store}, os.Stdout, &errb); code != 0 {
+			t.Fatalf("runs show: %s", errb.String())
+		}
+	})
+	if !strings.Contains(out, `"version": 1`) || !strings.Contains(out, "cycle 2  end") {
+		t.Errorf("runs show:\n%s", out)
+	}
+	errb.Reset()
+	if code := run([]string{"runs", "show", "nope", "-parquet", store}, os.Stdout, &errb); code != 1 || !strings.Contains(errb.String(), "no run nope") {
+		t.Errorf("unknown id: %d %s", code, errb.String())
+	}
 }
