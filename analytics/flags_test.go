@@ -236,3 +236,25 @@ func TestSlopeTestOnTheH200Drift(t *testing.T) {
 		t.Errorf("flat durations: slope p %.3f", p2)
 	}
 }
+
+// TestFootprint: Wh per 1,000 requests, kWh and kg CO2e per million
+// output tokens, and a cost only where a price is given; simulated runs
+// say so on the line.
+func TestFootprint(t *testing.T) {
+	r := &RunResult{Summary: map[string]Stat{"j_per_request": {N: 3, Mean: 36}, "j_per_token": {N: 3, Mean: 0.36}}}
+	var b strings.Builder
+	PrintFootprint(&b, r, DefaultFootprint)
+	for _, want := range []string{"10.0 Wh per 1,000 requests", "0.100 kWh per million output tokens", "0.0481 kg CO₂e at 481 g/kWh", "cost: give -price-per-kwh"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("no %q in %q", want, b.String())
+		}
+	}
+	b.Reset()
+	r.Simulated = true
+	PrintFootprint(&b, r, Footprint{GridGPerKWh: 100, GridSource: "given", PricePerKWh: 0.2, Currency: "EUR"})
+	for _, want := range []string{"(simulated power: not a measurement)", "0.0100 kg CO₂e at 100 g/kWh", "0.0200 EUR at 0.200 EUR/kWh"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("no %q in %q", want, b.String())
+		}
+	}
+}

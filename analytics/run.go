@@ -574,7 +574,10 @@ func attributeCycle(cr *CycleResult, run *RunResult, devs map[string]*deviceData
 }
 
 // PrintRun writes the results table of r.
-func PrintRun(w io.Writer, r *RunResult) {
+func PrintRun(w io.Writer, r *RunResult) { PrintRunWith(w, r, DefaultFootprint) }
+
+// PrintRunWith is PrintRun with the footprint's grid intensity and price.
+func PrintRunWith(w io.Writer, r *RunResult, f Footprint) {
 	fmt.Fprintf(w, "run %s  experiment %s  backend %s  model %s  devices %d  quality %s\n",
 		r.RunID, r.Experiment, r.Backend, r.Model, len(r.Devices), r.Label())
 	for _, d := range r.Devices {
@@ -646,6 +649,7 @@ func PrintRun(w io.Writer, r *RunResult) {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\n", m, fmtCI(s), cv)
 	}
 	tw.Flush()
+	PrintFootprint(w, r, f)
 	if c := r.Correlation; c != nil {
 		fmt.Fprintf(w, "power vs load over %d bins of 100 ms: Pearson/Spearman with tokens/s %.2f/%.2f, requests in system %.2f/%.2f, decoding %.2f/%.2f; effective sensor lag %+.0f ms (r %.2f)\n",
 			c.Bins, c.Pearson["tokens_per_s"], c.Spearman["tokens_per_s"], c.Pearson["requests_in_system"], c.Spearman["requests_in_system"],

@@ -21,19 +21,21 @@ func init() {
 
 // analyzeCmd holds the flags of `lem analyze`.
 type analyzeCmd struct {
-	method *string
-	write  *bool
-	stc    func() store.Config
-	logger func() zerolog.Logger
+	method    *string
+	write     *bool
+	stc       func() store.Config
+	logger    func() zerolog.Logger
+	footprint func() analytics.Footprint
 }
 
 // newAnalyzeCmd registers the flags of `lem analyze` on fs.
 func newAnalyzeCmd(fs *flag.FlagSet) func([]string) error {
 	opt := &analyzeCmd{
-		method: fs.String("attribution", analytics.MethodTokens, "per-request attribution of dynamic energy: token-weighted or equal-share"),
-		write:  fs.Bool("write", false, "also write the results (run_results, cycle_results, request_energy) back to the store"),
-		stc:    storeFlags(fs, "", "read the local Parquet store under this directory"),
-		logger: logFlags(fs),
+		method:    fs.String("attribution", analytics.MethodTokens, "per-request attribution of dynamic energy: token-weighted or equal-share"),
+		write:     fs.Bool("write", false, "also write the results (run_results, cycle_results, request_energy) back to the store"),
+		stc:       storeFlags(fs, "", "read the local Parquet store under this directory"),
+		logger:    logFlags(fs),
+		footprint: footprintFlags(fs),
 	}
 	return opt.run
 }
@@ -50,7 +52,7 @@ func (opt *analyzeCmd) run(args []string) error {
 		if err != nil {
 			return err
 		}
-		analytics.PrintRun(os.Stdout, r)
+		analytics.PrintRunWith(os.Stdout, r, opt.footprint())
 		if *opt.write {
 			if err := writeResults(ctx, store, r); err != nil {
 				return err

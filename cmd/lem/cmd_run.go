@@ -100,6 +100,8 @@ type experimentRun struct {
 	showTokens bool
 	quiet      bool
 	out        io.Writer
+	// footprint converts energy to CO2e and cost in the printed results.
+	footprint analytics.Footprint
 	// stamp names the runs (UTC time of start unless set).
 	stamp string
 }
@@ -242,7 +244,11 @@ func (e *experimentRun) execute(ctx context.Context) ([]*analytics.RunResult, er
 		if err != nil {
 			return results, err
 		}
-		analytics.PrintRun(e.out, res)
+		f := e.footprint
+		if f.GridGPerKWh == 0 && f.GridSource == "" {
+			f = analytics.DefaultFootprint
+		}
+		analytics.PrintRunWith(e.out, res, f)
 		fmt.Fprintln(e.out)
 		results, names = append(results, res), append(names, r.Name)
 		if err := writeResults(context.Background(), st, res); err != nil {
@@ -276,6 +282,7 @@ type runCmd struct {
 	stc        func() store.Config
 	natsOpts   func() ([]nats.Option, error)
 	logger     func() zerolog.Logger
+	footprint  func() analytics.Footprint
 }
 
 // newRunCmd registers the flags of `lem run` on fs.
@@ -287,6 +294,7 @@ func newRunCmd(fs *flag.FlagSet) func([]string) error {
 		stc:        storeFlags(fs, "", ""),
 		natsOpts:   natsFlags(fs),
 		logger:     logFlags(fs),
+		footprint:  footprintFlags(fs),
 	}
 	return opt.run
 }
@@ -311,7 +319,7 @@ func (opt *runCmd) run(args []string) error {
 		return err
 	}
 	log := opt.logger()
-	e := &experimentRun{cfg: cfg, notes: notes, ch: ch, natsOpts: nopts, log: log, showTokens: *opt.showTokens,
+	e := &experimentRun{cfg: cfg, notes: notes, ch: ch, natsOpts: nopts, log: log, showTokens: *opt.showTokens, footprint: opt.footprint(),
 		quiet: log.GetLevel() >= zerolog.ErrorLevel, out: os.Stdout}
 	if *opt.dryRun {
 		return e.plan(os.Stdout)

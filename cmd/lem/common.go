@@ -80,6 +80,22 @@ func storeFlags(fs *flag.FlagSet, pqDefault, pqUsage string) func() store.Config
 	}
 }
 
+// footprintFlags adds the grid intensity and price used to show energy as
+// CO₂e and cost.
+func footprintFlags(fs *flag.FlagSet) func() analytics.Footprint {
+	grid := fs.Float64("grid-gco2-per-kwh", analytics.DefaultFootprint.GridGPerKWh,
+		"carbon intensity of the electricity, gCO2e/kWh (default: "+analytics.DefaultFootprint.GridSource+")")
+	price := fs.Float64("price-per-kwh", 0, "electricity price per kWh, to show a cost (0: none)")
+	currency := fs.String("currency", "USD", "currency of -price-per-kwh")
+	return func() analytics.Footprint {
+		f := analytics.Footprint{GridGPerKWh: *grid, GridSource: analytics.DefaultFootprint.GridSource, PricePerKWh: *price, Currency: *currency}
+		if flagSet(fs, "grid-gco2-per-kwh") {
+			f.GridSource = "given"
+		}
+		return f
+	}
+}
+
 // flagSet reports whether flag name was given on the command line.
 func flagSet(fs *flag.FlagSet, name string) bool {
 	set := false
