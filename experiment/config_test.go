@@ -2,6 +2,7 @@ package experiment
 
 import (
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -324,6 +325,40 @@ measurement: {cycles: 3, baseline: soon}
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("no %q in:\n%v", want, err)
+		}
+	}
+}
+
+// TestSetOverrides: -set path=value overrides the file (creating groups
+// where missing), is checked like the file (a wrong path or type names
+// itself), and is what the runs store.
+func TestSetOverrides(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "e.yaml")
+	os.WriteFile(path, []byte("backend: {kind: vllm, model: m}\nworkload: {requests: 10, arrival: {concurrency: 4}}\n"), 0o644)
+	c, err := LoadWith(path, []string{"backend.kind=sglang", "workload.arrival={process: poisson, rate: 4}", "measurement.cycles=5"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Normalize()
+	if errs := c.Validate(); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	if c.Backend.Kind != "sglang" || c.Workload.Arrival.Process != "poisson" || c.Workload.Arrival.Rate != 4 || c.Measurement.Cycles != 5 || c.Workload.Requests != 10 {
+		t.Fatalf("%+v %+v %+v", c.Backend.Kind, c.Workload, c.Measurement.Cycles)
+	}
+	runs, _ := c.Runs()
+	doc, _ := c.RunDocument(runs[0])
+	if !strings.Contains(doc, `"kind":"sglang"`) || !strings.Contains(doc, `"rate":4`) {
+		t.Errorf("stored configuration lacks the overrides: %s", doc)
+	}
+	for set, want := range map[string]string{
+		"workload.arival.rate=4": "workload.arival: line",
+		"workload.requests=many": "workload.requests: line",
+		"backend.kind.x=1":       "backend.kind is a value in the file",
+		"nonsense":               "want path=value",
+	} {
+		if _, err := LoadWith(path, []string{set}); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("-set %s: %v, want %q", set, err, want)
 		}
 	}
 }

@@ -35,11 +35,12 @@ func init() {
 		summary: "Validate an experiment file: every problem names its parameter, why, and what to use instead.",
 		usage:   "EXPERIMENT.yaml",
 		setup: func(fs *flag.FlagSet) func([]string) error {
+			sets := setFlags(fs)
 			return func(args []string) error {
 				if len(args) != 1 {
 					return errUsage
 				}
-				cfg, notes, err := loadExperiment(args[0])
+				cfg, notes, err := loadExperiment(args[0], sets()...)
 				if err != nil {
 					return err
 				}
@@ -60,11 +61,12 @@ func init() {
 		summary: "config show EXPERIMENT.yaml: print the values that differ from the defaults, after normalisation.",
 		usage:   "show EXPERIMENT.yaml",
 		setup: func(fs *flag.FlagSet) func([]string) error {
+			sets := setFlags(fs)
 			return func(args []string) error {
 				if len(args) != 2 || args[0] != "show" {
 					return errUsage
 				}
-				cfg, notes, err := loadExperiment(args[1])
+				cfg, notes, err := loadExperiment(args[1], sets()...)
 				if err != nil {
 					return err
 				}
@@ -75,8 +77,8 @@ func init() {
 }
 
 // loadExperiment reads, normalises and validates an experiment file.
-func loadExperiment(path string) (*experiment.Config, []string, error) {
-	cfg, err := experiment.Load(path)
+func loadExperiment(path string, sets ...string) (*experiment.Config, []string, error) {
+	cfg, err := experiment.LoadWith(path, sets)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -283,6 +285,7 @@ type runCmd struct {
 	natsOpts   func() ([]nats.Option, error)
 	logger     func() zerolog.Logger
 	footprint  func() analytics.Footprint
+	sets       func() []string
 }
 
 // newRunCmd registers the flags of `lem run` on fs.
@@ -295,6 +298,7 @@ func newRunCmd(fs *flag.FlagSet) func([]string) error {
 		natsOpts:   natsFlags(fs),
 		logger:     logFlags(fs),
 		footprint:  footprintFlags(fs),
+		sets:       setFlags(fs),
 	}
 	return opt.run
 }
@@ -303,7 +307,7 @@ func (opt *runCmd) run(args []string) error {
 	if len(args) != 1 {
 		return errUsage
 	}
-	cfg, notes, err := loadExperiment(args[0])
+	cfg, notes, err := loadExperiment(args[0], opt.sets()...)
 	if err != nil {
 		return err
 	}

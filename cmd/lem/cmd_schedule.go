@@ -97,6 +97,7 @@ type scheduleCmd struct {
 	stc      func() store.Config
 	natsOpts func() ([]nats.Option, error)
 	logger   func() zerolog.Logger
+	sets     func() []string
 }
 
 // newScheduleCmd registers the flags of `lem schedule` on fs.
@@ -108,6 +109,7 @@ func newScheduleCmd(fs *flag.FlagSet) func([]string) error {
 		stc:      storeFlags(fs, "", ""),
 		natsOpts: natsFlags(fs),
 		logger:   logFlags(fs),
+		sets:     setFlags(fs),
 	}
 	return opt.run
 }
@@ -125,7 +127,7 @@ func (opt *scheduleCmd) run(args []string) error {
 	}
 	// Validate once up front: a broken file should not wait for
 	// its first slot to fail.
-	if _, _, err := loadExperiment(args[0]); err != nil {
+	if _, _, err := loadExperiment(args[0], opt.sets()...); err != nil {
 		return err
 	}
 	ch := opt.stc().ClickHouse
@@ -138,7 +140,7 @@ func (opt *scheduleCmd) run(args []string) error {
 	defer cancel()
 	return schedule(ctx, *opt.every, ats, *opt.count, log, func(ctx context.Context) error {
 		// Re-read the file each time: edits apply to the next run.
-		cfg, notes, err := loadExperiment(args[0])
+		cfg, notes, err := loadExperiment(args[0], opt.sets()...)
 		if err != nil {
 			return err
 		}

@@ -80,6 +80,23 @@ func storeFlags(fs *flag.FlagSet, pqDefault, pqUsage string) func() store.Config
 	}
 }
 
+// setFlags adds -set (repeatable) and -backend: overrides of the
+// experiment file, checked like it and stored with the runs.
+func setFlags(fs *flag.FlagSet) func() []string {
+	var sets []string
+	fs.Func("set", "override a setting of the experiment file: path=value in YAML, e.g. -set workload.arrival.rate=4 (repeatable)", func(v string) error {
+		sets = append(sets, v)
+		return nil
+	})
+	kind := fs.String("backend", "", "override backend.kind (as -set backend.kind=KIND)")
+	return func() []string {
+		if *kind != "" {
+			return append(append([]string(nil), sets...), "backend.kind="+*kind)
+		}
+		return sets
+	}
+}
+
 // footprintFlags adds the grid intensity and price used to show energy as
 // CO₂e and cost.
 func footprintFlags(fs *flag.FlagSet) func() analytics.Footprint {

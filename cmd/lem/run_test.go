@@ -324,3 +324,32 @@ func TestRunsList(t *testing.T) {
 		t.Errorf("unknown id: %d %s", code, errb.String())
 	}
 }
+
+// TestSetAndBackendFlags: -set and -backend override the file for run,
+// check-config and config show, checked like the file.
+func TestSetAndBackendFlags(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "e.yaml")
+	os.WriteFile(path, []byte("backend: {kind: vllm, model: m}\nworkload: {arrival: {concurrency: 4}}\n"), 0o644)
+	var errb bytes.Buffer
+	out := captureStdout(t, func() {
+		if code := run([]string{"check-config", "-backend", "sglang", "-set", "workload.arrival.concurrency=9", path}, os.Stdout, &errb); code != 0 {
+			t.Fatalf("exit %d: %s", code, errb.String())
+		}
+		if code := run([]string{"config", "show", path, "-set", "workload.arrival.concurrency=9"}, os.Stdout, &errb); code != 0 {
+			t.Fatalf("exit %d: %s", code, errb.String())
+		}
+		if code := run([]string{"run", "-dry-run", "-backend", "sglang", path}, os.Stdout, &errb); code != 0 {
+			t.Fatalf("exit %d: %s", code, errb.String())
+		}
+	})
+	for _, want := range []string{"ok (sglang,", "workload.arrival.concurrency: 9", "launch: python3 -m sglang.launch_server"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in:\n%s", want, out)
+		}
+	}
+	errb.Reset()
+	if code := run([]string{"check-config", "-set", "workload.arival.rate=4", path}, os.Stdout, &errb); code != 1 ||
+		!strings.Contains(errb.String(), "workload.arival: line") {
+		t.Errorf("a misspelt -set: exit %d, %s", code, errb.String())
+	}
+}
