@@ -278,8 +278,10 @@ func (d *demo) printNext(runID, storeName string) {
 			"FROM %s.requests WHERE run_id = '%s' ORDER BY scheduled_ns LIMIT 5\"\n", port, d.ch.Database, runID)
 		fmt.Printf("  clickhouse-client --port %s --query \"SELECT intDiv(ts_ns, 1000000000) AS s, avg(power_mw)/1000 AS watts "+
 			"FROM %s.power_samples GROUP BY s ORDER BY s\"\n", port, d.ch.Database)
+		fmt.Printf("  %s runs -clickhouse %s\n", os.Args[0], d.ch.Addr)
 		fmt.Printf("  %s analyze -clickhouse %s %s\n", os.Args[0], d.ch.Addr, runID)
 	} else {
+		fmt.Printf("  %s runs -parquet %s\n", os.Args[0], filepath.Join(d.out, "store"))
 		fmt.Printf("  %s analyze -parquet %s %s\n", os.Args[0], filepath.Join(d.out, "store"), runID)
 		fmt.Printf("  duckdb -c \"SELECT * FROM '%s/dataset/data/requests/*.parquet' LIMIT 5\"\n", d.out)
 	}
