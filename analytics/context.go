@@ -20,8 +20,9 @@ type RunContext struct {
 	StateSamples                            int
 	// Server metrics scraped during the cycles: for each gauge its mean,
 	// for each counter its increase summed over the cycles' windows (last −
-	// first inside each), by metric name and labels. Known ratios (prefix-cache hit rate, speculative acceptance,
-	// mean queue time) are derived where the server exposes their parts.
+	// first inside each), by metric name and labels. Known ratios
+	// (prefix-cache hit rate, speculative acceptance, mean queue time) are
+	// derived where the server exposes their parts.
 	Gauges, Increases map[string]float64
 	Derived           map[string]float64
 }
@@ -168,7 +169,6 @@ func runContext(ctx context.Context, tr TableReader, r *RunResult, windows [][2]
 			c.Increases[k] = inc
 		}
 	}
-	by := byKey
 	// Ratios from parts, summed over label sets.
 	total := func(prefix string) (float64, bool) {
 		var v float64
@@ -199,7 +199,7 @@ func runContext(ctx context.Context, tr TableReader, r *RunResult, windows [][2]
 			c.Derived["kv_cache_usage_mean"] = v
 		}
 	}
-	if c.StateSamples == 0 && len(by) == 0 {
+	if c.StateSamples == 0 && len(byKey) == 0 {
 		return nil, nil
 	}
 	return c, nil

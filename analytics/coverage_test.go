@@ -209,6 +209,8 @@ func TestNodeEnergyFromRAPL(t *testing.T) {
 		{RunID: "r", Phase: schemas.RunBaseline, TS: t0 + 3*s, Host: "h1", Devices: []string{"GPU-a"}},
 		{RunID: "r", Phase: schemas.RunStart, TS: t0 + 5*s, Host: "h1", Devices: []string{"GPU-a"}},
 		{RunID: "r", Phase: schemas.RunEnd, TS: t0 + 15*s, Host: "h1", Devices: []string{"GPU-a"}},
+		{RunID: "r2", Phase: schemas.RunStart, TS: t0 + 5*s, Host: "h2", Devices: []string{"GPU-a"}},
+		{RunID: "r2", Phase: schemas.RunEnd, TS: t0 + 15*s, Host: "h2", Devices: []string{"GPU-a"}},
 	} {
 		runs.Append(&ev, schemas.Position{Epoch: 1, Seq: uint64(i + 1)})
 	}
@@ -251,6 +253,22 @@ func TestNodeEnergyFromRAPL(t *testing.T) {
 	PrintRun(&b, r)
 	if !strings.Contains(b.String(), "CPU package 500.0 J, DRAM 50.0 J") {
 		t.Errorf("not printed:\n%s", b.String())
+	}
+	// A host without a DRAM domain: DRAM unknown, not 0 J.
+	r2, err := AnalyzeRun(ctx, st, "r2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r2.Node == nil || len(r2.Node.Cycles) != 1 {
+		t.Fatalf("node energy of h2 %+v", r2.Node)
+	}
+	if c := r2.Node.Cycles[0]; math.Abs(c.PackageJ-9990) > 1e-6 || !math.IsNaN(c.DRAMJ) {
+		t.Errorf("h2 cycle: package %v J (want 9990), DRAM %v J (want NaN: no DRAM domain)", c.PackageJ, c.DRAMJ)
+	}
+	b.Reset()
+	PrintRun(&b, r2)
+	if !strings.Contains(b.String(), "CPU package 9990.0 J, DRAM — J") {
+		t.Errorf("h2 not printed as DRAM unknown:\n%s", b.String())
 	}
 	// Without RAPL: said, not silently left out.
 	r.Node = nil

@@ -3,7 +3,6 @@ package analytics
 import (
 	"fmt"
 	"math"
-	"sort"
 )
 
 // The flag rulebook. Every flag lem attaches to a figure is decided in this
@@ -41,9 +40,6 @@ const (
 	FlagTrend = "trend"
 	// TrendAlpha is each trend test's level.
 	TrendAlpha = 0.025
-	// MinCyclesForTrend is the fewest cycles the trend test can flag.
-	MinCyclesForTrend = 5
-
 	// MinCyclesForCI is the fewest cycles a stated interval rests on.
 	MinCyclesForCI = 3
 	// OutlierZ is the robust z-score (0.6745·|x − median| / MAD; Iglewicz
@@ -103,13 +99,7 @@ func robustZ(xs []float64) []float64 {
 }
 
 func median(xs []float64) float64 {
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
+	return Percentile(append([]float64(nil), xs...), 50)
 }
 
 // flagRun applies the run-level rules to r's cycles and summary.

@@ -86,14 +86,17 @@ func nodeEnergy(ctx context.Context, st Store, tr TableReader, host string, cycl
 	for _, c := range cycles {
 		nc := NodeCycle{Quality: QualityOK}
 		var unc2 float64
+		var nDRAM, nPkg int
 		for _, u := range n.Domains {
 			rs := readings[u]
 			w := WindowEnergy(rs, c.From, c.To)
 			nc.Quality = worse(nc.Quality, w.Quality)
 			if kinds[u] == "dram" {
 				nc.DRAMJ += w.Joules
+				nDRAM++
 			} else {
 				nc.PackageJ += w.Joules
+				nPkg++
 			}
 			// RAPL is read once per publish period (1 s by default), far
 			// coarser than its own resolution: between reads the counter
@@ -104,6 +107,13 @@ func nodeEnergy(ctx context.Context, st Store, tr TableReader, host string, cycl
 				e := watts * float64(p) / 2 / 1e9
 				unc2 += 2 * e * e
 			}
+		}
+		// A kind this host has no domain of is unknown ("DRAM -"), not 0 J.
+		if nDRAM == 0 {
+			nc.DRAMJ = math.NaN()
+		}
+		if nPkg == 0 {
+			nc.PackageJ = math.NaN()
 		}
 		nc.UncJ = math.Sqrt(unc2)
 		n.Cycles = append(n.Cycles, nc)
@@ -131,7 +141,10 @@ func (n *NodeEnergy) print(w io.Writer, r *RunResult) {
 	fmt.Fprintf(w, "host %s, RAPL (%d domains; not in the GPU figures above):\n", n.Host, len(n.Domains))
 	for i, c := range n.Cycles {
 		cy := r.Cycles[i]
-		per := (c.PackageJ + c.DRAMJ) / float64(cy.OutputTokens)
+		per := c.PackageJ / float64(cy.OutputTokens)
+		if !math.IsNaN(c.DRAMJ) {
+			per = (c.PackageJ + c.DRAMJ) / float64(cy.OutputTokens)
+		}
 		fmt.Fprintf(w, "  cycle %d: CPU package %s J, DRAM %s J (±%s J), %s J/token CPU+DRAM, %s\n", cy.Cycle,
 			num(c.PackageJ, 1), num(c.DRAMJ, 1), num(c.UncJ, 1), num(per, 4), c.Quality)
 	}

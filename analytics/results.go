@@ -33,7 +33,7 @@ func ResultTables(r *RunResult, analyzedNS int64) []*schemas.Table {
 		rr.Std.Append(s.Std)
 		rr.CI95.Append(s.CI95)
 		rr.CV.Append(s.CV)
-		rr.Quality.Append(strings.Join(append([]string{r.Quality}, r.Flags...), ",")) // the run-level flags too (trend, too_few_cycles …)
+		rr.Quality.Append(r.Label()) // as printed: simulated, apportioned and the run-level flags (trend, too_few_cycles …) too
 		rr.Simulated.Append(b2u(r.Simulated))
 		rr.Apportioned.Append(b2u(r.Apportioned))
 		rr.AnalyzedNS.Append(analyzedNS)
@@ -66,7 +66,7 @@ func ResultTables(r *RunResult, analyzedNS int64) []*schemas.Table {
 		cr.ITLp99.Append(c.ITLp99)
 		cr.TPOTp50.Append(c.TPOTp50)
 		cr.E2Ep50.Append(c.E2Ep50)
-		cr.Quality.Append(strings.Join(append([]string{qualityLabel(c.Quality, c.Simulated, c.Apportioned)}, c.Flags...), ","))
+		cr.Quality.Append(qualityLabel(c.Quality, c.Simulated, c.Apportioned, c.Flags...))
 		cr.Method.Append(c.Method)
 		cr.AnalyzedNS.Append(analyzedNS)
 	}

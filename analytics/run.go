@@ -597,19 +597,24 @@ func PrintRunWith(w io.Writer, r *RunResult, f Footprint) {
 	fmt.Fprintln(tw, "cycle\tdur s\tenergy J\t±edge J\t±5% J\tdynamic J\tprefill J\tdecode J\tunattr J\treqs\tfail\tout tok\tJ/token\tJ/req\treq J p50\tTTFT p50 ms\tTTFT p99 ms\tITL p50 ms\tITL p99 ms\tquality\t")
 	var excluded []string
 	excludedWhy := map[string]bool{}
+	attributed := false
 	for _, c := range r.Cycles {
+		attributed = attributed || !math.IsNaN(c.PrefillJ)
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
 			c.Cycle, num(c.DurationS, 2), num(c.EnergyJ, 1), num(c.EdgeUncJ, 2), num(c.SystematicJ, 1), num(c.DynamicJ, 1),
 			num(c.PrefillJ, 1), num(c.DecodeJ, 1), num(c.UnattributedJ, 1), c.Requests, c.Failed, c.OutputTokens, num(c.JPerToken, 4), num(c.JPerRequest, 2),
 			num(c.RequestJp50, 2), num(c.TTFTp50, 1), num(c.TTFTp99, 1), num(c.ITLp50, 2), num(c.ITLp99, 2),
-			strings.Join(append([]string{qualityLabel(c.Quality, c.Simulated, c.Apportioned)}, c.Flags...), ","))
+			qualityLabel(c.Quality, c.Simulated, c.Apportioned, c.Flags...))
 		if math.IsNaN(c.EnergyJ) {
 			excluded = append(excluded, fmt.Sprint(c.Cycle))
 			excludedWhy[c.Quality] = true
 		}
 	}
 	tw.Flush()
-	fmt.Fprintln(w, "  prefill + decode + unattr = energy (unattr: time with no request in the system); J/req = energy / successful requests, so it includes the unattributed and idle energy; req J p50 is the median of each request's own attributed share")
+	if attributed {
+		fmt.Fprintln(w, "  prefill + decode + unattr = energy (unattr: time with no request in the system); req J p50 is the median of each request's own attributed share")
+	}
+	fmt.Fprintln(w, "  J/req = energy / successful requests, so it includes the unattributed and idle energy")
 	if len(excluded) > 0 {
 		var why []string
 		for q := range excludedWhy {
@@ -684,7 +689,7 @@ func PrintRunWith(w io.Writer, r *RunResult, f Footprint) {
 // Label is the run's quality with every mark a reader must see beside a
 // figure: simulated, apportioned, and the run-level flags.
 func (r *RunResult) Label() string {
-	return strings.Join(append([]string{qualityLabel(r.Quality, r.Simulated, r.Apportioned)}, r.Flags...), ",")
+	return qualityLabel(r.Quality, r.Simulated, r.Apportioned, r.Flags...)
 }
 
 func hasFlag(fs []string, f string) bool {
@@ -745,12 +750,12 @@ func sig(v float64, n int) string {
 	return strconv.FormatFloat(v, 'f', dec, 64)
 }
 
-func qualityLabel(q string, simulated, apportioned bool) string {
+func qualityLabel(q string, simulated, apportioned bool, flags ...string) string {
 	if simulated {
 		q += ",simulated"
 	}
 	if apportioned {
 		q += ",apportioned"
 	}
-	return q
+	return strings.Join(append([]string{q}, flags...), ",")
 }

@@ -3,6 +3,7 @@ package analytics
 import (
 	"context"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -169,5 +170,16 @@ func checkRunAgainstTruth(t *testing.T, m *memStore, devs []string, truth [][]fl
 	e := res.Summary["energy_j"]
 	if e.N != 2 || math.Abs(e.Mean-(res.Cycles[0].EnergyJ+res.Cycles[1].EnergyJ)/2) > 1e-9 {
 		t.Errorf("summary %+v", e)
+	}
+	// The prefill/decode legend only where the table has those columns.
+	var b strings.Builder
+	PrintRun(&b, res)
+	if got := strings.Contains(b.String(), "prefill + decode + unattr = energy"); got != withPower {
+		t.Errorf("attribution legend printed %v, attribution %v:\n%s", got, withPower, b.String())
+	}
+	// The stored run quality is the label as printed (simulated included).
+	stored := ResultTables(res, 1)[0].Column("quality").Data().([]string)
+	if q := stored[0]; q != res.Label() || !strings.Contains(q, "simulated") {
+		t.Errorf("stored quality %q, printed %q", q, res.Label())
 	}
 }

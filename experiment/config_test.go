@@ -117,7 +117,18 @@ sweep:
 
 // config show prints exactly what differs from the defaults.
 func TestShowNonDefault(t *testing.T) {
-	y := "backend: {kind: vllm, model: m, precision: bfloat16}\nworkload: {requests: 100, arrival: {concurrency: 32}}\nmeasurement: {cycles: 3}\n"
+	got := showYAML(t, "backend: {kind: vllm, model: m, precision: bfloat16}\nworkload: {requests: 100, arrival: {concurrency: 32}}\nmeasurement: {cycles: 3}\n")
+	want := "backend.kind: vllm\nbackend.model: m\nbackend.precision: bf16\nworkload.arrival.concurrency: 32\n" +
+		"# normalised backend.precision: \"bfloat16\" → \"bf16\"\n"
+	if got != want {
+		t.Fatalf("got\n%s\nwant\n%s", got, want)
+	}
+}
+
+// showYAML is what config show prints for the experiment y: its values
+// that differ from the defaults, after normalisation.
+func showYAML(t *testing.T, y string) string {
+	t.Helper()
 	c, err := Parse([]byte(y))
 	if err != nil {
 		t.Fatal(err)
@@ -127,11 +138,7 @@ func TestShowNonDefault(t *testing.T) {
 	if err := ShowNonDefault(&b, c, notes); err != nil {
 		t.Fatal(err)
 	}
-	want := "backend.kind: vllm\nbackend.model: m\nbackend.precision: bf16\nworkload.arrival.concurrency: 32\n" +
-		"# normalised backend.precision: \"bfloat16\" → \"bf16\"\n"
-	if b.String() != want {
-		t.Fatalf("got\n%s\nwant\n%s", b.String(), want)
-	}
+	return b.String()
 }
 
 // Every example experiment under deploy/experiments is valid.
@@ -220,17 +227,9 @@ workload:
 // TestShowListsWhole: a list of values differs from the default as a
 // whole; element 0 being 0 does not hide it.
 func TestShowListsWhole(t *testing.T) {
-	c, err := Parse([]byte("backend: {kind: vllm, model: m}\ncollectors: {devices: [0, 1]}\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	notes := c.Normalize()
-	var b strings.Builder
-	if err := ShowNonDefault(&b, c, notes); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(b.String(), "collectors.devices: [0, 1]\n") || strings.Contains(b.String(), "devices[1]") {
-		t.Fatalf("shown:\n%s", b.String())
+	got := showYAML(t, "backend: {kind: vllm, model: m}\ncollectors: {devices: [0, 1]}\n")
+	if !strings.Contains(got, "collectors.devices: [0, 1]\n") || strings.Contains(got, "devices[1]") {
+		t.Fatalf("shown:\n%s", got)
 	}
 }
 

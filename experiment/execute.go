@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/llm-energy-measure/lem/analytics"
 	"github.com/llm-energy-measure/lem/collectors"
 	"github.com/llm-energy-measure/lem/collectors/loadgen"
 	"github.com/llm-energy-measure/lem/collectors/loadgen/backend"
@@ -146,14 +147,10 @@ func Execute(ctx context.Context, c *Config, d Deps) ([]Executed, error) {
 			}
 		}()
 	}
-	collectorsStopped := false
-	stopCols := func() {
-		if !collectorsStopped {
-			collectorsStopped = true
-			stopCollectors()
-			cwg.Wait()
-		}
-	}
+	stopCols := sync.OnceFunc(func() {
+		stopCollectors()
+		cwg.Wait()
+	})
 	defer stopCols()
 
 	// 2. The backend.
@@ -192,7 +189,6 @@ func Execute(ctx context.Context, c *Config, d Deps) ([]Executed, error) {
 	defer func() {
 		if stopBackend != nil {
 			stopBackend()
-			stopBackend = nil
 		}
 	}()
 	if err != nil {
@@ -255,7 +251,7 @@ func Execute(ctx context.Context, c *Config, d Deps) ([]Executed, error) {
 			}
 		}
 		if len(ws) > 0 {
-			idleW, idleT = mean(ws), mean(ts)
+			idleW, idleT = analytics.Summarise(ws).Mean, analytics.Summarise(ts).Mean
 		}
 		return nil
 	})
@@ -465,14 +461,6 @@ func (c *Config) coolDown(ctx context.Context, pr Probe, idleW, idleT float64, l
 	}
 	log.Warn().Dur("max", cd.Max.Duration).Msg("devices not back near baseline power/temperature at the end of the cool-down")
 	return nil
-}
-
-func mean(xs []float64) float64 {
-	s := 0.0
-	for _, x := range xs {
-		s += x
-	}
-	return s / float64(len(xs))
 }
 
 // wait waits d or until ctx ends (then its error).

@@ -74,7 +74,11 @@ func (opt *runsCmd) run(args []string) error {
 	case len(args) != 0:
 		return errUsage
 	}
-	infos, err := listRuns(ctx, st)
+	ids, err := st.RunIDs(ctx)
+	if err != nil {
+		return err
+	}
+	infos, err := listRuns(ctx, st, ids)
 	if err != nil {
 		return err
 	}
@@ -109,12 +113,9 @@ func (opt *runsCmd) run(args []string) error {
 	return nil
 }
 
-// listRuns reads every run's events, devices and written-back results.
-func listRuns(ctx context.Context, st *store.Store) ([]runInfo, error) {
-	ids, err := st.RunIDs(ctx)
-	if err != nil {
-		return nil, err
-	}
+// listRuns reads the events, devices and written-back results of the runs
+// ids; runs without events are left out.
+func listRuns(ctx context.Context, st *store.Store, ids []string) ([]runInfo, error) {
 	names := map[string]string{}
 	dev := schemas.NewDeviceRows()
 	if err := st.ReadTable(ctx, dev.Table(), schemas.Filter{}); err != nil {
@@ -133,6 +134,8 @@ func listRuns(ctx context.Context, st *store.Store) ([]runInfo, error) {
 		mean, ci float64
 		quality  string
 	}
+	// Results written before run_results.quality carried the whole label
+	// have simulated/apportioned only in their own columns.
 	label := func(i int) string {
 		q := res.Quality.V[i]
 		if res.Simulated.V[i] == 1 && !strings.Contains(q, "simulated") {
@@ -193,14 +196,11 @@ func listRuns(ctx context.Context, st *store.Store) ([]runInfo, error) {
 // showRun prints one run: its lifecycle, configuration, inventory and the
 // written-back results.
 func showRun(ctx context.Context, w io.Writer, st *store.Store, id string) error {
-	infos, err := listRuns(ctx, st)
+	infos, err := listRuns(ctx, st, []string{id})
 	if err != nil {
 		return err
 	}
 	for _, r := range infos {
-		if r.ID != id {
-			continue
-		}
 		fmt.Fprintf(w, "run %s\nexperiment %s, backend %s, model %s, GPU %s, %d cycle(s)\n", r.ID, r.Experiment, r.Backend, r.Model, r.GPU, r.Cycles)
 		fmt.Fprintln(w, "\nevents:")
 		for _, e := range r.Events {
