@@ -117,8 +117,10 @@ func TestDashboardQueriesRun(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		sent := t0 + int64(i)*1e9
 		id := fmt.Sprint("q", i)
-		rb.Requests = append(rb.Requests, schemas.Request{ID: id, Scheduled: sent, Sent: sent, FirstToken: sent + 50e6,
-			LastToken: sent + 500e6, Done: sent + 510e6, PromptTokens: 100, OutputTokens: 10, Status: schemas.StatusOK})
+		// TTFT 40–59 ms, end to end 500–538 ms: percentiles that
+		// interpolate, so the engines' quantile definitions are compared.
+		rb.Requests = append(rb.Requests, schemas.Request{ID: id, Scheduled: sent, Sent: sent, FirstToken: sent + int64(40+i)*1e6,
+			LastToken: sent + 490e6, Done: sent + int64(500+2*i)*1e6, PromptTokens: 100, OutputTokens: 10, Status: schemas.StatusOK})
 		tb.RequestIDs = append(tb.RequestIDs, id)
 		for k := 0; k < 10; k++ {
 			tb.Tokens = append(tb.Tokens, schemas.Token{Request: uint32(i), Index: uint32(k), TS: sent + 50e6 + int64(k)*50e6, Tokens: 1})
@@ -130,9 +132,20 @@ func TestDashboardQueriesRun(t *testing.T) {
 	for _, dv := range s.Devices() {
 		uuids = append(uuids, dv.UUID)
 	}
+	// The configuration as `lem run` stores it.
+	cfg, err := experiment.Parse([]byte("backend: {kind: vllm, model: m}\nworkload: {arrival: {concurrency: 4}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Normalize()
+	cruns, _ := cfg.Runs()
+	doc, err := cfg.RunDocument(cruns[0])
+	if err != nil {
+		t.Fatal(err)
+	}
 	for c, ph := range []schemas.RunPhase{schemas.RunStart, schemas.RunEnd} {
 		run.Append(&schemas.RunEvent{RunID: "r1", Experiment: "e", Backend: "synthetic", Model: "m", Phase: ph,
-			TS: t0 + int64(c)*25e9, Devices: uuids, Config: `{"workload":{"arrival":{"concurrency":4}}}`}, schemas.Position{Epoch: 1, Seq: uint64(1002 + c)})
+			TS: t0 + int64(c)*25e9, Devices: uuids, Config: doc}, schemas.Position{Epoch: 1, Seq: uint64(1002 + c)})
 	}
 	for _, r := range []schemas.Rows{pow, en, req, tok, run} {
 		if err := sink.Write(ctx, r.Table()); err != nil {
@@ -167,6 +180,7 @@ func TestDashboardQueriesRun(t *testing.T) {
 		}
 	}
 	runQueries(t, conn, db)
+	checkDuckDBParity(t, conn, db, store.Wrap(sink), "r1", "q3")
 	// No query or panel reads a replacing table without FINAL.
 	sqls := []string{}
 	for _, q := range deploy.Queries {

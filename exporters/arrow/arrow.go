@@ -1,7 +1,8 @@
 // Package arrow writes exported tables as Arrow IPC files
 // (<dir>/<table>.arrow, the random-access file format) for zero-copy
-// readers: instants as timestamp[ns, UTC] (columns ending _ns), durations
-// as int64 ns (columns ending _dur_ns), unsigned integers as such, lists
+// readers: columns ending _ns as int64 nanoseconds (instants since the Unix
+// epoch, durations for _dur_ns), as in ClickHouse and the Parquet export,
+// so arithmetic on them is arithmetic on nanoseconds; unsigned integers as such, lists
 // of strings as list<utf8>; record batches of a set number of rows; the
 // export's key-value metadata on the schema.
 package arrow
@@ -11,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -31,10 +31,6 @@ type Writer struct {
 	Files     []string
 }
 
-func isInstant(name string) bool {
-	return strings.HasSuffix(name, "_ns") && !strings.HasSuffix(name, "_dur_ns")
-}
-
 // Schema maps a table's columns to Arrow fields.
 func Schema(t *schemas.Table, meta map[string]string) (*arrow.Schema, error) {
 	fields := make([]arrow.Field, len(t.Columns))
@@ -45,9 +41,6 @@ func Schema(t *schemas.Table, meta map[string]string) (*arrow.Schema, error) {
 			dt = arrow.BinaryTypes.String
 		case []int64:
 			dt = arrow.PrimitiveTypes.Int64
-			if isInstant(c.Name()) {
-				dt = &arrow.TimestampType{Unit: arrow.Nanosecond, TimeZone: "UTC"}
-			}
 		case []int32:
 			dt = arrow.PrimitiveTypes.Int32
 		case []uint64:
@@ -137,13 +130,7 @@ func appendColumn(fb array.Builder, c schemas.Column, a, b int) {
 	case []string:
 		fb.(*array.StringBuilder).AppendValues(v[a:b], nil)
 	case []int64:
-		if tb, ok := fb.(*array.TimestampBuilder); ok {
-			for _, x := range v[a:b] {
-				tb.Append(arrow.Timestamp(x))
-			}
-		} else {
-			fb.(*array.Int64Builder).AppendValues(v[a:b], nil)
-		}
+		fb.(*array.Int64Builder).AppendValues(v[a:b], nil)
 	case []int32:
 		fb.(*array.Int32Builder).AppendValues(v[a:b], nil)
 	case []uint64:

@@ -180,8 +180,9 @@ the counter's 100 ms refresh at the window edges, and a quality flag
 
 ## Units
 
-power_mw in milliwatts, energy_uj in microjoules, every *_ns column in
-nanoseconds since the Unix epoch (Parquet TIMESTAMP(NANOS)).
+power_mw in milliwatts, energy_uj in microjoules, every *_ns column an
+integer (INT64) of nanoseconds since the Unix epoch, every *_dur_ns column a
+duration in nanoseconds: (first_token_ns - sent_ns) / 1e6 is milliseconds.
 
 ## Citation
 

@@ -1,5 +1,6 @@
 // Package parquet writes exported tables as Parquet shards:
-// <dir>/<table>/part-NNNNN.parquet, zstd, TIMESTAMP(NANOS) for instants,
+// <dir>/<table>/part-NNNNN.parquet, zstd, INT64 nanoseconds for _ns columns
+// (as in ClickHouse), columns in the table's order,
 // row groups of a set number of rows, shards of at most a set size, and
 // key-value metadata (schema version, tool version, run ids, units).
 package parquet

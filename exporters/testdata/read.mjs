@@ -16,6 +16,7 @@ if (format === 'arrow') {
     if (!existsSync(path)) continue;
     const tab = tableFromIPC(readFileSync(path));
     const columns = {}, sums = {};
+    const order = tab.schema.fields.map((f) => f.name);
     for (const f of tab.schema.fields) {
       columns[f.name] = String(f.type);
       if (sumCols.includes(f.name)) {
@@ -25,7 +26,13 @@ if (format === 'arrow') {
       }
     }
     const meta = Object.fromEntries(tab.schema.metadata);
-    out[`arrow/${t}`] = { rows: tab.numRows, columns, sums, meta, batches: tab.batches.length };
+    if (t === 'requests') {
+      let s = 0;
+      const a = tab.getChild('first_token_ns'), b = tab.getChild('sent_ns');
+      for (let i = 0; i < tab.numRows; i++) s += Number(a.get(i) - b.get(i)) / 1e6;
+      sums.ttft_ms = s;
+    }
+    out[`arrow/${t}`] = { rows: tab.numRows, columns, order, sums, meta, batches: tab.batches.length };
   }
 } else {
   const db = await DuckDBInstance.create(':memory:');
@@ -43,14 +50,20 @@ if (format === 'arrow') {
     const [{ n }] = await q(`SELECT count(*) AS n FROM ${src}`);
     const desc = await q(`DESCRIBE SELECT * FROM ${src}`);
     const columns = Object.fromEntries(desc.map((r) => [r.column_name, r.column_type]));
+    const order = desc.map((r) => r.column_name);
     const sums = {};
+    if (t === 'requests') {
+      // The README's own arithmetic: nanoseconds in, milliseconds out.
+      const [{ s }] = await q(`SELECT sum((first_token_ns - sent_ns) / 1e6) AS s FROM ${src}`);
+      sums.ttft_ms = Number(s);
+    }
     for (const c of sumCols) {
       if (c in columns) {
         const [{ s }] = await q(`SELECT sum(CAST("${c}" AS DOUBLE)) AS s FROM ${src}`);
         sums[c] = Number(s);
       }
     }
-    const entry = { rows: Number(n), columns, sums };
+    const entry = { rows: Number(n), columns, order, sums };
     if (format !== 'csv') {
       const kv = await q(`SELECT DISTINCT CAST(key AS VARCHAR) AS k, CAST(value AS VARCHAR) AS v FROM parquet_kv_metadata('${dir}/${t}/*.parquet')`);
       entry.meta = Object.fromEntries(kv.map((r) => [r.k, r.v]));

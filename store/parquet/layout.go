@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -23,19 +24,49 @@ import (
 	"github.com/llm-energy-measure/lem/schemas"
 )
 
-// Schema returns the Parquet schema of t: columns ending in _ns are
-// nanosecond timestamps, everything else maps to its integer or string
-// type. Compression is zstd.
+// Schema returns the Parquet schema of t, columns in the table's order:
+// every column maps to its integer, float or string type — columns ending
+// in _ns are INT64 nanoseconds (since the Unix epoch, or a duration for
+// _dur_ns), as in ClickHouse, so arithmetic on them is arithmetic on
+// nanoseconds in every reader. Compression is zstd.
 func Schema(t *schemas.Table) (*pq.Schema, error) {
-	g := pq.Group{}
+	g := orderedGroup{Group: pq.Group{}}
 	for _, c := range t.Columns {
 		n, err := node(c)
 		if err != nil {
 			return nil, err
 		}
-		g[c.Name()] = pq.Compressed(n, &zstd.Codec{Level: zstd.SpeedDefault})
+		g.Group[c.Name()] = pq.Compressed(n, &zstd.Codec{Level: zstd.SpeedDefault})
+		g.names = append(g.names, c.Name())
 	}
 	return pq.NewSchema(t.Name, g), nil
+}
+
+// orderedGroup is a Parquet group whose fields keep the order of names
+// (pq.Group sorts its fields by name), so readers list columns in the
+// table's order.
+type orderedGroup struct {
+	pq.Group
+	names []string
+}
+
+func (g orderedGroup) Fields() []pq.Field {
+	fs := make([]pq.Field, len(g.names))
+	for i, n := range g.names {
+		fs[i] = groupField{Node: g.Group[n], name: n}
+	}
+	return fs
+}
+
+type groupField struct {
+	pq.Node
+	name string
+}
+
+func (f groupField) Name() string { return f.name }
+
+func (f groupField) Value(base reflect.Value) reflect.Value {
+	return base.MapIndex(reflect.ValueOf(f.name))
 }
 
 func node(c schemas.Column) (pq.Node, error) {
@@ -43,11 +74,6 @@ func node(c schemas.Column) (pq.Node, error) {
 	case []string:
 		return pq.String(), nil
 	case []int64:
-		// Columns ending _ns are instants (ns since the Unix epoch) except
-		// durations, which end _dur_ns.
-		if strings.HasSuffix(c.Name(), "_ns") && !strings.HasSuffix(c.Name(), "_dur_ns") {
-			return pq.Timestamp(pq.Nanosecond), nil
-		}
 		return pq.Int(64), nil
 	case []float64:
 		return pq.Leaf(pq.DoubleType), nil
