@@ -125,22 +125,27 @@ func Aggregate(name string, runs []*RunResult) (*RunResult, error) {
 
 // Comparison is one run (or aggregate) in a comparison.
 type Comparison struct {
-	Result      *RunResult
-	Concurrency string
-	Precision   string
-	ModelSizeB  float64
+	Result *RunResult
+	// Load is what drove the run: "16 in flight" (a closed loop of 16
+	// concurrent requests) or "poisson 6/s" (an open loop's process and
+	// rate).
+	Load       string
+	Precision  string
+	ModelSizeB float64
 }
 
 // NewComparison reads what a comparison shows from a result.
 func NewComparison(r *RunResult) Comparison {
-	c := Comparison{Result: r, Concurrency: ConfigValue(r.Config, "concurrency"), Precision: ConfigValue(r.Config, "precision"),
-		ModelSizeB: ModelSize(r.Model)}
+	c := Comparison{Result: r, Precision: ConfigValue(r.Config, "precision"), ModelSizeB: ModelSize(r.Model)}
+	if n := ConfigValue(r.Config, "concurrency"); n != "" {
+		c.Load = n + " in flight"
+	}
 	if c.Precision == "" {
 		c.Precision = "default"
 	}
 	if proc := ConfigValue(r.Config, "process"); proc != "" && proc != "concurrency" {
 		// An open loop: its rate, not a concurrency, describes the load.
-		c.Concurrency = proc + " " + ConfigValue(r.Config, "rate") + "/s"
+		c.Load = proc + " " + ConfigValue(r.Config, "rate") + "/s"
 	}
 	return c
 }
@@ -148,11 +153,11 @@ func NewComparison(r *RunResult) Comparison {
 // PrintComparison writes the side-by-side table (mean ± 95% CI over cycles).
 func PrintComparison(w io.Writer, cs []Comparison) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "run\tbackend\tmodel\tprecision\tconcurrency\tcycles\tJ/token\ttokens/J\tthroughput tok/s\tTTFT p50 ms\tITL p50 ms\tenergy J/cycle\tquality")
+	fmt.Fprintln(tw, "run\tbackend\tmodel\tprecision\tload\tcycles\tJ/token\ttokens/J\tthroughput tok/s\tTTFT p50 ms\tITL p50 ms\tenergy J/cycle\tquality")
 	for _, c := range cs {
 		r := c.Result
 		s := r.Summary
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.RunID, r.Backend, r.Model, c.Precision, c.Concurrency,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.RunID, r.Backend, r.Model, c.Precision, c.Load,
 			len(r.Cycles), fmtCI(s["j_per_token"]), fmtCI(s["tokens_per_j"]), fmtCI(s["throughput_tok_s"]), fmtCI(s["ttft_p50_ms"]),
 			fmtCI(s["itl_p50_ms"]), fmtCI(s["energy_j"]), r.Label())
 	}

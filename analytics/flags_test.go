@@ -237,14 +237,35 @@ func TestSlopeTestOnTheH200Drift(t *testing.T) {
 	}
 }
 
-// TestFootprint: Wh per 1,000 requests, kWh and kg CO2e per million
-// output tokens, and a cost only where a price is given; simulated runs
-// say so on the line.
+// TestFootprint: Wh per 1,000 requests and kWh per million output tokens
+// are summary metrics (so run_results and every export carry them, with
+// their intervals); kg CO2e per million tokens and a cost only where a
+// price is given are printed with the grid intensity they assume;
+// simulated runs say so on the line.
 func TestFootprint(t *testing.T) {
-	r := &RunResult{Summary: map[string]Stat{"j_per_request": {N: 3, Mean: 36}, "j_per_token": {N: 3, Mean: 0.36}}}
+	r := &RunResult{Summary: map[string]Stat{}}
+	for i, jpt := range []float64{0.35, 0.36, 0.37} {
+		r.Cycles = append(r.Cycles, CycleResult{Cycle: uint32(i), JPerToken: jpt, JPerRequest: 100 * jpt})
+	}
+	summarise(r)
+	if wh, kwh := r.Summary["wh_per_1000_requests"], r.Summary["kwh_per_million_tokens"]; math.Abs(wh.Mean-10) > 1e-9 || math.Abs(kwh.Mean-0.1) > 1e-9 ||
+		!(kwh.CI95 > 0) || wh.N != 3 {
+		t.Errorf("wh_per_1000_requests %+v (want mean 10), kwh_per_million_tokens %+v (want mean 0.1 with an interval)", wh, kwh)
+	}
+	found := map[string]bool{}
+	for _, m := range SummaryMetrics {
+		found[m] = true
+	}
+	if !found["wh_per_1000_requests"] || !found["kwh_per_million_tokens"] {
+		t.Errorf("the other units are not summary metrics: %v", SummaryMetrics)
+	}
 	var b strings.Builder
 	PrintFootprint(&b, r, DefaultFootprint)
-	for _, want := range []string{"10.0 Wh per 1,000 requests", "0.100 kWh per million output tokens", "0.0481 kg CO₂e at 481 g/kWh", "cost: give -price-per-kwh"} {
+	co2, _ := DefaultFootprint.PerMillionTokens(r)
+	if math.Abs(co2.Mean-0.0481) > 1e-9 || math.Abs(co2.CI95/co2.Mean-r.Summary["kwh_per_million_tokens"].CI95/0.1) > 1e-9 {
+		t.Errorf("CO2e %+v: want 0.0481 kg with kWh's relative interval", co2)
+	}
+	for _, want := range []string{"per million output tokens: 0.048", "kg CO₂e at 481 g/kWh (world average", "cost: give -price-per-kwh"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("no %q in %q", want, b.String())
 		}
@@ -252,9 +273,30 @@ func TestFootprint(t *testing.T) {
 	b.Reset()
 	r.Simulated = true
 	PrintFootprint(&b, r, Footprint{GridGPerKWh: 100, GridSource: "given", PricePerKWh: 0.2, Currency: "EUR"})
-	for _, want := range []string{"(simulated power: not a measurement)", "0.0100 kg CO₂e at 100 g/kWh", "0.0200 EUR at 0.200 EUR/kWh"} {
+	for _, want := range []string{"(simulated power: not a measurement)", "kg CO₂e at 100 g/kWh", " EUR at 0.200 EUR/kWh"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("no %q in %q", want, b.String())
+		}
+	}
+	t.Log(b.String())
+}
+
+// A label says "ok" only when nothing else applies: never "ok" beside a
+// flag (a card once read "ok,simulated,too_few_cycles").
+func TestLabelNeverOKBesideAFlag(t *testing.T) {
+	for _, c := range []struct {
+		q        string
+		sim, app bool
+		flags    []string
+		want     string
+	}{
+		{QualityOK, false, false, nil, "ok"},
+		{QualityOK, true, false, []string{FlagTooFewCycles}, "simulated,too_few_cycles"},
+		{QualityOK, false, true, nil, "apportioned"},
+		{"gaps", true, false, []string{FlagTrend}, "gaps,simulated,trend"},
+	} {
+		if got := qualityLabel(c.q, c.sim, c.app, c.flags...); got != c.want {
+			t.Errorf("qualityLabel(%q, %v, %v, %v) = %q, want %q", c.q, c.sim, c.app, c.flags, got, c.want)
 		}
 	}
 }

@@ -128,7 +128,11 @@ func serverView(reqs []schemas.Request) *ServerView {
 }
 
 // Metrics summarised over cycles, in table order.
+// wh_per_1000_requests and kwh_per_million_tokens are j_per_request and
+// j_per_token in the units readers ask for (exact conversions, so they
+// reach run_results and every export with their intervals).
 var SummaryMetrics = []string{"energy_j", "dynamic_j", "idle_share", "prefill_j", "decode_j", "j_per_token", "j_per_request", "tokens_per_j",
+	"wh_per_1000_requests", "kwh_per_million_tokens",
 	"ttft_p50_ms", "itl_p50_ms", "tpot_p50_ms", "e2e_p50_ms", "throughput_tok_s"}
 
 // ErrNoRun is returned for a run without start and end events.
@@ -328,6 +332,9 @@ var cycleGetters = map[string]func(*CycleResult) float64{
 	"throughput_tok_s": func(c *CycleResult) float64 { return float64(c.OutputTokens) / c.DurationS },
 	"idle_share":       func(c *CycleResult) float64 { return c.StaticJ / c.EnergyJ },
 	"duration_s":       func(c *CycleResult) float64 { return c.DurationS },
+	// 1 Wh = 3,600 J; 1 kWh = 3.6e6 J.
+	"wh_per_1000_requests":   func(c *CycleResult) float64 { return c.JPerRequest * 1000 / 3600 },
+	"kwh_per_million_tokens": func(c *CycleResult) float64 { return c.JPerToken * 1e6 / 3.6e6 },
 }
 
 func cycleMetric(c *CycleResult, m string) float64 {
@@ -656,6 +663,9 @@ func PrintRunWith(w io.Writer, r *RunResult, f Footprint) {
 	tw.Flush()
 	PrintFootprint(w, r, f)
 	if c := r.Correlation; c != nil {
+		if r.Simulated {
+			fmt.Fprint(w, "(simulated power: the simulator's load model, not a sensor) ")
+		}
 		fmt.Fprintf(w, "power vs load over %d bins of 100 ms: Pearson/Spearman with tokens/s %.2f/%.2f, requests in system %.2f/%.2f, decoding %.2f/%.2f; effective sensor lag %+.0f ms (r %.2f)\n",
 			c.Bins, c.Pearson["tokens_per_s"], c.Spearman["tokens_per_s"], c.Pearson["requests_in_system"], c.Spearman["requests_in_system"],
 			c.Pearson["requests_decoding"], c.Spearman["requests_decoding"], c.LagMS, c.LagCorr)
@@ -751,11 +761,20 @@ func sig(v float64, n int) string {
 }
 
 func qualityLabel(q string, simulated, apportioned bool, flags ...string) string {
+	var marks []string
+	if q != QualityOK {
+		marks = append(marks, q)
+	}
 	if simulated {
-		q += ",simulated"
+		marks = append(marks, "simulated")
 	}
 	if apportioned {
-		q += ",apportioned"
+		marks = append(marks, "apportioned")
 	}
-	return strings.Join(append([]string{q}, flags...), ",")
+	marks = append(marks, flags...)
+	// "ok" only when nothing else applies: never "ok" beside a flag.
+	if len(marks) == 0 {
+		return QualityOK
+	}
+	return strings.Join(marks, ",")
 }

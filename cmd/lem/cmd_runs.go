@@ -144,7 +144,8 @@ func listRuns(ctx context.Context, st *store.Store, ids []string) ([]runInfo, er
 		if res.Apportioned.V[i] == 1 && !strings.Contains(q, "apportioned") {
 			q += ",apportioned"
 		}
-		return q
+		// and said "ok" beside their flags.
+		return strings.TrimPrefix(q, "ok,")
 	}
 	results := map[string]summary{}
 	for i, id := range res.RunID.V {

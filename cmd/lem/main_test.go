@@ -75,7 +75,7 @@ func TestDemo(t *testing.T) {
 					t.Fatalf("demo exited %d: %s", code, errb.String())
 				}
 			})
-			for _, want := range []string{"J/token", "over 2 cycles", ",simulated", "dataset:"} {
+			for _, want := range []string{"J/token", "over 2 cycles", "simulated", "dataset:"} {
 				if !strings.Contains(stdout, want) {
 					t.Errorf("demo output lacks %q:\n%s", want, stdout)
 				}
@@ -86,7 +86,7 @@ func TestDemo(t *testing.T) {
 				}
 			}
 			card, _ := os.ReadFile(filepath.Join(dir, "dataset", "README.md"))
-			if !strings.HasPrefix(string(card), "---\nlicense:") || !strings.Contains(string(card), "config_name: requests") {
+			if !strings.HasPrefix(string(card), "---\npretty_name:") || !strings.Contains(string(card), "config_name: requests") {
 				t.Errorf("dataset card:\n%s", card)
 			}
 			if name != "parquet" {

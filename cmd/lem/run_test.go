@@ -99,7 +99,7 @@ collectors: {gpu: sim, rapl: "off", scrape: {interval: 200ms}}
 			t.Errorf("%s: no idle baseline", r.RunID)
 		}
 	}
-	for _, want := range []string{"configurations (mean ± 95% CI over cycles)", "closed4", "open", ",simulated"} {
+	for _, want := range []string{"configurations (mean ± 95% CI over cycles)", "closed4", "open", "simulated"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
@@ -298,7 +298,7 @@ func TestRunsList(t *testing.T) {
 			t.Fatalf("runs: %s", errb.String())
 		}
 	})
-	if !strings.Contains(out, "lem-demo-") || !strings.Contains(out, ",simulated") || !strings.Contains(out, "1 run(s)") ||
+	if !strings.Contains(out, "lem-demo-") || !strings.Contains(out, "simulated") || !strings.Contains(out, "1 run(s)") ||
 		!strings.Contains(out, " ± ") {
 		t.Fatalf("runs:\n%s", out)
 	}

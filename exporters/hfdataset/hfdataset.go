@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -33,10 +34,12 @@ type Summary struct {
 	Hardware map[string]string
 }
 
-// Options tune the Parquet files (zero: exporters/parquet defaults).
+// Options tune the Parquet files (zero: exporters/parquet defaults) and
+// the footprint the card states (zero: analytics.DefaultFootprint).
 type Options struct {
 	RowGroupRows, ShardBytes int64
 	Progress                 func(table string, rows int)
+	Footprint                analytics.Footprint
 }
 
 // Export writes the runs' data (data/<table>/part-NNNNN.parquet, every
@@ -77,7 +80,11 @@ func Export(ctx context.Context, src analytics.TableReader, store analytics.Stor
 	if err := os.WriteFile(filepath.Join(dir, "results.json"), js, 0o644); err != nil {
 		return sum, err
 	}
-	return sum, os.WriteFile(filepath.Join(dir, "README.md"), []byte(card(sum, results, toolVersion)), 0o644)
+	fp := o.Footprint
+	if fp.GridGPerKWh == 0 {
+		fp = analytics.DefaultFootprint
+	}
+	return sum, os.WriteFile(filepath.Join(dir, "README.md"), []byte(card(sum, results, toolVersion, fp)), 0o644)
 }
 
 func sizeCategory(n int) string {
@@ -94,7 +101,85 @@ func sizeCategory(n int) string {
 	return "1M<n<10M"
 }
 
-func card(s Summary, results []*analytics.RunResult, version string) string {
+// Feature is one column of a config in the card's dataset_info, typed as
+// Hugging Face datasets types it (Value dtypes; a list of strings as a
+// sequence).
+type Feature struct {
+	Name, Dtype, Sequence string
+}
+
+// Features returns the dataset_info features of table: every column, in
+// the table's order, with the dtype its Parquet column has.
+func Features(table string) []Feature {
+	var fs []Feature
+	for _, c := range schemas.EmptyTable(table).Columns {
+		f := Feature{Name: c.Name()}
+		switch c.Data().(type) {
+		case []string:
+			f.Dtype = "string"
+		case []int64:
+			f.Dtype = "int64"
+		case []int32:
+			f.Dtype = "int32"
+		case []uint64:
+			f.Dtype = "uint64"
+		case []uint32:
+			f.Dtype = "uint32"
+		case []uint8:
+			f.Dtype = "uint8"
+		case []float64:
+			f.Dtype = "float64"
+		case [][]string:
+			f.Sequence = "string"
+		default:
+			f.Dtype = "string"
+		}
+		fs = append(fs, f)
+	}
+	return fs
+}
+
+// Unit says what a column's values are measured in, from lem's naming
+// rules (docs/events.md gives each field).
+func Unit(table, col string) string {
+	switch {
+	case strings.HasSuffix(col, "_dur_ns"):
+		return "ns (a duration)"
+	case strings.HasSuffix(col, "_ns"):
+		return "ns since the Unix epoch (int64)"
+	case strings.HasSuffix(col, "_mw"):
+		return "mW"
+	case strings.HasSuffix(col, "_uj"):
+		return "µJ (cumulative counter)"
+	case strings.HasPrefix(col, "j_per_"):
+		return "J per " + strings.TrimPrefix(col, "j_per_")
+	case col == "tokens_per_j":
+		return "tokens per J"
+	case strings.HasSuffix(col, "_j"), strings.HasSuffix(col, "_j_p50"):
+		return "J"
+	case strings.HasSuffix(col, "_ms"):
+		return "ms"
+	case col == "duration_s":
+		return "s"
+	case strings.HasSuffix(col, "_mhz"):
+		return "MHz"
+	case strings.HasSuffix(col, "_c"):
+		return "°C"
+	case strings.HasSuffix(col, "_pct"):
+		return "%"
+	case strings.HasSuffix(col, "_bytes"):
+		return "bytes"
+	case strings.HasSuffix(col, "tokens") || col == "requests" || col == "failed":
+		return "count"
+	case table == schemas.TableMetric && col == "value":
+		return "the metric's own unit (its name says it)"
+	case table == schemas.TableRunResults && (col == "mean" || col == "std" || col == "ci95"):
+		return "the metric's unit (see `metric`: j_per_token in J, wh_per_1000_requests in Wh, …)"
+	}
+	return ""
+}
+
+func card(s Summary, results []*analytics.RunResult, version string, fp analytics.Footprint) string {
 	var b strings.Builder
 	total := 0
 	var present []string
@@ -104,22 +189,49 @@ func card(s Summary, results []*analytics.RunResult, version string) string {
 			total += s.Rows[t]
 		}
 	}
-	b.WriteString("---\nlicense: cc-by-4.0\ntask_categories:\n- text-generation\ntags:\n- energy\n- llm-inference\n- gpu-power\n- llm-energy-measure\n")
+	allSim := len(results) > 0
+	simulated := false
+	for _, r := range results {
+		allSim = allSim && r.Simulated
+		simulated = simulated || r.Simulated
+	}
+	pretty := "LLM inference energy measurements (llm-energy-measure)"
+	if allSim {
+		pretty = "LLM inference energy, simulated power (llm-energy-measure pipeline test)"
+	}
+	// No task_categories: this is telemetry about inference, not data to
+	// train or evaluate a text-generation model on.
+	fmt.Fprintf(&b, "---\npretty_name: %q\nlicense: cc-by-4.0\ntags:\n- energy\n- llm-inference\n- gpu-power\n- llm-energy-measure\n", pretty)
+	if simulated {
+		b.WriteString("- simulated\n")
+	}
 	fmt.Fprintf(&b, "size_categories:\n- %s\nconfigs:\n", sizeCategory(total))
 	for _, t := range present {
 		fmt.Fprintf(&b, "- config_name: %s\n  data_files:\n  - split: train\n    path: data/%s/*.parquet\n", t, t)
 	}
-	b.WriteString("---\n\n# LLM inference energy measurements\n\n")
-	fmt.Fprintf(&b, "Exported by llm-energy-measure %s on %s.\n\n", version, time.Now().UTC().Format(time.RFC3339))
-	simulated := false
-	b.WriteString("## Runs\n\n| run | backend | model | devices | cycles | J/token (mean ± 95% CI) | quality | simulated |\n|---|---|---|---|---|---|---|---|\n")
-	for _, r := range results {
-		st := r.Summary["j_per_token"]
-		fmt.Fprintf(&b, "| %s | %s | %s | %d | %d | %s | %s | %v |\n", r.RunID, r.Backend, r.Model, len(r.Devices), len(r.Cycles),
-			analytics.FormatStat(st), r.Label(), r.Simulated)
-		if r.Simulated {
-			simulated = true
+	b.WriteString("dataset_info:\n")
+	for _, t := range present {
+		fmt.Fprintf(&b, "- config_name: %s\n  features:\n", t)
+		for _, f := range Features(t) {
+			if f.Sequence != "" {
+				fmt.Fprintf(&b, "  - name: %s\n    sequence: %s\n", f.Name, f.Sequence)
+			} else {
+				fmt.Fprintf(&b, "  - name: %s\n    dtype: %s\n", f.Name, f.Dtype)
+			}
 		}
+		fmt.Fprintf(&b, "  splits:\n  - name: train\n    num_examples: %d\n", s.Rows[t])
+	}
+	fmt.Fprintf(&b, "---\n\n# %s\n\n", pretty)
+	fmt.Fprintf(&b, "Exported by llm-energy-measure %s on %s.\n\n", version, time.Now().UTC().Format(time.RFC3339))
+	fmt.Fprintf(&b, "## Runs\n\nMeans over cycles ± 95%% CI (Student t; none under three cycles). kg CO₂e assume %s gCO₂e/kWh (%s); "+
+		"GPU energy only.\n\n", sig3(fp.GridGPerKWh), fp.GridSource)
+	b.WriteString("| run | backend | model | devices | cycles | J/token | Wh per 1,000 requests | kWh per million tokens | kg CO₂e per million tokens | quality | simulated |\n" +
+		"|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, r := range results {
+		co2, _ := fp.PerMillionTokens(r)
+		fmt.Fprintf(&b, "| %s | %s | %s | %d | %d | %s | %s | %s | %s | %s | %v |\n", r.RunID, r.Backend, r.Model, len(r.Devices), len(r.Cycles),
+			analytics.FormatStat(r.Summary["j_per_token"]), analytics.FormatStat(r.Summary["wh_per_1000_requests"]),
+			analytics.FormatStat(r.Summary["kwh_per_million_tokens"]), analytics.FormatStat(co2), r.Label(), r.Simulated)
 	}
 	if simulated {
 		b.WriteString("\n**Simulated data.** Power in runs marked simulated came from lem's simulator (source `sim`), " +
@@ -146,9 +258,16 @@ func card(s Summary, results []*analytics.RunResult, version string) string {
 	for _, t := range keys {
 		fmt.Fprintf(&b, "| %s | %d |\n", t, s.Rows[t])
 	}
-	allSim := len(results) > 0
-	for _, r := range results {
-		allSim = allSim && r.Simulated
+	b.WriteString("\n## Columns and units\n\nTypes are in `dataset_info` above; units (from lem's column naming, docs/events.md of llm-energy-measure):\n")
+	for _, t := range present {
+		fmt.Fprintf(&b, "\n**%s**: ", t)
+		var parts []string
+		for _, f := range Features(t) {
+			if u := Unit(t, f.Name); u != "" {
+				parts = append(parts, fmt.Sprintf("`%s` %s", f.Name, u))
+			}
+		}
+		b.WriteString(strings.Join(parts, "; ") + ".\n")
 	}
 	b.WriteString("\n## How it was measured\n\n")
 	switch {
@@ -175,8 +294,12 @@ llm-energy-measure for every formula.
 
 Every energy figure carries a systematic uncertainty of ±5% of reading (the
 sensor's gain error, which differs between boards), a random uncertainty from
-the counter's 100 ms refresh at the window edges, and a quality flag
-(ok, low_resolution, gaps, too_short); figures computed from the simulator are marked simulated.
+the counter's 100 ms refresh at the window edges, and a quality label: ok,
+or the flags that apply (no_power, gaps, low_resolution, too_short,
+negative_dynamic, too_few_cycles, outlier_cycle, trend; docs/methodology.md
+of llm-energy-measure defines each); figures computed from the simulator are
+marked simulated. A figure that could not be computed is null in
+results.json and NaN in the Parquet tables, never 0.
 
 ## Units
 
@@ -241,3 +364,6 @@ func jsonSafe(v reflect.Value) any {
 	}
 	return v.Interface()
 }
+
+// sig3 prints x with three significant digits.
+func sig3(x float64) string { return strconv.FormatFloat(x, 'g', 3, 64) }
