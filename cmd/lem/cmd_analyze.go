@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"os"
 
 	"github.com/llm-energy-measure/lem/analytics"
@@ -47,18 +48,30 @@ func (opt *analyzeCmd) run(args []string) error {
 		return err
 	}
 	defer store.Close()
+	var results []*analytics.RunResult
+	var names []string
 	for _, id := range ids {
 		r, err := analytics.AnalyzeRunWith(ctx, store, id, analytics.Options{Method: *opt.method})
 		if err != nil {
 			return err
 		}
 		analytics.PrintRunWith(os.Stdout, r, opt.footprint())
+		fmt.Println()
 		if *opt.write {
 			if err := writeResults(ctx, store, r); err != nil {
 				return err
 			}
 		}
+		name := analytics.ConfigValue(r.Config, "run")
+		if name == "" {
+			name = r.RunID
+		}
+		results, names = append(results, r), append(names, name)
+	}
+	// Several runs (a sweep's configurations): the table `lem run` closes
+	// with.
+	if len(results) > 1 {
+		printSweep(os.Stdout, names, results)
 	}
 	return nil
-
 }

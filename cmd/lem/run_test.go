@@ -108,6 +108,17 @@ collectors: {gpu: sim, rapl: "off", scrape: {interval: 200ms}}
 	if i := strings.Index(out, "configurations (mean"); i < 0 || strings.Count(out[i:], "simulated") < 2 {
 		t.Errorf("the sweep table drops the simulated mark:\n%s", out[max(i, 0):])
 	}
+	// `lem analyze` of the sweep's store closes with the same table (it
+	// once printed only the runs one by one).
+	var errb bytes.Buffer
+	aout := captureStdout(t, func() {
+		if code := run([]string{"analyze", "-parquet", cfg.Output.Parquet}, os.Stdout, &errb); code != 0 {
+			t.Fatalf("analyze: %s", errb.String())
+		}
+	})
+	if i := strings.Index(aout, "configurations (mean"); i < 0 || !strings.Contains(aout[i:], "closed4") || !strings.Contains(aout[i:], "open") {
+		t.Errorf("lem analyze of a sweep has no configurations table naming closed4 and open:\n%s", aout)
+	}
 	st := store.Parquet(cfg.Output.Parquet)
 	reqs, err := st.Requests(context.Background(), res[0].RunID)
 	if err != nil || len(reqs) != 20 {
