@@ -185,3 +185,8 @@ func BootstrapPercentile(xs []float64, p float64) PercentileCI {
 	out.Low, out.High = Percentile(est, 2.5), Percentile(est, 97.5)
 	return out
 }
+
+// MinLagCorr is the correlation below which the best lag is not reported
+// as the sensor's: power that barely follows the load says nothing about
+// when it follows it.
+const MinLagCorr = 0.5

@@ -45,6 +45,11 @@ const (
 	// OutlierZ is the robust z-score (0.6745·|x − median| / MAD; Iglewicz
 	// and Hoaglin) above which a cycle is an outlier.
 	OutlierZ = 3.5
+	// OutlierMinSpread floors the MAD at this fraction of the median: when
+	// cycles agree to a millisecond (a closed loop's durations: 5.135,
+	// 5.135, 5.136 s), a 1 ms difference is no outlier, so a cycle must
+	// also lie more than OutlierZ/0.6745 × 1% ≈ 5.2% from the median.
+	OutlierMinSpread = 0.01
 )
 
 // lengthQuality flags a window by its length alone.
@@ -68,8 +73,9 @@ type Outlier struct {
 	MeanWithout float64
 }
 
-// robustZ returns each value's robust z-score; NaN values get NaN, and all
-// get 0 when the MAD is 0 (no spread to judge by).
+// robustZ returns each value's robust z-score, the MAD floored at
+// OutlierMinSpread of the median; NaN values get NaN, and all get 0 when
+// there is still no spread to judge by.
 func robustZ(xs []float64) []float64 {
 	var ok []float64
 	for _, x := range xs {
@@ -86,7 +92,7 @@ func robustZ(xs []float64) []float64 {
 	for i, x := range ok {
 		dev[i] = math.Abs(x - med)
 	}
-	mad := median(dev)
+	mad := math.Max(median(dev), OutlierMinSpread*math.Abs(med))
 	for i, x := range xs {
 		switch {
 		case math.IsNaN(x):

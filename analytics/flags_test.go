@@ -116,6 +116,20 @@ func TestFlagOutlierCycle(t *testing.T) {
 	}
 }
 
+// Cycles that agree to a millisecond are no outliers of each other (the
+// demo once flagged 5.136 s against 5.135 s as 4.6 robust SDs away).
+func TestNoOutlierWithinAMillisecond(t *testing.T) {
+	for _, z := range robustZ([]float64{5.135, 5.135, 5.136}) {
+		if z > OutlierZ {
+			t.Errorf("robust z %.1f for a 1 ms difference", z)
+		}
+	}
+	// A real outlier still is one: 6.0 s against 5.1 s.
+	if z := robustZ([]float64{5.1, 5.11, 5.09, 6.0}); !(z[3] > OutlierZ) {
+		t.Errorf("6.0 s among 5.1 s: z %v", z)
+	}
+}
+
 // TestLowResolutionOneThreshold: a 0.5 s window is low_resolution whether
 // it is computed from the counter alone or from a calibrated power series.
 func TestLowResolutionOneThreshold(t *testing.T) {
@@ -298,5 +312,27 @@ func TestLabelNeverOKBesideAFlag(t *testing.T) {
 		if got := qualityLabel(c.q, c.sim, c.app, c.flags...); got != c.want {
 			t.Errorf("qualityLabel(%q, %v, %v, %v) = %q, want %q", c.q, c.sim, c.app, c.flags, got, c.want)
 		}
+	}
+}
+
+// The correlation line never prints NaN/NaN (a closed loop holds requests
+// in the system constant) nor a lag that the correlation does not support.
+func TestCorrelationLineForPeople(t *testing.T) {
+	nan := math.NaN()
+	r := &RunResult{RunID: "r", Summary: map[string]Stat{}, Simulated: true, Correlation: &Correlation{Bins: 153,
+		Pearson:  map[string]float64{"tokens_per_s": -0.07, "requests_in_system": nan, "requests_decoding": 0.03},
+		Spearman: map[string]float64{"tokens_per_s": 0, "requests_in_system": nan, "requests_decoding": 0.08},
+		LagMS:    1600, LagCorr: 0.16}}
+	var b strings.Builder
+	PrintRun(&b, r)
+	out := b.String()
+	for _, want := range []string{"requests in system n/a (constant: a closed loop keeps it fixed)", "effective sensor lag not determined (best r 0.16 < 0.5)",
+		"(simulated power: the simulator's load model, not a sensor) power vs load"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "NaN") || strings.Contains(out, "+1600 ms") {
+		t.Errorf("NaN or an unsupported lag printed:\n%s", out)
 	}
 }

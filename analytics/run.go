@@ -666,9 +666,19 @@ func PrintRunWith(w io.Writer, r *RunResult, f Footprint) {
 		if r.Simulated {
 			fmt.Fprint(w, "(simulated power: the simulator's load model, not a sensor) ")
 		}
-		fmt.Fprintf(w, "power vs load over %d bins of 100 ms: Pearson/Spearman with tokens/s %.2f/%.2f, requests in system %.2f/%.2f, decoding %.2f/%.2f; effective sensor lag %+.0f ms (r %.2f)\n",
-			c.Bins, c.Pearson["tokens_per_s"], c.Spearman["tokens_per_s"], c.Pearson["requests_in_system"], c.Spearman["requests_in_system"],
-			c.Pearson["requests_decoding"], c.Spearman["requests_decoding"], c.LagMS, c.LagCorr)
+		pair := func(k string) string {
+			p, sp := c.Pearson[k], c.Spearman[k]
+			if math.IsNaN(p) && math.IsNaN(sp) {
+				return "n/a (constant: a closed loop keeps it fixed)"
+			}
+			return fmt.Sprintf("%s/%s", num(p, 2), num(sp, 2))
+		}
+		lag := fmt.Sprintf("effective sensor lag %+.0f ms (r %.2f)", c.LagMS, c.LagCorr)
+		if !(c.LagCorr >= MinLagCorr) {
+			lag = fmt.Sprintf("effective sensor lag not determined (best r %s < %.1f)", num(c.LagCorr, 2), MinLagCorr)
+		}
+		fmt.Fprintf(w, "power vs load over %d bins of 100 ms: Pearson/Spearman with tokens/s %s, requests in system %s, decoding %s; %s\n",
+			c.Bins, pair("tokens_per_s"), pair("requests_in_system"), pair("requests_decoding"), lag)
 	}
 	if len(r.Latency) > 0 {
 		fmt.Fprint(w, "latency over all cycles (p50 / p90 / p99 ms, bootstrap 95% CI):")

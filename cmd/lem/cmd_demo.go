@@ -20,6 +20,7 @@ import (
 	"github.com/llm-energy-measure/lem/collectors"
 	"github.com/llm-energy-measure/lem/collectors/loadgen"
 	"github.com/llm-energy-measure/lem/collectors/sim"
+	"github.com/llm-energy-measure/lem/deploy"
 	"github.com/llm-energy-measure/lem/experiment"
 	"github.com/llm-energy-measure/lem/exporters"
 	"github.com/llm-energy-measure/lem/exporters/hfdataset"
@@ -274,16 +275,19 @@ func (d *demo) printNext(runID, storeName string) {
 	fmt.Println("\nnext:")
 	if storeName == "clickhouse" {
 		_, port, _ := net.SplitHostPort(d.ch.Addr)
-		fmt.Printf("  clickhouse-client --port %s --query \"SELECT request_id, output_tokens, (first_token_ns - sent_ns)/1e6 AS ttft_ms "+
-			"FROM %s.requests WHERE run_id = '%s' ORDER BY scheduled_ns LIMIT 5\"\n", port, d.ch.Database, runID)
-		fmt.Printf("  clickhouse-client --port %s --query \"SELECT intDiv(ts_ns, 1000000000) AS s, avg(power_mw)/1000 AS watts "+
-			"FROM %s.power_samples GROUP BY s ORDER BY s\"\n", port, d.ch.Database)
+		// The README's queries (docs/queries.md; checked against ClickHouse
+		// and DuckDB by go test ./deploy).
+		for _, q := range deploy.Queries {
+			if q.Title == "TTFT of each request" || q.Title == "Power per second" {
+				fmt.Printf("  clickhouse-client --port %s --query \"%s\"\n", port, strings.Join(strings.Fields(q.Expand(d.ch.Database, runID, "")), " "))
+			}
+		}
 		fmt.Printf("  %s runs -clickhouse %s\n", os.Args[0], d.ch.Addr)
 		fmt.Printf("  %s analyze -clickhouse %s %s\n", os.Args[0], d.ch.Addr, runID)
 	} else {
 		fmt.Printf("  %s runs -parquet %s\n", os.Args[0], filepath.Join(d.out, "store"))
 		fmt.Printf("  %s analyze -parquet %s %s\n", os.Args[0], filepath.Join(d.out, "store"), runID)
-		fmt.Printf("  duckdb -c \"SELECT * FROM '%s/dataset/data/requests/*.parquet' LIMIT 5\"\n", d.out)
+		fmt.Printf("  duckdb -c \"SELECT request_id, output_tokens, (first_token_ns - sent_ns) / 1e6 AS ttft_ms FROM '%s/dataset/data/requests/*.parquet' ORDER BY scheduled_ns LIMIT 5\"\n", d.out)
 	}
 }
 
