@@ -394,14 +394,157 @@ func (d *deviceData) window(from, to int64) Window {
 	}
 	w.Joules = CalibratedEnergy(d.readings, d.power, d.hold(), from, to)
 	w.Quality = calibratedQuality(d.readings, d.power, d.hold(), from, to)
-	half := d.hold() / 6 // half of one period
-	edge := func(t int64) float64 {
-		j, _ := IntegratePower(d.power, t-half, t+half, d.hold())
-		return j / 2
-	}
-	w.EdgeUncJ = math.Hypot(edge(from), edge(to))
+	w.EdgeUncJ = CalibratedUncJ(d.readings, d.power, d.hold(), from, to)
 	return w
 }
+
+// Terms of a calibrated window's stated uncertainty, fitted to nothing:
+// chosen from what the errors are made of, and held to the coverage test
+// (TestIntervalsCoverTheTruth, docs/methodology.md "Coverage").
+var (
+	// StepTiming: where power changes near an edge, the samples may place
+	// the change this far off the counter (20 ms samples, the buffer's
+	// time base, the counter's refresh): ±|ΔP|·StepTiming.
+	StepTiming = 0.05
+	// ShapeError: inside one counter interval the samples' shape fixes how
+	// the interval's energy splits at an edge; short spikes between
+	// samples move up to this share of the smaller side.
+	ShapeError = 0.03
+)
+
+// CalibratedUncJ is the 95% uncertainty of a calibrated window: at each
+// edge the timing of a power change (the range of the samples within
+// ±100 ms × StepTiming)
+// and the split of its counter interval (ShapeError × the smaller side),
+// and the counter readings' timing (1.96 × CalibrationSigmaJ), in
+// quadrature.
+func CalibratedUncJ(rs []Reading, ps []schemas.PowerSample, hold, from, to int64) float64 {
+	pts, _ := series(rs)
+	v := math.Pow(1.96*CalibrationSigmaJ(rs, ps, hold, from, to), 2)
+	for _, t := range []int64{from, to} {
+		lo, hi := math.Inf(1), math.Inf(-1)
+		for _, p := range ps[sort.Search(len(ps), func(i int) bool { return ps[i].TS >= t-CounterRefresh }):] {
+			if p.TS > t+CounterRefresh {
+				break
+			}
+			lo, hi = math.Min(lo, p.Power.Watts()), math.Max(hi, p.Power.Watts())
+		}
+		if hi > lo {
+			v += math.Pow((hi-lo)*StepTiming, 2)
+		}
+		// The counter interval holding t, split at t.
+		k := sort.Search(len(pts), func(i int) bool { return pts[i].t > t })
+		if k > 0 && k < len(pts) {
+			a, b := pts[k-1].t, pts[k].t
+			l, h := max(a, from), min(b, to)
+			if h > l {
+				part, _ := IntegratePower(ps, l, h, hold)
+				all, _ := IntegratePower(ps, a, b, hold)
+				v += math.Pow(ShapeError*math.Min(part, all-part), 2)
+			}
+		}
+	}
+	return math.Sqrt(v)
+}
+
+// ReadTiming is how far a counter reading's value may lie from the time
+// analytics gives it (uniform, ±): a plain read returns the last 100 ms
+// refresh and is shifted by CounterLag, so ±50 ms; an aligned read is
+// taken just after a refresh, ±5 ms; sources stamped at the change itself
+// (the shared trace, the simulator) ±0.
+func ReadTiming(source string) float64 {
+	switch sensor, _ := SplitSource(source); sensor {
+	case schemas.SourceNVMLCounter:
+		return CounterRefresh / 2 / 1e9
+	case schemas.SourceNVMLCounterAligned:
+		return 0.005
+	}
+	return 0
+}
+
+// CalibrationSigmaJ is the standard deviation of a calibrated window's
+// energy from the timing of the counter readings that calibrate it. A
+// reading k whose value belongs δk earlier than its time moves energy
+// Pk·δk between the intervals on either side of it; inside the window
+// that cancels, so only the readings around its edges count, each by how
+// differently the window covers its two intervals:
+//
+//	error = Σk Pk·(f(k+1) − f(k))·δk,
+//
+// f(k) the share of interval k's samples inside the window, Pk the power
+// at reading k, δk uniform within ±ReadTiming (variance τ²/3).
+func CalibrationSigmaJ(rs []Reading, ps []schemas.PowerSample, hold, from, to int64) float64 {
+	pts, _ := series(rs)
+	n := len(pts)
+	if n < 2 || len(ps) == 0 {
+		return 0
+	}
+	// The intervals that hold an edge: around the readings bracketing from
+	// and to.
+	lo := max(sort.Search(n, func(i int) bool { return pts[i].t >= from })-1, 0)
+	hi := min(sort.Search(n, func(i int) bool { return pts[i].t > to }), n-1)
+	share := func(k int) float64 { // interval k: pts[k-1]..pts[k]; 0 outside
+		if k <= 0 || k >= n {
+			return 0
+		}
+		a, b := pts[k-1].t, pts[k].t
+		l, h := max(a, from), min(b, to)
+		if h <= l {
+			return 0
+		}
+		all, _ := IntegratePower(ps, a, b, hold)
+		part, _ := IntegratePower(ps, l, h, hold)
+		if all <= 0 {
+			return float64(h-l) / float64(b-a)
+		}
+		return part / all
+	}
+	// Reads a whole number of refreshes apart (a regular ticker) see the
+	// same phase of the refresh: one δ for the group, whose terms add
+	// before squaring (for steady power they cancel). Reads at irregular
+	// spacing have independent δ.
+	var v, group float64
+	start := pts[lo].t
+	for k := lo; k <= hi; k++ {
+		if k > lo {
+			gap := (pts[k].t - pts[k-1].t) % CounterRefresh
+			if min(gap, CounterRefresh-gap) > SamePhase || pts[k].t-start > PhaseMemory {
+				v += group * group / 3
+				group, start = 0, pts[k].t
+			}
+		}
+		tau := ReadTiming(rs[k].Source)
+		c := share(k+1) - share(k)
+		if tau == 0 || c == 0 {
+			continue
+		}
+		e, _ := IntegratePower(ps, pts[k].t-CounterRefresh/2, pts[k].t+CounterRefresh/2, hold)
+		pc := e / (CounterRefresh / 1e9) * c
+		if sensor, _ := SplitSource(rs[k].Source); sensor != schemas.SourceNVMLCounter {
+			// Aligned reads: each read's own latency, independent.
+			v += math.Pow(pc*tau, 2) / 3
+			continue
+		}
+		group += pc * tau
+		// and each plain read's own jitter (the call, the scheduler).
+		v += math.Pow(pc*ReadJitter, 2) / 3
+	}
+	v += group * group / 3
+	return math.Sqrt(v)
+}
+
+// ReadJitter is the spread of each plain read's own timing (a ~3 ms
+// call, the scheduler), independent between reads, ±.
+const ReadJitter = 0.005
+
+// SamePhase is how close to a whole number of refresh periods two reads
+// must be apart to share the refresh's phase, and PhaseMemory how long
+// they keep sharing it (the refresh's period is not exactly 100 ms of
+// host time: on the H200 recordings the phase wanders within seconds).
+const (
+	SamePhase   = 2e6
+	PhaseMemory = 2.5e9
+)
 
 // CounterBracket is how far from a window's edge the nearest counter
 // reading may be: the collector stretches its counter period up to 10 s
