@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -46,6 +47,10 @@ type Workload struct {
 	IgnoreEOS *bool            `yaml:"ignore_eos"` // default true: exactly max_tokens per request
 	Timeout   backend.Duration `yaml:"timeout"`    // per request
 	Warmup    int              `yaml:"warmup"`     // requests before measuring, unpublished
+	// Adapter is the LoRA adapter (a name in backend.lora) every request
+	// asks for, as its "model"; empty: the base model. A sweep over it
+	// measures what serving an adapter costs.
+	Adapter string `yaml:"adapter"`
 	// Tokenize counts prompt tokens with the server's /tokenize, so that
 	// synthetic prompts have exact lengths (default true).
 	Tokenize *bool `yaml:"tokenize"`
@@ -467,6 +472,19 @@ func (c *Config) validate(files bool) []error {
 		}
 		if w.Warmup < 0 {
 			add(errors.New("warmup: negative"))
+		}
+		if w.Adapter != "" {
+			var names []string
+			for _, l := range c.Backend.LoRA {
+				names = append(names, l.Name)
+			}
+			if !slices.Contains(names, w.Adapter) {
+				if len(names) == 0 {
+					add(fmt.Errorf("adapter: %q, but backend.lora lists no adapter (add {name: %s, path: ...})", w.Adapter, w.Adapter))
+				} else {
+					add(fmt.Errorf("adapter: no adapter named %q in backend.lora (have %s)", w.Adapter, strings.Join(names, ", ")))
+				}
+			}
 		}
 		if m := c.Backend.MaxModelLen; m > 0 {
 			d := w.Dataset

@@ -361,3 +361,27 @@ func TestSetOverrides(t *testing.T) {
 		}
 	}
 }
+
+// workload.adapter names an adapter of backend.lora; a misspelt one is
+// refused with the adapters there are.
+func TestAdapterMustBeServed(t *testing.T) {
+	for _, c := range []struct{ yaml, want string }{
+		{"backend: {kind: pytorch, model: m, lora: [{name: a1, path: 'random:8'}]}\nworkload: {adapter: a2}\n", `workload.adapter: no adapter named "a2" in backend.lora (have a1)`},
+		{"backend: {kind: vllm, model: m}\nworkload: {adapter: a1}\n", `workload.adapter: "a1", but backend.lora lists no adapter`},
+		{"backend: {kind: pytorch, model: m, lora: [{name: a1, path: 'random:8'}]}\nworkload: {adapter: a1}\n", ""},
+	} {
+		cfg, err := Parse([]byte(c.yaml))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Normalize()
+		var msgs []string
+		for _, e := range cfg.ValidateStatic() {
+			msgs = append(msgs, e.Error())
+		}
+		got := strings.Join(msgs, "\n")
+		if c.want == "" && strings.Contains(got, "adapter") || c.want != "" && !strings.Contains(got, c.want) {
+			t.Errorf("%s: got %q, want %q", c.yaml, got, c.want)
+		}
+	}
+}

@@ -355,7 +355,13 @@ func (c *Config) prepare(ctx context.Context, i int, r Run, base string, d Deps,
 	}
 	b := &c.Backend
 	w := r.Workload
-	client := loadgen.NewClient(b.BaseURL(), b.Name())
+	model := b.Name()
+	if w.Adapter != "" {
+		// The adapter by its name, as OpenAI-compatible servers route
+		// LoRA requests (vLLM, SGLang, lem's reference server).
+		model = w.Adapter
+	}
+	client := loadgen.NewClient(b.BaseURL(), model)
 	client.Chat = w.API == "chat"
 	client.Sampling = w.ResolvedSampling()
 	client.IgnoreEOS = *w.IgnoreEOS

@@ -147,6 +147,63 @@ collectors: {gpu: sim, rapl: "off", scrape: {interval: 200ms}}
 	}
 }
 
+// A sweep over a LoRA adapter of the reference server: the adapter's
+// configuration asks for it by name on every request (the server counts
+// them per adapter in /metrics, which lem scrapes), the base's never; the
+// stored configuration says which adapter a run measured, so the two are
+// never pooled.
+func TestRunLoRASweep(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	dir := t.TempDir()
+	_, res, cfg := runExperiment(t, fmt.Sprintf(`
+experiment: lora
+out: %s
+backend: {kind: pytorch, model: "toy:", port: %d, lora: [{name: sql, path: "random:8"}], pytorch: {max_batch_size: 4}}
+workload:
+  requests: 6
+  warmup: 1
+  arrival: {concurrency: 2}
+  dataset: {prompt_tokens: {dist: uniform, min: 10, max: 40}, output_tokens: {mean: 8}}
+sweep:
+  - name: base
+  - name: adapter
+    workload: {adapter: sql}
+measurement: {cycles: 1, baseline: 500ms, settle: 200ms, cooldown: {min: 100ms, max: 500ms}}
+collectors: {gpu: sim, rapl: "off", scrape: {interval: 200ms}}
+`, dir, freePort(t)))
+	if len(res) != 2 {
+		t.Fatalf("%d results", len(res))
+	}
+	if a := analytics.ConfigValue(res[1].Config, "adapter"); a != "sql" || analytics.ConfigValue(res[0].Config, "adapter") != "" {
+		t.Errorf("stored adapters: base %q, adapter run %q", analytics.ConfigValue(res[0].Config, "adapter"), a)
+	}
+	m := schemas.NewRows(schemas.KindMetric).(*schemas.MetricRows)
+	if err := pqstore.ReadTable(cfg.Output.Parquet, m.Table()); err != nil {
+		t.Fatal(err)
+	}
+	// The server's cumulative count of adapter requests, over each run's
+	// scrapes (warm-ups of every configuration come first): it does not
+	// move during the base run's cycle and rises by 6 during the adapter's.
+	lo, hi := map[string]float64{}, map[string]float64{}
+	for i, name := range m.Name.V {
+		if name == "lem_ref:lora_requests_total" && m.Label.V[i] == `adapter="sql"` {
+			id := m.RunID.V[i]
+			if _, ok := lo[id]; !ok {
+				lo[id] = m.Value.V[i]
+			}
+			lo[id], hi[id] = min(lo[id], m.Value.V[i]), max(hi[id], m.Value.V[i])
+		}
+	}
+	if b, a := hi[res[0].RunID]-lo[res[0].RunID], hi[res[1].RunID]-lo[res[1].RunID]; b != 0 || a != 6 || hi[res[1].RunID] != 7 {
+		t.Fatalf("adapter requests seen by the server: base +%g, adapter +%g (to %g); want +0, +6 (to 7 with the warm-up)", b, a, hi[res[1].RunID])
+	}
+	if _, err := analytics.Aggregate("both", res); err == nil || !strings.Contains(err.Error(), "adapter") {
+		t.Errorf("pooling the base and the adapter runs: %v (want a refusal naming the adapter)", err)
+	}
+}
+
 // `lem run` launches llama.cpp's real llama-server (CPU, tiny model) from
 // its native configuration and measures it: exact prompt lengths through
 // its tokenizer, its per-request timings, its /metrics.

@@ -147,9 +147,9 @@ func TestStartAndStopReferenceServer(t *testing.T) {
 	}
 	// A bad option: the server exits, and the error says why.
 	l, _ = Command(&c, py)
-	l.Argv = append(l.Argv, "--lora", "a=/nowhere")
+	l.Argv = append(l.Argv, "--lora", "nameonly")
 	_, err = Start(ctx, l, c.BaseURL(), dir, filepath.Join(dir, "bad.log"), 30*time.Second)
-	if err == nil || !strings.Contains(err.Error(), "does not load adapters") {
+	if err == nil || !strings.Contains(err.Error(), "want NAME=PATH") {
 		t.Fatalf("want the server's own message, got %v", err)
 	}
 }

@@ -42,6 +42,8 @@ func init() {
 					a.Arg("--batch-timeout-ms", strconv.FormatInt(v.BatchTimeout.Milliseconds(), 10))
 				}
 			}
+			// A PEFT adapter folder, or random:RANK[:modules] for a random
+			// adapter of that rank (pyserver/server.py).
 			for _, lr := range c.LoRA {
 				a.Arg("--lora", lr.Name+"="+lr.Path)
 			}
@@ -68,7 +70,6 @@ func init() {
 			FeatureTensorParallel:   {"the reference server runs one model copy on one GPU", "vllm, sglang, tensorrt-llm or tgi"},
 			FeaturePipelineParallel: {"the reference server runs one model copy on one GPU", "vllm, sglang or tensorrt-llm"},
 			FeatureDataParallel:     {"one model copy", "vllm or sglang with parallelism.data"},
-			FeatureLoRA:             {"the reference server does not load adapters", "vllm, sglang, tgi or llama.cpp"},
 		},
 	})
 }

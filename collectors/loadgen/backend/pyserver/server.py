@@ -17,6 +17,16 @@ manual decode loop over the KV cache and streams each step's token to its
 request; new requests wait for the next batch (no continuous batching:
 that is what vLLM/SGLang are for).
 
+LoRA (--lora NAME=PATH, repeatable): adapters beside the base model, chosen
+per request by the request's "model" field (as vLLM does: the adapter's
+name; the base model's name or none for the base). PATH is a PEFT adapter
+folder (adapter_config.json with r, lora_alpha and target_modules;
+adapter_model.safetensors or .bin) or "random:R[:modules]" for a random
+rank-R adapter (default modules q_proj,v_proj), to measure the cost of
+serving one without downloading it. A batch may mix adapters: each row's
+adapter is added to the base layer's output for that row only (no peft
+needed). Unknown model names are refused with 404.
+
 Models: a Hugging Face id or path; "random:<preset or config.json>" for
 random weights built from a config (no download: presets llama-0.9b,
 llama-tiny); "toy:" is a pure-Python stand-in with no torch at all, for
@@ -59,8 +69,9 @@ class ByteTokenizer:
 
 
 class Request:
-    def __init__(self, rid, prompt_ids, max_tokens, temperature, top_p, top_k, seed, ignore_eos):
+    def __init__(self, rid, prompt_ids, max_tokens, temperature, top_p, top_k, seed, ignore_eos, adapter=None):
         self.id = rid
+        self.adapter = adapter  # a LoRA adapter's name, or None for the base model
         self.prompt_ids = prompt_ids
         self.max_tokens = max_tokens
         self.temperature = temperature
@@ -85,6 +96,124 @@ class Stats:
         self.batches = 0
         self.batch_size_sum = 0
         self.queue_seconds = 0.0
+        self.adapter_requests = {}  # LoRA adapter name -> requests served
+
+
+def parse_lora(specs):
+    """--lora NAME=PATH options as [(name, path)], names unique."""
+    out, seen = [], set()
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            sys.exit(f"--lora {spec!r}: want NAME=PATH")
+        if name in seen:
+            sys.exit(f"--lora {name}: given twice")
+        seen.add(name)
+        out.append((name, path))
+    return out
+
+
+class LoRALayer:
+    """Wraps a torch Linear: y = W x (+ scale * B A x for the rows whose
+    request uses an adapter). Installed by LoRA.attach; the batch's rows
+    are set once per batch (LoRA.select)."""
+
+    def __init__(self, torch, base, state):
+        self.torch, self.base, self.state = torch, base, state
+        self.adapters = {}  # name -> (A [r, in], B [out, r], scale)
+        self.forward = base.forward
+        base.forward = self.__call__
+
+    def __call__(self, x):
+        y = self.forward(x)
+        rows = self.state.rows
+        if not rows:
+            return y
+        for name, idx in rows.items():
+            ad = self.adapters.get(name)
+            if ad is None:
+                continue
+            a, b, scale = ad
+            xs = x.index_select(0, idx)
+            delta = (xs.to(a.dtype) @ a.t()) @ b.t()
+            y.index_add_(0, idx, (delta * scale).to(y.dtype))
+        return y
+
+
+class LoRA:
+    """The adapters of a model: name -> per-module weights."""
+
+    def __init__(self):
+        self.names = []
+        self.rows = {}  # adapter name -> row indices of the batch being run
+        self.layers = {}
+
+    def layer(self, torch, model, path):
+        if path not in self.layers:
+            mod = model.get_submodule(path)
+            if not isinstance(mod, torch.nn.Linear):
+                sys.exit(f"LoRA target {path} is a {type(mod).__name__}, not a Linear layer")
+            self.layers[path] = LoRALayer(torch, mod, self)
+        return self.layers[path]
+
+    def add_random(self, torch, model, name, spec, dev, dtype, seed):
+        rank, _, mods = spec.partition(":")
+        try:
+            r = int(rank)
+        except ValueError:
+            sys.exit(f"--lora {name}=random:{spec}: want random:RANK[:module,module]")
+        targets = (mods or "q_proj,v_proj").split(",")
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        n = 0
+        for path, mod in model.named_modules():
+            if path.rsplit(".", 1)[-1] in targets and isinstance(mod, torch.nn.Linear):
+                a = torch.randn(r, mod.in_features, generator=g) / math.sqrt(mod.in_features)
+                b = torch.randn(mod.out_features, r, generator=g) * 0.02
+                self.layer(torch, model, path).adapters[name] = (a.to(dev, dtype), b.to(dev, dtype), 2.0)
+                n += 1
+        if n == 0:
+            sys.exit(f"--lora {name}: no Linear layer named {targets} in the model")
+        self.names.append(name)
+        return n
+
+    def add_peft(self, torch, model, name, folder, dev, dtype):
+        import os
+        with open(os.path.join(folder, "adapter_config.json")) as f:
+            cfg = json.load(f)
+        r, alpha = int(cfg["r"]), float(cfg.get("lora_alpha", cfg["r"]))
+        st = os.path.join(folder, "adapter_model.safetensors")
+        if os.path.exists(st):
+            from safetensors.torch import load_file
+            w = load_file(st)
+        else:
+            w = torch.load(os.path.join(folder, "adapter_model.bin"), map_location="cpu")
+        pairs = {}
+        for k, v in w.items():
+            for part in ("lora_A", "lora_B"):
+                tag = f".{part}."
+                if tag in k:
+                    mod = k.split(tag)[0]
+                    for prefix in ("base_model.model.", "base_model."):
+                        if mod.startswith(prefix):
+                            mod = mod[len(prefix):]
+                            break
+                    pairs.setdefault(mod, {})[part] = v
+        if not pairs:
+            sys.exit(f"--lora {name}={folder}: no lora_A/lora_B weights")
+        for mod, ab in pairs.items():
+            if "lora_A" not in ab or "lora_B" not in ab:
+                sys.exit(f"--lora {name}: {mod} lacks lora_A or lora_B")
+            self.layer(torch, model, mod).adapters[name] = (ab["lora_A"].to(dev, dtype), ab["lora_B"].to(dev, dtype), alpha / r)
+        self.names.append(name)
+        return len(pairs)
+
+    def select(self, torch, reqs, dev):
+        """Sets the batch's rows per adapter (None: base model only)."""
+        by = {}
+        for i, r in enumerate(reqs):
+            if r.adapter:
+                by.setdefault(r.adapter, []).append(i)
+        self.rows = {n: torch.tensor(ix, device=dev) for n, ix in by.items()}
 
 
 class ToyModel:
@@ -94,6 +223,9 @@ class ToyModel:
     def __init__(self, args):
         self.tok = ByteTokenizer(32000)
         self.step_s = 0.002
+        # Adapters are routed and counted; the toy model has no weights to
+        # adapt, and its tokens say which adapter served them.
+        self.adapters = [name for name, _ in parse_lora(args.lora)]
 
     def run_batch(self, reqs, emit, finish):
         time.sleep(0.001 * sum(len(r.prompt_ids) for r in reqs) / 100)
@@ -103,7 +235,8 @@ class ToyModel:
         step = 0
         while alive:
             for r in list(alive):
-                emit(r, (len(r.prompt_ids) * 31 + step * 7) % 32000)
+                shift = 1 + self.adapters.index(r.adapter) if r.adapter in self.adapters else 0
+                emit(r, (len(r.prompt_ids) * 31 + step * 7 + shift * 1000) % 32000)
                 if r.generated >= r.max_tokens:
                     alive.remove(r)
                     finish(r)
@@ -157,6 +290,17 @@ class TorchModel:
         self.model.eval()
         if args.torch_compile:
             self.model.forward = torch.compile(self.model.forward)
+        self.lora = LoRA()
+        self.adapters = []
+        for name, path in parse_lora(args.lora):
+            if args.quantization:
+                sys.exit("--lora with --quantization: the reference server adapts full-precision layers only")
+            if path.startswith("random:"):
+                n = self.lora.add_random(torch, self.model, name, path[len("random:"):], self.dev, dtype, args.seed or 0)
+            else:
+                n = self.lora.add_peft(torch, self.model, name, path, self.dev, dtype)
+            print(f"LoRA adapter {name}: {n} layers from {path}", flush=True)
+        self.adapters = list(self.lora.names)
         self.assistant = None
         if args.assistant_model:
             self.assistant = transformers.AutoModelForCausalLM.from_pretrained(args.assistant_model, torch_dtype=dtype).to(self.dev)
@@ -192,6 +336,7 @@ class TorchModel:
             g = torch.Generator(device=self.dev)
             g.manual_seed(r.seed if r.seed is not None else random.randrange(1 << 31))
             gens.append(g)
+        self.lora.select(torch, reqs, self.dev)
         with torch.inference_mode():
             n = max(len(r.prompt_ids) for r in reqs)
             pad = 0
@@ -273,6 +418,8 @@ class Engine:
                 for r in batch:
                     r.started = now
                     st.queue_seconds += now - r.arrived
+                    if r.adapter:
+                        st.adapter_requests[r.adapter] = st.adapter_requests.get(r.adapter, 0) + 1
                     st.prompt_tokens += len(r.prompt_ids)
 
             def emit(r, tid):
@@ -325,8 +472,10 @@ def make_handler(args, engine, tok, served):
             if self.path == "/health":
                 return self.send_json(200, {"status": "ok"})
             if self.path == "/v1/models":
-                return self.send_json(200, {"object": "list", "data": [
-                    {"id": served, "object": "model", "owned_by": "lem-reference", "note": engine.model.name_note}]})
+                data = [{"id": served, "object": "model", "owned_by": "lem-reference", "note": engine.model.name_note}]
+                for a in engine.model.adapters:
+                    data.append({"id": a, "object": "model", "owned_by": "lem-reference", "parent": served, "note": "LoRA adapter"})
+                return self.send_json(200, {"object": "list", "data": data})
             if self.path == "/metrics":
                 st = engine.stats
                 with st.lock:
@@ -339,7 +488,8 @@ def make_handler(args, engine, tok, served):
                         "# TYPE lem_ref:batches_total counter", f"lem_ref:batches_total {st.batches}",
                         "# TYPE lem_ref:batch_size_sum counter", f"lem_ref:batch_size_sum {st.batch_size_sum}",
                         "# TYPE lem_ref:queue_seconds_total counter", f"lem_ref:queue_seconds_total {st.queue_seconds:.6f}",
-                    ]
+                        "# TYPE lem_ref:lora_requests_total counter",
+                    ] + [f'lem_ref:lora_requests_total{{adapter="{a}"}} {st.adapter_requests.get(a, 0)}' for a in engine.model.adapters]
                 b = ("\n".join(lines) + "\n").encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain; version=0.0.4")
@@ -369,13 +519,20 @@ def make_handler(args, engine, tok, served):
                 text = req.get("prompt", "")
                 if isinstance(text, list):
                     text = text[0] if text else ""
+            model = req.get("model")
+            adapter = None
+            if model in engine.model.adapters:
+                adapter = model
+            elif model not in (None, "", served, args.model):
+                return self.send_json(404, {"error": {"message": f"model {model!r} does not exist (serving {served!r} and adapters {engine.model.adapters})",
+                                                      "type": "NotFoundError", "code": 404}})
             ids = tok.encode(text)
             if args.max_model_len and len(ids) >= args.max_model_len:
                 return self.send_json(400, {"error": f"prompt of {len(ids)} tokens exceeds max_model_len {args.max_model_len}"})
             r = Request(f"cmpl-{id(self):x}-{time.time_ns()}", ids, int(req.get("max_tokens") or 16),
                         float(req.get("temperature", 1.0) if req.get("temperature") is not None else 1.0),
                         float(req.get("top_p") or 1.0), int(req.get("top_k") or 0), req.get("seed"),
-                        bool(req.get("ignore_eos", False)))
+                        bool(req.get("ignore_eos", False)), adapter)
             engine.submit(r)
             if req.get("stream"):
                 self.stream(r, chat, req.get("stream_options") or {})
@@ -399,7 +556,7 @@ def make_handler(args, engine, tok, served):
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
             obj = "chat.completion.chunk" if chat else "text_completion"
-            base = {"id": r.id, "object": obj, "created": int(r.arrived), "model": served}
+            base = {"id": r.id, "object": obj, "created": int(r.arrived), "model": r.adapter or served}
             usage_each = opts.get("continuous_usage_stats")
             if chat:
                 self.chunk({**base, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]})
@@ -448,7 +605,7 @@ def make_handler(args, engine, tok, served):
                 choice["message"] = {"role": "assistant", "content": text}
             else:
                 choice["text"] = text
-            self.send_json(200, {"id": r.id, "object": "chat.completion" if chat else "text_completion", "model": served,
+            self.send_json(200, {"id": r.id, "object": "chat.completion" if chat else "text_completion", "model": r.adapter or served,
                                  "choices": [choice], "timings": self.timings(r),
                                  "usage": {"prompt_tokens": len(r.prompt_ids), "completion_tokens": len(toks),
                                            "total_tokens": len(r.prompt_ids) + len(toks)}})
@@ -472,12 +629,10 @@ def main():
     p.add_argument("--batch-timeout-ms", type=float, default=50)
     p.add_argument("--max-model-len", type=int, default=0)
     p.add_argument("--seed", type=int)
-    p.add_argument("--lora", action="append", default=[])
+    p.add_argument("--lora", action="append", default=[], help="NAME=PATH (a PEFT adapter folder, or random:RANK[:modules]); repeatable")
     p.add_argument("--cudnn-sdp", action="store_true", help="keep cuDNN scaled-dot-product attention (off by default: per-shape plan building)")
     p.add_argument("--step-log", help="append one line per decode step: batch size, KV length, seconds")
     args = p.parse_args()
-    if args.lora:
-        sys.exit("--lora: the reference server does not load adapters; use vllm, sglang or tgi")
     if args.assistant_model and args.max_batch_size > 1:
         sys.exit("--assistant-model decodes one sequence at a time: set --max-batch-size 1")
     model = ToyModel(args) if args.model.startswith("toy:") else TorchModel(args)
