@@ -17,7 +17,27 @@ const (
 	// MethodEqual splits the slice's dynamic energy equally among the
 	// requests in the system.
 	MethodEqual = "equal-share"
+	// MethodPowerModel fits, per window, how much power a request draws
+	// while it prefills (α per prompt token) and while it decodes (β per
+	// request) to the slices' measured dynamic power by least squares,
+	// and splits each slice's dynamic energy by those fitted draws. Where
+	// the fit is not determined (too few slices of each kind, or a
+	// negative coefficient) the window falls back to MethodTokens and says
+	// so (Attribution.Fit).
+	MethodPowerModel = "power-model"
 )
+
+// PowerFit is the fitted draw of MethodPowerModel: dynamic power =
+// α·(prompt tokens of the requests prefilling) + β·(requests decoding).
+type PowerFit struct {
+	AlphaW, BetaW float64 // W per prompt token prefilling; W per request decoding
+	Slices        int
+	// R2 is the share of the slices' dynamic-power variance the fit
+	// explains (duration-weighted).
+	R2 float64
+	// Fallback says why the fit was not used ("" when it was).
+	Fallback string
+}
 
 // RequestEnergy is the energy attributed to one request.
 type RequestEnergy struct {
@@ -44,6 +64,8 @@ type Attribution struct {
 	TotalJ        float64 // the window's measured energy: Σ requests + unattributed
 	PrefillJ      float64
 	DecodeJ       float64
+	// Fit is MethodPowerModel's fitted draw (nil for other methods).
+	Fit *PowerFit
 }
 
 // Slice is a piece of the power timeline with its measured energy.
@@ -235,8 +257,8 @@ func Attribute(slices []Slice, staticW float64, reqs []schemas.Request, toks map
 	if method == "" {
 		method = MethodTokens
 	}
-	if method != MethodTokens && method != MethodEqual {
-		return nil, fmt.Errorf("unknown attribution method %q (want %s or %s)", method, MethodTokens, MethodEqual)
+	if method != MethodTokens && method != MethodEqual && method != MethodPowerModel {
+		return nil, fmt.Errorf("unknown attribution method %q (want %s, %s or %s)", method, MethodTokens, MethodEqual, MethodPowerModel)
 	}
 	a := &Attribution{Method: method, Requests: make([]RequestEnergy, 0, len(reqs))}
 	// No slice may straddle a request's transition from prefill to decode:
@@ -251,7 +273,23 @@ func Attribute(slices []Slice, staticW float64, reqs []schemas.Request, toks map
 			cuts = append(cuts, from)
 		}
 	}
-	slices = CutSlices(slices, cuts)
+	var fit *PowerFit
+	if method == MethodPowerModel {
+		// Fitted on the slices as measured (each one power sample, whose
+		// value is the mean over its span): a cut piece only inherits its
+		// slice's mean power, which would blur the fit.
+		fit = FitPower(slices, staticW, reqs)
+		a.Fit = fit
+		if fit.Fallback != "" {
+			method = MethodTokens
+			a.Method = MethodTokens
+		}
+	}
+	if method == MethodPowerModel {
+		slices = cutByModel(slices, cuts, fit, staticW, reqs)
+	} else {
+		slices = CutSlices(slices, cuts)
+	}
 	works := make([][]work, len(reqs))
 	firstTok := make([]int64, len(reqs))
 	reqToks := make([][]schemas.Token, len(reqs))
@@ -269,6 +307,22 @@ func Attribute(slices []Slice, staticW float64, reqs []schemas.Request, toks map
 		}
 		firstTok[i] = first
 		start := len(backing)
+		if method == MethodPowerModel {
+			// Weights are the fitted draws times time: α·prompt while
+			// prefilling, β while decoding.
+			from, end := activeFrom(q), q.Done
+			if end == 0 {
+				end = q.LastToken
+			}
+			if from != 0 && first > from {
+				backing = append(backing, work{from: from, to: first, tokens: fit.AlphaW * float64(max(q.PromptTokens, 1)) * float64(first-from) / 1e9, prefill: true})
+			}
+			if end > first {
+				backing = append(backing, work{from: first, to: end, tokens: fit.BetaW * float64(end-first) / 1e9})
+			}
+			works[i] = backing[start:len(backing):len(backing)]
+			continue
+		}
 		if from := activeFrom(q); from != 0 && first > from {
 			backing = append(backing, work{from: from, to: first, tokens: float64(max(q.PromptTokens, 1)), prefill: true})
 		}
@@ -400,4 +454,123 @@ func Attribute(slices []Slice, staticW float64, reqs []schemas.Request, toks map
 		}
 	}
 	return a, nil
+}
+
+// FitPower fits MethodPowerModel's draws to slices (as measured, one power
+// sample each): in each slice, the dynamic power (energy less staticW ×
+// duration, over the duration) against the prompt tokens of the requests
+// prefilling (time-weighted within the slice) and the number of requests
+// decoding; least squares weighted by duration, both coefficients ≥ 0.
+func FitPower(slices []Slice, staticW float64, reqs []schemas.Request) *PowerFit {
+	x1, x2 := powerFeatures(slices, reqs)
+	f := &PowerFit{}
+	var s11, s12, s22, s1y, s2y, sy, sw, syy float64
+	for k, sl := range slices {
+		d := float64(sl.To-sl.From) / 1e9
+		if d <= 0 || x1[k]+x2[k] == 0 {
+			continue
+		}
+		y := (sl.Joules - staticW*d) / d
+		s11 += d * x1[k] * x1[k]
+		s12 += d * x1[k] * x2[k]
+		s22 += d * x2[k] * x2[k]
+		s1y += d * x1[k] * y
+		s2y += d * x2[k] * y
+		sy += d * y
+		syy += d * y * y
+		sw += d
+		f.Slices++
+	}
+	det := s11*s22 - s12*s12
+	switch {
+	case f.Slices < 20:
+		f.Fallback = fmt.Sprintf("%d slices with requests: too few to fit", f.Slices)
+		return f
+	case s11 == 0 || s22 == 0 || det <= 1e-12*s11*s22:
+		f.Fallback = "prefill and decode never apart: the draws are not determined"
+		return f
+	}
+	f.AlphaW, f.BetaW = (s1y*s22-s2y*s12)/det, (s2y*s11-s1y*s12)/det
+	if f.AlphaW <= 0 || f.BetaW <= 0 {
+		f.Fallback = fmt.Sprintf("fitted draws not both positive (α %.3g W/token, β %.3g W/request)", f.AlphaW, f.BetaW)
+		return f
+	}
+	// R² of the fit (duration-weighted, about the mean).
+	var res float64
+	for k, sl := range slices {
+		d := float64(sl.To-sl.From) / 1e9
+		if d <= 0 || x1[k]+x2[k] == 0 {
+			continue
+		}
+		y := (sl.Joules - staticW*d) / d
+		e := y - f.AlphaW*x1[k] - f.BetaW*x2[k]
+		res += d * e * e
+	}
+	if tot := syy - sy*sy/sw; tot > 0 {
+		f.R2 = 1 - res/tot
+	}
+	return f
+}
+
+// powerFeatures returns, per slice, the prompt tokens of the requests
+// prefilling and the number of requests decoding, each averaged over the
+// slice's time (slices sorted and disjoint).
+func powerFeatures(slices []Slice, reqs []schemas.Request) (x1, x2 []float64) {
+	n := len(slices)
+	x1, x2 = make([]float64, n), make([]float64, n)
+	add := func(x []float64, from, to int64, v float64) {
+		k := sort.Search(n, func(k int) bool { return slices[k].To > from })
+		for ; k < n && slices[k].From < to; k++ {
+			lo, hi := max(from, slices[k].From), min(to, slices[k].To)
+			if d := slices[k].To - slices[k].From; hi > lo && d > 0 {
+				x[k] += v * float64(hi-lo) / float64(d)
+			}
+		}
+	}
+	for _, q := range reqs {
+		from, first, end := activeFrom(q), q.FirstToken, q.Done
+		if end == 0 {
+			end = q.LastToken
+		}
+		if first == 0 {
+			first = end
+		}
+		if from != 0 && first > from {
+			add(x1, from, first, float64(max(q.PromptTokens, 1)))
+		}
+		if end > first {
+			add(x2, first, end, 1)
+		}
+	}
+	return x1, x2
+}
+
+// cutByModel cuts slices at times as CutSlices does, but splits each
+// slice's energy among its pieces by the fitted model's power in each
+// (staticW + α·prefilling prompt tokens + β·decoding requests), not by
+// duration: a piece before a first token and the piece after it drew
+// different power within one sample. The total is kept exactly.
+func cutByModel(slices []Slice, times []int64, f *PowerFit, staticW float64, reqs []schemas.Request) []Slice {
+	pieces := CutSlices(slices, times)
+	x1, x2 := powerFeatures(pieces, reqs)
+	out := pieces[:0:0]
+	k := 0
+	for _, sl := range slices {
+		j := k
+		var model float64
+		for j < len(pieces) && pieces[j].To <= sl.To && pieces[j].From >= sl.From {
+			d := float64(pieces[j].To-pieces[j].From) / 1e9
+			model += d * (staticW + f.AlphaW*x1[j] + f.BetaW*x2[j])
+			j++
+		}
+		for ; k < j; k++ {
+			p := pieces[k]
+			d := float64(p.To-p.From) / 1e9
+			if model > 0 {
+				p.Joules = sl.Joules * d * (staticW + f.AlphaW*x1[k] + f.BetaW*x2[k]) / model
+			}
+			out = append(out, p)
+		}
+	}
+	return out
 }

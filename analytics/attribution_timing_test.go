@@ -107,21 +107,23 @@ func BenchmarkAttributeHour(b *testing.B) {
 			}
 		}
 	}()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		// As AnalyzeRun does: each device sliced, the slices merged on a
-		// 5 ms grid, one attribution pass.
-		sets := make([][]Slice, devices)
-		for d := range sets {
-			sets[d] = Slices(rs, ps, 60e6, 0, dur)
-		}
-		if _, err := Attribute(MergeSlices(sets, 5e6, 0, dur), 100*devices, reqs, toks, MethodTokens); err != nil {
-			b.Fatal(err)
-		}
+	for _, method := range []string{MethodTokens, MethodPowerModel} {
+		b.Run(method, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				// As AnalyzeRun does: each device sliced, the slices merged
+				// on a 5 ms grid, one attribution pass.
+				sets := make([][]Slice, devices)
+				for d := range sets {
+					sets[d] = Slices(rs, ps, 60e6, 0, dur)
+				}
+				if _, err := Attribute(MergeSlices(sets, 5e6, 0, dur), 100*devices, reqs, toks, method); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(devices*len(ps)), "slices/op")
+			b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MiB")
+		})
 	}
-	b.StopTimer()
 	close(stop)
 	<-done
-	b.ReportMetric(float64(devices*len(ps)), "slices/op")
-	b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MiB")
 }

@@ -9,18 +9,32 @@ import (
 	"github.com/llm-energy-measure/lem/schemas"
 )
 
-// A synthetic server whose power is a known sum of per-request parts:
-// idle 100 W, plus while a request prefills, kPrefill W per 100 prompt
-// tokens, plus while it decodes, kDecode W. The truth of each request is
-// the integral of its own part plus its time share of idle. The test
-// reports each method's attribution error and bounds it.
-func TestAttributionGroundTruth(t *testing.T) {
+// gtLaw is a synthetic server's power: what a prefilling request of p
+// prompt tokens draws, and what n decoding requests draw together.
+type gtLaw struct {
+	name    string
+	prefill func(p uint32) float64
+	decode  func(n int) float64
+}
+
+// gtResult is one method's errors against the truth.
+type gtResult struct {
+	med, p90, pmed, pp90, prefillOff, decodeOff float64
+	fit                                         *PowerFit
+}
+
+// groundTruth runs the synthetic server of law over 60 s with 300
+// requests (prompts of 50–2,050 tokens at 0.1 ms each, 8–128 output tokens
+// 25–40 ms apart), samples its power every 20 ms as the mean over each
+// sample, integrates each request's truth at 1 ms (its own draw while it
+// runs — the decode draw shared equally among the requests decoding — and
+// its time share of the 100 W idle while in the system), and attributes
+// with each method.
+func groundTruth(t *testing.T, law gtLaw) map[string]gtResult {
 	const (
-		idleW    = 100.0
-		kPrefill = 40.0 // W per 100 prompt tokens while prefilling
-		kDecode  = 15.0 // W while decoding
-		step     = int64(20e6)
-		dur      = int64(60e9)
+		idleW = 100.0
+		step  = int64(20e6)
+		dur   = int64(60e9)
 	)
 	rng := rand.New(rand.NewPCG(11, 12))
 	type req struct {
@@ -45,40 +59,51 @@ func TestAttributionGroundTruth(t *testing.T) {
 		rs = append(rs, req{q: schemas.Request{ID: fmt.Sprint(i), Sent: sent, FirstToken: first, LastToken: ts, Done: ts,
 			PromptTokens: prompt, OutputTokens: uint32(n), Status: schemas.StatusOK}, toks: toks})
 	}
-	// Power samples every 20 ms; each request's part at the sample time.
 	var ps []schemas.PowerSample
 	var readings []Reading
 	var energy float64
 	truthStatic := make([]float64, len(rs))
+	const sub = int64(1e6)
 	for ts := int64(0); ts < dur; ts += step {
-		w := idleW
-		var inSys []int
-		for i := range rs {
-			q := &rs[i].q
-			switch {
-			case ts >= q.Sent && ts < q.FirstToken:
-				part := kPrefill * float64(q.PromptTokens) / 100
-				w += part
-				rs[i].truthDyn += part * float64(step) / 1e9
-				rs[i].truthPrefill += part * float64(step) / 1e9
-				inSys = append(inSys, i)
-			case ts >= q.FirstToken && ts < q.Done:
-				w += kDecode
-				rs[i].truthDyn += kDecode * float64(step) / 1e9
-				inSys = append(inSys, i)
+		var sampleJ float64
+		for u := ts; u < ts+step; u += sub {
+			tm := u + sub/2
+			w := idleW
+			var inSys, decoding []int
+			for i := range rs {
+				q := &rs[i].q
+				switch {
+				case tm >= q.Sent && tm < q.FirstToken:
+					part := law.prefill(q.PromptTokens)
+					w += part
+					rs[i].truthDyn += part * float64(sub) / 1e9
+					rs[i].truthPrefill += part * float64(sub) / 1e9
+					inSys = append(inSys, i)
+				case tm >= q.FirstToken && tm < q.Done:
+					inSys = append(inSys, i)
+					decoding = append(decoding, i)
+				}
 			}
-		}
-		for _, i := range inSys {
-			truthStatic[i] += idleW * float64(step) / 1e9 / float64(len(inSys))
-			if q := &rs[i].q; ts < q.FirstToken {
-				rs[i].truthPrefill += idleW * float64(step) / 1e9 / float64(len(inSys))
+			if n := len(decoding); n > 0 {
+				dw := law.decode(n)
+				w += dw
+				for _, i := range decoding {
+					rs[i].truthDyn += dw / float64(n) * float64(sub) / 1e9
+				}
 			}
+			for _, i := range inSys {
+				truthStatic[i] += idleW * float64(sub) / 1e9 / float64(len(inSys))
+				if q := &rs[i].q; tm < q.FirstToken {
+					rs[i].truthPrefill += idleW * float64(sub) / 1e9 / float64(len(inSys))
+				}
+			}
+			sampleJ += w * float64(sub) / 1e9
 		}
 		if ts%100e6 == 0 {
 			readings = append(readings, Reading{EnergyReading: schemas.EnergyReading{TSBefore: ts, TSAfter: ts, Energy: schemas.Energy(energy)}, Source: "sim"})
 		}
-		ps = append(ps, schemas.PowerSample{TS: ts, Power: schemas.PowerFromWatts(w)})
-		energy += w * float64(step) / 1e3 // µJ
+		ps = append(ps, schemas.PowerSample{TS: ts, Power: schemas.PowerFromWatts(sampleJ / (float64(step) / 1e9))})
+		energy += sampleJ * 1e6 // µJ
 	}
 	reqs := make([]schemas.Request, len(rs))
 	toks := map[string][]schemas.Token{}
@@ -87,11 +112,8 @@ func TestAttributionGroundTruth(t *testing.T) {
 		toks[r.q.ID] = r.toks
 	}
 	slices := Slices(readings, ps, 60e6, 0, dur-100e6)
-	// Median relative error allowed; measured 9.9% and 43.3% (see
-	// docs/methodology.md). The bounds catch regressions.
-	bounds := map[string]float64{MethodTokens: 0.15, MethodEqual: 0.60}
-	medians := map[string]float64{}
-	for _, m := range []string{MethodTokens, MethodEqual} {
+	out := map[string]gtResult{}
+	for _, m := range []string{MethodPowerModel, MethodTokens, MethodEqual} {
 		a, err := Attribute(slices, idleW, reqs, toks, m)
 		if err != nil {
 			t.Fatal(err)
@@ -105,17 +127,78 @@ func TestAttributionGroundTruth(t *testing.T) {
 			truePrefill += rs[i].truthPrefill
 			trueTotal += truth
 		}
-		med, p90 := Percentile(append([]float64(nil), errs...), 50), Percentile(errs, 90)
-		pmed, pp90 := Percentile(append([]float64(nil), perrs...), 50), Percentile(perrs, 90)
-		t.Logf("%s: per-request energy error median %.1f%%, p90 %.1f%%; prefill error median %.1f%%, p90 %.1f%%; prefill total %.1f J against truth %.1f J (%+.1f%%), decode total %+.1f%%",
-			m, 100*med, 100*p90, 100*pmed, 100*pp90, a.PrefillJ, truePrefill, 100*(a.PrefillJ-truePrefill)/truePrefill,
-			100*(a.DecodeJ-(trueTotal-truePrefill))/(trueTotal-truePrefill))
-		medians[m] = med
-		if med > bounds[m] {
-			t.Errorf("%s: median error %.1f%% over %.0f%%", m, 100*med, 100*bounds[m])
+		res := gtResult{med: Percentile(append([]float64(nil), errs...), 50), p90: Percentile(errs, 90),
+			pmed: Percentile(append([]float64(nil), perrs...), 50), pp90: Percentile(perrs, 90),
+			prefillOff: (a.PrefillJ - truePrefill) / truePrefill, decodeOff: (a.DecodeJ - (trueTotal - truePrefill)) / (trueTotal - truePrefill), fit: a.Fit}
+		t.Logf("%s, %s: per-request energy error median %.1f%%, p90 %.1f%%; prefill error median %.1f%%, p90 %.1f%%; prefill total %+.1f%%, decode total %+.1f%% of the truth",
+			law.name, m, 100*res.med, 100*res.p90, 100*res.pmed, 100*res.pp90, 100*res.prefillOff, 100*res.decodeOff)
+		if f := a.Fit; f != nil {
+			t.Logf("%s: fit α %.4f W per prompt token, β %.2f W per decoding request, R² %.4f over %d slices %s", law.name, f.AlphaW, f.BetaW, f.R2, f.Slices, f.Fallback)
+		}
+		out[m] = res
+	}
+	return out
+}
+
+// TestAttributionGroundTruth: a server whose power is a sum of
+// per-request draws — 0.4 W per prompt token while a request prefills, 15
+// W per request decoding — is attributed by the power model to within the
+// issue's targets (median per-request prefill error ≤ 2%, prefill and
+// decode totals within 1%), and better than token weights and equal
+// shares. `go test ./analytics -run GroundTruth -v` prints the figures of
+// docs/methodology.md.
+func TestAttributionGroundTruth(t *testing.T) {
+	res := groundTruth(t, gtLaw{"linear", func(p uint32) float64 { return 0.4 * float64(p) }, func(n int) float64 { return 15 * float64(n) }})
+	pm := res[MethodPowerModel]
+	if pm.fit == nil || pm.fit.Fallback != "" || math.Abs(pm.fit.AlphaW-0.4) > 0.01 || math.Abs(pm.fit.BetaW-15) > 0.3 {
+		t.Errorf("fit %+v: want α 0.4 W per prompt token, β 15 W per request", pm.fit)
+	}
+	if pm.pmed > 0.02 || math.Abs(pm.prefillOff) > 0.01 || math.Abs(pm.decodeOff) > 0.01 {
+		t.Errorf("power model: prefill median %.1f%% (≤ 2%%), totals %+.1f%% / %+.1f%% (within 1%%)", 100*pm.pmed, 100*pm.prefillOff, 100*pm.decodeOff)
+	}
+	for m, bound := range map[string]float64{MethodPowerModel: 0.02, MethodTokens: 0.15, MethodEqual: 0.60} {
+		if res[m].med > bound {
+			t.Errorf("%s: median error %.1f%% over %.0f%%", m, 100*res[m].med, 100*bound)
 		}
 	}
-	if medians[MethodTokens] >= medians[MethodEqual] {
-		t.Errorf("token weighting (%.1f%%) no better than equal shares (%.1f%%)", 100*medians[MethodTokens], 100*medians[MethodEqual])
+	if !(res[MethodPowerModel].med < res[MethodTokens].med && res[MethodTokens].med < res[MethodEqual].med) {
+		t.Errorf("medians: power model %.1f%%, tokens %.1f%%, equal %.1f%%: want that order", 100*res[MethodPowerModel].med, 100*res[MethodTokens].med, 100*res[MethodEqual].med)
+	}
+}
+
+// TestAttributionGroundTruthMisspecified: a server the power model does
+// not describe — prefill draw growing as prompt^1.3 (attention), decode
+// draw of n requests growing as n^0.6 (batching amortises) — is still
+// attributed better by the power model than by token weights; the
+// figures bound it (docs/methodology.md says how much it then misses).
+func TestAttributionGroundTruthMisspecified(t *testing.T) {
+	res := groundTruth(t, gtLaw{"misspecified",
+		func(p uint32) float64 { return 0.05 * math.Pow(float64(p), 1.3) },
+		func(n int) float64 { return 40 * math.Pow(float64(n), 0.6) }})
+	pm, tw := res[MethodPowerModel], res[MethodTokens]
+	if !(pm.med < tw.med && pm.pmed < tw.pmed && math.Abs(pm.prefillOff) < math.Abs(tw.prefillOff)) {
+		t.Errorf("power model (median %.1f%%, prefill %.1f%%, total %+.1f%%) not better than token weights (%.1f%%, %.1f%%, %+.1f%%)",
+			100*pm.med, 100*pm.pmed, 100*pm.prefillOff, 100*tw.med, 100*tw.pmed, 100*tw.prefillOff)
+	}
+	if pm.med > 0.1 || math.Abs(pm.prefillOff) > 0.1 {
+		t.Errorf("power model off the misspecified truth: median %.1f%%, prefill total %+.1f%%", 100*pm.med, 100*pm.prefillOff)
+	}
+}
+
+// A cycle whose fit is not determined (here: every request prefills
+// alone, none decodes) falls back to token weights and says why, and its
+// requests record the method that split them.
+func TestPowerModelFallsBack(t *testing.T) {
+	var slices []Slice
+	for k := int64(0); k < 100; k++ {
+		slices = append(slices, Slice{From: k * 20e6, To: (k + 1) * 20e6, Joules: 3})
+	}
+	reqs := []schemas.Request{{ID: "a", Sent: 1, FirstToken: 2e9, Done: 2e9, PromptTokens: 100, Status: schemas.StatusOK}}
+	a, err := Attribute(slices, 100, reqs, nil, MethodPowerModel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Fit == nil || a.Fit.Fallback == "" || a.Method != MethodTokens {
+		t.Fatalf("fit %+v, method %s: want a fallback to token weights with its reason", a.Fit, a.Method)
 	}
 }

@@ -6,8 +6,9 @@ import (
 	"github.com/llm-energy-measure/lem/schemas"
 )
 
-// AttributionMethod is the per-request method whose figures RunResult holds.
-const AttributionMethod = MethodTokens
+// AttributionMethod is the default per-request method: the fitted power
+// model (token weights where a cycle's fit is not determined).
+const AttributionMethod = MethodPowerModel
 
 // ResultTables turns r into the rows of run_results, cycle_results and
 // request_energy, stamped analyzedNS (the version that replaces earlier
@@ -71,6 +72,10 @@ func ResultTables(r *RunResult, analyzedNS int64) []*schemas.Table {
 		cr.AnalyzedNS.Append(analyzedNS)
 	}
 	re := schemas.NewRequestEnergyRows()
+	byCycle := map[uint32]string{}
+	for _, c := range r.Cycles {
+		byCycle[c.Cycle] = c.Attribution
+	}
 	for _, q := range r.Requests {
 		re.RunID.Append(r.RunID)
 		re.RequestID.Append(q.ID)
@@ -84,9 +89,9 @@ func ResultTables(r *RunResult, analyzedNS int64) []*schemas.Table {
 		re.OutputTokens.Append(q.OutputTokens)
 		re.JPerOutputToken.Append(q.JPerOutputToken)
 		re.JPerInputToken.Append(q.JPerInputToken)
-		m := r.Method
+		m := byCycle[q.Cycle]
 		if m == "" {
-			m = string(AttributionMethod)
+			m = r.Method
 		}
 		re.Method.Append(m)
 		re.AnalyzedNS.Append(analyzedNS)

@@ -50,10 +50,16 @@ type CycleResult struct {
 	Simulated    bool   // power came from the simulator
 	Apportioned  bool   // a device is a MIG instance: its share of the board, not measured
 	Method       string // "calibrated <source>" or "counter"
-	// Per-request attribution (token-weighted) of the cycle's energy; only
-	// with a power series (Method "calibrated ...").
+	// Per-request attribution of the cycle's energy (RunResult.Method);
+	// only with a power series (Method "calibrated ...").
 	PrefillJ, DecodeJ, UnattributedJ float64
 	RequestJp50                      float64 // median energy of one request
+	// Fit is the power model's fitted draws for this cycle (attribution
+	// power-model; its Fallback says why token weights were used instead).
+	Fit *PowerFit `json:",omitempty"`
+	// Attribution is the method that split this cycle among its requests
+	// (token-weighted where the power model fell back).
+	Attribution string
 }
 
 // RunResult aggregates a run's cycles.
@@ -140,14 +146,14 @@ var ErrNoRun = errors.New("run has no complete cycle")
 
 // Options tune an analysis.
 type Options struct {
-	// Method attributes each slice's dynamic energy: MethodTokens (the
-	// default) or MethodEqual. Static energy is always shared by time in
-	// the system.
+	// Method attributes each slice's dynamic energy: MethodPowerModel
+	// (the default), MethodTokens or MethodEqual. Static energy is always
+	// shared by time in the system.
 	Method string
 }
 
-// AnalyzeRun computes the results of runID from store (token-weighted
-// attribution).
+// AnalyzeRun computes the results of runID from store (attribution by
+// AttributionMethod).
 func AnalyzeRun(ctx context.Context, store Store, runID string) (*RunResult, error) {
 	return AnalyzeRunWith(ctx, store, runID, Options{})
 }
@@ -155,10 +161,10 @@ func AnalyzeRun(ctx context.Context, store Store, runID string) (*RunResult, err
 // AnalyzeRunWith is AnalyzeRun with options.
 func AnalyzeRunWith(ctx context.Context, store Store, runID string, opt Options) (*RunResult, error) {
 	if opt.Method == "" {
-		opt.Method = MethodTokens
+		opt.Method = AttributionMethod
 	}
-	if opt.Method != MethodTokens && opt.Method != MethodEqual {
-		return nil, fmt.Errorf("unknown attribution method %q (want %s or %s)", opt.Method, MethodTokens, MethodEqual)
+	if opt.Method != MethodTokens && opt.Method != MethodEqual && opt.Method != MethodPowerModel {
+		return nil, fmt.Errorf("unknown attribution method %q (want %s, %s or %s)", opt.Method, MethodPowerModel, MethodTokens, MethodEqual)
 	}
 	evs, err := store.RunEvents(ctx, runID)
 	if err != nil {
@@ -695,6 +701,7 @@ func attributeCycle(cr *CycleResult, run *RunResult, devs map[string]*deviceData
 		return err
 	}
 	cr.PrefillJ, cr.DecodeJ, cr.UnattributedJ = a.PrefillJ, a.DecodeJ, a.UnattributedJ
+	cr.Fit, cr.Attribution = a.Fit, a.Method
 	for _, r := range a.Requests {
 		acc, ok := byID[r.ID]
 		if !ok {
@@ -721,6 +728,25 @@ func attributeCycle(cr *CycleResult, run *RunResult, devs map[string]*deviceData
 	}
 	cr.RequestJp50 = Percentile(totals, 50)
 	return nil
+}
+
+// printFits says how each cycle's energy was split among requests: the
+// power model's fitted draws, or why token weights stood in.
+func printFits(w io.Writer, r *RunResult) {
+	var fitted []string
+	for _, c := range r.Cycles {
+		f := c.Fit
+		switch {
+		case f == nil:
+		case f.Fallback != "":
+			fmt.Fprintf(w, "  attribution, cycle %d: token weights (power model not determined: %s)\n", c.Cycle, f.Fallback)
+		default:
+			fitted = append(fitted, fmt.Sprintf("%d: α %s W/prompt token, β %s W/request, R² %.2f", c.Cycle, sig(f.AlphaW, 3), sig(f.BetaW, 3), f.R2))
+		}
+	}
+	if len(fitted) > 0 {
+		fmt.Fprintf(w, "  attribution: power model fitted per cycle (dynamic power = α × prompt tokens prefilling + β × requests decoding) — %s\n", strings.Join(fitted, "; "))
+	}
 }
 
 // PrintRun writes the results table of r.
@@ -763,6 +789,7 @@ func PrintRunWith(w io.Writer, r *RunResult, f Footprint) {
 	tw.Flush()
 	if attributed {
 		fmt.Fprintln(w, "  prefill + decode + unattr = energy (unattr: time with no request in the system); req J p50 is the median of each request's own attributed share")
+		printFits(w, r)
 	}
 	fmt.Fprintln(w, "  J/req = energy / successful requests, so it includes the unattributed and idle energy")
 	if len(excluded) > 0 {

@@ -21,7 +21,7 @@ type Query struct {
 // exported Parquet.
 var Queries = []Query{
 	{"Energy per request of a run",
-		"Each request's attributed energy (token-weighted, conservation exact per cycle) with its tokens; from `lem analyze -write` (or `lem run`).",
+		"Each request's attributed energy (fitted power model by default, conservation exact per cycle) with its tokens; from `lem analyze -write` (or `lem run`).",
 		`SELECT request_id, cycle, energy_j, prefill_j, decode_j, prompt_tokens, output_tokens, j_per_output_token
 FROM lem.request_energy FINAL
 WHERE run_id = '{run}'

@@ -32,7 +32,7 @@ type analyzeCmd struct {
 // newAnalyzeCmd registers the flags of `lem analyze` on fs.
 func newAnalyzeCmd(fs *flag.FlagSet) func([]string) error {
 	opt := &analyzeCmd{
-		method:    fs.String("attribution", analytics.MethodTokens, "per-request attribution of dynamic energy: token-weighted or equal-share"),
+		method:    fs.String("attribution", analytics.AttributionMethod, "per-request attribution of dynamic energy: power-model (fitted per cycle; token weights where not determined), token-weighted or equal-share"),
 		write:     fs.Bool("write", false, "also write the results (run_results, cycle_results, request_energy) back to the store"),
 		stc:       storeFlags(fs, "", "read the local Parquet store under this directory"),
 		logger:    logFlags(fs),

@@ -184,20 +184,17 @@ collectors: {gpu: sim, rapl: "off", scrape: {interval: 200ms}}
 		t.Fatal(err)
 	}
 	// The server's cumulative count of adapter requests, over each run's
-	// scrapes (warm-ups of every configuration come first): it does not
-	// move during the base run's cycle and rises by 6 during the adapter's.
-	lo, hi := map[string]float64{}, map[string]float64{}
+	// scrapes (the warm-ups of every configuration come first, so 1 before
+	// any cycle): never above 1 during the base run's cycle, 7 (6 + the
+	// warm-up) by the adapter run's last scrape.
+	hi := map[string]float64{}
 	for i, name := range m.Name.V {
 		if name == "lem_ref:lora_requests_total" && m.Label.V[i] == `adapter="sql"` {
-			id := m.RunID.V[i]
-			if _, ok := lo[id]; !ok {
-				lo[id] = m.Value.V[i]
-			}
-			lo[id], hi[id] = min(lo[id], m.Value.V[i]), max(hi[id], m.Value.V[i])
+			hi[m.RunID.V[i]] = max(hi[m.RunID.V[i]], m.Value.V[i])
 		}
 	}
-	if b, a := hi[res[0].RunID]-lo[res[0].RunID], hi[res[1].RunID]-lo[res[1].RunID]; b != 0 || a != 6 || hi[res[1].RunID] != 7 {
-		t.Fatalf("adapter requests seen by the server: base +%g, adapter +%g (to %g); want +0, +6 (to 7 with the warm-up)", b, a, hi[res[1].RunID])
+	if hi[res[0].RunID] > 1 || hi[res[1].RunID] != 7 {
+		t.Fatalf("adapter requests seen by the server: at most %g during the base run (want ≤ 1), %g after the adapter's (want 7)", hi[res[0].RunID], hi[res[1].RunID])
 	}
 	if _, err := analytics.Aggregate("both", res); err == nil || !strings.Contains(err.Error(), "adapter") {
 		t.Errorf("pooling the base and the adapter runs: %v (want a refusal naming the adapter)", err)
