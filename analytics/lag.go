@@ -97,3 +97,4 @@ func AlignSeries(rs []Reading, ps []schemas.PowerSample, hold int64) ([]schemas.
 	}
 	return out, f, true
 }
+

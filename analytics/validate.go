@@ -28,7 +28,11 @@ type PhaseCheck struct {
 	// CalibratedJ is the buffer calibrated to this store's own counter
 	// (CalibratedEnergy); NaN without buffer samples.
 	CalibratedJ float64
-	Samples     map[string]int
+	// CalibratedUncJ is the interval analytics states for CalibratedJ
+	// (CalibratedUncJ), and Covered whether it covers the reference.
+	CalibratedUncJ float64
+	Covered        bool
+	Samples        map[string]int
 	Expected    int // buffer samples expected at 50 Hz
 	Gaps        int
 	Quality     string
@@ -156,6 +160,7 @@ func ComparePhases(ctx context.Context, st interface {
 				// counter time base when the data determine the shift.
 				aligned, _, _ := AlignSeries(own, buf, 60e6)
 				pc.CalibratedJ = CalibratedEnergy(own, aligned, 60e6, p.From, p.To)
+				pc.CalibratedUncJ = CalibratedUncJ(own, aligned, 60e6, p.From, p.To)
 				// The buffer's coverage is judged as analyze judges it.
 				pc.Quality = worse(pc.Quality, calibratedQuality(own, aligned, 60e6, p.From, p.To))
 			}
@@ -196,12 +201,12 @@ func PrintPhaseChecks(w io.Writer, cs []PhaseCheck) {
 	for _, s := range srcs {
 		fmt.Fprintf(tw, " %s J\t| Δ%%\t| samples\t|", s)
 	}
-	fmt.Fprintln(tw, " calibrated buffer J\t| Δ%\t| expected 50 Hz\t| gaps\t| quality\t|")
+	fmt.Fprintln(tw, " calibrated buffer J\t| ± stated J\t| Δ%\t| covers\t| expected 50 Hz\t| gaps\t| quality\t|")
 	fmt.Fprint(tw, "|---\t|---\t|---\t|---\t|---\t|---\t|")
 	for range srcs {
 		fmt.Fprint(tw, "---\t|---\t|---\t|")
 	}
-	fmt.Fprintln(tw, "---\t|---\t|---\t|---\t|---\t|")
+	fmt.Fprintln(tw, "---\t|---\t|---\t|---\t|---\t|---\t|---\t|")
 	for _, c := range cs {
 		dur := float64(c.Phase.To-c.Phase.From) / 1e9
 		fmt.Fprintf(tw, "| %s\t| %s\t| %.2f\t| %s\t| %s\t| %s\t|", c.Device, c.Phase.Name, dur, num(c.CounterJ, 1), num(c.EdgeUncJ, 1), num(c.CounterJ/dur, 1))
@@ -213,7 +218,16 @@ func PrintPhaseChecks(w io.Writer, cs []PhaseCheck) {
 			}
 			fmt.Fprintf(tw, " %.1f\t| %s%%\t| %d\t|", j, signed(100*(j-c.CounterJ)/c.CounterJ, 2), c.Samples[s])
 		}
-		fmt.Fprintf(tw, " %s\t| %s%%\t| %d\t| %d\t| %s\t|\n", num(c.CalibratedJ, 1), signed(100*(c.CalibratedJ-c.CounterJ)/c.CounterJ, 2), c.Expected, c.Gaps, c.Quality)
+		covers := "—"
+		if !math.IsNaN(c.CalibratedJ) {
+			covers = "no"
+			// The reference's own edge uncertainty counts on its side.
+			if math.Abs(c.CalibratedJ-c.CounterJ) <= c.CalibratedUncJ+c.EdgeUncJ {
+				covers = "yes"
+			}
+		}
+		fmt.Fprintf(tw, " %s\t| %s\t| %s%%\t| %s\t| %d\t| %d\t| %s\t|\n", num(c.CalibratedJ, 1), num(c.CalibratedUncJ, 1),
+			signed(100*(c.CalibratedJ-c.CounterJ)/c.CounterJ, 2), covers, c.Expected, c.Gaps, c.Quality)
 	}
 	tw.Flush()
 	for _, c := range cs {
