@@ -22,7 +22,9 @@ import (
 	"github.com/llm-energy-measure/lem/exporters"
 	lemparquet "github.com/llm-energy-measure/lem/exporters/parquet"
 	"github.com/llm-energy-measure/lem/internal/testenv"
+	"github.com/llm-energy-measure/lem/schemas"
 	"github.com/llm-energy-measure/lem/store"
+	chstore "github.com/llm-energy-measure/lem/store/clickhouse"
 )
 
 // answer is a query's result in a form both engines reduce to: column
@@ -293,5 +295,81 @@ func TestREADMEQueriesAreChecked(t *testing.T) {
 				t.Errorf("README's %s query is not in deploy.Queries (so nothing checks it):\n%s", engine, q)
 			}
 		}
+	}
+}
+
+// A figure that could not be computed is NULL in ClickHouse and in the
+// Parquet export (DuckDB reads NULL), so aggregates skip it: a cycle
+// without power never averages in as 0 or poisons avg() as NaN.
+func TestUnknownFiguresAreNull(t *testing.T) {
+	db, conn := testenv.FreshDatabase(t)
+	sink, _ := chstore.New(conn, db)
+	ctx := context.Background()
+	cr := schemas.NewCycleResultRows()
+	for c, e := range []float64{100, math.NaN(), 300} {
+		cr.RunID.Append("r")
+		cr.Cycle.Append(uint32(c))
+		cr.From.Append(int64(c) * 1e9)
+		cr.To.Append(int64(c+1) * 1e9)
+		for _, col := range []*schemas.Col[float64]{cr.DurationS, cr.EnergyJ, cr.StaticJ, cr.DynamicJ, cr.PrefillJ, cr.DecodeJ, cr.UnattributedJ,
+			cr.EdgeUncJ, cr.SystemJ, cr.JPerToken, cr.TokensPerJ, cr.RequestJp50, cr.TTFTp50, cr.TTFTp99, cr.ITLp50, cr.ITLp99, cr.TPOTp50, cr.E2Ep50} {
+			col.Append(e)
+		}
+		cr.Requests.Append(1)
+		cr.Failed.Append(0)
+		cr.PromptTokens.Append(1)
+		cr.OutputTokens.Append(1)
+		cr.Quality.Append("ok")
+		cr.Method.Append("counter")
+		cr.AnalyzedNS.Append(1)
+	}
+	run := schemas.NewRows(schemas.KindRun)
+	for k, ph := range []schemas.RunPhase{schemas.RunStart, schemas.RunEnd} {
+		run.Append(&schemas.RunEvent{RunID: "r", Phase: ph, TS: int64(k) * 3e9}, schemas.Position{Epoch: 1, Seq: uint64(k + 1)})
+	}
+	for _, tb := range []*schemas.Table{cr.Table(), run.Table()} {
+		if err := sink.Write(ctx, tb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var n, known uint64
+	var mean float64
+	if err := conn.QueryRow(ctx, "SELECT count(), count(energy_j), avg(energy_j) FROM "+db+".cycle_results FINAL").Scan(&n, &known, &mean); err != nil {
+		t.Fatal(err)
+	}
+	if n != 3 || known != 2 || mean != 200 {
+		t.Fatalf("ClickHouse: %d rows, %d with energy, mean %v; want 3, 2, 200 (the unknown cycle NULL, skipped)", n, known, mean)
+	}
+	// Read back through the store: NULL is NaN again, not 0.
+	st := store.Wrap(sink)
+	back := schemas.NewCycleResultRows()
+	if err := st.ReadTable(ctx, back.Table(), schemas.Filter{RunIDs: []string{"r"}}); err != nil {
+		t.Fatal(err)
+	}
+	if len(back.EnergyJ.V) != 3 || !math.IsNaN(back.EnergyJ.V[1]) || back.EnergyJ.V[0] != 100 {
+		t.Fatalf("read back %v", back.EnergyJ.V)
+	}
+	// The Parquet export: DuckDB sees NULL and skips it too.
+	nm := testenv.NodeModules(t)
+	dir := t.TempDir()
+	if _, err := exporters.Export(ctx, st, st, exporters.Selection{RunIDs: []string{"r"}, Tables: []string{schemas.TableCycleResults}},
+		"test", &lemparquet.Writer{Dir: dir}, nil); err != nil {
+		t.Fatal(err)
+	}
+	setup := filepath.Join(dir, "setup.sql")
+	os.WriteFile(setup, []byte(deploy.DuckDBSetup(dir, []string{schemas.TableCycleResults})), 0o644)
+	qs, _ := json.Marshal([]string{"SELECT count(*) AS n, count(energy_j) AS known, avg(energy_j) AS mean FROM lem.cycle_results"})
+	qpath := filepath.Join(dir, "q.json")
+	os.WriteFile(qpath, qs, 0o644)
+	script, _ := os.ReadFile("testdata/duckdb.mjs")
+	sp := filepath.Join(nm, fmt.Sprintf("duckdb-null-%d.mjs", os.Getpid()))
+	os.WriteFile(sp, script, 0o644)
+	defer os.Remove(sp)
+	out, err := exec.Command("node", sp, setup, qpath).CombinedOutput()
+	if err != nil {
+		t.Fatalf("duckdb: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), `"rows":[["3","2",200]]`) {
+		t.Fatalf("DuckDB over the export: %s; want 3 rows, 2 with energy, mean 200", out)
 	}
 }

@@ -29,8 +29,8 @@ func NewRunResultRows() *RunResultRows {
 	r := &RunResultRows{RunID: newCol[string]("run_id", "String"), Experiment: newCol[string]("experiment", "String"),
 		Backend: newCol[string]("backend", "String"), Model: newCol[string]("model", "String"),
 		Devices: newCol[[]string]("devices", "Array(String)"), Metric: newCol[string]("metric", "String"),
-		N: newCol[uint32]("n", "UInt32"), Mean: newCol[float64]("mean", "Float64"), Std: newCol[float64]("std", "Float64"),
-		CI95: newCol[float64]("ci95", "Float64"), CV: newCol[float64]("cv", "Float64"), Quality: newCol[string]("quality", "String"),
+		N: newCol[uint32]("n", "UInt32"), Mean: figure("mean"), Std: figure("std"),
+		CI95: figure("ci95"), CV: figure("cv"), Quality: newCol[string]("quality", "String"),
 		Simulated: newCol[uint8]("simulated", "UInt8"), Apportioned: newCol[uint8]("apportioned", "UInt8"),
 		AnalyzedNS: newCol[int64]("analyzed_ns", "Int64")}
 	r.t = Table{Name: TableRunResults, Columns: []Column{r.RunID, r.Experiment, r.Backend, r.Model, r.Devices, r.Metric,
@@ -58,7 +58,7 @@ type CycleResultRows struct {
 
 // NewCycleResultRows returns an empty cycle_results builder.
 func NewCycleResultRows() *CycleResultRows {
-	f := func(n string) *Col[float64] { return newCol[float64](n, "Float64") }
+	f := figure
 	r := &CycleResultRows{RunID: newCol[string]("run_id", "String"), Cycle: newCol[uint32]("cycle", "UInt32"),
 		From: newCol[int64]("from_ns", "Int64"), To: newCol[int64]("to_ns", "Int64"), DurationS: f("duration_s"),
 		EnergyJ: f("energy_j"), StaticJ: f("static_j"), DynamicJ: f("dynamic_j"), PrefillJ: f("prefill_j"), DecodeJ: f("decode_j"),
@@ -91,7 +91,7 @@ type RequestEnergyRows struct {
 
 // NewRequestEnergyRows returns an empty request_energy builder.
 func NewRequestEnergyRows() *RequestEnergyRows {
-	f := func(n string) *Col[float64] { return newCol[float64](n, "Float64") }
+	f := figure
 	r := &RequestEnergyRows{RunID: newCol[string]("run_id", "String"), RequestID: newCol[string]("request_id", "String"),
 		Cycle: newCol[uint32]("cycle", "UInt32"), EnergyJ: f("energy_j"), StaticJ: f("static_j"), DynamicJ: f("dynamic_j"),
 		PrefillJ: f("prefill_j"), DecodeJ: f("decode_j"), PromptTokens: newCol[uint32]("prompt_tokens", "UInt32"),
@@ -104,3 +104,10 @@ func NewRequestEnergyRows() *RequestEnergyRows {
 
 // Table returns the rows as a table.
 func (r *RequestEnergyRows) Table() *Table { return &r.t }
+
+// figure is a column of a computed figure: Nullable(Float64), where NULL
+// (NaN in Go) means the figure could not be computed — a window without
+// power has no energy, not 0 — so that SQL aggregates skip it (avg over
+// NULLs) instead of averaging a NaN or a 0 in. Parquet and Arrow write it
+// as an optional double, CSV as an empty cell.
+func figure(name string) *Col[float64] { return newCol[float64](name, "Nullable(Float64)") }

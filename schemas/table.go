@@ -2,7 +2,9 @@ package schemas
 
 import (
 	"fmt"
+	"math"
 	"slices"
+	"strings"
 	"unsafe"
 )
 
@@ -34,6 +36,9 @@ type Column interface {
 	// AppendZero appends the type's zero value (a column missing from an
 	// older file reads as ClickHouse's DEFAULT would).
 	AppendZero()
+	// Nullable reports a Nullable(Float64) column: NaN in Go is NULL in
+	// the stores and exports.
+	Nullable() bool
 
 	empty() Column
 	gatherInto(dst Column, perm []int32) error
@@ -88,8 +93,52 @@ func (c *Col[T]) Filter(keep []bool) {
 	c.V, c.counted, c.strBytes = out, 0, 0
 }
 
-func (c *Col[T]) ScanDest() any          { return new(T) }
-func (c *Col[T]) AppendScanned(dest any) { c.V = append(c.V, *dest.(*T)) }
+func (c *Col[T]) Nullable() bool { return strings.HasPrefix(c.chType, "Nullable(") }
+
+func (c *Col[T]) ScanDest() any {
+	if c.Nullable() {
+		return new(*T)
+	}
+	return new(T)
+}
+
+func (c *Col[T]) AppendScanned(dest any) {
+	if p, ok := dest.(**T); ok {
+		if *p == nil {
+			c.AppendNull()
+			return
+		}
+		c.V = append(c.V, **p)
+		return
+	}
+	c.V = append(c.V, *dest.(*T))
+}
+
+// AppendNull appends NULL: NaN in a float column, the zero value in
+// others.
+func (c *Col[T]) AppendNull() {
+	var zero T
+	if f, ok := any(&zero).(*float64); ok {
+		*f = math.NaN()
+	}
+	c.V = append(c.V, zero)
+}
+
+// NullableData returns a Nullable(Float64) column's rows as ClickHouse
+// takes them: nil for NaN.
+func NullableData(c Column) any {
+	v, ok := c.Data().([]float64)
+	if !ok || !c.Nullable() {
+		return c.Data()
+	}
+	out := make([]*float64, len(v))
+	for i := range v {
+		if !math.IsNaN(v[i]) {
+			out[i] = &v[i]
+		}
+	}
+	return out
+}
 func (c *Col[T]) AppendZero()            { var zero T; c.V = append(c.V, zero) }
 
 func (c *Col[T]) empty() Column { return &Col[T]{name: c.name, chType: c.chType} }

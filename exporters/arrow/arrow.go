@@ -9,6 +9,7 @@ package arrow
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -56,7 +57,7 @@ func Schema(t *schemas.Table, meta map[string]string) (*arrow.Schema, error) {
 		default:
 			return nil, fmt.Errorf("column %s: no Arrow mapping for %T", c.Name(), c.Data())
 		}
-		fields[i] = arrow.Field{Name: c.Name(), Type: dt}
+		fields[i] = arrow.Field{Name: c.Name(), Type: dt, Nullable: c.Nullable()}
 	}
 	keys := make([]string, 0, len(meta))
 	for k := range meta {
@@ -140,7 +141,19 @@ func appendColumn(fb array.Builder, c schemas.Column, a, b int) {
 	case []uint8:
 		fb.(*array.Uint8Builder).AppendValues(v[a:b], nil)
 	case []float64:
-		fb.(*array.Float64Builder).AppendValues(v[a:b], nil)
+		fb := fb.(*array.Float64Builder)
+		if !c.Nullable() {
+			fb.AppendValues(v[a:b], nil)
+			break
+		}
+		// NULL where the figure could not be computed (NaN in Go).
+		for _, x := range v[a:b] {
+			if math.IsNaN(x) {
+				fb.AppendNull()
+			} else {
+				fb.Append(x)
+			}
+		}
 	case [][]string:
 		lb := fb.(*array.ListBuilder)
 		sb := lb.ValueBuilder().(*array.StringBuilder)

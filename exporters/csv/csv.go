@@ -6,6 +6,7 @@ package csv
 import (
 	"encoding/csv"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -73,6 +74,9 @@ func cell(c schemas.Column, r int) string {
 	case []uint8:
 		return strconv.FormatUint(uint64(v[r]), 10)
 	case []float64:
+		if c.Nullable() && math.IsNaN(v[r]) {
+			return "" // NULL: the figure could not be computed
+		}
 		return strconv.FormatFloat(v[r], 'g', -1, 64)
 	case [][]string:
 		return strings.Join(v[r], ";")

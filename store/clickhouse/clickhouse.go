@@ -315,7 +315,7 @@ func (s *Store) Write(ctx context.Context, t *schemas.Table) error {
 	for a := 0; a < n; a += sendBlockRows {
 		b := min(a+sendBlockRows, n)
 		for i, c := range t.Columns {
-			if err := batch.Column(i).Append(c.Slice(a, b).Data()); err != nil {
+			if err := batch.Column(i).Append(schemas.NullableData(c.Slice(a, b))); err != nil {
 				_ = batch.Abort()
 				return fmt.Errorf("appending column %s.%s: %w", t.Name, c.Name(), err)
 			}

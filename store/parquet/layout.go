@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -76,6 +77,10 @@ func node(c schemas.Column) (pq.Node, error) {
 	case []int64:
 		return pq.Int(64), nil
 	case []float64:
+		if c.Nullable() {
+			// NULL: a figure that could not be computed (NaN in Go).
+			return pq.Optional(pq.Leaf(pq.DoubleType)), nil
+		}
 		return pq.Leaf(pq.DoubleType), nil
 	case []int32:
 		return pq.Int(32), nil
@@ -202,6 +207,12 @@ func appendValues(row pq.Row, c schemas.Column, r, col int) pq.Row {
 	case []uint8:
 		return append(row, pq.Int32Value(int32(v[r])).Level(0, 0, col))
 	case []float64:
+		if c.Nullable() {
+			if math.IsNaN(v[r]) {
+				return append(row, pq.NullValue().Level(0, 0, col))
+			}
+			return append(row, pq.DoubleValue(v[r]).Level(0, 1, col))
+		}
 		return append(row, pq.DoubleValue(v[r]).Level(0, 0, col))
 	case [][]string:
 		if len(v[r]) == 0 {
@@ -371,7 +382,11 @@ func appendFrom(c schemas.Column, vals []pq.Value) error {
 	case *schemas.Col[uint8]:
 		col.Append(uint8(v.Int32()))
 	case *schemas.Col[float64]:
-		col.Append(v.Double())
+		if v.IsNull() {
+			col.AppendNull() // NaN: not computed
+		} else {
+			col.Append(v.Double())
+		}
 	case *schemas.Col[[]string]:
 		var ss []string
 		for _, x := range vals {
