@@ -48,6 +48,15 @@ func TestCommands(t *testing.T) {
 			PyTorch: &PyTorchConfig{AttnImplementation: "sdpa", TorchCompile: true, MaxBatchSize: 16, Batching: "sorted_static"}},
 			`python3 /x/server.py --model random:llama-0.9b --host 127.0.0.1 --port 8000 --dtype bf16 --attn-implementation sdpa ` +
 				`--torch-compile --max-batch-size 16 --batching sorted-static`},
+		// Tensor parallelism in the reference server: torchrun, one
+		// process per GPU, the GPUs made visible.
+		{Config{Kind: "pytorch", Model: "random:llama-0.9b", Parallelism: Parallelism{Tensor: 2, Devices: []int{4, 5}},
+			LoRA: nil, PyTorch: &PyTorchConfig{MaxBatchSize: 8}},
+			`CUDA_VISIBLE_DEVICES=4,5 python3 -m torch.distributed.run --standalone --nproc-per-node 2 /x/server.py --tensor-parallel 2 ` +
+				`--model random:llama-0.9b --host 127.0.0.1 --port 8000 --max-batch-size 8`},
+		// LoRA adapters in the reference server.
+		{Config{Kind: "pytorch", Model: "random:llama-0.9b", LoRA: []LoRA{{Name: "r16", Path: "random:16"}}},
+			`python3 /x/server.py --model random:llama-0.9b --host 127.0.0.1 --port 8000 --lora r16=random:16`},
 	}
 	for _, tc := range cases {
 		c := tc.cfg
@@ -81,7 +90,9 @@ func TestValidationNamesTheParameter(t *testing.T) {
 		{Config{Kind: "tgi", Model: "m", Parallelism: Parallelism{Pipeline: 2}},
 			[]string{"backend.parallelism.pipeline: pipeline parallel is not supported by tgi"}},
 		{Config{Kind: "pytorch", Model: "m", Parallelism: Parallelism{Tensor: 2, Devices: []int{0}}},
-			[]string{"backend.parallelism.devices: 1 devices listed for tensor 2", "backend.parallelism.tensor: tensor parallel is not supported by pytorch"}},
+			[]string{"backend.parallelism.devices: 1 devices listed for tensor 2"}},
+		{Config{Kind: "pytorch", Model: "m", Parallelism: Parallelism{Pipeline: 2}},
+			[]string{"backend.parallelism.pipeline: pipeline parallel is not supported by pytorch"}},
 		{Config{Kind: "vllm", Model: "m", PyTorch: &PyTorchConfig{}}, []string{"backend.pytorch: settings for pytorch, but backend.kind is vllm"}},
 		{Config{Kind: "vllm", Model: "m", VLLM: &VLLMConfig{GPUMemoryUtilization: 1.5}}, []string{"backend.vllm.gpu_memory_utilization: 1.5 is not a fraction"}},
 		{Config{Kind: "pytorch", Model: "m", PyTorch: &PyTorchConfig{AssistantModel: "d", MaxBatchSize: 8}},
@@ -151,6 +162,20 @@ func TestStartAndStopReferenceServer(t *testing.T) {
 	_, err = Start(ctx, l, c.BaseURL(), dir, filepath.Join(dir, "bad.log"), 30*time.Second)
 	if err == nil || !strings.Contains(err.Error(), "want NAME=PATH") {
 		t.Fatalf("want the server's own message, got %v", err)
+	}
+}
+
+// The reference server shards plain models only: tensor parallelism with
+// adapters is refused by name.
+func TestPyTorchTensorParallelRefusesAdapters(t *testing.T) {
+	c := Config{Kind: "pytorch", Model: "m", Parallelism: Parallelism{Tensor: 2}, LoRA: []LoRA{{Name: "a", Path: "random:8"}}, PyTorch: &PyTorchConfig{}}
+	c.Normalize()
+	var msgs []string
+	for _, p := range c.Validate() {
+		msgs = append(msgs, p.Error())
+	}
+	if got := strings.Join(msgs, "\n"); !strings.Contains(got, "backend.parallelism.tensor: the reference server shards plain models only") {
+		t.Fatalf("got %q", got)
 	}
 }
 

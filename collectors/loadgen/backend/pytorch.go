@@ -14,7 +14,15 @@ func init() {
 		HasBlock: func(c *Config) bool { return c.PyTorch != nil },
 		Dtypes:   map[string]string{"fp32": "fp32", "fp16": "fp16", "bf16": "bf16"},
 		Args: func(a *Argv, c *Config, pyServer string) error {
-			a.Arg("python3", pyServer, "--model", c.Model, "--host", c.Host, "--port", strconv.Itoa(c.Port))
+			if tp := c.Parallelism.Tensor; tp > 1 {
+				// transformers' tensor parallelism: one process per GPU,
+				// started by torchrun (torch.distributed.run); rank 0 serves.
+				a.Arg("python3", "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", strconv.Itoa(tp),
+					pyServer, "--tensor-parallel", strconv.Itoa(tp))
+			} else {
+				a.Arg("python3", pyServer)
+			}
+			a.Arg("--model", c.Model, "--host", c.Host, "--port", strconv.Itoa(c.Port))
 			a.Opt("--served-model-name", c.ServedName)
 			if err := a.Dtype("--dtype", c.Precision); err != nil {
 				return err
@@ -60,6 +68,10 @@ func init() {
 			if v.Batching != "" && !contains([]string{"static", "dynamic", "sorted-static", "sorted-dynamic"}, v.Batching) {
 				bad("backend.pytorch.batching", fmt.Sprintf("unknown %q", v.Batching), "static, dynamic, sorted-static or sorted-dynamic")
 			}
+			if c.Parallelism.Tensor > 1 && (len(c.LoRA) > 0 || v.AssistantModel != "" || (c.Quantization != nil && c.Quantization.Enabled)) {
+				bad("backend.parallelism.tensor", "the reference server shards plain models only",
+					"drop lora, assistant_model and quantization, or use vllm/sglang for them with tensor parallelism")
+			}
 			if v.AssistantModel != "" && v.MaxBatchSize > 1 {
 				bad("backend.pytorch.assistant_model", "assisted generation in transformers decodes one sequence at a time",
 					"set max_batch_size: 1, or use vllm/sglang speculative decoding for batches")
@@ -67,7 +79,6 @@ func init() {
 		},
 		Unsupported: map[string][2]string{
 			FeatureFP8:              {"transformers has no fp8 inference path", "vllm, sglang or tensorrt-llm with precision fp8"},
-			FeatureTensorParallel:   {"the reference server runs one model copy on one GPU", "vllm, sglang, tensorrt-llm or tgi"},
 			FeaturePipelineParallel: {"the reference server runs one model copy on one GPU", "vllm, sglang or tensorrt-llm"},
 			FeatureDataParallel:     {"one model copy", "vllm or sglang with parallelism.data"},
 		},

@@ -27,6 +27,13 @@ serving one without downloading it. A batch may mix adapters: each row's
 adapter is added to the base layer's output for that row only (no peft
 needed). Unknown model names are refused with 404.
 
+Tensor parallelism (--tensor-parallel N, started by torchrun with N
+processes, one per GPU): transformers' own tensor parallelism (tp_plan
+"auto") shards the model over the processes; rank 0 serves HTTP and, for
+each batch, broadcasts the batch's requests and then each step's tokens, so
+every rank runs the same forward passes. Random weights are built on rank 0,
+saved once to a temporary folder and loaded sharded by every rank.
+
 Models: a Hugging Face id or path; "random:<preset or config.json>" for
 random weights built from a config (no download: presets llama-0.9b,
 llama-tiny); "toy:" is a pure-Python stand-in with no torch at all, for
@@ -260,6 +267,7 @@ class TorchModel:
             # per-shape cost.
             torch.backends.cuda.enable_cudnn_sdp(False)
         self.step_log = open(args.step_log, "a", buffering=1) if args.step_log else None
+        self.rank = 0
         kw = dict(torch_dtype=dtype)
         if args.attn_implementation:
             kw["attn_implementation"] = args.attn_implementation
@@ -268,7 +276,12 @@ class TorchModel:
                 sys.exit(f"quantization {args.quantization}: the reference server supports bitsandbytes only")
             kw["quantization_config"] = transformers.BitsAndBytesConfig(
                 load_in_4bit=args.bits == 4, load_in_8bit=args.bits == 8)
-        if args.model.startswith("random:"):
+        # Under torchrun (WORLD_SIZE set) the model is sharded over its
+        # processes, also with one (which checks the path on one GPU).
+        self.tp = args.tensor_parallel > 1 or "WORLD_SIZE" in __import__("os").environ
+        if self.tp:
+            self.init_tp(args, torch, transformers, kw)
+        elif args.model.startswith("random:"):
             spec = args.model[len("random:"):]
             if spec in PRESETS:
                 cfg = transformers.LlamaConfig(**PRESETS[spec])
@@ -285,7 +298,7 @@ class TorchModel:
             self.model = transformers.AutoModelForCausalLM.from_pretrained(args.model, **kw)
             self.tok = transformers.AutoTokenizer.from_pretrained(args.model)
             self.name_note = args.model
-        if not args.quantization:
+        if not args.quantization and not self.tp:
             self.model.to(self.dev)
         self.model.eval()
         if args.torch_compile:
@@ -304,6 +317,66 @@ class TorchModel:
         self.assistant = None
         if args.assistant_model:
             self.assistant = transformers.AutoModelForCausalLM.from_pretrained(args.assistant_model, torch_dtype=dtype).to(self.dev)
+
+    def init_tp(self, args, torch, transformers, kw):
+        """Shards the model over the torchrun processes (tp_plan "auto")."""
+        import os
+        import tempfile
+        import torch.distributed as dist
+        if args.quantization or args.lora or args.assistant_model:
+            sys.exit("--tensor-parallel: not with --quantization, --lora or --assistant-model in the reference server")
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world != args.tensor_parallel:
+            sys.exit(f"--tensor-parallel {args.tensor_parallel}: started with {world} processes; start it with "
+                     f"torchrun --nproc-per-node {args.tensor_parallel}")
+        self.rank = int(os.environ.get("RANK", "0"))
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        self.dev = torch.device("cuda", torch.cuda.current_device())
+        if not dist.is_initialized():
+            dist.init_process_group("nccl")
+        self.dist = dist
+        path = args.model
+        if args.model.startswith("random:"):
+            spec = args.model[len("random:"):]
+            holder = [None]
+            if self.rank == 0:
+                cfg = transformers.LlamaConfig(**PRESETS[spec]) if spec in PRESETS else transformers.AutoConfig.from_pretrained(spec)
+                torch.manual_seed(args.seed or 0)
+                with torch.device(self.dev):
+                    m = transformers.AutoModelForCausalLM.from_config(cfg, **kw)
+                holder[0] = tempfile.mkdtemp(prefix="lem-tp-")
+                m.save_pretrained(holder[0])
+                del m
+                torch.cuda.empty_cache()
+            dist.broadcast_object_list(holder, src=0)
+            path = holder[0]
+            self.tok = ByteTokenizer(transformers.AutoConfig.from_pretrained(path).vocab_size)
+            self.name_note = f"random weights from {spec}, tensor parallel {args.tensor_parallel}"
+        else:
+            self.tok = transformers.AutoTokenizer.from_pretrained(args.model)
+            self.name_note = f"{args.model}, tensor parallel {args.tensor_parallel}"
+        self.model = transformers.AutoModelForCausalLM.from_pretrained(path, tp_plan="auto", **kw)
+        if world == 1:
+            # With one process transformers shards nothing and leaves the
+            # weights where they loaded (the CPU): they go to this GPU.
+            self.model.to(self.dev)
+        dist.barrier()
+
+    def broadcast_tokens(self, nxt):
+        """Rank 0's sampled tokens to every rank (identical steps)."""
+        if not self.tp:
+            return nxt
+        t = self.torch.tensor(nxt, device=self.dev, dtype=self.torch.long)
+        self.dist.broadcast(t, 0)
+        return t.tolist()
+
+    def follow(self):
+        """Ranks > 0: run every batch rank 0 broadcasts, forever."""
+        while True:
+            box = [None]
+            self.dist.broadcast_object_list(box, src=0)
+            reqs = [Request(*spec) for spec in box[0]]
+            self.run_batch(reqs, lambda r, t: setattr(r, "generated", r.generated + 1), lambda r: None)
 
     def sample(self, logits, reqs, gens):
         torch = self.torch
@@ -337,6 +410,10 @@ class TorchModel:
             g.manual_seed(r.seed if r.seed is not None else random.randrange(1 << 31))
             gens.append(g)
         self.lora.select(torch, reqs, self.dev)
+        if self.tp and self.rank == 0:
+            # Every rank runs the same batch: its requests, as they came.
+            self.dist.broadcast_object_list([[(r.id, r.prompt_ids, r.max_tokens, r.temperature, r.top_p, r.top_k, r.seed,
+                                               r.ignore_eos, r.adapter) for r in reqs]], src=0)
         with torch.inference_mode():
             n = max(len(r.prompt_ids) for r in reqs)
             pad = 0
@@ -345,7 +422,7 @@ class TorchModel:
             pos = (mask.cumsum(-1) - 1).clamp(min=0)
             out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
             past = out.past_key_values
-            nxt = self.sample(out.logits[:, -1, :], reqs, gens)
+            nxt = self.broadcast_tokens(self.sample(out.logits[:, -1, :], reqs, gens))
             if self.dev.type == "cuda":
                 torch.cuda.synchronize()
             now = time.time()
@@ -367,7 +444,7 @@ class TorchModel:
                 out = self.model(input_ids=torch.tensor([[t] for t in nxt], device=self.dev), attention_mask=mask,
                                  position_ids=pos, past_key_values=past, use_cache=True)
                 past = out.past_key_values
-                nxt = self.sample(out.logits[:, -1, :], reqs, gens)  # syncs: argmax/multinomial to host
+                nxt = self.broadcast_tokens(self.sample(out.logits[:, -1, :], reqs, gens))  # syncs: argmax/multinomial to host
                 if self.step_log:
                     t = time.time()
                     # batch size, KV length, seconds of this decode step
@@ -435,7 +512,10 @@ class Engine:
 
             try:
                 self.model.run_batch(batch, emit, finish)
-            except Exception as e:  # report to every waiting client
+            except Exception as e:  # report to every waiting client, and log it
+                import traceback
+                traceback.print_exc()
+                sys.stderr.flush()
                 for r in batch:
                     if r.done is None:
                         r.out.put(e)
@@ -632,10 +712,16 @@ def main():
     p.add_argument("--lora", action="append", default=[], help="NAME=PATH (a PEFT adapter folder, or random:RANK[:modules]); repeatable")
     p.add_argument("--cudnn-sdp", action="store_true", help="keep cuDNN scaled-dot-product attention (off by default: per-shape plan building)")
     p.add_argument("--step-log", help="append one line per decode step: batch size, KV length, seconds")
+    p.add_argument("--tensor-parallel", type=int, default=1, help="shard the model over N GPUs (start with torchrun --nproc-per-node N)")
     args = p.parse_args()
     if args.assistant_model and args.max_batch_size > 1:
         sys.exit("--assistant-model decodes one sequence at a time: set --max-batch-size 1")
+    if args.tensor_parallel > 1 and args.model.startswith("toy:"):
+        sys.exit("--tensor-parallel: the toy model has nothing to shard")
     model = ToyModel(args) if args.model.startswith("toy:") else TorchModel(args)
+    if getattr(model, "rank", 0) > 0:
+        model.follow()  # ranks > 0 serve no HTTP: they run what rank 0 runs
+        return
     engine = Engine(args, model)
     srv = ThreadingHTTPServer((args.host, args.port), make_handler(args, engine, model.tok, args.served_model_name or args.model))
     srv.daemon_threads = True
