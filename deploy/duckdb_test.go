@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
@@ -61,6 +62,9 @@ func clickhouseAnswer(conn driver.Conn, sql string) (answer, error) {
 }
 
 func reduce(v reflect.Value) any {
+	if tm, ok := v.Interface().(time.Time); ok {
+		return tm.UTC().Format("2006-01-02 15:04:05")
+	}
 	switch {
 	case v.Kind() == reflect.Pointer:
 		if v.IsNil() {
@@ -119,6 +123,11 @@ func reduceJSON(x any) any {
 // relative (ClickHouse computes quantiles in Float32), NaN equal to NaN,
 // and a lag in seconds to 5 s (both engines read their own clock).
 func sameCell(col string, a, b any) bool {
+	// NULL and NaN both say "no value" (JSON has no NaN).
+	isNone := func(x any) bool { f, ok := x.(float64); return x == nil || ok && math.IsNaN(f) }
+	if isNone(a) || isNone(b) {
+		return isNone(a) && isNone(b)
+	}
 	num := func(x any) (float64, bool) {
 		switch v := x.(type) {
 		case int64:
@@ -371,5 +380,128 @@ func TestUnknownFiguresAreNull(t *testing.T) {
 	}
 	if !strings.Contains(string(out), `"rows":[["3","2",200]]`) {
 		t.Fatalf("DuckDB over the export: %s; want 3 rows, 2 with energy, mean 200", out)
+	}
+}
+
+// checkModernClickHouse runs every migration (the version-gated modern
+// ones included) in chDB — a current ClickHouse engine, in-process — loads
+// the data the 18.16 server db holds (exported to Parquet, as `lem export`
+// writes it), and requires every documented query and every Grafana panel
+// to answer there as on 18.16; where they disagree, the error says which
+// query and how.
+func checkModernClickHouse(t *testing.T, conn driver.Conn, db string, st *store.Store, run, request string, from, to time.Time) {
+	t.Helper()
+	nm := testenv.NodeModules(t)
+	dir := t.TempDir()
+	sum, err := exporters.Export(context.Background(), st, st, exporters.Selection{RunIDs: []string{run}, Margin: 3600e9}, "test", &lemparquet.Writer{Dir: dir}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	setup := []string{"CREATE DATABASE IF NOT EXISTS lem"}
+	ms, err := schemas.Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		sts, err := m.Render("lem")
+		if err != nil {
+			t.Fatal(err)
+		}
+		setup = append(setup, sts...)
+	}
+	for tb, n := range sum.Rows {
+		if n == 0 {
+			continue
+		}
+		cols := strings.Join(schemas.EmptyTable(tb).ColumnNames(), ", ")
+		setup = append(setup, fmt.Sprintf("INSERT INTO lem.%s (%s) SELECT %s FROM file('%s/%s/*.parquet', Parquet)", tb, cols, cols, dir, tb))
+	}
+	type named struct{ name, ch, modern string }
+	var qs []named
+	for _, q := range deploy.Queries {
+		qs = append(qs, named{"query " + q.Title, q.Expand(db, run, request), q.Expand("lem", run, request)})
+	}
+	for _, p := range loadDashboard(t).Panels {
+		qs = append(qs, named{"panel " + p.Title, expand(p.Targets[0].RawSQL, db, from, to, 10), expand(p.Targets[0].RawSQL, "lem", from, to, 10)})
+	}
+	var modern []string
+	for _, q := range qs {
+		modern = append(modern, q.modern)
+	}
+	write := func(name string, v any) string {
+		b, _ := json.Marshal(v)
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	sp := filepath.Join(nm, fmt.Sprintf("chdb-%d.mjs", os.Getpid()))
+	script, _ := os.ReadFile("testdata/chdb.mjs")
+	if err := os.WriteFile(sp, script, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(sp)
+	out, err := exec.Command("node", sp, write("setup.json", setup), write("queries.json", modern)).Output()
+	if err != nil {
+		if ee, ok := err.(*exec.ExitError); ok {
+			t.Fatalf("chdb: %v\n%s", err, ee.Stderr)
+		}
+		t.Fatal(err)
+	}
+	var got struct {
+		Version     string `json:"version"`
+		SetupErrors []struct {
+			SQL   string `json:"sql"`
+			Error string `json:"error"`
+		} `json:"setup_errors"`
+		Results []struct {
+			Names []string `json:"names"`
+			Rows  []any    `json:"rows"`
+			Error string   `json:"error"`
+		} `json:"results"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(out))
+	dec.UseNumber()
+	if err := dec.Decode(&got); err != nil || len(got.Results) != len(qs) {
+		t.Fatalf("chdb output (%v): %.2000s", err, out)
+	}
+	t.Logf("chDB (ClickHouse %s): %d migration statements and %d table loads, %d queries and panels", got.Version, len(setup)-len(sum.Rows), len(sum.Rows), len(qs))
+	for _, e := range got.SetupErrors {
+		t.Errorf("ClickHouse %s refuses:\n%s\n%s", got.Version, e.SQL, e.Error)
+	}
+	for i, q := range qs {
+		r := got.Results[i]
+		if r.Error != "" {
+			t.Errorf("%s: fails on ClickHouse %s (runs on 18.16): %s", q.name, got.Version, r.Error)
+			continue
+		}
+		want, err := clickhouseAnswer(conn, q.ch)
+		if err != nil {
+			t.Errorf("%s: 18.16: %v", q.name, err)
+			continue
+		}
+		var rows [][]any
+		for _, row := range r.Rows {
+			rows = append(rows, reduceJSON(row).([]any))
+		}
+		if len(rows) != len(want.rows) {
+			t.Errorf("%s: %d rows on ClickHouse %s, %d on 18.16", q.name, len(rows), got.Version, len(want.rows))
+			continue
+		}
+		if !strings.Contains(q.ch, "ORDER BY") {
+			for _, rs := range [][][]any{rows, want.rows} {
+				sort.Slice(rs, func(x, y int) bool { return fmt.Sprint(rs[x]) < fmt.Sprint(rs[y]) })
+			}
+		}
+		bad := 0
+		for k := range want.rows {
+			for c, name := range want.names {
+				if !sameCell(name, want.rows[k][c], rows[k][c]) && bad < 3 {
+					bad++
+					t.Errorf("%s: row %d %s: ClickHouse %s %v, 18.16 %v", q.name, k, name, got.Version, rows[k][c], want.rows[k][c])
+				}
+			}
+		}
 	}
 }

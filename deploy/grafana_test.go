@@ -181,6 +181,7 @@ func TestDashboardQueriesRun(t *testing.T) {
 	}
 	runQueries(t, conn, db)
 	checkDuckDBParity(t, conn, db, store.Wrap(sink), "r1", "q3")
+	checkModernClickHouse(t, conn, db, store.Wrap(sink), "r1", "q3", start.Add(-time.Minute), time.Now().Add(time.Minute))
 	// No query or panel reads a replacing table without FINAL.
 	sqls := []string{}
 	for _, q := range deploy.Queries {

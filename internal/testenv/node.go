@@ -12,8 +12,11 @@ import (
 )
 
 // nodePackages are the npm packages of the independent readers that test
-// lem's exports (DuckDB for Parquet and CSV, Apache Arrow JS for Arrow IPC).
-var nodePackages = []string{"@duckdb/node-api@1.5.6-r.1", "apache-arrow@21.2.0"}
+// lem's exports (DuckDB for Parquet and CSV, Apache Arrow JS for Arrow IPC)
+// and of chDB, a current ClickHouse engine in-process, against which the
+// migrations and the documented SQL are checked (18.16 is the only server
+// installable here).
+var nodePackages = []string{"@duckdb/node-api@1.5.6-r.1", "apache-arrow@21.2.0", "chdb@3.4.0"}
 
 var (
 	nodeOnce sync.Once
@@ -50,10 +53,14 @@ func installNode() (string, error) {
 		return "", err
 	}
 	dir := filepath.Join(root, ".cache", "npm")
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@duckdb", "node-api")); err == nil {
-		if _, err := os.Stat(filepath.Join(dir, "node_modules", "apache-arrow")); err == nil {
-			return dir, nil
+	have := true
+	for _, p := range []string{"@duckdb/node-api", "apache-arrow", "chdb"} {
+		if _, err := os.Stat(filepath.Join(dir, "node_modules", p)); err != nil {
+			have = false
 		}
+	}
+	if have {
+		return dir, nil
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
