@@ -66,7 +66,8 @@ func untar(t *testing.T, path string) string {
 	}
 }
 
-func readPhasesCSV(t *testing.T, path string) []Phase {
+// readCSV returns a CSV file's records after its header row.
+func readCSV(t *testing.T, path string) [][]string {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -74,11 +75,16 @@ func readPhasesCSV(t *testing.T, path string) []Phase {
 	}
 	defer f.Close()
 	recs, err := csv.NewReader(f).ReadAll()
-	if err != nil {
-		t.Fatal(err)
+	if err != nil || len(recs) == 0 {
+		t.Fatalf("%s: %v", path, err)
 	}
+	return recs[1:]
+}
+
+func readPhasesCSV(t *testing.T, path string) []Phase {
+	t.Helper()
 	var out []Phase
-	for _, r := range recs[1:] {
+	for _, r := range readCSV(t, path) {
 		a, _ := strconv.ParseInt(r[1], 10, 64)
 		b, _ := strconv.ParseInt(r[2], 10, 64)
 		out = append(out, Phase{Name: r[0], From: a, To: b})

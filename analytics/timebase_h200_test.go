@@ -2,10 +2,8 @@ package analytics
 
 import (
 	"context"
-	"encoding/csv"
 	"fmt"
 	"math"
-	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -24,17 +22,8 @@ type hostStep struct {
 }
 
 func readSteps(t *testing.T, path string) []hostStep {
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	rows, err := csv.NewReader(f).ReadAll()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []hostStep
-	for _, r := range rows[1:] {
+	for _, r := range readCSV(t, path) {
 		nom, _ := strconv.ParseFloat(r[1], 64)
 		s, _ := strconv.ParseInt(r[3], 10, 64)
 		e, _ := strconv.ParseInt(r[4], 10, 64)

@@ -299,16 +299,8 @@ func bars(cs []analytics.Comparison, names []string, backends map[string]color.C
 		notes.Labels = append(notes.Labels, v)
 		top = append(top, m+ci)
 	}
-	if len(notes.Labels) > 0 {
-		lb, err := plotter.NewLabels(notes)
-		if err != nil {
-			return nil, err
-		}
-		for i := range lb.TextStyle {
-			lb.TextStyle[i].XAlign = draw.XCenter
-		}
-		lb.Offset = vg.Point{Y: vg.Points(4)}
-		p.Add(lb)
+	if err := addCentred(p, notes, vg.Points(4)); err != nil {
+		return nil, err
 	}
 	p.NominalX(labels...)
 	p.X.Tick.Label.Rotation = math.Pi / 6
@@ -346,14 +338,9 @@ func boxes(cs []analytics.Comparison, names []string, backends map[string]color.
 		all = append(all, v...)
 	}
 	if len(notes.Labels) > 0 {
-		lb, err := plotter.NewLabels(notes)
-		if err != nil {
+		if err := addCentred(p, notes, 0); err != nil {
 			return nil, err
 		}
-		for i := range lb.TextStyle {
-			lb.TextStyle[i].XAlign = draw.XCenter
-		}
-		p.Add(lb)
 		all = append(all, 0)
 	}
 	p.NominalX(labels...)
@@ -363,6 +350,24 @@ func boxes(cs []analytics.Comparison, names []string, backends map[string]color.
 	pad(&p.Y, all, 0.1, 0.1)
 	p.Add(plotter.NewGrid())
 	return p, nil
+}
+
+// addCentred adds labels centred on their points, raised by dy (none
+// when there are no labels).
+func addCentred(p *plot.Plot, labels plotter.XYLabels, dy vg.Length) error {
+	if len(labels.Labels) == 0 {
+		return nil
+	}
+	lb, err := plotter.NewLabels(labels)
+	if err != nil {
+		return err
+	}
+	for i := range lb.TextStyle {
+		lb.TextStyle[i].XAlign = draw.XCenter
+	}
+	lb.Offset = vg.Point{Y: dy}
+	p.Add(lb)
+	return nil
 }
 
 func lighten(c color.Color) color.Color {
