@@ -97,4 +97,3 @@ func AlignSeries(rs []Reading, ps []schemas.PowerSample, hold int64) ([]schemas.
 	}
 	return out, f, true
 }
-

@@ -33,9 +33,9 @@ type PhaseCheck struct {
 	CalibratedUncJ float64
 	Covered        bool
 	Samples        map[string]int
-	Expected    int // buffer samples expected at 50 Hz
-	Gaps        int
-	Quality     string
+	Expected       int // buffer samples expected at 50 Hz
+	Gaps           int
+	Quality        string
 	// Snapped is set when the phase's edges were moved to the nearest
 	// refresh of an aligned counter (see snapToRefresh); Phase then holds
 	// the snapped edges.

@@ -139,7 +139,7 @@ func NullableData(c Column) any {
 	}
 	return out
 }
-func (c *Col[T]) AppendZero()            { var zero T; c.V = append(c.V, zero) }
+func (c *Col[T]) AppendZero() { var zero T; c.V = append(c.V, zero) }
 
 func (c *Col[T]) empty() Column { return &Col[T]{name: c.name, chType: c.chType} }
 
