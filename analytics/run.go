@@ -747,7 +747,18 @@ func printFits(w io.Writer, r *RunResult) {
 	if len(fitted) > 0 {
 		fmt.Fprintf(w, "  attribution: power model fitted per cycle (dynamic power = α × prompt tokens prefilling + β × requests decoding) — %s\n", strings.Join(fitted, "; "))
 	}
+	for _, c := range r.Cycles {
+		if f := c.Fit; f != nil && f.Fallback == "" && f.R2 < WeakFitR2 {
+			fmt.Fprintf(w, "  attribution: the power model explains little of the power (R² under %.1f in some cycles): the prefill/decode split and each request's share are weakly determined\n", WeakFitR2)
+			break
+		}
+	}
 }
+
+// WeakFitR2 is the R² below which printFits says the power model is
+// weakly determined (the simulator's load model, say, follows neither
+// prompt tokens nor requests decoding).
+const WeakFitR2 = 0.2
 
 // PrintRun writes the results table of r.
 func PrintRun(w io.Writer, r *RunResult) { PrintRunWith(w, r, DefaultFootprint) }
