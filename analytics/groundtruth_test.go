@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/llm-energy-measure/lem/schemas"
@@ -200,5 +201,16 @@ func TestPowerModelFallsBack(t *testing.T) {
 	}
 	if a.Fit == nil || a.Fit.Fallback == "" || a.Method != MethodTokens {
 		t.Fatalf("fit %+v, method %s: want a fallback to token weights with its reason", a.Fit, a.Method)
+	}
+}
+
+// A fit that explains little of the power is printed with a warning.
+func TestWeakFitSaysSo(t *testing.T) {
+	r := &RunResult{RunID: "r", Summary: map[string]Stat{}, Cycles: []CycleResult{{Cycle: 0, EnergyJ: 100, PrefillJ: 10, DecodeJ: 90,
+		Fit: &PowerFit{AlphaW: 0.2, BetaW: 30, R2: 0.03, Slices: 200}}}}
+	var b strings.Builder
+	PrintRun(&b, r)
+	if !strings.Contains(b.String(), "explains little of the power") || !strings.Contains(b.String(), "R² 0.03") {
+		t.Fatalf("no warning for R² 0.03:\n%s", b.String())
 	}
 }
