@@ -219,6 +219,26 @@ func (t *Table) Filter(keep []bool) {
 	}
 }
 
+// AppendKept appends the rows of src (a table of the same layout) whose
+// keep is true, in order.
+func (t *Table) AppendKept(src *Table, keep []bool) error {
+	if len(src.Columns) != len(t.Columns) {
+		return fmt.Errorf("table %s: appending %d columns to %d", t.Name, len(src.Columns), len(t.Columns))
+	}
+	perm := make([]int32, 0, len(keep))
+	for i, k := range keep {
+		if k {
+			perm = append(perm, int32(i))
+		}
+	}
+	for i, c := range src.Columns {
+		if err := c.gatherInto(t.Columns[i], perm); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Column returns the column named name, or nil.
 func (t *Table) Column(name string) Column {
 	for _, c := range t.Columns {

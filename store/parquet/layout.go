@@ -298,27 +298,37 @@ func ReadTable(dir string, t *schemas.Table) error {
 		return err
 	}
 	for _, path := range files {
-		if err := readFile(path, t); err != nil {
+		if _, err := readFile(path, t, nil); err != nil {
 			return fmt.Errorf("reading %s: %w", path, err)
 		}
 	}
 	return t.Check()
 }
 
-func readFile(path string, t *schemas.Table) error {
+// filesRead counts the files readFile decoded (not pruned), for tests.
+var filesRead atomic.Int64
+
+// readFile appends path's rows to t, unless prune, given the open file,
+// says none of them can be wanted (then it reports false and reads
+// nothing).
+func readFile(path string, t *schemas.Table, prune func(*pq.File) bool) (bool, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return err
+		return false, err
 	}
 	pf, err := pq.OpenFile(f, st.Size())
 	if err != nil {
-		return err
+		return false, err
 	}
+	if prune != nil && prune(pf) {
+		return false, nil
+	}
+	filesRead.Add(1)
 	sch := pf.Schema()
 	idx := make([]int, len(t.Columns))
 	for i, c := range t.Columns {
@@ -342,15 +352,15 @@ func readFile(path string, t *schemas.Table) error {
 					continue
 				}
 				if err := appendFrom(c, byCol[idx[i]]); err != nil {
-					return err
+					return true, err
 				}
 			}
 		}
 		if err == io.EOF {
-			return nil
+			return true, nil
 		}
 		if err != nil {
-			return err
+			return true, err
 		}
 	}
 }

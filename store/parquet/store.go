@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	pq "github.com/parquet-go/parquet-go"
+
 	"github.com/llm-energy-measure/lem/schemas"
 )
 
@@ -63,8 +65,11 @@ func (s *Store) Write(_ context.Context, t *schemas.Table) error {
 	return nil
 }
 
-// ReadTable appends to t the rows of its table that f selects. It reads
-// every file of the table.
+// ReadTable appends to t the rows of its table that f selects, file by
+// file: a file whose statistics (the min and max of the time column, the
+// run id or the device in each row group) show that none of its rows can
+// be selected is not decoded, and of the others only the selected rows
+// are kept, so memory follows the selection, not the store.
 func (s *Store) ReadTable(_ context.Context, t *schemas.Table, f schemas.Filter) error {
 	spec, ok := schemas.Spec(t.Name)
 	if !ok {
@@ -73,15 +78,85 @@ func (s *Store) ReadTable(_ context.Context, t *schemas.Table, f schemas.Filter)
 	if t.Rows() > 0 {
 		return fmt.Errorf("reading %s: the table to read into must be empty", t.Name)
 	}
-	if err := ReadTable(s.dir, t); err != nil {
-		return err
-	}
-	keep, err := f.Keep(spec, t)
+	files, err := Files(s.dir, t.Name)
 	if err != nil {
 		return err
 	}
-	t.Filter(keep)
-	return nil
+	scratch := schemas.EmptyTable(t.Name)
+	prune := pruner(spec, f)
+	for _, path := range files {
+		scratch.Reset()
+		read, err := readFile(path, scratch, prune)
+		if err != nil {
+			return fmt.Errorf("reading %s: %w", path, err)
+		}
+		if !read || scratch.Rows() == 0 {
+			continue
+		}
+		keep, err := f.Keep(spec, scratch)
+		if err != nil {
+			return err
+		}
+		if err := t.AppendKept(scratch, keep); err != nil {
+			return err
+		}
+	}
+	return t.Check()
+}
+
+// pruner returns whether a file can hold none of f's rows, by its row
+// groups' column statistics; nil when f selects by nothing a file's
+// statistics can rule out.
+func pruner(spec schemas.TableSpec, f schemas.Filter) func(*pq.File) bool {
+	type check struct {
+		col string
+		in  func(lo, hi pq.Value) bool
+	}
+	var checks []check
+	switch {
+	case spec.Whole || (spec.RunScoped && f.AllRuns):
+		return nil
+	case spec.RunScoped:
+		checks = append(checks, check{"run_id", func(lo, hi pq.Value) bool {
+			for _, id := range f.RunIDs {
+				if id >= string(lo.ByteArray()) && id <= string(hi.ByteArray()) {
+					return true
+				}
+			}
+			return false
+		}})
+	default:
+		checks = append(checks, check{spec.TimeColumn, func(lo, hi pq.Value) bool { return hi.Int64() >= f.From && lo.Int64() <= f.To }})
+		if f.DeviceUUID != "" {
+			checks = append(checks, check{"device_uuid", func(lo, hi pq.Value) bool {
+				return f.DeviceUUID >= string(lo.ByteArray()) && f.DeviceUUID <= string(hi.ByteArray())
+			}})
+		}
+	}
+	return func(pf *pq.File) bool {
+		sch := pf.Schema()
+		for _, rg := range pf.RowGroups() {
+			maybe := true
+			for _, c := range checks {
+				leaf, ok := sch.Lookup(c.col)
+				if !ok {
+					continue
+				}
+				fc, ok := rg.ColumnChunks()[leaf.ColumnIndex].(*pq.FileColumnChunk)
+				if !ok {
+					continue
+				}
+				if lo, hi, ok := fc.Bounds(); ok && !c.in(lo, hi) {
+					maybe = false
+					break
+				}
+			}
+			if maybe {
+				return false // this row group may hold selected rows
+			}
+		}
+		return len(pf.RowGroups()) > 0
+	}
 }
 
 // ResultFileName is the file of one run's rows in each result table.
