@@ -435,7 +435,7 @@ func (b *MetricBatch) Validate(minTS, maxTS int64) error {
 func (*RequestBatch) Kind() Kind { return KindRequest }
 
 func (b *RequestBatch) AppendWire(dst []byte) []byte {
-	dst = appendHeaderFlags(dst, KindRequest, flagServerTimings)
+	dst = appendHeaderFlags(dst, KindRequest, flagServerTimings|flagKernelStamps)
 	dst = appendString(dst, b.RunID)
 	dst = appendUint(dst, uint64(len(b.Requests)))
 	for i := range b.Requests {
@@ -455,6 +455,7 @@ func (b *RequestBatch) AppendWire(dst []byte) []byte {
 		dst = appendInt(dst, q.ServerQueue)
 		dst = appendInt(dst, q.ServerPrefill)
 		dst = appendInt(dst, q.ServerDecode)
+		dst = appendUint(dst, uint64(q.KernelStamped))
 	}
 	return dst
 }
@@ -507,6 +508,10 @@ func (b *RequestBatch) DecodeWire(buf []byte) error {
 		q.ServerQueue, q.ServerPrefill, q.ServerDecode = 0, 0, 0
 		if r.flags&flagServerTimings != 0 {
 			q.ServerQueue, q.ServerPrefill, q.ServerDecode = r.int(), r.int(), r.int()
+		}
+		q.KernelStamped = 0
+		if r.flags&flagKernelStamps != 0 {
+			q.KernelStamped = r.uint32()
 		}
 	}
 	if err := r.done(); err != nil {

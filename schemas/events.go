@@ -161,6 +161,10 @@ type Request struct {
 	ServerQueue   int64 `doc:"time the server reports the request waited before processing; 0 when not reported" unit:"ns"`
 	ServerPrefill int64 `doc:"server-reported prompt processing (prefill) time; 0 when not reported" unit:"ns"`
 	ServerDecode  int64 `doc:"server-reported generation (decode) time; 0 when not reported" unit:"ns"`
+	// KernelStamped says which stamps the request's chunks carry: this
+	// many were stamped with the kernel's receive time of the segment that
+	// carried them (SO_TIMESTAMPNS), the rest when the client read them.
+	KernelStamped uint32 `doc:"chunks stamped with the kernel's receive time (the others: when the client read them)"`
 }
 
 // RequestBatch carries finished requests of one run.

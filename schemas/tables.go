@@ -254,6 +254,7 @@ type RequestRows struct {
 	Status                                       *Col[string]
 	Error                                        *Col[string]
 	ServerQueue, ServerPrefill, ServerDecode     *Col[int64]
+	KernelStamped                                *Col[uint32]
 	Pos                                          posCols
 }
 
@@ -267,10 +268,11 @@ func newRequestRows() *RequestRows {
 		PromptTokens: newCol[uint32]("prompt_tokens", "UInt32"), OutputTokens: newCol[uint32]("output_tokens", "UInt32"),
 		Status: newCol[string]("status", "String"), Error: newCol[string]("error", "String"),
 		ServerQueue: newCol[int64]("server_queue_dur_ns", "Int64"), ServerPrefill: newCol[int64]("server_prefill_dur_ns", "Int64"),
-		ServerDecode: newCol[int64]("server_decode_dur_ns", "Int64"), Pos: newPosCols()}
+		ServerDecode: newCol[int64]("server_decode_dur_ns", "Int64"), KernelStamped: newCol[uint32]("kernel_stamped", "UInt32"),
+		Pos: newPosCols()}
 	r.t = Table{Name: TableRequest, Columns: []Column{r.RunID, r.ID, r.Cycle, r.Scheduled, r.Sent, r.FirstToken,
 		r.LastToken, r.Done, r.PromptTokens, r.OutputTokens, r.Status, r.Error, r.ServerQueue, r.ServerPrefill, r.ServerDecode,
-		r.Pos.Epoch, r.Pos.Seq}}
+		r.KernelStamped, r.Pos.Epoch, r.Pos.Seq}}
 	return r
 }
 
@@ -295,6 +297,7 @@ func (r *RequestRows) Append(ev Event, pos Position) {
 		r.ServerQueue.Append(q.ServerQueue)
 		r.ServerPrefill.Append(q.ServerPrefill)
 		r.ServerDecode.Append(q.ServerDecode)
+		r.KernelStamped.Append(q.KernelStamped)
 		r.Pos.append(pos)
 	}
 }

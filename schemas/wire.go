@@ -85,6 +85,9 @@ const (
 	// flagServerTimings: each request carries the server's own queue,
 	// prefill and decode times.
 	flagServerTimings = 1 << 0
+	// flagKernelStamps: each request carries how many of its chunks are
+	// stamped with the kernel's receive time (absent in older batches: 0).
+	flagKernelStamps = 1 << 1
 )
 
 func appendHeaderFlags(dst []byte, k Kind, flags byte) []byte {

@@ -37,7 +37,7 @@ func samples() []Event {
 				Done: ts0 + 900_100_000, PromptTokens: 512, OutputTokens: 128, Status: StatusOK},
 			{ID: "r2", Scheduled: ts0 + 5, Sent: ts0 + 3, Status: StatusTimeout, Error: "deadline exceeded"},
 			{ID: "r3", Scheduled: ts0, Sent: ts0 + 10, FirstToken: ts0 + 30_000_000, LastToken: ts0 + 90_000_000, Done: ts0 + 91_000_000,
-				PromptTokens: 7, OutputTokens: 9, ServerQueue: 1_200_000, ServerPrefill: 18_500_000, ServerDecode: 60_250_000}}},
+				PromptTokens: 7, OutputTokens: 9, ServerQueue: 1_200_000, ServerPrefill: 18_500_000, ServerDecode: 60_250_000, KernelStamped: 6}}},
 		&MetricBatch{RunID: "run-a", Endpoint: "http://127.0.0.1:8000/metrics", Samples: []MetricSample{
 			{TS: ts0, Name: "vllm:gpu_cache_usage_perc", Labels: `model_name="llama"`, Value: 0.42},
 			{TS: ts0 + 1e9, Name: "vllm:time_to_first_token_seconds_bucket", Labels: `le="+Inf",model_name="llama"`, Value: 17},
@@ -308,5 +308,35 @@ func TestRenderCluster(t *testing.T) {
 	}
 	if _, err := ms[0].RenderCluster("lem", "bad name"); err == nil {
 		t.Error("cluster name not checked")
+	}
+}
+
+// A request batch written before kernel stamps (header flag 1 only: the
+// server's timings) decodes as before, with no chunk kernel-stamped; the
+// flag makes the field additive within wire v1.
+func TestRequestBatchBeforeKernelStamps(t *testing.T) {
+	old, err := hex.DecodeString("4c454d0104010572756e2d61030272310284d0ab95bfe2e7eb31d20f82c2d72f82a4a7da06c2beb3da06800480010000000000027232008ed0ab95bfe2e7eb310300000000000211646561646c696e652065786365656465640000000272330084d0ab95bfe2e7eb3116828ece1c82aaea5582b3e4560709000080be9201c0a6d211a0deba39")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b RequestBatch
+	if err := b.DecodeWire(old); err != nil {
+		t.Fatalf("an older request batch no longer decodes: %v", err)
+	}
+	var want *RequestBatch
+	for _, ev := range samples() {
+		if rb, ok := ev.(*RequestBatch); ok {
+			want = rb
+		}
+	}
+	if want == nil || len(b.Requests) != len(want.Requests) {
+		t.Fatalf("decoded %d requests", len(b.Requests))
+	}
+	for i, q := range b.Requests {
+		w := want.Requests[i]
+		w.KernelStamped = 0
+		if q != w {
+			t.Errorf("request %d: %+v, want %+v", i, q, w)
+		}
 	}
 }

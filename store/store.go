@@ -155,7 +155,8 @@ func (s *Store) Requests(ctx context.Context, runID string) ([]schemas.Request, 
 		out[i] = schemas.Request{ID: r.ID.V[i], Cycle: r.Cycle.V[i], Scheduled: r.Scheduled.V[i], Sent: r.Sent.V[i],
 			FirstToken: r.FirstToken.V[i], LastToken: r.LastToken.V[i], Done: r.Done.V[i], PromptTokens: r.PromptTokens.V[i],
 			OutputTokens: r.OutputTokens.V[i], Status: schemas.ParseRequestStatus(r.Status.V[i]), Error: r.Error.V[i],
-			ServerQueue: r.ServerQueue.V[i], ServerPrefill: r.ServerPrefill.V[i], ServerDecode: r.ServerDecode.V[i]}
+			ServerQueue: r.ServerQueue.V[i], ServerPrefill: r.ServerPrefill.V[i], ServerDecode: r.ServerDecode.V[i],
+			KernelStamped: r.KernelStamped.V[i]}
 	}
 	sort.SliceStable(out, func(a, b int) bool { return out[a].Scheduled < out[b].Scheduled })
 	return out, nil

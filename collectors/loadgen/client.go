@@ -14,6 +14,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"time"
 
 	"github.com/llm-energy-measure/lem/schemas"
@@ -71,9 +72,20 @@ var SamplingPresets = map[string]Sampling{
 // NewClient returns a client built for many concurrent streams: no cap on
 // connections per host, keep-alive, large read buffers.
 func NewClient(baseURL, model string) *Client {
+	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
 	tr := &http.Transport{
-		Proxy:               nil,
-		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		Proxy: nil,
+		// Each connection reads with the kernel's receive time where the
+		// kernel gives it (Linux, SO_TIMESTAMPNS): a token is stamped when
+		// its bytes reached the host, not when this process, perhaps busy
+		// with a thousand other streams, got round to reading them.
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return kernelStamped(c), nil
+		},
 		MaxIdleConns:        0,
 		MaxIdleConnsPerHost: 10000,
 		MaxConnsPerHost:     0,
@@ -87,9 +99,17 @@ func NewClient(baseURL, model string) *Client {
 
 // Chunk is one streamed chunk as received.
 type Chunk struct {
-	TS     int64 // stamped when the line was read, before parsing
+	// TS is the kernel's receive time of the segment that completed the
+	// chunk where the connection has it (Kernel), else when the line was
+	// read, before parsing.
+	TS     int64
 	Tokens uint32
+	Kernel bool
 }
+
+// kernelStamper is a connection that knows the kernel receive time of the
+// latest data read from it.
+type kernelStamper interface{ KernelStamp() int64 }
 
 // Result is one finished request.
 type Result struct {
@@ -165,6 +185,10 @@ func (c *Client) Do(ctx context.Context, id string, prompt string, maxTokens int
 	// retried by net/http only when marked idempotent. It is safe here: the
 	// server never saw the request.
 	req.Header.Set("Idempotency-Key", id)
+	var ks kernelStamper
+	req = req.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
+		ks, _ = info.Conn.(kernelStamper)
+	}}))
 	q.Sent = c.Clock.Now()
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
@@ -181,6 +205,16 @@ func (c *Client) Do(ctx context.Context, id string, prompt string, maxTokens int
 	for {
 		line, err := br.ReadSlice('\n')
 		ts := c.Clock.Now() // stamp before parsing
+		// The transport reads the connection on demand, so the latest read
+		// is the one that carried this line's end; a stamp from before the
+		// request was sent belongs to an earlier response on a reused
+		// connection and is not used.
+		kernel := false
+		if ks != nil {
+			if k := ks.KernelStamp(); k > q.Sent && k <= ts {
+				ts, kernel = k, true
+			}
+		}
 		if len(line) > 0 {
 			if payload, ok := bytes.CutPrefix(bytes.TrimSpace(line), []byte("data:")); ok {
 				payload = bytes.TrimSpace(payload)
@@ -225,7 +259,10 @@ func (c *Client) Do(ctx context.Context, id string, prompt string, maxTokens int
 						q.FirstToken = ts
 					}
 					q.LastToken = ts
-					res.Chunks = append(res.Chunks, Chunk{TS: ts, Tokens: n})
+					res.Chunks = append(res.Chunks, Chunk{TS: ts, Tokens: n, Kernel: kernel})
+					if kernel {
+						q.KernelStamped++
+					}
 					counted += n
 				}
 			}
