@@ -82,60 +82,64 @@ func quantile(xs []float64, q float64) float64 {
 // connection setup of N streams at once is not what is measured).
 func BenchmarkTimestampAccuracy(b *testing.B) {
 	for _, n := range []int{100, 1000, 5000} {
-		b.Run(fmt.Sprintf("streams=%d", n), func(b *testing.B) {
-			clk := NewClock()
-			srv := &pacedServer{Tokens: 20, ITL: 50 * time.Millisecond, Clock: clk, sent: map[string][]int64{}}
-			url := startServer(b, srv)
-			c := NewClient(url, "m")
-			c.Clock = clk
-			var warm sync.WaitGroup
-			for i := 0; i < n; i++ {
-				warm.Add(1)
-				go func() { defer warm.Done(); c.Do(context.Background(), fmt.Sprint("warm-", i), "p", 1, clk.Now()) }()
-			}
-			warm.Wait()
-			b.ResetTimer()
-			var errs, first, later []float64
-			for it := 0; it < b.N; it++ {
-				results := make([]Result, n)
-				var wg sync.WaitGroup
+		for _, kernel := range []bool{true, false} {
+			b.Run(fmt.Sprintf("streams=%d/kernel=%v", n, kernel), func(b *testing.B) {
+				KernelStamps = kernel
+				defer func() { KernelStamps = true }()
+				clk := NewClock()
+				srv := &pacedServer{Tokens: 20, ITL: 50 * time.Millisecond, Clock: clk, sent: map[string][]int64{}}
+				url := startServer(b, srv)
+				c := NewClient(url, "m")
+				c.Clock = clk
+				var warm sync.WaitGroup
 				for i := 0; i < n; i++ {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						time.Sleep(time.Duration(i) * 200 * time.Millisecond / time.Duration(n))
-						results[i] = c.Do(context.Background(), fmt.Sprintf("%d-%d", it, i), "p", 20, clk.Now())
-					}()
+					warm.Add(1)
+					go func() { defer warm.Done(); c.Do(context.Background(), fmt.Sprint("warm-", i), "p", 1, clk.Now()) }()
 				}
-				wg.Wait()
-				for i, r := range results {
-					if r.Request.Status != schemas.StatusOK {
-						b.Fatalf("request %d: %s", i, r.Request.Error)
+				warm.Wait()
+				b.ResetTimer()
+				var errs, first, later []float64
+				for it := 0; it < b.N; it++ {
+					results := make([]Result, n)
+					var wg sync.WaitGroup
+					for i := 0; i < n; i++ {
+						wg.Add(1)
+						go func() {
+							defer wg.Done()
+							time.Sleep(time.Duration(i) * 200 * time.Millisecond / time.Duration(n))
+							results[i] = c.Do(context.Background(), fmt.Sprintf("%d-%d", it, i), "p", 20, clk.Now())
+						}()
 					}
-					sent := srv.sent[r.Request.ID]
-					if len(sent) != len(r.Chunks) {
-						b.Fatalf("request %d: %d chunks read, %d written", i, len(r.Chunks), len(sent))
-					}
-					for k, ch := range r.Chunks {
-						e := float64(ch.TS-sent[k]) / 1e6
-						errs = append(errs, e)
-						if k < 3 {
-							first = append(first, e)
-						} else {
-							later = append(later, e)
+					wg.Wait()
+					for i, r := range results {
+						if r.Request.Status != schemas.StatusOK {
+							b.Fatalf("request %d: %s", i, r.Request.Error)
+						}
+						sent := srv.sent[r.Request.ID]
+						if len(sent) != len(r.Chunks) {
+							b.Fatalf("request %d: %d chunks read, %d written", i, len(r.Chunks), len(sent))
+						}
+						for k, ch := range r.Chunks {
+							e := float64(ch.TS-sent[k]) / 1e6
+							errs = append(errs, e)
+							if k < 3 {
+								first = append(first, e)
+							} else {
+								later = append(later, e)
+							}
 						}
 					}
 				}
-			}
-			if testing.Verbose() {
-				b.Logf("p90 %.2f p95 %.2f p99.9 %.2f; first 3 tokens p99 %.2f, later p99 %.2f", quantile(errs, 0.9), quantile(errs, 0.95),
-					quantile(errs, 0.999), quantile(first, 0.99), quantile(later, 0.99))
-			}
-			b.ReportMetric(quantile(errs, 0.5), "p50-ms")
-			b.ReportMetric(quantile(errs, 0.99), "p99-ms")
-			b.ReportMetric(quantile(errs, 1), "max-ms")
-			b.ReportMetric(float64(len(errs))/float64(b.N), "stamps/op")
-		})
+				if testing.Verbose() {
+					b.Logf("p90 %.2f p95 %.2f p99.9 %.2f; first 3 tokens p99 %.2f, later p99 %.2f", quantile(errs, 0.9), quantile(errs, 0.95),
+						quantile(errs, 0.999), quantile(first, 0.99), quantile(later, 0.99))
+				}
+				b.ReportMetric(quantile(errs, 0.5), "p50-ms")
+				b.ReportMetric(quantile(errs, 0.99), "p99-ms")
+				b.ReportMetric(quantile(errs, 1), "max-ms")
+				b.ReportMetric(float64(len(errs))/float64(b.N), "stamps/op")
+			})
+		}
 	}
 }
 
