@@ -7,6 +7,9 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"sort"
 	"sync"
 	"testing"
@@ -178,3 +181,108 @@ func BenchmarkPoissonKS(b *testing.B) {
 type nopPublisher struct{}
 
 func (nopPublisher) Publish(string, string, schemas.Event) error { return nil }
+
+// pacedServerEnv names the file a paced server process writes its address
+// to (set: the test binary runs as that server).
+const pacedServerEnv = "LEM_PACED_SERVER_ADDR_FILE"
+
+// servePacedProcess runs pacedServer (20 tokens at 50 ms) in this process
+// with /sent answering its write stamps, until killed.
+func servePacedProcess(addrFile string) int {
+	srv := &pacedServer{Tokens: 20, ITL: 50 * time.Millisecond, Clock: NewClock(), sent: map[string][]int64{}}
+	mux := http.NewServeMux()
+	mux.Handle("/v1/", srv)
+	mux.HandleFunc("/sent", func(w http.ResponseWriter, _ *http.Request) {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		_ = json.NewEncoder(w).Encode(srv.sent)
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := os.WriteFile(addrFile, []byte(ln.Addr().String()), 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	_ = http.Serve(ln, mux)
+	return 0
+}
+
+// BenchmarkTimestampAccuracySeparateServer is BenchmarkTimestampAccuracy
+// with the server in its own process (issue 14's setup: the two share this
+// machine's cores, as a user's client and server on one host do): each
+// stamp against the server's own stamp after its flush, kernel receive
+// stamps against user-space ones.
+func BenchmarkTimestampAccuracySeparateServer(b *testing.B) {
+	for _, n := range []int{100, 1000} {
+		for _, kernel := range []bool{true, false} {
+			b.Run(fmt.Sprintf("streams=%d/kernel=%v", n, kernel), func(b *testing.B) {
+				KernelStamps = kernel
+				defer func() { KernelStamps = true }()
+				addrFile := filepath.Join(b.TempDir(), "addr")
+				cmd := exec.Command(os.Args[0], "-test.run=^$")
+				cmd.Env = append(os.Environ(), pacedServerEnv+"="+addrFile)
+				cmd.Stderr = os.Stderr
+				if err := cmd.Start(); err != nil {
+					b.Fatal(err)
+				}
+				defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+				var addr []byte
+				for i := 0; i < 200 && len(addr) == 0; i++ {
+					time.Sleep(25 * time.Millisecond)
+					addr, _ = os.ReadFile(addrFile)
+				}
+				if len(addr) == 0 {
+					b.Fatal("paced server did not start")
+				}
+				url := "http://" + string(addr)
+				c := NewClient(url, "m")
+				var warm sync.WaitGroup
+				for i := 0; i < n; i++ {
+					warm.Add(1)
+					go func() { defer warm.Done(); c.Do(context.Background(), fmt.Sprint("warm-", i), "p", 1, c.Clock.Now()) }()
+				}
+				warm.Wait()
+				b.ResetTimer()
+				var errs []float64
+				for it := 0; it < b.N; it++ {
+					results := make([]Result, n)
+					var wg sync.WaitGroup
+					for i := 0; i < n; i++ {
+						wg.Add(1)
+						go func() {
+							defer wg.Done()
+							time.Sleep(time.Duration(i) * 200 * time.Millisecond / time.Duration(n))
+							results[i] = c.Do(context.Background(), fmt.Sprintf("%d-%d", it, i), "p", 20, c.Clock.Now())
+						}()
+					}
+					wg.Wait()
+					resp, err := http.Get(url + "/sent")
+					if err != nil {
+						b.Fatal(err)
+					}
+					var sent map[string][]int64
+					err = json.NewDecoder(resp.Body).Decode(&sent)
+					resp.Body.Close()
+					if err != nil {
+						b.Fatal(err)
+					}
+					for i, r := range results {
+						s := sent[r.Request.ID]
+						if r.Request.Status != schemas.StatusOK || len(s) != len(r.Chunks) {
+							b.Fatalf("request %d: %s, %d chunks read, %d written", i, r.Request.Error, len(r.Chunks), len(s))
+						}
+						for k, ch := range r.Chunks {
+							errs = append(errs, float64(ch.TS-s[k])/1e6)
+						}
+					}
+				}
+				b.ReportMetric(quantile(errs, 0.5), "p50-ms")
+				b.ReportMetric(quantile(errs, 0.99), "p99-ms")
+				b.ReportMetric(quantile(errs, 1), "max-ms")
+			})
+		}
+	}
+}

@@ -12,7 +12,14 @@ import (
 	"github.com/llm-energy-measure/lem/schemas"
 )
 
-func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+func TestMain(m *testing.M) {
+	// The test binary doubles as the paced SSE server of
+	// BenchmarkTimestampAccuracySeparateServer, in its own process.
+	if f := os.Getenv(pacedServerEnv); f != "" {
+		os.Exit(servePacedProcess(f))
+	}
+	os.Exit(testenv.Main(m))
+}
 
 // Against llama.cpp's real server: one chunk may carry several tokens, so
 // the usage report is the truth; the client must agree with it and stamp
