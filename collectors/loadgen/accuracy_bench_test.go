@@ -216,7 +216,7 @@ func servePacedProcess(addrFile string) int {
 // stamp against the server's own stamp after its flush, kernel receive
 // stamps against user-space ones.
 func BenchmarkTimestampAccuracySeparateServer(b *testing.B) {
-	for _, n := range []int{100, 1000} {
+	for _, n := range []int{100, 1000, 2000} {
 		for _, kernel := range []bool{true, false} {
 			b.Run(fmt.Sprintf("streams=%d/kernel=%v", n, kernel), func(b *testing.B) {
 				KernelStamps = kernel

@@ -3,7 +3,6 @@
 package loadgen
 
 import (
-	"errors"
 	"io"
 	"net"
 	"sync/atomic"
@@ -49,46 +48,59 @@ func kernelStamped(c net.Conn) net.Conn {
 	return &stampConn{TCPConn: tc, raw: raw, oob: make([]byte, unix.CmsgSpace(int(unsafe.Sizeof(unix.Timespec{}))))}
 }
 
-// Read reads with recvmsg and keeps the data's kernel receive time.
+// Read reads with recvmsg and keeps the data's kernel receive time. The
+// message header and control buffer are the connection's own (one reader:
+// the transport's), so a read allocates nothing.
 func (c *stampConn) Read(p []byte) (int, error) {
 	if len(p) > MaxStampedRead {
 		p = p[:MaxStampedRead]
 	}
-	var n, oobn int
-	var rerr error
+	if len(p) == 0 {
+		return 0, nil
+	}
+	iov := unix.Iovec{Base: &p[0]}
+	iov.SetLen(len(p))
+	msg := unix.Msghdr{Iov: &iov, Iovlen: 1, Control: &c.oob[0]}
+	msg.SetControllen(len(c.oob))
+	var n uintptr
+	var errno syscall.Errno
 	err := c.raw.Read(func(fd uintptr) bool {
-		n, oobn, _, _, rerr = unix.Recvmsg(int(fd), p, c.oob, 0)
-		return !errors.Is(rerr, unix.EAGAIN) && !errors.Is(rerr, unix.EINTR)
+		msg.SetControllen(len(c.oob))
+		n, _, errno = syscall.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&msg)), 0)
+		return errno != unix.EAGAIN && errno != unix.EINTR
 	})
-	if err == nil {
-		err = rerr
+	if err == nil && errno != 0 {
+		err = errno
 	}
 	if err != nil {
 		return 0, err
 	}
-	if n == 0 && len(p) > 0 {
+	if n == 0 {
 		return 0, io.EOF
 	}
-	if ts := receiveTime(c.oob[:oobn]); ts > 0 {
+	if ts := receiveTime(c.oob[:msg.Controllen]); ts > 0 {
 		c.last.Store(ts)
 	}
-	return n, nil
+	return int(n), nil
 }
 
 // KernelStamp is the kernel receive time of the latest data read (0: none).
 func (c *stampConn) KernelStamp() int64 { return c.last.Load() }
 
-// receiveTime returns the SCM_TIMESTAMPNS of a recvmsg's control data.
+// receiveTime returns the SCM_TIMESTAMPNS of a recvmsg's control data,
+// walking the messages in place.
 func receiveTime(oob []byte) int64 {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return 0
-	}
-	for _, m := range msgs {
-		if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SCM_TIMESTAMPNS && len(m.Data) >= int(unsafe.Sizeof(unix.Timespec{})) {
-			ts := (*unix.Timespec)(unsafe.Pointer(&m.Data[0]))
-			return ts.Nano()
+	hdr := int(unsafe.Sizeof(unix.Cmsghdr{}))
+	for len(oob) >= hdr {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+		l := int(h.Len)
+		if l < hdr || l > len(oob) {
+			return 0
 		}
+		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPNS && l-hdr >= int(unsafe.Sizeof(unix.Timespec{})) {
+			return (*unix.Timespec)(unsafe.Pointer(&oob[hdr])).Nano()
+		}
+		oob = oob[min(unix.CmsgSpace(l-hdr), len(oob)):]
 	}
 	return 0
 }
