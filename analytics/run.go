@@ -95,6 +95,10 @@ type RunResult struct {
 	// Latency holds p50/p90/p99 of TTFT, ITL (per token), TPOT and E2E
 	// over all successful requests of all cycles, with bootstrap 95% CIs.
 	Latency map[string][]PercentileCI
+	// Chunks and KernelStamped count the run's streamed chunks and those
+	// stamped with the kernel's receive time (the rest: when the client
+	// read them; docs/streaming.md).
+	Chunks, KernelStamped int
 	// Context is what was happening besides the load: device clocks,
 	// temperature and throttle reasons, and the server's own metrics.
 	Context *RunContext
@@ -243,6 +247,10 @@ func AnalyzeRunWith(ctx context.Context, store Store, runID string, opt Options)
 	toks, err := store.Tokens(ctx, runID)
 	if err != nil {
 		return nil, err
+	}
+	for _, q := range reqs {
+		res.Chunks += len(toks[q.ID])
+		res.KernelStamped += int(q.KernelStamped)
 	}
 	byCycle := map[uint32][]schemas.Request{}
 	for _, q := range reqs {
@@ -860,6 +868,17 @@ func PrintRunWith(w io.Writer, r *RunResult, f Footprint) {
 		}
 		fmt.Fprintf(w, "power vs load over %d bins of 100 ms: Pearson/Spearman with tokens/s %s, requests in system %s, decoding %s; %s\n",
 			c.Bins, pair("tokens_per_s"), pair("requests_in_system"), pair("requests_decoding"), lag)
+	}
+	if r.Chunks > 0 {
+		switch r.KernelStamped {
+		case 0:
+			fmt.Fprintf(w, "token stamps: all %d chunks when the client read them (no kernel receive times: another OS, or recorded before lem read them)\n", r.Chunks)
+		case r.Chunks:
+			fmt.Fprintf(w, "token stamps: all %d chunks carry the kernel's receive time (docs/streaming.md)\n", r.Chunks)
+		default:
+			fmt.Fprintf(w, "token stamps: %d of %d chunks (%s%%) carry the kernel's receive time, the rest when the client read them (docs/streaming.md)\n",
+				r.KernelStamped, r.Chunks, num(100*float64(r.KernelStamped)/float64(r.Chunks), 1))
+		}
 	}
 	if len(r.Latency) > 0 {
 		fmt.Fprint(w, "latency over all cycles (p50 / p90 / p99 ms, bootstrap 95% CI):")
