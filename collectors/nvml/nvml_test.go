@@ -563,7 +563,11 @@ func TestCounterBudgetIsTheCollectorsOwn(t *testing.T) {
 		}
 		return c.period
 	}
-	if p := run(false, true); p != 50*time.Millisecond {
+	// Within 2× of the base period: the collector's own thread pays some
+	// runtime overhead on a loaded machine (the whole of make test runs
+	// beside it), while budgeting on the process stretched it to the 10 s
+	// cap.
+	if p := run(false, true); p > 100*time.Millisecond {
 		t.Errorf("another goroutine's CPU stretched the counter period to %v", p)
 	}
 	if p := run(true, false); p < 200*time.Millisecond {
