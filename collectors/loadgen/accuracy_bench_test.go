@@ -94,26 +94,11 @@ func BenchmarkTimestampAccuracy(b *testing.B) {
 				url := startServer(b, srv)
 				c := NewClient(url, "m")
 				c.Clock = clk
-				var warm sync.WaitGroup
-				for i := 0; i < n; i++ {
-					warm.Add(1)
-					go func() { defer warm.Done(); c.Do(context.Background(), fmt.Sprint("warm-", i), "p", 1, clk.Now()) }()
-				}
-				warm.Wait()
+				warmUp(c, n)
 				b.ResetTimer()
 				var errs, first, later []float64
 				for it := 0; it < b.N; it++ {
-					results := make([]Result, n)
-					var wg sync.WaitGroup
-					for i := 0; i < n; i++ {
-						wg.Add(1)
-						go func() {
-							defer wg.Done()
-							time.Sleep(time.Duration(i) * 200 * time.Millisecond / time.Duration(n))
-							results[i] = c.Do(context.Background(), fmt.Sprintf("%d-%d", it, i), "p", 20, clk.Now())
-						}()
-					}
-					wg.Wait()
+					results := streamAll(c, n, it)
 					for i, r := range results {
 						if r.Request.Status != schemas.StatusOK {
 							b.Fatalf("request %d: %s", i, r.Request.Error)
@@ -239,26 +224,11 @@ func BenchmarkTimestampAccuracySeparateServer(b *testing.B) {
 				}
 				url := "http://" + string(addr)
 				c := NewClient(url, "m")
-				var warm sync.WaitGroup
-				for i := 0; i < n; i++ {
-					warm.Add(1)
-					go func() { defer warm.Done(); c.Do(context.Background(), fmt.Sprint("warm-", i), "p", 1, c.Clock.Now()) }()
-				}
-				warm.Wait()
+				warmUp(c, n)
 				b.ResetTimer()
 				var errs []float64
 				for it := 0; it < b.N; it++ {
-					results := make([]Result, n)
-					var wg sync.WaitGroup
-					for i := 0; i < n; i++ {
-						wg.Add(1)
-						go func() {
-							defer wg.Done()
-							time.Sleep(time.Duration(i) * 200 * time.Millisecond / time.Duration(n))
-							results[i] = c.Do(context.Background(), fmt.Sprintf("%d-%d", it, i), "p", 20, c.Clock.Now())
-						}()
-					}
-					wg.Wait()
+					results := streamAll(c, n, it)
 					resp, err := http.Get(url + "/sent")
 					if err != nil {
 						b.Fatal(err)
@@ -285,4 +255,33 @@ func BenchmarkTimestampAccuracySeparateServer(b *testing.B) {
 			})
 		}
 	}
+}
+
+// warmUp opens n connections with one-token requests, as a run's warm-up
+// does (the connection setup of n streams at once is not what is
+// measured).
+func warmUp(c *Client, n int) {
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); c.Do(context.Background(), fmt.Sprint("warm-", i), "p", 1, c.Clock.Now()) }()
+	}
+	wg.Wait()
+}
+
+// streamAll starts n 20-token streams within 200 ms of each other and
+// returns their results (iteration it names the requests).
+func streamAll(c *Client, n, it int) []Result {
+	results := make([]Result, n)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			time.Sleep(time.Duration(i) * 200 * time.Millisecond / time.Duration(n))
+			results[i] = c.Do(context.Background(), fmt.Sprintf("%d-%d", it, i), "p", 20, c.Clock.Now())
+		}()
+	}
+	wg.Wait()
+	return results
 }
