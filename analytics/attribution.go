@@ -460,7 +460,8 @@ func Attribute(slices []Slice, staticW float64, reqs []schemas.Request, toks map
 // sample each): in each slice, the dynamic power (energy less staticW ×
 // duration, over the duration) against the prompt tokens of the requests
 // prefilling (time-weighted within the slice) and the number of requests
-// decoding; least squares weighted by duration, both coefficients ≥ 0.
+// decoding; least squares weighted by duration. A fit with a coefficient
+// that is not positive is not used (Fallback says why).
 func FitPower(slices []Slice, staticW float64, reqs []schemas.Request) *PowerFit {
 	x1, x2 := powerFeatures(slices, reqs)
 	f := &PowerFit{}

@@ -430,11 +430,11 @@ var (
 // edge the timing of a power change (the range of the samples within
 // ±100 ms × StepTiming)
 // and the split of its counter interval (ShapeError × the smaller side),
-// and the counter readings' timing (1.96 × CalibrationSigmaJ), in
+// and the counter readings' timing (1.96 × calibrationSigmaJ), in
 // quadrature.
 func CalibratedUncJ(rs []Reading, ps []schemas.PowerSample, hold, from, to int64) float64 {
 	pts, _ := series(rs)
-	v := math.Pow(1.96*CalibrationSigmaJ(rs, ps, hold, from, to), 2)
+	v := math.Pow(1.96*calibrationSigmaJ(pts, rs, ps, hold, from, to), 2)
 	for _, t := range []int64{from, to} {
 		lo, hi := math.Inf(1), math.Inf(-1)
 		for _, p := range ps[sort.Search(len(ps), func(i int) bool { return ps[i].TS >= t-CounterRefresh }):] {
@@ -476,7 +476,7 @@ func ReadTiming(source string) float64 {
 	return 0
 }
 
-// CalibrationSigmaJ is the standard deviation of a calibrated window's
+// calibrationSigmaJ is the standard deviation of a calibrated window's
 // energy from the timing of the counter readings that calibrate it. A
 // reading k whose value belongs δk earlier than its time moves energy
 // Pk·δk between the intervals on either side of it; inside the window
@@ -487,8 +487,8 @@ func ReadTiming(source string) float64 {
 //
 // f(k) the share of interval k's samples inside the window, Pk the power
 // at reading k, δk uniform within ±ReadTiming (variance τ²/3).
-func CalibrationSigmaJ(rs []Reading, ps []schemas.PowerSample, hold, from, to int64) float64 {
-	pts, _ := series(rs)
+// pts is series(rs), one point per reading.
+func calibrationSigmaJ(pts []point, rs []Reading, ps []schemas.PowerSample, hold, from, to int64) float64 {
 	n := len(pts)
 	if n < 2 || len(ps) == 0 {
 		return 0
