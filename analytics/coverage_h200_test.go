@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/llm-energy-measure/lem/internal/testenv"
 	"github.com/llm-energy-measure/lem/schemas"
 	"github.com/llm-energy-measure/lem/store"
 )
@@ -96,7 +97,7 @@ func measureCoverage(t *testing.T, runs []string) (map[string][]coverageResult, 
 	total := 0
 	for _, run := range runs {
 		base := filepath.Join("..", "docs", "validation", run)
-		dir := untar(t, filepath.Join(base, "stores.tgz"))
+		dir := testenv.Untar(t, filepath.Join(base, "stores.tgz"))
 		a := store.Parquet(filepath.Join(dir, "storeA"))
 		phases := readPhasesCSV(t, filepath.Join(base, "phases.csv"))
 		cs, err := ComparePhases(ctx, a, nil, phases[:1])

@@ -1,70 +1,19 @@
 package analytics
 
 import (
-	"archive/tar"
-	"compress/gzip"
 	"context"
 	"encoding/csv"
-	"io"
 	"math"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
-	"strings"
 	"testing"
 
+	"github.com/llm-energy-measure/lem/internal/testenv"
 	"github.com/llm-energy-measure/lem/schemas"
 	"github.com/llm-energy-measure/lem/store"
 )
-
-// untar extracts a committed validation archive (stores.tgz) into a
-// temporary directory.
-func untar(t *testing.T, path string) string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	gz, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	tr := tar.NewReader(gz)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return dir
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := filepath.Join(dir, filepath.Clean(h.Name))
-		if !strings.HasPrefix(p, dir) {
-			t.Fatalf("archive path %q escapes", h.Name)
-		}
-		switch h.Typeflag {
-		case tar.TypeDir:
-			if err := os.MkdirAll(p, 0o755); err != nil {
-				t.Fatal(err)
-			}
-		case tar.TypeReg:
-			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			out, err := os.Create(p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := io.Copy(out, tr); err != nil {
-				t.Fatal(err)
-			}
-			out.Close()
-		}
-	}
-}
 
 // readCSV returns a CSV file's records after its header row.
 func readCSV(t *testing.T, path string) [][]string {
@@ -103,7 +52,7 @@ func TestH200RunsBufferMeetsAlignedCounter(t *testing.T) {
 	for _, run := range []string{"h200-run7", "h200-run8"} {
 		t.Run(run, func(t *testing.T) {
 			base := filepath.Join("..", "docs", "validation", run)
-			dir := untar(t, filepath.Join(base, "stores.tgz"))
+			dir := testenv.Untar(t, filepath.Join(base, "stores.tgz"))
 			phases := readPhasesCSV(t, filepath.Join(base, "phases.csv"))
 			ctx := context.Background()
 			a := store.Parquet(filepath.Join(dir, "storeA"))

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/llm-energy-measure/lem/internal/testenv"
 	"github.com/llm-energy-measure/lem/schemas"
 	"github.com/llm-energy-measure/lem/store"
 )
@@ -59,7 +60,7 @@ func edgeFromEnergy(energy func(a, b int64) float64, t int64) (float64, bool) {
 // offsets and histograms that docs/methodology.md shows.
 func TestTimeBaseMeasured(t *testing.T) {
 	base := filepath.Join("..", "docs", "validation", "h200-timebase")
-	dir := untar(t, filepath.Join(base, "store.tgz"))
+	dir := testenv.Untar(t, filepath.Join(base, "store.tgz"))
 	steps := readSteps(t, filepath.Join(base, "steps.csv"))
 	if len(steps) < 40 {
 		t.Fatalf("%d steps", len(steps))

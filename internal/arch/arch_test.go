@@ -26,7 +26,7 @@ var layer = map[string]int{
 	"exporters": 4, "exporters/arrow": 4, "exporters/csv": 4, "exporters/parquet": 4, "exporters/plots": 4,
 	"experiment": 4, "internal/testenv": 4,
 
-	"exporters/hfdataset": 5, "deploy": 5, "internal/arch": 5,
+	"exporters/hfdataset": 5, "deploy": 5, "internal/arch": 5, "platform": 5,
 
 	"cmd/lem": 6,
 }
