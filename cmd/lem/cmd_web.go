@@ -1,0 +1,215 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/llm-energy-measure/lem/internal/bus"
+	"github.com/llm-energy-measure/lem/platform"
+	"github.com/llm-energy-measure/lem/store"
+)
+
+func init() {
+	register(&command{
+		name: "web",
+		summary: "Serve the results platform: leaderboard, experiment pages with the power timeline, and verified uploads " +
+			"(lem upload), every figure recomputed from the raw events; state on embedded JetStream, runs in -parquet or -clickhouse.",
+		setup: newWebCmd,
+	})
+}
+
+// webCmd holds the flags of `lem web`.
+type webCmd struct {
+	fs             *flag.FlagSet
+	listen, data   *string
+	natsListen     *string
+	publishLocal   *bool
+	adminTokenFile *string
+	uploadsPerHour *int
+	maxBundle      *int64
+	stc            func() store.Config
+	logger         func() zerolog.Logger
+}
+
+func newWebCmd(fs *flag.FlagSet) func([]string) error {
+	opt := &webCmd{
+		fs:             fs,
+		listen:         fs.String("listen", "127.0.0.1:8080", "HTTP address of the platform"),
+		data:           fs.String("data", "lem-web", "directory of the platform's JetStream state (<dir>/nats) and, without -parquet or -clickhouse, its store (<dir>/store)"),
+		natsListen:     fs.String("nats-listen", "127.0.0.1:-1", "client address of the platform's embedded JetStream (-1: a free port)"),
+		publishLocal:   fs.Bool("publish-local", true, "publish the store's own runs that are not yet on the platform (recomputed, marked as not uploaded)"),
+		adminTokenFile: fs.String("admin-token-file", "", "when this file does not exist, create an admin API token (upload, read, admin) and write it there (mode 0600)"),
+		uploadsPerHour: fs.Int("uploads-per-hour", 20, "uploads allowed per user per hour"),
+		maxBundle:      fs.Int64("max-bundle-bytes", platform.DefaultLimits.MaxBytes, "largest bundle accepted"),
+		stc:            storeFlags(fs, "", "Parquet store of the platform's runs (default <data>/store)"),
+		logger:         logFlags(fs),
+	}
+	return opt.run
+}
+
+func (opt *webCmd) run(_ []string) error {
+	log := opt.logger()
+	sc := opt.stc()
+	if sc.ClickHouse.Addr == "" && sc.Parquet == "" {
+		sc.Parquet = filepath.Join(*opt.data, "store")
+	}
+	if err := os.MkdirAll(*opt.data, 0o755); err != nil {
+		return err
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	bb, err := startBackbone(*opt.natsListen, filepath.Join(*opt.data, "nats"), sc, log)
+	if err != nil {
+		return err
+	}
+	defer bb.stop()
+	pub, err := bus.NewPublisher(bb.nc, 0)
+	if err != nil {
+		return err
+	}
+	state, err := platform.OpenState(ctx, pub.JetStream())
+	if err != nil {
+		return err
+	}
+	st, err := openStore(ctx, sc, false, log)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	lim := platform.DefaultLimits
+	lim.MaxBytes = *opt.maxBundle
+	srv, err := platform.New(ctx, platform.Config{Store: st, State: state, Publisher: pub, Limits: lim,
+		UploadsPerHour: *opt.uploadsPerHour, ToolVersion: version, Log: log})
+	if err != nil {
+		return err
+	}
+	if *opt.adminTokenFile != "" {
+		if _, err := os.Stat(*opt.adminTokenFile); errors.Is(err, os.ErrNotExist) {
+			secret, _, err := state.CreateToken(ctx, "admin", "created by lem web -admin-token-file",
+				[]string{platform.ScopeUpload, platform.ScopeRead, platform.ScopeAdmin}, 0)
+			if err != nil {
+				return err
+			}
+			if err := os.WriteFile(*opt.adminTokenFile, []byte(secret+"\n"), 0o600); err != nil {
+				return err
+			}
+			fmt.Printf("created an admin API token in %s\n", *opt.adminTokenFile)
+		}
+	}
+	if *opt.publishLocal {
+		n, err := srv.PublishLocal(ctx, "local store")
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			fmt.Printf("published %d runs of %s (recomputed from their events)\n", n, st.Describe())
+		}
+	}
+	ln, err := net.Listen("tcp", *opt.listen)
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	fmt.Printf("lem web: the results platform is at http://%s/ (%d runs; store %s)\n", ln.Addr(), srv.Board().Len(), st.Describe())
+	go func() {
+		<-ctx.Done()
+		sctx, c := context.WithTimeout(context.Background(), 10*time.Second)
+		defer c()
+		hs.Shutdown(sctx)
+	}()
+	if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func init() {
+	register(&command{
+		name: "upload",
+		summary: "Upload a run to a results platform (lem web): its raw events and the results computed from them; " +
+			"the platform recomputes every figure and publishes the run only if they match and its checks pass.",
+		usage: "RUN_ID",
+		setup: newUploadCmd,
+	})
+}
+
+type uploadCmd struct {
+	to, tokenFile *string
+	keep          *string
+	stc           func() store.Config
+	logger        func() zerolog.Logger
+}
+
+func newUploadCmd(fs *flag.FlagSet) func([]string) error {
+	opt := &uploadCmd{
+		to:        fs.String("to", "http://127.0.0.1:8080", "the platform's address"),
+		tokenFile: fs.String("token-file", "", "file holding an API token with the upload scope (or set LEM_TOKEN)"),
+		keep:      fs.String("bundle", "", "also keep the bundle in this file"),
+		stc:       storeFlags(fs, "", "read the run from the local Parquet store under this directory"),
+		logger:    logFlags(fs),
+	}
+	return opt.run
+}
+
+func (opt *uploadCmd) run(args []string) error {
+	if len(args) != 1 {
+		return errUsage
+	}
+	token := strings.TrimSpace(os.Getenv("LEM_TOKEN"))
+	if *opt.tokenFile != "" {
+		b, err := os.ReadFile(*opt.tokenFile)
+		if err != nil {
+			return err
+		}
+		token = strings.TrimSpace(string(b))
+	}
+	if token == "" {
+		return errors.New("no API token: give -token-file or set LEM_TOKEN")
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	st, err := openStore(ctx, opt.stc(), false, opt.logger())
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	path := *opt.keep
+	if path == "" {
+		f, err := os.CreateTemp("", "lem-bundle-*.lemb")
+		if err != nil {
+			return err
+		}
+		path = f.Name()
+		f.Close()
+		defer os.Remove(path)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	m, hash, err := platform.WriteBundle(ctx, st, args[0], version, f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	fi, _ := os.Stat(path)
+	fmt.Printf("bundle of run %s: %d events, %d bytes, sha256 %s\n", m.RunID, m.Events, fi.Size(), hash)
+	res, err := platform.Send(ctx, *opt.to, token, path, hash)
+	if err != nil {
+		return err
+	}
+	fmt.Print(res)
+	return nil
+}

@@ -1,0 +1,465 @@
+package platform
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/llm-energy-measure/lem/analytics"
+	"github.com/llm-energy-measure/lem/schemas"
+	"github.com/llm-energy-measure/lem/store"
+)
+
+// EventPublisher puts a verified bundle's events on the event stream, from
+// which ingest stores them exactly once (bus.Publisher).
+type EventPublisher interface {
+	Publish(subject, msgID string, ev schemas.Event) error
+	Flush(ctx context.Context) error
+}
+
+// Config assembles a platform server.
+type Config struct {
+	Store     *store.Store // where runs' events and results are read
+	State     *State
+	Publisher EventPublisher
+	Limits    Limits
+	// UploadsPerHour bounds each user's uploads (0: 20).
+	UploadsPerHour int
+	ToolVersion    string
+	Log            zerolog.Logger
+}
+
+// Server is the results platform: the JSON API and the embedded UI.
+type Server struct {
+	cfg   Config
+	board *Board
+	mux   *http.ServeMux
+
+	mu      sync.Mutex
+	details map[string]*detail // recomputed results by run, most recent use last
+	order   []string
+	uploads map[string][]time.Time // per user, the last hour's
+	busy    map[string]bool        // runs being uploaded
+}
+
+type detail struct {
+	result *analytics.RunResult
+	json   []byte
+}
+
+const detailCache = 32
+
+// New loads the published runs from the state and returns the server.
+func New(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.Limits.MaxBytes == 0 {
+		cfg.Limits = DefaultLimits
+	}
+	if cfg.UploadsPerHour == 0 {
+		cfg.UploadsPerHour = 20
+	}
+	s := &Server{cfg: cfg, board: NewBoard(), details: map[string]*detail{}, uploads: map[string][]time.Time{}, busy: map[string]bool{}}
+	runs, err := cfg.State.Runs(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("loading published runs: %w", err)
+	}
+	for _, p := range runs {
+		s.board.Put(p.Entry)
+	}
+	s.routes()
+	return s, nil
+}
+
+// Board returns the leaderboard (for tests and benchmarks).
+func (s *Server) Board() *Board { return s.board }
+
+// Handler returns the HTTP handler.
+func (s *Server) Handler() http.Handler { return securityHeaders(s.mux) }
+
+func (s *Server) routes() {
+	m := http.NewServeMux()
+	m.HandleFunc("GET /api/health", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"ok": true, "runs": s.board.Len(), "version": s.cfg.ToolVersion})
+	})
+	m.HandleFunc("GET /api/openapi.json", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(openAPI)
+	})
+	m.HandleFunc("GET /api/leaderboard", s.handleLeaderboard)
+	m.HandleFunc("GET /api/runs/{id}", s.handleRun)
+	m.HandleFunc("GET /api/runs/{id}/timeline", s.handleTimeline)
+	m.HandleFunc("POST /api/uploads", s.handleUpload)
+	m.HandleFunc("GET /api/uploads/{id}", s.handleUploadState)
+	m.Handle("GET /", uiHandler())
+	s.mux = m
+}
+
+// routeList is every API route, for the OpenAPI check.
+var routeList = []string{"GET /api/health", "GET /api/openapi.json", "GET /api/leaderboard", "GET /api/runs/{id}",
+	"GET /api/runs/{id}/timeline", "POST /api/uploads", "GET /api/uploads/{id}"}
+
+// apiError is every error response's body.
+type apiError struct {
+	Error  string  `json:"error"`
+	Report *Report `json:"report,omitempty"`
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(true)
+	enc.Encode(v)
+}
+
+func writeErr(w http.ResponseWriter, code int, format string, a ...any) {
+	writeJSON(w, code, apiError{Error: fmt.Sprintf(format, a...)})
+}
+
+// securityHeaders: a strict content security policy (no inline script,
+// nothing from elsewhere), no framing, no sniffing.
+func securityHeaders(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.Header().Set("Referrer-Policy", "same-origin")
+		h.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) handleLeaderboard(w http.ResponseWriter, r *http.Request) {
+	v := r.URL.Query()
+	q := Query{Sort: v.Get("sort"), Desc: v.Get("order") == "desc", VerifiedOnly: v.Get("verified") == "1" || v.Get("verified") == "true",
+		Text: v.Get("q"), Filters: map[string]string{}}
+	var err error
+	if q.Page, err = intParam(v.Get("page"), 1); err != nil {
+		writeErr(w, http.StatusBadRequest, "page: %v", err)
+		return
+	}
+	if q.PerPage, err = intParam(v.Get("per_page"), 50); err != nil {
+		writeErr(w, http.StatusBadRequest, "per_page: %v", err)
+		return
+	}
+	for _, d := range Dimensions {
+		if x := v.Get(d); x != "" {
+			q.Filters[d] = x
+		}
+	}
+	for k := range v {
+		if !slices.Contains(Dimensions, k) && !slices.Contains([]string{"sort", "order", "verified", "q", "page", "per_page"}, k) {
+			writeErr(w, http.StatusBadRequest, "unknown parameter %q", k)
+			return
+		}
+	}
+	res, err := s.board.Query(q)
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, "%v", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+func intParam(s string, def int) (int, error) {
+	if s == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("%q is not a positive integer", s)
+	}
+	return n, nil
+}
+
+// result returns the run's recomputed result, from the cache or the store.
+func (s *Server) result(ctx context.Context, runID string) (*detail, error) {
+	s.mu.Lock()
+	if d, ok := s.details[runID]; ok {
+		s.order = append(slices.DeleteFunc(s.order, func(x string) bool { return x == runID }), runID)
+		s.mu.Unlock()
+		return d, nil
+	}
+	s.mu.Unlock()
+	r, err := analytics.AnalyzeRun(ctx, s.cfg.Store, runID)
+	if err != nil {
+		return nil, err
+	}
+	d := &detail{result: r}
+	d.json, err = json.Marshal(runDetail(r))
+	if err != nil {
+		return nil, err
+	}
+	s.remember(runID, d)
+	return d, nil
+}
+
+func (s *Server) remember(runID string, d *detail) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.details[runID] = d
+	s.order = append(slices.DeleteFunc(s.order, func(x string) bool { return x == runID }), runID)
+	for len(s.order) > detailCache {
+		delete(s.details, s.order[0])
+		s.order = s.order[1:]
+	}
+}
+
+func (s *Server) handleRun(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	p, ok, err := s.cfg.State.Run(r.Context(), id)
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, "reading run %s: %v", id, err)
+		return
+	}
+	if !ok {
+		writeErr(w, http.StatusNotFound, "no published run %q", id)
+		return
+	}
+	d, err := s.result(r.Context(), id)
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, "recomputing run %s: %v", id, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Entry  Entry           `json:"entry"`
+		Report *Report         `json:"report"`
+		Result json.RawMessage `json:"result"`
+	}{p.Entry, p.Report, d.json})
+}
+
+func (s *Server) handleUploadState(w http.ResponseWriter, r *http.Request) {
+	u, ok, err := s.cfg.State.Upload(r.Context(), r.PathValue("id"))
+	switch {
+	case err != nil:
+		writeErr(w, http.StatusInternalServerError, "%v", err)
+	case !ok:
+		writeErr(w, http.StatusNotFound, "no upload of run %q", r.PathValue("id"))
+	default:
+		writeJSON(w, http.StatusOK, u)
+	}
+}
+
+// PublishLocal publishes every run of the store that is not yet on the
+// platform, recomputed from its events and checked like an upload, as
+// "recomputed" (not uploaded, so not "verified"), submitted by who.
+func (s *Server) PublishLocal(ctx context.Context, who string) (int, error) {
+	ids, err := s.cfg.Store.RunIDs(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, id := range ids {
+		if _, ok := s.board.Get(id); ok {
+			continue
+		}
+		r, rep, err := Verify(ctx, s.cfg.Store, id, nil)
+		if err != nil {
+			s.cfg.Log.Warn().Err(err).Str("run", id).Msg("not published")
+			continue
+		}
+		e, err := s.entry(ctx, s.cfg.Store, r)
+		if err != nil {
+			return n, err
+		}
+		e.Verification = "recomputed"
+		if !rep.Passed() {
+			e.Verification = "failed"
+		}
+		e.Submitter = who
+		if err := s.cfg.State.Publish(ctx, Published{Entry: e, Report: rep}); err != nil {
+			return n, err
+		}
+		s.board.Put(e)
+		n++
+	}
+	return n, nil
+}
+
+// entry builds a run's entry, with its devices' names from st.
+func (s *Server) entry(ctx context.Context, st *store.Store, r *analytics.RunResult) (Entry, error) {
+	evs, err := st.RunEvents(ctx, r.RunID)
+	if err != nil || len(evs) == 0 {
+		return Entry{}, fmt.Errorf("run %s: no run events (%v)", r.RunID, err)
+	}
+	dev := schemas.NewDeviceRows()
+	if err := st.ReadTable(ctx, dev.Table(), schemas.Filter{}); err != nil {
+		return Entry{}, err
+	}
+	names := map[string]string{}
+	for i, u := range dev.UUID.V {
+		names[u] = dev.Name.V[i]
+	}
+	var ns []string
+	for _, d := range r.Devices {
+		n := names[d]
+		if n == "" {
+			n = d
+		}
+		ns = append(ns, n)
+	}
+	e := NewEntry(r, evs[0], ns)
+	e.PublishedNS = time.Now().UnixNano()
+	return e, nil
+}
+
+// handleUpload takes a bundle: authenticated (upload scope), rate-limited,
+// decoded and validated like ingest, recomputed and checked; a verified
+// bundle's events go to the event stream and its run onto the board.
+func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	tok, err := s.cfg.State.Authenticate(ctx, strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "), ScopeUpload)
+	if err != nil {
+		if errors.Is(err, ErrUnauthorized) {
+			writeErr(w, http.StatusUnauthorized, "%v", err)
+		} else {
+			writeErr(w, http.StatusInternalServerError, "%v", err)
+		}
+		return
+	}
+	if !s.allowUpload(tok.User) {
+		writeErr(w, http.StatusTooManyRequests, "user %s: over %d uploads in the last hour", tok.User, s.cfg.UploadsPerHour)
+		return
+	}
+	if r.ContentLength > s.cfg.Limits.MaxBytes {
+		writeErr(w, http.StatusRequestEntityTooLarge, "bundle of %d bytes: over the limit of %d", r.ContentLength, s.cfg.Limits.MaxBytes)
+		return
+	}
+	b, err := ReadBundle(http.MaxBytesReader(w, r.Body, s.cfg.Limits.MaxBytes+1), s.cfg.Limits)
+	if err != nil {
+		code := http.StatusBadRequest
+		if strings.Contains(err.Error(), "size limit") {
+			code = http.StatusRequestEntityTooLarge
+		}
+		writeErr(w, code, "%v", err)
+		return
+	}
+	if want := r.Header.Get("X-Lem-Content-Hash"); want != "" && want != b.Hash {
+		writeErr(w, http.StatusBadRequest, "content hash %s, the header says %s: the bundle changed in transit", b.Hash, want)
+		return
+	}
+	id := b.Manifest.RunID
+	// One upload of a run at a time; the same content again is a no-op.
+	s.mu.Lock()
+	if s.busy[id] {
+		s.mu.Unlock()
+		writeErr(w, http.StatusConflict, "run %s: an upload of it is in progress", id)
+		return
+	}
+	s.busy[id] = true
+	s.mu.Unlock()
+	defer func() { s.mu.Lock(); delete(s.busy, id); s.mu.Unlock() }()
+	if prev, ok, err := s.cfg.State.Upload(ctx, id); err != nil {
+		writeErr(w, http.StatusInternalServerError, "%v", err)
+		return
+	} else if ok && prev.State == "verified" {
+		if prev.Hash == b.Hash {
+			writeJSON(w, http.StatusOK, prev)
+			return
+		}
+		writeErr(w, http.StatusConflict, "run %s was uploaded with other content (hash %s); a run id names one run", id, prev.Hash)
+		return
+	}
+	if _, ok := s.board.Get(id); ok {
+		if prev, _, _ := s.cfg.State.Upload(ctx, id); prev.State != "verified" {
+			writeErr(w, http.StatusConflict, "run %s is already on the platform from its own store", id)
+			return
+		}
+	}
+	res, rep, err := Verify(ctx, b.Store(), id, b.Manifest.Results)
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, "%v", err)
+		return
+	}
+	rep.Hash = b.Hash
+	up := Upload{RunID: id, Hash: b.Hash, User: tok.User, Report: rep, AtNS: time.Now().UnixNano()}
+	if !rep.Passed() {
+		up.State, up.Reason = "refused", rep.Failures()
+		if err := s.cfg.State.SetUpload(ctx, up); err != nil {
+			s.cfg.Log.Error().Err(err).Msg("recording a refusal")
+		}
+		writeJSON(w, http.StatusUnprocessableEntity, apiError{Error: "verification failed: " + up.Reason, Report: rep})
+		return
+	}
+	if err := s.store(ctx, b); err != nil {
+		writeErr(w, http.StatusServiceUnavailable, "storing run %s: %v (nothing published; upload again)", id, err)
+		return
+	}
+	e, err := s.entry(ctx, b.Store(), res)
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, "%v", err)
+		return
+	}
+	e.Verification, e.Submitter = "verified", tok.User
+	if err := s.cfg.State.Publish(ctx, Published{Entry: e, Report: rep}); err != nil {
+		writeErr(w, http.StatusServiceUnavailable, "%v", err)
+		return
+	}
+	up.State = "verified"
+	if err := s.cfg.State.SetUpload(ctx, up); err != nil {
+		writeErr(w, http.StatusServiceUnavailable, "%v", err)
+		return
+	}
+	s.board.Put(e)
+	d := &detail{result: res}
+	if d.json, err = json.Marshal(runDetail(res)); err == nil {
+		s.remember(id, d)
+	}
+	s.cfg.Log.Info().Str("run", id).Str("user", tok.User).Int64("bytes", b.Bytes).Msg("upload verified")
+	writeJSON(w, http.StatusCreated, up)
+}
+
+// store puts the bundle's events on the event stream, each with a message
+// id derived from the content hash (JetStream drops a re-sent duplicate;
+// ingest's watermark does the rest), and waits for the acks.
+func (s *Server) store(ctx context.Context, b *Bundle) error {
+	if s.cfg.Publisher == nil {
+		return errors.New("this platform has no event stream to store into")
+	}
+	i := 0
+	for _, name := range bundleTables {
+		t := b.Tables[name]
+		if t == nil {
+			continue
+		}
+		evs, err := schemas.EventsOf(t, b.Tables[schemas.TableDevice])
+		if err != nil {
+			return err
+		}
+		for _, ev := range evs {
+			i++
+			subject := subjectOf(ev)
+			if err := s.cfg.Publisher.Publish(subject, fmt.Sprintf("%s-%d", b.Hash[:32], i), ev); err != nil {
+				return err
+			}
+		}
+	}
+	return s.cfg.Publisher.Flush(ctx)
+}
+
+func subjectOf(ev schemas.Event) string {
+	if id, ok := runOf(ev); ok {
+		return schemas.RunSubject(ev.Kind(), id)
+	}
+	o, d, _ := deviceOf(ev)
+	return schemas.DeviceSubject(ev.Kind(), o.Host, d.Index)
+}
+
+func (s *Server) allowUpload(user string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	ts := slices.DeleteFunc(s.uploads[user], func(t time.Time) bool { return now.Sub(t) > time.Hour })
+	if len(ts) >= s.cfg.UploadsPerHour {
+		s.uploads[user] = ts
+		return false
+	}
+	s.uploads[user] = append(ts, now)
+	return true
+}
