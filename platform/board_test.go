@@ -11,7 +11,7 @@ func boardOf(n int) *Board {
 	for i := range n {
 		e := Entry{RunID: fmt.Sprintf("run-%05d", i), Model: []string{"llama-8b", "qwen-7b", "mistral-7b"}[i%3],
 			Backend: []string{"vllm", "sglang"}[i%2], Precision: "bf16", Parallelism: "tp1 pp1 dp1", Hardware: "NVIDIA H200",
-			Workload: []string{"sharegpt, 16 in flight", "sharegpt, 16 in flight", "synthetic 512→128 tokens, 8 in flight"}[i%3/2*2],
+			Workload:     []string{"sharegpt, 16 in flight", "sharegpt, 16 in flight", "synthetic 512→128 tokens, 8 in flight"}[i%3/2*2],
 			Verification: []string{"verified", "recomputed"}[i%2], GPUs: 1 + i%4}
 		if i%7 != 0 { // every seventh run has no J/token
 			e.JPerToken = fp(float64((i*7919)%1000) / 1000)

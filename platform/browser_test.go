@@ -1,0 +1,106 @@
+package platform
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"io/fs"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+var updateScreenshots = flag.Bool("update", false, "write the browser test's screenshots to docs/platform/")
+
+// needBrowser returns the Chromium binary and the UI's node_modules, or
+// skips (fails with LEM_E2E=1) when the machine lacks them: Debian's
+// chromium (make chromium) and npm.
+func needBrowser(t *testing.T) (chromium, uiDir string) {
+	t.Helper()
+	miss := func(format string, a ...any) {
+		t.Helper()
+		if os.Getenv("LEM_E2E") == "1" {
+			t.Fatalf(format, a...)
+		}
+		t.Skipf(format+" (LEM_E2E=1 makes this a failure)", a...)
+	}
+	if _, err := fs.Stat(uiFiles, "ui/dist/index.html"); err != nil {
+		miss("the front end is not built into this test binary: run make ui first")
+	}
+	chromium = os.Getenv("LEM_CHROMIUM")
+	if chromium == "" {
+		chromium = "/usr/bin/chromium"
+	}
+	if _, err := os.Stat(chromium); err != nil {
+		miss("no Chromium at %s: install Debian's chromium (make chromium)", chromium)
+	}
+	uiDir, _ = filepath.Abs("ui")
+	if _, err := os.Stat(filepath.Join(uiDir, "node_modules", "playwright-core")); err != nil {
+		cmd := exec.Command("npm", "ci", "--no-audit", "--no-fund")
+		cmd.Dir = uiDir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			miss("npm ci in platform/ui: %v: %s", err, out)
+		}
+	}
+	return chromium, uiDir
+}
+
+// TestBrowser uses the platform in headless Chromium as a person would:
+// the leaderboard with a verified H200 upload and a run whose model name
+// holds markup, sorting and filtering through the page (state in the URL,
+// kept across a reload), the run page with its verification report, and
+// the power timeline zoomed from the whole run down to samples and tokens.
+func TestBrowser(t *testing.T) {
+	chromium, uiDir := needBrowser(t)
+	data, _, _, run := h200Bundle(t)
+	p := newTestPlatform(t)
+	if code, out := p.upload(t, p.token(t, "alice", ScopeUpload), data); code != http.StatusCreated {
+		t.Fatalf("upload: %d %v", code, out)
+	}
+	// A hostile run name: must render as text.
+	hostile := Entry{RunID: "hostile", Model: `<script>window.__xss=1</script><img src=x onerror="window.__xss=2">`, Backend: "vllm",
+		Hardware: "NVIDIA H200", Workload: "sharegpt, 4 in flight", Verification: "recomputed", Submitter: `<b>mallory</b>`, Flags: []string{}}
+	if err := p.state.Publish(context.Background(), Published{Entry: hostile}); err != nil {
+		t.Fatal(err)
+	}
+	p.srv.Board().Put(hostile)
+	// The timeline needs the events stored: wait for ingest.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var tl Timeline
+		if getJSON(t, p.http.URL+"/api/runs/"+run+"/timeline?points=10", &tl); len(tl.Series) == 1 && tl.RequestsTotal == 192 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the uploaded run's events did not reach the store")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	out := t.TempDir()
+	if *updateScreenshots {
+		out, _ = filepath.Abs(filepath.Join("..", "docs", "platform"))
+		os.MkdirAll(out, 0o755)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", "test/browser.mjs", p.http.URL, run, out)
+	cmd.Dir = uiDir
+	cmd.Env = append(os.Environ(), "LEM_CHROMIUM="+chromium)
+	res, err := cmd.CombinedOutput()
+	t.Logf("%s", res)
+	if err != nil {
+		t.Fatalf("browser: %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(res)), "\n")
+	var m struct {
+		FCP *float64 `json:"first_contentful_paint_ms"`
+	}
+	if json.Unmarshal([]byte(lines[len(lines)-1]), &m) != nil || m.FCP == nil {
+		t.Fatalf("no first contentful paint reported")
+	}
+	t.Logf("leaderboard first contentful paint: %.0f ms; screenshots in %s", *m.FCP, out)
+}

@@ -1,0 +1,99 @@
+// Drives the platform in headless Chromium (Debian's, never a downloaded
+// one) as a user would, and saves a screenshot of each step. Run by the Go
+// test TestBrowser (platform/browser_test.go), which starts the platform
+// and uploads a run first.
+//
+//   node test/browser.mjs BASE_URL RUN_ID OUT_DIR
+import { chromium } from 'playwright-core';
+
+const [base, runID, out] = process.argv.slice(2);
+const fail = (msg) => { console.error('FAIL: ' + msg); process.exitCode = 1; };
+const browser = await chromium.launch({
+  executablePath: process.env.LEM_CHROMIUM || '/usr/bin/chromium',
+  args: ['--no-sandbox', '--headless', '--disable-background-networking'],
+});
+const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+const errors = [];
+page.on('pageerror', (e) => errors.push(e.message));
+page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+const step = async (name, f) => {
+  try { await f(); } catch (e) { fail(`${name}: ${e.message}`); }
+  await page.screenshot({ path: `${out}/${name}.png` });
+};
+
+// 1. The leaderboard, and its first contentful paint.
+let fcp = null;
+await step('leaderboard', async () => {
+  await page.goto(base + '/');
+  await page.waitForSelector('table.board tbody tr');
+  fcp = await page.evaluate(() => performance.getEntriesByName('first-contentful-paint')[0]?.startTime ?? null);
+  // Two workloads: the page ranks one and says so.
+  const notice = await page.textContent('.notice');
+  if (!notice.includes('1 other workload')) throw new Error(`notice: ${notice}`);
+});
+
+// 2. Markup in a model name is text, never executed.
+await step('leaderboard-all-workloads', async () => {
+  await page.selectOption('#f-workload', '*');
+  await page.waitForFunction(() => location.search.includes('workload=*') || location.search.includes('workload=%2A'));
+  await page.waitForSelector('table.board tbody tr');
+  const xss = await page.evaluate(() => window.__xss);
+  if (xss !== undefined) throw new Error('a script in a model name ran');
+  const rows = await page.$$eval('table.board tbody tr', (rs) => rs.map((r) => r.getAttribute('data-run')));
+  if (!rows.includes(runID)) throw new Error(`run ${runID} not on the leaderboard of all workloads: ${rows}`);
+  const text = await page.textContent('table.board');
+  if (!text.includes('<script>')) throw new Error('the hostile model name is not shown as text');
+});
+
+// 3. Sorting: by J/token descending through the header button; the URL holds it.
+await step('leaderboard-sorted', async () => {
+  await page.click('th[aria-sort] button:has-text("J/token")');
+  await page.waitForFunction(() => location.search.includes('order=desc'));
+  await page.waitForSelector('th[aria-sort=descending]');
+  const vals = await page.$$eval('table.board tbody tr td:nth-child(5)', (tds) => tds.map((t) => parseFloat(t.textContent)));
+  const known = vals.filter((v) => !Number.isNaN(v));
+  for (let i = 1; i < known.length; i++) if (known[i] > known[i - 1]) throw new Error(`not descending: ${vals}`);
+  // Reload: the state comes back from the URL.
+  await page.reload();
+  await page.waitForSelector('th[aria-sort=descending]');
+});
+
+// 4. Filtering by backend, verified only.
+await step('leaderboard-filtered', async () => {
+  await page.check('#f-verified');
+  await page.waitForFunction(() => location.search.includes('verified=1'));
+  await page.waitForSelector('table.board tbody tr');
+  const badges = await page.$$eval('table.board tbody tr', (rs) => rs.map((r) => r.querySelector('.badge')?.textContent));
+  if (badges.length === 0 || badges.some((b) => b !== 'verified')) throw new Error(`verified only shows ${badges}`);
+});
+
+// 5. The run page, opened from its row.
+await step('run', async () => {
+  await page.click(`tr[data-run="${runID}"] a.runlink`);
+  await page.waitForSelector('#timeline-plot canvas');
+  await page.waitForFunction(() => document.querySelector('.tlstatus')?.textContent.includes('power samples'));
+  const h = await page.textContent('h1');
+  if (!h.includes('NVIDIA H200')) throw new Error(`heading ${h}`);
+  const checks = await page.$$eval('section[aria-labelledby=verification] tbody tr', (rs) => rs.length);
+  if (checks < 5) throw new Error(`${checks} verification checks shown`);
+});
+
+// 6. Zoom the timeline into the middle of a cycle, down to samples and tokens.
+await step('run-timeline-zoomed', async () => {
+  const status0 = await page.textContent('.tlstatus');
+  const box = await (await page.$('#timeline-plot .u-over')).boundingBox();
+  const y = box.y + box.height / 2;
+  // Cycle 2 runs in the last tenth of the H200 run.
+  await page.mouse.move(box.x + box.width * 0.945, y);
+  await page.mouse.down();
+  await page.mouse.move(box.x + box.width * 0.965, y, { steps: 8 });
+  await page.mouse.up();
+  await page.waitForFunction((s0) => { const t = document.querySelector('.tlstatus').textContent; return t !== s0 && !t.startsWith('loading'); }, status0);
+  const status = await page.textContent('.tlstatus');
+  if (!status.includes('every sample') || !status.includes('token arrivals')) throw new Error(`zoomed status: ${status}`);
+  await (await page.$('.timeline')).screenshot({ path: `${out}/run-timeline-zoomed-plot.png` });
+});
+
+await browser.close();
+if (errors.length) fail('page errors: ' + errors.join('; '));
+console.log(JSON.stringify({ first_contentful_paint_ms: fcp }));
