@@ -12,16 +12,35 @@ export CGO_CFLAGS := -O2 -Wno-deprecated-declarations
 CGO_TMP   := $(CURDIR)/.cache/cgo-tmp
 DEMO_OUT  ?= lem-demo
 
-.PHONY: all build build-device validate-gpu debootstrap llama-root demo demo-stop test test-short bench fuzz docs check-docs clickhouse vet clean
+.PHONY: all build build-device ui chromium validate-gpu debootstrap llama-root demo demo-stop test test-short bench fuzz docs check-docs clickhouse vet clean
 
 all: build
 
-build:
+build: ui
 	@mkdir -p $(CGO_TMP) bin
 	TMPDIR=$(CGO_TMP) $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/lem
 
+# The results platform's front end (platform/ui: TypeScript, npm with its
+# lockfile), built into platform/ui/dist, which go:embed puts in the binary.
+# npm ci runs again only when the lockfile changed.
+UI := platform/ui
+ui: $(UI)/dist/index.html
+$(UI)/node_modules/.package-lock.json: $(UI)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "npm is needed to build the platform's front end (Debian: apt-get install npm)"; exit 1; }
+	cd $(UI) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+$(UI)/dist/index.html: $(UI)/node_modules/.package-lock.json $(wildcard $(UI)/src/*) $(UI)/build.mjs $(UI)/tsconfig.json
+	cd $(UI) && npm run --silent build
+
+# Debian's chromium, for the platform's browser tests (never a downloaded browser).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || { \
+		echo "installing chromium (Debian package) for the browser tests"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
 # A stripped cgo build to carry to the GPU machine (see docs/validation/).
-build-device:
+build-device: ui
 	@mkdir -p $(CGO_TMP) .device-bin
 	TMPDIR=$(CGO_TMP) $(GO) build -ldflags "-s -w $(LDFLAGS)" -o .device-bin/lem ./cmd/lem
 
@@ -67,7 +86,7 @@ llama-root: debootstrap
 
 # All tests. Each test package starts the throwaway servers it needs;
 # LEM_E2E=1 turns a missing server into a failure instead of a skip.
-test: clickhouse llama-root
+test: clickhouse llama-root chromium ui
 	@mkdir -p $(CGO_TMP)
 	TMPDIR=$(CGO_TMP) LEM_E2E=1 $(GO) test -count=1 -timeout 30m ./...
 	TMPDIR=$(CGO_TMP) $(GO) test -count=1 -run XXX -fuzz FuzzDecode -fuzztime 15s ./schemas
@@ -75,7 +94,7 @@ test: clickhouse llama-root
 	TMPDIR=$(CGO_TMP) $(GO) test -count=1 -run XXX -fuzz FuzzParse -fuzztime 5s ./experiment
 	for f in FuzzTrace FuzzJSONL FuzzShareGPT FuzzStream; do TMPDIR=$(CGO_TMP) $(GO) test -count=1 -run XXX -fuzz $$f -fuzztime 5s ./collectors/loadgen || exit 1; done
 
-test-short:
+test-short: ui
 	@mkdir -p $(CGO_TMP)
 	TMPDIR=$(CGO_TMP) $(GO) test -short ./...
 
@@ -100,10 +119,12 @@ docs: build
 	./$(BIN) docs -o docs/backends.md backends
 	./$(BIN) docs -o docs/queries.md queries
 
-vet:
+vet: ui
 	@mkdir -p $(CGO_TMP)
 	TMPDIR=$(CGO_TMP) $(GO) vet ./...
+	cd $(UI) && npx --no-install tsc --noEmit
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 
 clean:
-	rm -rf bin .cache $(DEMO_OUT)
+	rm -rf bin .cache $(DEMO_OUT) $(UI)/node_modules
+	find $(UI)/dist -mindepth 1 ! -name .keep -exec rm -rf {} +

@@ -174,13 +174,51 @@ func BootstrapPercentile(xs []float64, p float64) PercentileCI {
 	}
 	rng := rand.New(rand.NewPCG(0xb00757, uint64(len(xs))))
 	const B = 1000
+	// A resample is a multiset of xs's indices; its sorted order is xs's
+	// sorted order with each value repeated as often as it was drawn, so
+	// its percentile is read off the counts by rank without sorting (the
+	// same draws and the same interpolation as sorting each resample).
+	n := len(xs)
+	order := make([]int, n)
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool { return xs[order[a]] < xs[order[b]] })
+	rank := make([]int, n)
+	for r, i := range order {
+		rank[i] = r
+	}
+	h := p / 100 * float64(n-1)
+	lo := int(math.Floor(h))
+	count := make([]int, n)
 	est := make([]float64, B)
-	sample := make([]float64, len(xs))
 	for b := 0; b < B; b++ {
-		for i := range sample {
-			sample[i] = xs[rng.IntN(len(xs))]
+		clear(count)
+		for range n {
+			count[rank[rng.IntN(n)]]++
 		}
-		est[b] = Percentile(sample, p)
+		// The values at sorted positions lo and lo+1 of the resample.
+		var vlo, vhi float64
+		seen, r := 0, 0
+		for ; r < n; r++ {
+			if seen+count[r] > lo {
+				break
+			}
+			seen += count[r]
+		}
+		vlo = xs[order[r]]
+		if lo+1 >= n {
+			est[b] = vlo
+			continue
+		}
+		if seen+count[r] > lo+1 {
+			vhi = vlo
+		} else {
+			for r++; count[r] == 0; r++ {
+			}
+			vhi = xs[order[r]]
+		}
+		est[b] = vlo + (h-float64(lo))*(vhi-vlo)
 	}
 	out.Low, out.High = Percentile(est, 2.5), Percentile(est, 97.5)
 	return out

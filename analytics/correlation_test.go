@@ -86,3 +86,36 @@ func TestBootstrapPercentile(t *testing.T) {
 		t.Fatalf("n=100 [%g, %g], n=10000 [%g, %g], truth %g", small.Low, small.High, large.Low, large.High, truth)
 	}
 }
+
+// The counting bootstrap equals the one that sorts each resample, draw for
+// draw (the reference below is the former implementation).
+func TestBootstrapPercentileEqualsSorting(t *testing.T) {
+	ref := func(xs []float64, p float64) PercentileCI {
+		out := PercentileCI{P: p, N: len(xs)}
+		out.Value = Percentile(append([]float64(nil), xs...), p)
+		rng := rand.New(rand.NewPCG(0xb00757, uint64(len(xs))))
+		est := make([]float64, 1000)
+		sample := make([]float64, len(xs))
+		for b := range est {
+			for i := range sample {
+				sample[i] = xs[rng.IntN(len(xs))]
+			}
+			est[b] = Percentile(sample, p)
+		}
+		out.Low, out.High = Percentile(est, 2.5), Percentile(est, 97.5)
+		return out
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, n := range []int{2, 3, 17, 200, 1001} {
+		xs := make([]float64, n)
+		for i := range xs {
+			xs[i] = math.Round(rng.ExpFloat64()*20) / 4 // ties on purpose
+		}
+		for _, p := range []float64{0, 50, 90, 99, 100} {
+			got, want := BootstrapPercentile(xs, p), ref(xs, p)
+			if got != want {
+				t.Fatalf("n=%d p=%v: %+v, sorting gives %+v", n, p, got, want)
+			}
+		}
+	}
+}

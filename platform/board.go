@@ -15,11 +15,22 @@ import (
 type Board struct {
 	mu      sync.RWMutex
 	entries map[string]*item
-	index   map[string][]*item // by sort column, ascending, nil figures last
+	index   map[string]sortedIndex // by sort column
+	gen     uint64                 // changes with every Put
 	// Dimension values are interned: an item holds their numbers, so a
 	// query compares and counts integers.
 	vals [nDims][]string
 	ids  [nDims]map[string]int32
+	// cache holds the selections of recent filter sets (cleared by Put).
+	cacheMu sync.Mutex
+	cache   map[string]*selection
+}
+
+// sortedIndex is the items in ascending order of a column, those without
+// the figure last (from known on).
+type sortedIndex struct {
+	items []*item
+	known int
 }
 
 // item is an entry with its interned dimensions and search text.
@@ -33,7 +44,7 @@ const nDims = 6
 
 // NewBoard returns an empty board.
 func NewBoard() *Board {
-	b := &Board{entries: map[string]*item{}, index: map[string][]*item{}}
+	b := &Board{entries: map[string]*item{}, index: map[string]sortedIndex{}, cache: map[string]*selection{}}
 	for d := range b.ids {
 		b.ids[d] = map[string]int32{}
 	}
@@ -55,8 +66,13 @@ func (b *Board) Put(e Entry) {
 		}
 		it.dim[d] = id
 	}
+	old := b.entries[e.RunID]
 	b.entries[e.RunID] = it
-	clear(b.index)
+	b.gen++
+	b.reindex(old, it)
+	b.cacheMu.Lock()
+	clear(b.cache)
+	b.cacheMu.Unlock()
 }
 
 // Get returns a run's entry.
@@ -193,54 +209,156 @@ func (b *Board) Query(q Query) (Result, error) {
 	text := strings.ToLower(strings.TrimSpace(q.Text))
 
 	b.mu.Lock() // the index may be built
-	idx := b.sorted(q.Sort, key)
+	si := b.sorted(q.Sort, key)
 	b.mu.Unlock()
+	idx, known := si.items, si.known
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 
-	res := Result{Page: q.Page, PerPage: q.PerPage, Sort: q.Sort, Desc: q.Desc, Rows: []Entry{}, Facets: map[string][]Facet{}}
-	// The filters as (dimension, interned value); a value never seen
-	// matches nothing.
-	type cond struct{ d, v int32 }
-	var conds []cond
-	wantWorkload := ""
-	for d, name := range Dimensions {
-		v := q.Filters[name]
-		if v == "" || (name == "workload" && v == AllWorkloads) {
-			if name == "workload" {
-				wantWorkload = v
-			}
-			continue
+	res := Result{Page: q.Page, PerPage: q.PerPage, Sort: q.Sort, Desc: q.Desc, Rows: []Entry{}}
+	sel := b.selection(q, text, idx)
+	res.Facets, res.Workload, res.Notice, res.Total = sel.facets, sel.workload, sel.notice, sel.total
+	// One pass in the requested order, nil figures last either way,
+	// stopping when the page is full (the total is the selection's).
+	first := (q.Page - 1) * q.PerPage
+	matched := 0
+	emit := func(it *item) bool {
+		if !sel.match(it) {
+			return true
 		}
-		if name == "workload" {
-			wantWorkload = v
+		if matched >= first {
+			res.Rows = append(res.Rows, *it.e)
 		}
-		id, ok := b.ids[d][v]
-		if !ok {
-			id = -1
-		}
-		conds = append(conds, cond{int32(d), id})
+		matched++
+		return len(res.Rows) < q.PerPage
 	}
+	more := true
+	if q.Desc {
+		for i := known - 1; i >= 0 && more; i-- {
+			more = emit(idx[i])
+		}
+	} else {
+		for i := 0; i < known && more; i++ {
+			more = emit(idx[i])
+		}
+	}
+	for i := known; i < len(idx) && more; i++ {
+		more = emit(idx[i])
+	}
+	return res, nil
+}
+
+// cond is a filter as (dimension, interned value); a value never seen
+// matches nothing.
+type cond struct{ d, v int32 }
+
+// selection is what a query's filters select, independent of its order
+// and page: cached per filter set until the board changes.
+type selection struct {
+	verified bool
+	text     string
+	conds    []cond
+	facets   map[string][]Facet
+	workload string
+	notice   string
+	total    int
+}
+
+func (s *selection) match(it *item) bool {
+	if s.verified && it.e.Verification != "verified" {
+		return false
+	}
+	if s.text != "" && !strings.Contains(it.text, s.text) {
+		return false
+	}
+	for _, c := range s.conds {
+		if it.dim[c.d] != c.v {
+			return false
+		}
+	}
+	return true
+}
+
+const selectionCache = 256
+
+// selection returns (computing and caching) the selection of q's filters.
+// b.mu must be held for reading.
+func (b *Board) selection(q Query, text string, all []*item) *selection {
+	key := fmt.Sprintf("%v\x00%s", q.VerifiedOnly, text)
+	for _, name := range Dimensions {
+		key += "\x00" + q.Filters[name]
+	}
+	b.cacheMu.Lock()
+	if s, ok := b.cache[key]; ok {
+		b.cacheMu.Unlock()
+		return s
+	}
+	b.cacheMu.Unlock()
+	sel := &selection{verified: q.VerifiedOnly, text: text, facets: map[string][]Facet{}}
 	wl := int32(slices.Index(Dimensions, "workload"))
-	// Pass 1, facets: each dimension's values among the runs the other
-	// filters keep (a run failing exactly one filter counts for that
-	// filter's dimension only).
+	intern := func(d int, v string) int32 {
+		if id, ok := b.ids[d][v]; ok {
+			return id
+		}
+		return -1
+	}
+	var others []cond // every filter but the workload
+	for d, name := range Dimensions {
+		if v := q.Filters[name]; v != "" && name != "workload" {
+			others = append(others, cond{int32(d), intern(d, v)})
+		}
+	}
+	sel.conds = others
+	// The workload: never rank different workloads together silently.
+	switch w := q.Filters["workload"]; w {
+	case "":
+		// The one with the most runs among those the other filters keep.
+		counts := make([]int, len(b.vals[wl]))
+		for _, it := range all {
+			if sel.match(it) {
+				counts[it.dim[wl]]++
+			}
+		}
+		best, n := int32(-1), 0
+		for id, c := range counts {
+			if c > n || (c == n && c > 0 && b.vals[wl][id] < b.vals[wl][best]) {
+				best, n = int32(id), c
+			}
+		}
+		if best >= 0 {
+			sel.workload = b.vals[wl][best]
+			sel.conds = append(sel.conds, cond{wl, best})
+			others := 0
+			for _, c := range counts {
+				if c > 0 {
+					others++
+				}
+			}
+			if others > 1 {
+				sel.notice = fmt.Sprintf("ranking the workload with the most runs (%q); %d other workloads are not compared with it: choose one, or all", sel.workload, others-1)
+			}
+		}
+	case AllWorkloads:
+		sel.workload = AllWorkloads
+		sel.notice = "ranking runs of different workloads together: their figures are not comparable"
+	default:
+		sel.workload = w
+		sel.conds = append(sel.conds, cond{wl, intern(int(wl), w)})
+	}
+	// Facets: each dimension's values among the runs the other filters
+	// keep (a run failing exactly one filter counts for that filter's
+	// dimension only); the total is the runs failing none.
 	var counts [nDims][]int
 	for d := range counts {
 		counts[d] = make([]int, len(b.vals[d]))
 	}
-	pre := func(it *item) bool {
-		if q.VerifiedOnly && it.e.Verification != "verified" {
-			return false
-		}
-		return text == "" || strings.Contains(it.text, text)
-	}
-	for _, it := range idx {
-		if !pre(it) {
+	pre := &selection{verified: sel.verified, text: sel.text}
+	for _, it := range all {
+		if !pre.match(it) {
 			continue
 		}
 		miss, missD := 0, int32(-1)
-		for _, c := range conds {
+		for _, c := range sel.conds {
 			if it.dim[c.d] != c.v {
 				miss++
 				missD = c.d
@@ -248,6 +366,7 @@ func (b *Board) Query(q Query) (Result, error) {
 		}
 		switch miss {
 		case 0:
+			sel.total++
 			for d := range counts {
 				counts[d][it.dim[d]]++
 			}
@@ -268,58 +387,15 @@ func (b *Board) Query(q Query) (Result, error) {
 			}
 			return fs[a].Value < fs[b].Value
 		})
-		res.Facets[name] = fs
+		sel.facets[name] = fs
 	}
-	// The workload: never rank different workloads together silently.
-	switch wantWorkload {
-	case "":
-		if ws := res.Facets["workload"]; len(ws) > 0 {
-			wantWorkload = ws[0].Value
-			conds = append(conds, cond{wl, b.ids[wl][wantWorkload]})
-			if len(ws) > 1 {
-				res.Notice = fmt.Sprintf("ranking the workload with the most runs (%q); %d other workloads are not compared with it: choose one, or all", ws[0].Value, len(ws)-1)
-			}
-		}
-	case AllWorkloads:
-		res.Notice = "ranking runs of different workloads together: their figures are not comparable"
+	b.cacheMu.Lock()
+	if len(b.cache) >= selectionCache {
+		clear(b.cache)
 	}
-	res.Workload = wantWorkload
-	// Pass 2 in the requested order; nil figures last either way.
-	first := (q.Page - 1) * q.PerPage
-	emit := func(it *item) {
-		if !pre(it) {
-			return
-		}
-		for _, c := range conds {
-			if it.dim[c.d] != c.v {
-				return
-			}
-		}
-		if res.Total >= first && len(res.Rows) < q.PerPage {
-			res.Rows = append(res.Rows, *it.e)
-		}
-		res.Total++
-	}
-	known := len(idx)
-	for known > 0 {
-		if _, _, ok := key(idx[known-1].e); ok {
-			break
-		}
-		known--
-	}
-	if q.Desc {
-		for i := known - 1; i >= 0; i-- {
-			emit(idx[i])
-		}
-	} else {
-		for _, it := range idx[:known] {
-			emit(it)
-		}
-	}
-	for _, it := range idx[known:] {
-		emit(it)
-	}
-	return res, nil
+	b.cache[key] = sel
+	b.cacheMu.Unlock()
+	return sel
 }
 
 func isDimension(d string) bool {
@@ -333,29 +409,69 @@ func isDimension(d string) bool {
 
 // sorted returns (building if needed) the index of col: ascending, ties by
 // run id, entries without the figure at the end. b.mu must be held.
-func (b *Board) sorted(col string, key func(*Entry) (float64, string, bool)) []*item {
-	if idx, ok := b.index[col]; ok {
-		return idx
+func (b *Board) sorted(col string, key func(*Entry) (float64, string, bool)) sortedIndex {
+	if si, ok := b.index[col]; ok {
+		return si
 	}
 	idx := make([]*item, 0, len(b.entries))
 	for _, it := range b.entries {
 		idx = append(idx, it)
 	}
-	sort.Slice(idx, func(i, j int) bool {
-		fi, si, oki := key(idx[i].e)
-		fj, sj, okj := key(idx[j].e)
-		switch {
-		case oki != okj:
-			return oki
-		case fi != fj:
-			return fi < fj
-		case si != sj:
-			return si < sj
+	sort.Slice(idx, func(i, j int) bool { return less(key, idx[i], idx[j]) })
+	si := sortedIndex{idx, knownOf(key, idx)}
+	b.index[col] = si
+	return si
+}
+
+// less orders items by key: figures ascending, those without last, ties
+// by run id.
+func less(key func(*Entry) (float64, string, bool), a, b *item) bool {
+	fa, sa, oka := key(a.e)
+	fb, sb, okb := key(b.e)
+	switch {
+	case oka != okb:
+		return oka
+	case fa != fb:
+		return fa < fb
+	case sa != sb:
+		return sa < sb
+	}
+	return a.e.RunID < b.e.RunID
+}
+
+func knownOf(key func(*Entry) (float64, string, bool), idx []*item) int {
+	known := len(idx)
+	for known > 0 {
+		if _, _, ok := key(idx[known-1].e); ok {
+			break
 		}
-		return idx[i].e.RunID < idx[j].e.RunID
-	})
-	b.index[col] = idx
-	return idx
+		known--
+	}
+	return known
+}
+
+// reindex replaces old (nil: none) by it in every built index, copying
+// (readers may hold the former slices): O(n) per index, no re-sort.
+func (b *Board) reindex(old, it *item) {
+	for col, si := range b.index {
+		key := sortKeys[col]
+		out := make([]*item, 0, len(si.items)+1)
+		for _, x := range si.items {
+			if x != old {
+				out = append(out, x)
+			}
+		}
+		at := sort.Search(len(out), func(i int) bool { return less(key, it, out[i]) })
+		out = slices.Insert(out, at, it)
+		b.index[col] = sortedIndex{out, knownOf(key, out)}
+	}
+}
+
+// Generation changes whenever the board does (for caching answers).
+func (b *Board) Generation() uint64 {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.gen
 }
 
 func sortNames() []string {

@@ -75,20 +75,45 @@ var bundleTables = []string{schemas.TableRun, schemas.TableRequest, schemas.Tabl
 const bundleMargin = int64(15e9)
 
 // WriteBundle writes run runID of s as a bundle to w and returns its
-// manifest and content hash. The submitted results are recomputed here
-// from the same events, so that what is sent is what these events give.
+// manifest and content hash. The submitted results are computed here from
+// the same events, so that what is sent is what these events give.
 func WriteBundle(ctx context.Context, s *store.Store, runID, toolVersion string, w io.Writer) (Manifest, string, error) {
+	m, msgs, err := collectEvents(ctx, s, runID, toolVersion)
+	if err != nil {
+		return m, "", err
+	}
+	r, err := analytics.AnalyzeRun(ctx, s, runID)
+	if err != nil {
+		return m, "", fmt.Errorf("analysing %s: %w", runID, err)
+	}
+	m.Results = summaryMeans(r)
+	hash, err := writeBundle(w, m, msgs)
+	return m, hash, err
+}
+
+// writeEvents writes run runID of s as a bundle without results.
+func writeEvents(ctx context.Context, s *store.Store, runID string, w io.Writer) (Manifest, string, error) {
+	m, msgs, err := collectEvents(ctx, s, runID, "")
+	if err != nil {
+		return m, "", err
+	}
+	hash, err := writeBundle(w, m, msgs)
+	return m, hash, err
+}
+
+// collectEvents reads the run's events from s and encodes them.
+func collectEvents(ctx context.Context, s *store.Store, runID, toolVersion string) (Manifest, [][]byte, error) {
 	m := Manifest{Format: BundleFormat, RunID: runID, ToolVersion: toolVersion, CreatedNS: time.Now().UnixNano(), Rows: map[string]int{}}
 	evs, err := s.RunEvents(ctx, runID)
 	if err != nil {
-		return m, "", err
+		return m, nil, err
 	}
 	if len(evs) == 0 {
-		return m, "", fmt.Errorf("run %s: not in %s", runID, s.Describe())
+		return m, nil, fmt.Errorf("run %s: not in %s", runID, s.Describe())
 	}
 	from, to, err := analytics.RunSpan(ctx, s, []string{runID})
 	if err != nil {
-		return m, "", err
+		return m, nil, err
 	}
 	var devs []string
 	for _, e := range evs {
@@ -100,7 +125,7 @@ func WriteBundle(ctx context.Context, s *store.Store, runID, toolVersion string,
 	}
 	devTable := schemas.NewDeviceRows().Table()
 	if err := s.ReadTable(ctx, devTable, schemas.Filter{}); err != nil {
-		return m, "", fmt.Errorf("reading devices: %w", err)
+		return m, nil, fmt.Errorf("reading devices: %w", err)
 	}
 	var msgs [][]byte
 	for _, name := range bundleTables {
@@ -109,14 +134,14 @@ func WriteBundle(ctx context.Context, s *store.Store, runID, toolVersion string,
 		if spec.RunScoped {
 			t := spec.NewTable()
 			if err := s.ReadTable(ctx, t, schemas.Filter{RunIDs: []string{runID}}); err != nil {
-				return m, "", fmt.Errorf("reading %s: %w", name, err)
+				return m, nil, fmt.Errorf("reading %s: %w", name, err)
 			}
 			ts = append(ts, t)
 		} else {
 			for _, d := range devs {
 				t := spec.NewTable()
 				if err := s.ReadTable(ctx, t, schemas.Filter{From: from - bundleMargin, To: to + bundleMargin, DeviceUUID: d}); err != nil {
-					return m, "", fmt.Errorf("reading %s of %s: %w", name, d, err)
+					return m, nil, fmt.Errorf("reading %s of %s: %w", name, d, err)
 				}
 				ts = append(ts, t)
 			}
@@ -124,7 +149,7 @@ func WriteBundle(ctx context.Context, s *store.Store, runID, toolVersion string,
 		for _, t := range ts {
 			es, err := schemas.EventsOf(t, devTable)
 			if err != nil {
-				return m, "", err
+				return m, nil, err
 			}
 			m.Rows[name] += t.Rows()
 			for _, e := range es {
@@ -133,23 +158,27 @@ func WriteBundle(ctx context.Context, s *store.Store, runID, toolVersion string,
 		}
 	}
 	m.Events = len(msgs)
-	r, err := analytics.AnalyzeRun(ctx, s, runID)
-	if err != nil {
-		return m, "", fmt.Errorf("analysing %s: %w", runID, err)
-	}
-	m.Results = summaryMeans(r)
+	return m, msgs, nil
+}
+
+// writeBundle writes the magic, the manifest and the messages, and
+// returns the content hash.
+func writeBundle(w io.Writer, m Manifest, msgs [][]byte) (string, error) {
 	h := sha256.New()
 	bw := bufio.NewWriterSize(io.MultiWriter(w, h), 1<<16)
-	man, _ := json.Marshal(m)
+	man, err := json.Marshal(m)
+	if err != nil {
+		return "", err
+	}
 	bw.WriteString(bundleMagic)
 	writeFrame(bw, man)
 	for _, b := range msgs {
 		writeFrame(bw, b)
 	}
 	if err := bw.Flush(); err != nil {
-		return m, "", err
+		return "", err
 	}
-	return m, hex.EncodeToString(h.Sum(nil)), nil
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 func writeFrame(w *bufio.Writer, b []byte) {

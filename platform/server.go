@@ -49,6 +49,9 @@ type Server struct {
 	order   []string
 	uploads map[string][]time.Time // per user, the last hour's
 	busy    map[string]bool        // runs being uploaded
+	ovs     overviews
+	lbCache map[string][]byte // leaderboard answers of board generation lbGen
+	lbGen   uint64
 }
 
 type detail struct {
@@ -66,7 +69,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.UploadsPerHour == 0 {
 		cfg.UploadsPerHour = 20
 	}
-	s := &Server{cfg: cfg, board: NewBoard(), details: map[string]*detail{}, uploads: map[string][]time.Time{}, busy: map[string]bool{}}
+	s := &Server{cfg: cfg, board: NewBoard(), details: map[string]*detail{}, lbCache: map[string][]byte{}, uploads: map[string][]time.Time{}, busy: map[string]bool{}}
 	runs, err := cfg.State.Runs(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("loading published runs: %w", err)
@@ -159,13 +162,41 @@ func (s *Server) handleLeaderboard(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	res, err := s.board.Query(q)
-	if err != nil {
-		writeErr(w, http.StatusBadRequest, "%v", err)
-		return
+	// The same question of the same board has the same answer: popular
+	// pages are served from memory until the board changes.
+	key := r.URL.Query().Encode()
+	gen := s.board.Generation()
+	s.mu.Lock()
+	if s.lbGen != gen {
+		clear(s.lbCache)
+		s.lbGen = gen
 	}
-	writeJSON(w, http.StatusOK, res)
+	body, ok := s.lbCache[key]
+	s.mu.Unlock()
+	if !ok {
+		res, err := s.board.Query(q)
+		if err != nil {
+			writeErr(w, http.StatusBadRequest, "%v", err)
+			return
+		}
+		if body, err = json.Marshal(res); err != nil {
+			writeErr(w, http.StatusInternalServerError, "%v", err)
+			return
+		}
+		s.mu.Lock()
+		if s.lbGen == gen {
+			if len(s.lbCache) >= leaderboardCache {
+				clear(s.lbCache)
+			}
+			s.lbCache[key] = body
+		}
+		s.mu.Unlock()
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(body)
 }
+
+const leaderboardCache = 1024
 
 func intParam(s string, def int) (int, error) {
 	if s == "" {
@@ -278,6 +309,9 @@ func (s *Server) PublishLocal(ctx context.Context, who string) (int, error) {
 		}
 		s.board.Put(e)
 		n++
+		if err := s.warmOverview(ctx, s.cfg.Store, id); err != nil {
+			s.cfg.Log.Warn().Err(err).Str("run", id).Msg("power overview not built")
+		}
 	}
 	return n, nil
 }
@@ -407,6 +441,9 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.board.Put(e)
+	if err := s.warmOverview(ctx, b.Store(), id); err != nil {
+		s.cfg.Log.Warn().Err(err).Str("run", id).Msg("power overview not built")
+	}
 	d := &detail{result: res}
 	if d.json, err = json.Marshal(runDetail(res)); err == nil {
 		s.remember(id, d)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -35,7 +36,9 @@ type testPlatform struct {
 	store *store.Store
 }
 
-func newTestPlatform(t *testing.T) *testPlatform {
+func newTestPlatform(t *testing.T) *testPlatform { return newTestPlatformTB(t) }
+
+func newTestPlatformTB(t testing.TB) *testPlatform {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	_, nc, js := testenv.JetStream(t)
@@ -60,6 +63,13 @@ func newTestPlatform(t *testing.T) *testPlatform {
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
 	return &testPlatform{srv: srv, http: hs, state: state, store: st}
+}
+
+// newHTTPServer serves h until the test ends and returns its URL.
+func newHTTPServer(t testing.TB, h http.Handler) string {
+	hs := httptest.NewServer(h)
+	t.Cleanup(hs.Close)
+	return hs.URL
 }
 
 func (p *testPlatform) token(t *testing.T, user string, scopes ...string) string {
@@ -340,4 +350,47 @@ func storedRows(t *testing.T, st *store.Store, run string, span [2]int64) map[st
 		out[name] = tb.Rows()
 	}
 	return out
+}
+
+// A wide view served from the overview equals the samples aggregated on
+// the same bucket grid, bucket by bucket.
+func TestOverviewEqualsSamples(t *testing.T) {
+	data, _, _, run := h200Bundle(t)
+	b, err := ReadBundle(bytes.NewReader(data), DefaultLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &Server{cfg: Config{Store: b.Store()}, board: NewBoard()}
+	tl, err := srv.timeline(context.Background(), run, "", "", "100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tl.BucketNS%OverviewRes != 0 || tl.BucketNS < OverviewRes {
+		t.Fatalf("bucket %d ns: not a whole number of overview slots", tl.BucketNS)
+	}
+	s := tl.Series[0]
+	ps, _, err := analytics.Power(context.Background(), b.Store(), s.Device, tl.FromNS-bundleMargin, tl.ToNS+bundleMargin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.T) < 50 {
+		t.Fatalf("%d buckets", len(s.T))
+	}
+	for i, t0 := range s.T {
+		lo, hi, sum, n := math.Inf(1), math.Inf(-1), 0.0, 0
+		for _, p := range ps {
+			if p.TS >= t0 && p.TS < t0+tl.BucketNS {
+				w := float64(p.Power) / 1e3
+				lo, hi, sum, n = math.Min(lo, w), math.Max(hi, w), sum+w, n+1
+			}
+		}
+		if n == 0 || s.Min[i] != lo || s.Max[i] != hi || math.Abs(s.Mean[i]-sum/float64(n)) > 1e-9 {
+			t.Fatalf("bucket %d at %d: overview %v/%v/%v, samples %v/%v/%v (%d)", i, t0, s.Min[i], s.Mean[i], s.Max[i], lo, sum/float64(n), hi, n)
+		}
+	}
+	// A narrow view reads the samples themselves.
+	narrow, err := srv.timeline(context.Background(), run, fmt.Sprint(tl.FromNS+100e9), fmt.Sprint(tl.FromNS+102e9), "2000")
+	if err != nil || !narrow.Series[0].Raw {
+		t.Fatalf("a 2 s view: %v, raw %v", err, narrow.Series[0].Raw)
+	}
 }

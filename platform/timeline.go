@@ -174,14 +174,24 @@ func (s *Server) timeline(ctx context.Context, id, fromS, toS, pointsS string) (
 			}
 		}
 	}
-	for _, d := range devs {
-		ps, src, err := analytics.Power(ctx, s.cfg.Store, d, tl.FromNS, tl.ToNS)
+	if tl.BucketNS >= OverviewRes {
+		// A wide view: from the run's overview, buckets on whole slots.
+		ov, err := s.overview(ctx, id, devs, span0-bundleMargin, span1+bundleMargin)
 		if err != nil {
 			return nil, err
 		}
-		ser := Downsample(ps, tl.FromNS, tl.ToNS, int(points))
-		ser.Device, ser.Source = d, src
-		tl.Series = append(tl.Series, ser)
+		tl.BucketNS = (tl.BucketNS + OverviewRes - 1) / OverviewRes * OverviewRes
+		tl.Series = ov.series(tl.FromNS, tl.ToNS, tl.BucketNS)
+	} else {
+		for _, d := range devs {
+			ps, src, err := analytics.Power(ctx, s.cfg.Store, d, tl.FromNS, tl.ToNS)
+			if err != nil {
+				return nil, err
+			}
+			ser := Downsample(ps, tl.FromNS, tl.ToNS, int(points))
+			ser.Device, ser.Source = d, src
+			tl.Series = append(tl.Series, ser)
+		}
 	}
 	reqs, err := s.cfg.Store.Requests(ctx, id)
 	if err != nil {

@@ -331,6 +331,7 @@ func readFile(path string, t *schemas.Table, prune func(*pq.File) bool) (bool, e
 	filesRead.Add(1)
 	sch := pf.Schema()
 	idx := make([]int, len(t.Columns))
+	flat := true
 	for i, c := range t.Columns {
 		leaf, ok := sch.Lookup(c.Name())
 		if !ok {
@@ -338,20 +339,29 @@ func readFile(path string, t *schemas.Table, prune func(*pq.File) bool) (bool, e
 			continue
 		}
 		idx[i] = leaf.ColumnIndex
+		flat = flat && leaf.MaxRepetitionLevel == 0
+	}
+	if flat {
+		return true, readColumns(pf, t, idx)
 	}
 	r := pq.NewReader(pf)
 	defer r.Close()
 	buf := make([]pq.Row, 512)
+	var byCol [][]pq.Value // one row's values by leaf column, reused
 	for {
 		n, err := r.ReadRows(buf)
 		for _, row := range buf[:n] {
-			byCol := splitByColumn(row)
+			byCol = splitByColumn(row, byCol)
 			for i, c := range t.Columns {
 				if idx[i] < 0 {
 					c.AppendZero()
 					continue
 				}
-				if err := appendFrom(c, byCol[idx[i]]); err != nil {
+				var vals []pq.Value
+				if idx[i] < len(byCol) {
+					vals = byCol[idx[i]]
+				}
+				if err := appendFrom(c, vals); err != nil {
 					return true, err
 				}
 			}
@@ -365,12 +375,133 @@ func readFile(path string, t *schemas.Table, prune func(*pq.File) bool) (bool, e
 	}
 }
 
-func splitByColumn(row pq.Row) map[int][]pq.Value {
-	m := make(map[int][]pq.Value, 16)
-	for _, v := range row {
-		m[v.Column()] = append(m[v.Column()], v)
+// readColumns reads a file whose columns are all flat (no repeated
+// values) column chunk by column chunk, in batches of values: no row is
+// assembled, which is several times faster than reading rows.
+func readColumns(pf *pq.File, t *schemas.Table, idx []int) error {
+	vals := make([]pq.Value, 4096)
+	for _, rg := range pf.RowGroups() {
+		n := rg.NumRows()
+		chunks := rg.ColumnChunks()
+		for i, c := range t.Columns {
+			if idx[i] < 0 {
+				for range n {
+					c.AppendZero()
+				}
+				continue
+			}
+			got, err := readChunk(chunks[idx[i]], c, vals)
+			if err != nil {
+				return fmt.Errorf("column %s: %w", c.Name(), err)
+			}
+			if got != n {
+				return fmt.Errorf("column %s: %d values in a row group of %d rows", c.Name(), got, n)
+			}
+		}
 	}
-	return m
+	return nil
+}
+
+func readChunk(cc pq.ColumnChunk, c schemas.Column, vals []pq.Value) (int64, error) {
+	pages := cc.Pages()
+	defer pages.Close()
+	var got int64
+	for {
+		p, err := pages.ReadPage()
+		if err == io.EOF {
+			return got, nil
+		}
+		if err != nil {
+			return got, err
+		}
+		vr := p.Values()
+		for {
+			k, err := vr.ReadValues(vals)
+			if k > 0 {
+				if aerr := appendColumn(c, vals[:k]); aerr != nil {
+					pq.Release(p)
+					return got, aerr
+				}
+				got += int64(k)
+			}
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				pq.Release(p)
+				return got, err
+			}
+		}
+		pq.Release(p)
+	}
+}
+
+// appendColumn appends one value per row of a flat column.
+func appendColumn(c schemas.Column, vs []pq.Value) error {
+	switch col := c.(type) {
+	case *schemas.Col[string]:
+		// Identity columns repeat one value for many rows: reuse the
+		// previous string instead of allocating each (the comparison
+		// does not allocate).
+		last := ""
+		for i, v := range vs {
+			if b := v.ByteArray(); i == 0 || string(b) != last {
+				last = string(b)
+			}
+			col.Append(last)
+		}
+	case *schemas.Col[int64]:
+		for _, v := range vs {
+			col.Append(v.Int64())
+		}
+	case *schemas.Col[int32]:
+		for _, v := range vs {
+			col.Append(v.Int32())
+		}
+	case *schemas.Col[uint64]:
+		for _, v := range vs {
+			col.Append(uint64(v.Int64()))
+		}
+	case *schemas.Col[uint32]:
+		for _, v := range vs {
+			col.Append(uint32(v.Int32()))
+		}
+	case *schemas.Col[uint8]:
+		for _, v := range vs {
+			col.Append(uint8(v.Int32()))
+		}
+	case *schemas.Col[float64]:
+		for _, v := range vs {
+			if v.IsNull() {
+				col.AppendNull()
+			} else {
+				col.Append(v.Double())
+			}
+		}
+	default:
+		for _, v := range vs {
+			if err := appendFrom(c, []pq.Value{v}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// splitByColumn groups a row's values by leaf column into by (reused
+// across rows: no allocation per row once it has grown).
+func splitByColumn(row pq.Row, by [][]pq.Value) [][]pq.Value {
+	for i := range by {
+		by[i] = by[i][:0]
+	}
+	for _, v := range row {
+		c := v.Column()
+		for c >= len(by) {
+			by = append(by, nil)
+		}
+		by[c] = append(by[c], v)
+	}
+	return by
 }
 
 func appendFrom(c schemas.Column, vals []pq.Value) error {
