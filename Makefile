@@ -53,13 +53,15 @@ validate-gpu:
 
 # A short measured experiment on embedded defaults: embedded JetStream,
 # simulated GPU power, the built-in synthetic streaming server, a local
-# clickhouse-server when installed (else the Parquet store), a results table
-# and an exported dataset under $(DEMO_OUT)/.
+# clickhouse-server when installed (else the Parquet store), a results table,
+# an exported dataset under $(DEMO_OUT)/, and the results platform (lem web)
+# left running with the run on its leaderboard (make demo-stop stops it).
 demo: build
 	./$(BIN) demo -out $(DEMO_OUT)
 
 demo-stop:
-	@if [ -f $(DEMO_OUT)/clickhouse/pid ]; then kill $$(cat $(DEMO_OUT)/clickhouse/pid) 2>/dev/null || true; rm -f $(DEMO_OUT)/clickhouse/pid; echo stopped; fi
+	@if [ -f $(DEMO_OUT)/web/pid ]; then kill $$(cat $(DEMO_OUT)/web/pid) 2>/dev/null || true; rm -f $(DEMO_OUT)/web/pid; echo stopped the results platform; fi
+	@if [ -f $(DEMO_OUT)/clickhouse/pid ]; then kill $$(cat $(DEMO_OUT)/clickhouse/pid) 2>/dev/null || true; rm -f $(DEMO_OUT)/clickhouse/pid; echo stopped clickhouse-server; fi
 
 # Installs clickhouse-server with apt when missing (Debian, root).
 clickhouse:
@@ -105,6 +107,8 @@ bench: clickhouse
 	@# lem against the peer pipeline (Telegraf, built from the module proxy into .cache the first time), then the target rate held for 20 s.
 	TMPDIR=$(CGO_TMP) LEM_E2E=1 $(GO) test -run XXX -bench 'VersusPeer|Sustained|InsertOrder' -benchtime 1x -timeout 60m ./ingest
 	TMPDIR=$(CGO_TMP) $(GO) test -run XXX -bench 'TimestampAccuracy|PoissonKS' -benchtime 3x ./collectors/loadgen
+	@# The results platform: leaderboard over 100,000 runs, the timeline of 1 h x 8 GPUs, 200 concurrent clients, bundle verification.
+	TMPDIR=$(CGO_TMP) $(GO) test -run XXX -bench 'LeaderboardP95|LeaderboardAfterUpload|TimelineHour8GPU|ConcurrentClients|VerifyBundle|ReadBundleHour8GPU' -benchtime 20x ./platform
 
 fuzz:
 	@mkdir -p $(CGO_TMP)

@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -67,6 +69,7 @@ type demo struct {
 	cycles, requests, concurrency, outTokens, devices int
 	baseline, cooldown                                time.Duration
 	seed                                              uint64
+	web                                               string // lem web's address; empty: not started
 }
 
 func (d *demo) run(ctx context.Context) error {
@@ -74,6 +77,10 @@ func (d *demo) run(ctx context.Context) error {
 	if err := os.MkdirAll(d.out, 0o755); err != nil {
 		return err
 	}
+	// A platform left by an earlier demo reads the store about to be
+	// emptied: stop it and drop its state.
+	stopPreviousProcess(filepath.Join(d.out, "web", "pid"), "web")
+	os.RemoveAll(filepath.Join(d.out, "web"))
 	// 1. Embedded JetStream.
 	natsDir := filepath.Join(d.out, "nats")
 	os.RemoveAll(natsDir)
@@ -188,8 +195,117 @@ func (d *demo) run(ctx context.Context) error {
 	}
 	fmt.Printf("\ndataset: %s (%s rows)\n", dsDir, strings.Join(parts, ", "))
 	d.printNext(runID, store.Name())
+
+	// 8. The results platform, showing the run.
+	if d.web != "" {
+		url, err := d.startWeb(store.Name())
+		if err != nil {
+			return fmt.Errorf("starting the results platform: %w", err)
+		}
+		fmt.Printf("\nthe results platform is at %s — the demo run is on its leaderboard, marked simulated:\n  %sruns/%s\n(it keeps running; stop it: make demo-stop, or kill $(cat %s))\n",
+			url, url, runID, filepath.Join(d.out, "web", "pid"))
+	}
 	fmt.Printf("\ndemo finished in %.0f s\n", time.Since(start).Seconds())
 	return nil
+}
+
+// startWeb starts `lem web` on the demo's store as a process of its own
+// (it outlives the demo), waits until it serves the run, and returns its
+// address. A platform left by an earlier demo in the same directory is
+// stopped first.
+func (d *demo) startWeb(storeName string) (string, error) {
+	dir := filepath.Join(d.out, "web")
+	stopPreviousProcess(filepath.Join(dir, "pid"), "web")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	addr := d.web
+	if ln, err := net.Listen("tcp", addr); err == nil {
+		addr = ln.Addr().String() // a port of 0 becomes the one chosen
+		ln.Close()
+	} else if ln, err = net.Listen("tcp", "127.0.0.1:0"); err == nil {
+		addr = ln.Addr().String() // the asked-for port is taken: any free one
+		ln.Close()
+	} else {
+		return "", err
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	args := []string{"web", "-listen", addr, "-data", dir, "-admin-token-file", filepath.Join(dir, "admin-token"), "-log-format", "json"}
+	if storeName == "clickhouse" {
+		args = append(args, "-clickhouse", d.ch.Addr, "-database", d.ch.Database, "-clickhouse-user", d.ch.User)
+		if d.ch.PasswordFile != "" {
+			args = append(args, "-clickhouse-password-file", d.ch.PasswordFile)
+		}
+	} else {
+		args = append(args, "-parquet", filepath.Join(d.out, "store"))
+	}
+	logf, err := os.Create(filepath.Join(dir, "web.log"))
+	if err != nil {
+		return "", err
+	}
+	defer logf.Close()
+	cmd := exec.Command(exe, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return "", err
+	}
+	pid := cmd.Process.Pid
+	cmd.Process.Release()
+	if err := os.WriteFile(filepath.Join(dir, "pid"), []byte(fmt.Sprintln(pid)), 0o644); err != nil {
+		return "", err
+	}
+	url := "http://" + addr + "/"
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		resp, err := http.Get(url + "api/health")
+		if err == nil {
+			var h struct{ Runs int }
+			json.NewDecoder(resp.Body).Decode(&h)
+			resp.Body.Close()
+			if h.Runs > 0 {
+				return url, nil
+			}
+		}
+		if syscall.Kill(pid, 0) != nil || time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(dir, "web.log"))
+			return "", fmt.Errorf("lem web did not come up on %s: %s", addr, tailOf(log, 2000))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func tailOf(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
+
+// stopPreviousProcess stops the process whose pid is in pidFile if its
+// command line contains word (a lem web or clickhouse-server left by an
+// earlier demo), and waits for it to exit.
+func stopPreviousProcess(pidFile, word string) {
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		return
+	}
+	var pid int
+	if _, err := fmt.Sscanf(string(b), "%d", &pid); err != nil || pid <= 0 {
+		return
+	}
+	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if !strings.Contains(string(cmdline), word) && !strings.Contains(exe, word) {
+		return
+	}
+	_ = syscall.Kill(pid, syscall.SIGTERM)
+	for i := 0; i < 200 && syscall.Kill(pid, 0) == nil; i++ {
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // openStore picks ClickHouse (given, or a local server started here) or
@@ -224,24 +340,7 @@ func (d *demo) openStore(ctx context.Context) (*store.Store, error) {
 }
 
 // stopPrevious stops a server an earlier demo left in dir.
-func stopPrevious(dir string) {
-	b, err := os.ReadFile(filepath.Join(dir, "pid"))
-	if err != nil {
-		return
-	}
-	var pid int
-	if _, err := fmt.Sscanf(string(b), "%d", &pid); err != nil || pid <= 0 {
-		return
-	}
-	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-	if !strings.Contains(exe, "clickhouse") {
-		return
-	}
-	_ = syscall.Kill(pid, syscall.SIGTERM)
-	for i := 0; i < 200 && syscall.Kill(pid, 0) == nil; i++ {
-		time.Sleep(100 * time.Millisecond)
-	}
-}
+func stopPrevious(dir string) { stopPreviousProcess(filepath.Join(dir, "pid"), "clickhouse") }
 
 // waitIngested returns once every ingest consumer has acknowledged all
 // messages of its subject.
@@ -303,6 +402,7 @@ type demoCmd struct {
 	cooldown    *time.Duration
 	devices     *int
 	seed        *uint64
+	web         *string
 	stc         func() store.Config
 	logger      func() zerolog.Logger
 }
@@ -320,6 +420,7 @@ func newDemoCmd(fs *flag.FlagSet) func([]string) error {
 		cooldown:    fs.Duration("cooldown", 2*time.Second, "pause between cycles"),
 		devices:     fs.Int("devices", 1, "simulated GPUs"),
 		seed:        fs.Uint64("seed", 1, "seed of the simulator and the workload"),
+		web:         fs.String("web", "127.0.0.1:8080", "start the results platform (lem web) on this address at the end, showing the run (another free port if taken; empty: don't)"),
 		stc:         storeFlags(fs, "", ""),
 		logger:      logFlags(fs),
 	}
@@ -329,7 +430,7 @@ func newDemoCmd(fs *flag.FlagSet) func([]string) error {
 func (opt *demoCmd) run(_ []string) error {
 	d := demo{out: *opt.out, store: *opt.store, ch: opt.stc().ClickHouse, log: opt.logger(), cycles: *opt.cycles, requests: *opt.requests,
 		concurrency: *opt.concurrency, outTokens: *opt.outTokens, baseline: *opt.baseline, cooldown: *opt.cooldown,
-		devices: *opt.devices, seed: *opt.seed}
+		devices: *opt.devices, seed: *opt.seed, web: *opt.web}
 	ctx, cancel := signalContext()
 	defer cancel()
 	return d.run(ctx)

@@ -3,13 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -68,7 +72,7 @@ func TestDemo(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
 			args := append([]string{"demo", "-out", dir, "-cycles", "2", "-requests", "8", "-output-tokens", "16",
-				"-baseline", "1s", "-cooldown", "200ms", "-quiet"}, extra...)
+				"-baseline", "1s", "-cooldown", "200ms", "-quiet", "-web", ""}, extra...)
 			stdout := captureStdout(t, func() {
 				var errb bytes.Buffer
 				if code := run(args, os.Stdout, &errb); code != 0 {
@@ -198,5 +202,101 @@ func TestAgentPublishesAndServesMetrics(t *testing.T) {
 	info, _ := s.Info(context.Background())
 	if info.State.Msgs < 10 {
 		t.Fatalf("stream holds %d messages after a 2.5 s agent run", info.State.Msgs)
+	}
+}
+
+// TestDemoStartsThePlatform: make demo ends with the results platform
+// running (a process of its own, here the built binary), the demo run on
+// its leaderboard marked simulated and recomputed, its page and timeline
+// served; a second demo in the same directory replaces it.
+func TestDemoStartsThePlatform(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "lem")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("building lem: %v\n%s", err, out)
+	}
+	out := filepath.Join(dir, "demo")
+	demo := func() (string, string) {
+		t.Helper()
+		cmd := exec.Command(bin, "demo", "-out", out, "-store", "parquet", "-cycles", "1", "-requests", "8", "-output-tokens", "16",
+			"-baseline", "1s", "-cooldown", "200ms", "-quiet", "-web", "127.0.0.1:0")
+		res, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("demo: %v\n%s", err, res)
+		}
+		m := regexp.MustCompile(`the results platform is at (http://\S+/) `).FindSubmatch(res)
+		run := regexp.MustCompile(`run (lem-demo-\S+):`).FindSubmatch(res)
+		if m == nil || run == nil {
+			t.Fatalf("no platform address or run in:\n%s", res)
+		}
+		return string(m[1]), string(run[1])
+	}
+	pidFile := filepath.Join(out, "web", "pid")
+	defer func() {
+		if b, err := os.ReadFile(pidFile); err == nil {
+			var pid int
+			fmt.Sscan(string(b), &pid)
+			syscall.Kill(pid, syscall.SIGTERM)
+		}
+	}()
+	url, run := demo()
+	check := func(url, run string) {
+		t.Helper()
+		var lb struct {
+			Total int
+			Rows  []struct {
+				RunID        string `json:"run_id"`
+				Simulated    bool
+				Verification string
+				JPerToken    *float64 `json:"j_per_token"`
+			}
+		}
+		getJSONURL(t, url+"api/leaderboard?workload=*", &lb)
+		if lb.Total != 1 || lb.Rows[0].RunID != run || !lb.Rows[0].Simulated || lb.Rows[0].Verification != "recomputed" || lb.Rows[0].JPerToken == nil {
+			t.Fatalf("leaderboard: %+v", lb)
+		}
+		var tl struct{ Series []struct{ N int } }
+		getJSONURL(t, url+"api/runs/"+run+"/timeline", &tl)
+		if len(tl.Series) != 1 || tl.Series[0].N == 0 {
+			t.Fatalf("timeline: %+v", tl)
+		}
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		page, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(page), "<script type=\"module\" src=\"/assets/app-") {
+			t.Fatalf("the front end is not served (built into the binary?): %s", page)
+		}
+	}
+	check(url, run)
+	first, _ := os.ReadFile(pidFile)
+	// Again: the earlier platform is stopped, the new one shows only the new run.
+	url2, run2 := demo()
+	check(url2, run2)
+	var pid int
+	fmt.Sscan(string(first), &pid)
+	if syscall.Kill(pid, 0) == nil {
+		t.Fatalf("the first demo's platform (pid %d) still runs", pid)
+	}
+}
+
+func getJSONURL(t *testing.T, url string, v any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("%s: %d %s", url, resp.StatusCode, b)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("%s: %v", url, err)
 	}
 }
