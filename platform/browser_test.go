@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"flag"
 	"io/fs"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -50,16 +49,54 @@ func needBrowser(t *testing.T) (chromium, uiDir string) {
 }
 
 // TestBrowser uses the platform in headless Chromium as a person would:
-// the leaderboard with a verified H200 upload and a run whose model name
+// signing in at an OpenID Connect provider (its own login page), making
+// an API token in the UI and uploading the H200 run with it; the
+// leaderboard with that verified upload and a run whose model name
 // holds markup, sorting and filtering through the page (state in the URL,
 // kept across a reload), the run page with its verification report, and
 // the power timeline zoomed from the whole run down to samples and tokens.
 func TestBrowser(t *testing.T) {
 	chromium, uiDir := needBrowser(t)
-	data, _, _, run := h200Bundle(t)
+	data, _, hash, run := h200Bundle(t)
 	p := newTestPlatform(t)
-	if code, out := p.upload(t, p.token(t, "alice", ScopeUpload), data); code != http.StatusCreated {
-		t.Fatalf("upload: %d %v", code, out)
+	issuer := startOIDC(t, p.http.URL+"/auth/callback/oidc")
+	prov, err := NewOIDC(context.Background(), OIDCConfig{ID: "oidc", Name: "Lab login", Issuer: issuer, ClientID: "lem",
+		ClientSecret: "lem-secret", RedirectURL: p.http.URL + "/auth/callback/oidc"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.srv.cfg.Providers = []Provider{prov}
+	out := t.TempDir()
+	if *updateScreenshots {
+		out, _ = filepath.Abs(filepath.Join("..", "docs", "platform"))
+		os.MkdirAll(out, 0o755)
+	}
+	node := func(args ...string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "node", append([]string{"test/browser.mjs"}, args...)...)
+		cmd.Dir = uiDir
+		cmd.Env = append(os.Environ(), "LEM_CHROMIUM="+chromium)
+		res, err := cmd.CombinedOutput()
+		t.Logf("%s", res)
+		if err != nil {
+			t.Fatalf("browser: %v", err)
+		}
+		lines := strings.Split(strings.TrimSpace(string(res)), "\n")
+		return lines[len(lines)-1]
+	}
+	// Sign in through the provider's own login page and make a token in
+	// the UI; then upload with it as lem upload does.
+	var signed struct{ Secret string }
+	if json.Unmarshal([]byte(node("signin", p.http.URL, out)), &signed) != nil || !strings.HasPrefix(signed.Secret, "lem_") {
+		t.Fatal("no token from the tokens page")
+	}
+	bundle := filepath.Join(t.TempDir(), "run.lemb")
+	os.WriteFile(bundle, data, 0o600)
+	msg, err := Send(context.Background(), p.http.URL, signed.Secret, bundle, hash)
+	if err != nil || !strings.Contains(msg, "verified and published") {
+		t.Fatalf("upload with the UI's token: %v\n%s", err, msg)
 	}
 	// A hostile run name: must render as text.
 	hostile := Entry{RunID: "hostile", Model: `<script>window.__xss=1</script><img src=x onerror="window.__xss=2">`, Backend: "vllm",
@@ -80,26 +117,10 @@ func TestBrowser(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	out := t.TempDir()
-	if *updateScreenshots {
-		out, _ = filepath.Abs(filepath.Join("..", "docs", "platform"))
-		os.MkdirAll(out, 0o755)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "node", "test/browser.mjs", p.http.URL, run, out)
-	cmd.Dir = uiDir
-	cmd.Env = append(os.Environ(), "LEM_CHROMIUM="+chromium)
-	res, err := cmd.CombinedOutput()
-	t.Logf("%s", res)
-	if err != nil {
-		t.Fatalf("browser: %v", err)
-	}
-	lines := strings.Split(strings.TrimSpace(string(res)), "\n")
 	var m struct {
 		FCP *float64 `json:"first_contentful_paint_ms"`
 	}
-	if json.Unmarshal([]byte(lines[len(lines)-1]), &m) != nil || m.FCP == nil {
+	if json.Unmarshal([]byte(node("browse", p.http.URL, run, out)), &m) != nil || m.FCP == nil {
 		t.Fatalf("no first contentful paint reported")
 	}
 	t.Logf("leaderboard first contentful paint: %.0f ms; screenshots in %s", *m.FCP, out)

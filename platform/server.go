@@ -2,6 +2,7 @@ package platform
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -36,6 +37,14 @@ type Config struct {
 	UploadsPerHour int
 	ToolVersion    string
 	Log            zerolog.Logger
+	// Providers are the ways to sign in (none: tokens only).
+	Providers []Provider
+	// Admins and Moderators name users (provider:login, id, or e-mail)
+	// given those roles at every sign-in.
+	Admins, Moderators []string
+	// SecureCookies marks cookies Secure (the platform is served over
+	// HTTPS, e.g. behind a TLS proxy).
+	SecureCookies bool
 }
 
 // Server is the results platform: the JSON API and the embedded UI.
@@ -52,6 +61,8 @@ type Server struct {
 	ovs     overviews
 	lbCache map[string][]byte // leaderboard answers of board generation lbGen
 	lbGen   uint64
+	key     []byte   // signs sign-in cookies (per process)
+	signins *limiter // sign-in attempts per client address
 }
 
 type detail struct {
@@ -69,7 +80,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.UploadsPerHour == 0 {
 		cfg.UploadsPerHour = 20
 	}
-	s := &Server{cfg: cfg, board: NewBoard(), details: map[string]*detail{}, lbCache: map[string][]byte{}, uploads: map[string][]time.Time{}, busy: map[string]bool{}}
+	s := &Server{cfg: cfg, board: NewBoard(), details: map[string]*detail{}, lbCache: map[string][]byte{}, uploads: map[string][]time.Time{},
+		busy: map[string]bool{}, key: make([]byte, 32), signins: newLimiter(30, time.Minute)}
+	if _, err := rand.Read(s.key); err != nil {
+		return nil, err
+	}
 	runs, err := cfg.State.Runs(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("loading published runs: %w", err)
@@ -101,13 +116,23 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /api/runs/{id}/timeline", s.handleTimeline)
 	m.HandleFunc("POST /api/uploads", s.handleUpload)
 	m.HandleFunc("GET /api/uploads/{id}", s.handleUploadState)
+	m.HandleFunc("GET /api/me", s.handleMe)
+	m.HandleFunc("GET /api/tokens", s.authed(s.handleTokens))
+	m.HandleFunc("POST /api/tokens", s.authed(s.handleCreateToken))
+	m.HandleFunc("DELETE /api/tokens/{hash}", s.authed(s.handleRevokeToken))
+	m.HandleFunc("GET /auth/providers", s.handleProviders)
+	m.HandleFunc("GET /auth/login/{provider}", s.handleLogin)
+	m.HandleFunc("GET /auth/callback/{provider}", s.handleCallback)
+	m.HandleFunc("POST /auth/logout", s.handleLogout)
 	m.Handle("GET /", uiHandler())
 	s.mux = m
 }
 
 // routeList is every API route, for the OpenAPI check.
 var routeList = []string{"GET /api/health", "GET /api/openapi.json", "GET /api/leaderboard", "GET /api/runs/{id}",
-	"GET /api/runs/{id}/timeline", "POST /api/uploads", "GET /api/uploads/{id}"}
+	"GET /api/runs/{id}/timeline", "POST /api/uploads", "GET /api/uploads/{id}", "GET /api/me", "GET /api/tokens",
+	"POST /api/tokens", "DELETE /api/tokens/{hash}", "GET /auth/providers", "GET /auth/login/{provider}",
+	"GET /auth/callback/{provider}", "POST /auth/logout"}
 
 // apiError is every error response's body.
 type apiError struct {

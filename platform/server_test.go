@@ -291,7 +291,8 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	p := newTestPlatform(t)
 	for _, r := range routeList {
 		method, path, _ := strings.Cut(r, " ")
-		req, _ := http.NewRequest(method, p.http.URL+strings.ReplaceAll(path, "{id}", "nope"), nil)
+		path = strings.NewReplacer("{id}", "nope", "{hash}", "nope", "{provider}", "nope").Replace(path)
+		req, _ := http.NewRequest(method, p.http.URL+path, nil)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)

@@ -62,6 +62,7 @@ type Upload struct {
 type State struct {
 	js                    jetstream.JetStream
 	runs, tokens, uploads jetstream.KeyValue
+	users, sessions       jetstream.KeyValue
 }
 
 // OpenState creates (or opens) the platform's buckets. The event stream
@@ -82,6 +83,9 @@ func OpenState(ctx context.Context, js jetstream.JetStream) (*State, error) {
 			return nil, fmt.Errorf("opening bucket %s: %w", b.name, err)
 		}
 		*b.kv = kv
+	}
+	if err := s.openAuthState(ctx); err != nil {
+		return nil, err
 	}
 	return s, nil
 }

@@ -233,6 +233,10 @@ func (d *demo) startWeb(storeName string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if strings.HasSuffix(exe, ".test") {
+		// In-process demos of tests: a test binary is not lem.
+		return "", errors.New("the platform is started by the lem binary, not by a test binary: pass -web \"\"")
+	}
 	args := []string{"web", "-listen", addr, "-data", dir, "-admin-token-file", filepath.Join(dir, "admin-token"), "-log-format", "json"}
 	if storeName == "clickhouse" {
 		args = append(args, "-clickhouse", d.ch.Addr, "-database", d.ch.Database, "-clickhouse-user", d.ch.User)

@@ -37,6 +37,15 @@ type webCmd struct {
 	adminTokenFile *string
 	uploadsPerHour *int
 	maxBundle      *int64
+	publicURL      *string
+	oidcIssuer     *string
+	oidcClientID   *string
+	oidcSecretFile *string
+	oidcName       *string
+	ghClientID     *string
+	ghSecretFile   *string
+	ghWeb, ghAPI   *string
+	admins, mods   *string
 	stc            func() store.Config
 	logger         func() zerolog.Logger
 }
@@ -51,6 +60,17 @@ func newWebCmd(fs *flag.FlagSet) func([]string) error {
 		adminTokenFile: fs.String("admin-token-file", "", "when this file does not exist, create an admin API token (upload, read, admin) and write it there (mode 0600)"),
 		uploadsPerHour: fs.Int("uploads-per-hour", 20, "uploads allowed per user per hour"),
 		maxBundle:      fs.Int64("max-bundle-bytes", platform.DefaultLimits.MaxBytes, "largest bundle accepted"),
+		publicURL:      fs.String("public-url", "", "the platform's address as browsers reach it (sign-in redirects; https:// makes cookies Secure); default http://<listen>"),
+		oidcIssuer:     fs.String("oidc-issuer", "", "sign in with this OpenID Connect provider (its issuer URL; discovery at /.well-known/openid-configuration)"),
+		oidcClientID:   fs.String("oidc-client-id", "", "the platform's client id at the OpenID Connect provider"),
+		oidcSecretFile: fs.String("oidc-client-secret-file", "", "file holding the OpenID Connect client secret (or set LEM_OIDC_CLIENT_SECRET)"),
+		oidcName:       fs.String("oidc-name", "", "the OpenID Connect provider's name on the sign-in button (default: the issuer)"),
+		ghClientID:     fs.String("github-client-id", "", "sign in with GitHub: the OAuth app's client id (callback <public-url>/auth/callback/github)"),
+		ghSecretFile:   fs.String("github-client-secret-file", "", "file holding the GitHub OAuth app's client secret (or set LEM_GITHUB_CLIENT_SECRET)"),
+		ghWeb:          fs.String("github-url", "https://github.com", "GitHub's web address (GitHub Enterprise: yours)"),
+		ghAPI:          fs.String("github-api-url", "https://api.github.com", "GitHub's API address (GitHub Enterprise: https://HOST/api/v3)"),
+		admins:         fs.String("admins", "", "comma-separated users made admins at sign-in (github:LOGIN, an e-mail, or a user id)"),
+		mods:           fs.String("moderators", "", "comma-separated users made moderators at sign-in"),
 		stc:            storeFlags(fs, "", "Parquet store of the platform's runs (default <data>/store)"),
 		logger:         logFlags(fs),
 	}
@@ -88,8 +108,17 @@ func (opt *webCmd) run(_ []string) error {
 	defer st.Close()
 	lim := platform.DefaultLimits
 	lim.MaxBytes = *opt.maxBundle
+	public := strings.TrimSuffix(*opt.publicURL, "/")
+	if public == "" {
+		public = "http://" + *opt.listen
+	}
+	providers, err := opt.providers(ctx, public)
+	if err != nil {
+		return err
+	}
 	srv, err := platform.New(ctx, platform.Config{Store: st, State: state, Publisher: pub, Limits: lim,
-		UploadsPerHour: *opt.uploadsPerHour, ToolVersion: version, Log: log})
+		UploadsPerHour: *opt.uploadsPerHour, ToolVersion: version, Log: log, Providers: providers,
+		Admins: splitList(*opt.admins), Moderators: splitList(*opt.mods), SecureCookies: strings.HasPrefix(public, "https://")})
 	if err != nil {
 		return err
 	}
@@ -131,6 +160,60 @@ func (opt *webCmd) run(_ []string) error {
 		return err
 	}
 	return nil
+}
+
+// providers builds the sign-in providers the flags configure.
+func (opt *webCmd) providers(ctx context.Context, public string) ([]platform.Provider, error) {
+	var out []platform.Provider
+	if *opt.oidcIssuer != "" {
+		secret, err := secretFrom(*opt.oidcSecretFile, "LEM_OIDC_CLIENT_SECRET")
+		if err != nil {
+			return nil, err
+		}
+		if *opt.oidcClientID == "" {
+			return nil, errors.New("-oidc-issuer needs -oidc-client-id")
+		}
+		p, err := platform.NewOIDC(ctx, platform.OIDCConfig{ID: "oidc", Name: *opt.oidcName, Issuer: *opt.oidcIssuer,
+			ClientID: *opt.oidcClientID, ClientSecret: secret, RedirectURL: public + "/auth/callback/oidc"})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	if *opt.ghClientID != "" {
+		secret, err := secretFrom(*opt.ghSecretFile, "LEM_GITHUB_CLIENT_SECRET")
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, platform.NewGitHub(platform.GitHubConfig{ClientID: *opt.ghClientID, ClientSecret: secret,
+			RedirectURL: public + "/auth/callback/github", WebURL: *opt.ghWeb, APIURL: *opt.ghAPI}))
+	}
+	return out, nil
+}
+
+// secretFrom reads a secret from file, else from the environment variable.
+func secretFrom(file, env string) (string, error) {
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", err
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	if v := strings.TrimSpace(os.Getenv(env)); v != "" {
+		return v, nil
+	}
+	return "", fmt.Errorf("no client secret: give its file or set %s", env)
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, x := range strings.Split(s, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			out = append(out, x)
+		}
+	}
+	return out
 }
 
 func init() {

@@ -352,7 +352,7 @@ func TestRunsList(t *testing.T) {
 	dir := t.TempDir()
 	var errb bytes.Buffer
 	captureStdout(t, func() {
-		if code := run([]string{"demo", "-out", dir, "-store", "parquet", "-cycles", "3", "-requests", "4", "-baseline", "500ms",
+		if code := run([]string{"demo", "-out", dir, "-store", "parquet", "-web", "", "-cycles", "3", "-requests", "4", "-baseline", "500ms",
 			"-cooldown", "100ms", "-quiet"}, os.Stdout, &errb); code != 0 {
 			t.Fatalf("demo: %s", errb.String())
 		}

@@ -28,6 +28,7 @@ writeFileSync('dist/index.html', `<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>lem — LLM energy results</title>
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="/${css}">
 <script type="module" src="/${js}"></script>
 </head>

@@ -3,6 +3,7 @@ import './style.css';
 import { h, clear } from './dom';
 import { leaderboard } from './leaderboard';
 import { runPage } from './run';
+import { accountBox, tokensPage } from './account';
 
 const app = document.getElementById('app') as HTMLElement;
 
@@ -13,15 +14,18 @@ export function navigate(url: string): void {
 
 async function route(): Promise<void> {
   const main = h('main', { id: 'main' });
-  clear(app).appendChild(h('header', { class: 'top' }, h('a', { href: '/', class: 'brand' }, 'lem'),
+  const header = h('header', { class: 'top' }, h('a', { href: '/', class: 'brand' }, 'lem'),
     h('span', { class: 'tag' }, 'LLM inference energy, recomputed from raw telemetry'),
-    h('nav', {}, h('a', { href: '/' }, 'Leaderboard'), h('a', { href: '/api/openapi.json' }, 'API'))));
+    h('nav', {}, h('a', { href: '/' }, 'Leaderboard'), h('a', { href: '/api/openapi.json' }, 'API')));
+  clear(app).appendChild(header);
   app.appendChild(main);
+  header.appendChild(await accountBox());
   const path = location.pathname;
   try {
     const m = path.match(/^\/runs\/([^/]+)$/);
     if (m) await runPage(main, decodeURIComponent(m[1]));
     else if (path === '/') await leaderboard(main, new URLSearchParams(location.search));
+    else if (path === '/tokens') await tokensPage(main);
     else main.appendChild(h('p', {}, 'No such page. ', h('a', { href: '/' }, 'Go to the leaderboard.')));
   } catch (e) {
     main.appendChild(h('p', { class: 'error', role: 'alert' }, `Could not load this page: ${(e as Error).message}`));
@@ -33,7 +37,7 @@ document.addEventListener('click', (e) => {
   const a = (e.target as HTMLElement).closest('a');
   if (!a || a.target || e.ctrlKey || e.metaKey || e.shiftKey || e.button !== 0) return;
   const url = new URL(a.href, location.href);
-  if (url.origin !== location.origin || url.pathname.startsWith('/api/')) return;
+  if (url.origin !== location.origin || url.pathname.startsWith('/api/') || url.pathname.startsWith('/auth/')) return;
   e.preventDefault();
   navigate(url.pathname + url.search);
 });

@@ -3,10 +3,12 @@
 // test TestBrowser (platform/browser_test.go), which starts the platform
 // and uploads a run first.
 //
-//   node test/browser.mjs BASE_URL RUN_ID OUT_DIR
+//   node test/browser.mjs signin BASE_URL OUT_DIR   (prints {"secret": …})
+//   node test/browser.mjs browse BASE_URL RUN_ID OUT_DIR
 import { chromium } from 'playwright-core';
 
-const [base, runID, out] = process.argv.slice(2);
+const mode = process.argv[2];
+const [base, runID, out] = mode === 'signin' ? [process.argv[3], '', process.argv[4]] : process.argv.slice(3);
 const fail = (msg) => { console.error('FAIL: ' + msg); process.exitCode = 1; };
 const browser = await chromium.launch({
   executablePath: process.env.LEM_CHROMIUM || '/usr/bin/chromium',
@@ -15,11 +17,44 @@ const browser = await chromium.launch({
 const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
 const errors = [];
 page.on('pageerror', (e) => errors.push(e.message));
-page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+// Failed requests to the platform (the provider's own pages are not ours).
+page.on('response', (r) => { if (r.url().startsWith(base) && r.status() >= 400) errors.push(`${r.status()} ${r.url()}`); });
 const step = async (name, f) => {
   try { await f(); } catch (e) { fail(`${name}: ${e.message}`); }
   await page.screenshot({ path: `${out}/${name}.png` });
 };
+
+if (mode === 'signin') {
+  // Sign in at the OpenID Connect provider, make an API token in the UI.
+  let secret = null;
+  await step('signin-provider', async () => {
+    await page.goto(base + '/');
+    await page.click('a.signin:has-text("Lab login")');
+    await page.waitForSelector('#username');
+    await page.fill('#username', 'test-user@127.0.0.1');
+    await page.fill('#password', 'verysecure');
+  });
+  await step('signed-in', async () => {
+    await page.click('button[type=submit]');
+    await page.waitForSelector('.account .who');
+    const who = await page.textContent('.account .who');
+    if (!who.includes('user')) throw new Error(`account shows ${who}`);
+  });
+  await step('tokens', async () => {
+    await page.click('a:has-text("API tokens")');
+    await page.waitForSelector('#token-form');
+    await page.fill('#t-name', 'lab GPU box');
+    await page.click('#token-form button[type=submit]');
+    await page.waitForSelector('#token-secret');
+    secret = (await page.textContent('#token-secret')).trim();
+    const rows = await page.$$eval('#tokens tbody tr', (rs) => rs.length);
+    if (rows !== 1) throw new Error(`${rows} tokens listed`);
+  });
+  await browser.close();
+  if (errors.length) fail('page errors: ' + errors.join('; '));
+  console.log(JSON.stringify({ secret }));
+  process.exit();
+}
 
 // 1. The leaderboard, and its first contentful paint.
 let fcp = null;

@@ -1,0 +1,89 @@
+// Sign-in state in the header, and the API tokens page: a token's secret
+// is shown once, when it is made.
+import { h, clear, date } from './dom';
+import { APIError } from './api';
+
+export interface Me { user: { id: string; login: string; name: string; role: string; provider: string }; csrf?: string }
+interface Provider { id: string; name: string; url: string }
+interface Token { hash: string; name: string; user: string; scopes: string[]; created_ns: number; expires_ns: number; revoked: boolean }
+
+let me: Me | null = null;
+
+export async function loadMe(): Promise<Me | null> {
+  const r = await fetch('/api/me', { headers: { Accept: 'application/json' } });
+  const body = r.ok ? ((await r.json()) as Me) : null;
+  me = body && body.user ? body : null;
+  return me;
+}
+
+// send makes a state-changing request with the session's CSRF token.
+async function send<T>(method: string, path: string, body?: unknown): Promise<T> {
+  const r = await fetch(path, {
+    method, headers: { 'Content-Type': 'application/json', Accept: 'application/json', 'X-CSRF-Token': me?.csrf ?? '' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const out = await r.json().catch(() => null);
+  if (!r.ok) throw new APIError((out && out.error) || `${r.status} ${r.statusText}`);
+  return out as T;
+}
+
+export async function accountBox(): Promise<HTMLElement> {
+  const box = h('div', { class: 'account' });
+  const cur = await loadMe();
+  if (cur) {
+    box.appendChild(h('span', { class: 'who', title: `${cur.user.id} (${cur.user.role})` }, `${cur.user.name} · ${cur.user.role}`));
+    box.appendChild(h('a', { href: '/tokens' }, 'API tokens'));
+    box.appendChild(h('button', { type: 'button', id: 'signout', onclick: async () => { await send('POST', '/auth/logout'); location.assign('/'); } }, 'Sign out'));
+    return box;
+  }
+  const ps = await fetch('/auth/providers').then((r) => r.json() as Promise<Provider[]>).catch(() => [] as Provider[]);
+  const ret = encodeURIComponent(location.pathname + location.search);
+  for (const p of ps) box.appendChild(h('a', { class: 'signin', href: `${p.url}?return=${ret}` }, `Sign in with ${p.name}`));
+  return box;
+}
+
+export async function tokensPage(root: HTMLElement): Promise<void> {
+  clear(root);
+  document.title = 'API tokens — lem';
+  root.appendChild(h('h1', {}, 'API tokens'));
+  if (!me) {
+    root.appendChild(h('p', {}, 'Sign in to make API tokens (top right).'));
+    return;
+  }
+  root.appendChild(h('p', { class: 'lede' }, 'A token lets lem upload runs in your name (lem upload -token-file FILE, or LEM_TOKEN). Its secret is shown once; the platform keeps only its SHA-256.'));
+  const out = h('div', { id: 'token-result', role: 'status' });
+  const scopes = ['upload', 'read'].concat(me.user.role === 'admin' ? ['admin'] : []);
+  const form = h('form', { class: 'filters', id: 'token-form' },
+    h('label', { for: 't-name' }, 'name', h('input', { id: 't-name', type: 'search', required: true, maxlength: 100, placeholder: 'e.g. lab GPU box' })),
+    ...scopes.map((s) => h('label', { for: `t-${s}`, class: 'check' }, h('input', { type: 'checkbox', id: `t-${s}`, value: s, checked: s === 'upload' }), s)),
+    h('label', { for: 't-days' }, 'expires after (days, 0 = never)', h('input', { id: 't-days', type: 'search', value: '90', inputmode: 'numeric' })),
+    h('button', { type: 'submit' }, 'Make token'));
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    clear(out);
+    try {
+      const chosen = scopes.filter((s) => (document.getElementById(`t-${s}`) as HTMLInputElement).checked);
+      const res = await send<{ secret: string; token: Token }>('POST', '/api/tokens', {
+        name: (document.getElementById('t-name') as HTMLInputElement).value, scopes: chosen,
+        expires_days: parseInt((document.getElementById('t-days') as HTMLInputElement).value || '0', 10),
+      });
+      out.appendChild(h('p', { class: 'notice' }, 'Copy it now — it will not be shown again: ', h('code', { id: 'token-secret' }, res.secret)));
+      await list();
+    } catch (err) {
+      out.appendChild(h('p', { class: 'error', role: 'alert' }, (err as Error).message));
+    }
+  });
+  root.appendChild(form);
+  root.appendChild(out);
+  const tableBox = h('div', { class: 'tablewrap' });
+  root.appendChild(tableBox);
+  const list = async () => {
+    const ts = await fetch('/api/tokens').then((r) => r.json() as Promise<Token[]>);
+    clear(tableBox).appendChild(h('table', { id: 'tokens' }, h('caption', {}, ts.length === 1 ? '1 token' : `${ts.length} tokens`),
+      h('thead', {}, h('tr', {}, ['name', 'scopes', 'made', 'expires', 'state', ''].map((x) => h('th', { scope: 'col' }, x)))),
+      h('tbody', {}, ts.map((t) => h('tr', {}, h('th', { scope: 'row' }, t.name), h('td', {}, t.scopes.join(', ')), h('td', {}, date(t.created_ns)),
+        h('td', {}, t.expires_ns ? date(t.expires_ns) : 'never'), h('td', {}, t.revoked ? 'revoked' : 'active'),
+        h('td', {}, t.revoked ? '' : h('button', { type: 'button', onclick: async () => { await send('DELETE', `/api/tokens/${t.hash}`); await list(); } }, 'Revoke')))))));
+  };
+  await list();
+}
