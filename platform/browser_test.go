@@ -1,6 +1,7 @@
 package platform
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -11,6 +12,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/llm-energy-measure/lem/internal/testenv"
+	"github.com/llm-energy-measure/lem/store"
 )
 
 var updateScreenshots = flag.Bool("update", false, "write the browser test's screenshots to docs/platform/")
@@ -97,6 +101,21 @@ func TestBrowser(t *testing.T) {
 	msg, err := Send(context.Background(), p.http.URL, signed.Secret, bundle, hash)
 	if err != nil || !strings.Contains(msg, "verified and published") {
 		t.Fatalf("upload with the UI's token: %v\n%s", err, msg)
+	}
+	// A second measured run to compare with: the LoRA run of
+	// docs/validation/h200-lora.
+	dir := testenv.Untar(t, filepath.Join("..", "docs", "validation", "h200-lora", "store.tgz"))
+	lora := store.Parquet(filepath.Join(dir, "lora", "store"))
+	ids, err := lora.RunIDs(context.Background())
+	if err != nil || len(ids) == 0 {
+		t.Fatalf("LoRA runs: %v %v", ids, err)
+	}
+	var lb bytes.Buffer
+	if _, _, err := WriteBundle(context.Background(), lora, ids[0], "test", &lb); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := p.upload(t, signed.Secret, lb.Bytes()); code != 201 {
+		t.Fatalf("the LoRA run: %d %v", code, out)
 	}
 	// A hostile run name: must render as text.
 	hostile := Entry{RunID: "hostile", Model: `<script>window.__xss=1</script><img src=x onerror="window.__xss=2">`, Backend: "vllm",

@@ -1,6 +1,7 @@
 package platform
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -114,6 +115,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /api/leaderboard", s.handleLeaderboard)
 	m.HandleFunc("GET /api/runs/{id}", s.handleRun)
 	m.HandleFunc("GET /api/runs/{id}/timeline", s.handleTimeline)
+	m.HandleFunc("GET /api/runs/{id}/bundle", s.handleBundle)
 	m.HandleFunc("POST /api/uploads", s.handleUpload)
 	m.HandleFunc("GET /api/uploads/{id}", s.handleUploadState)
 	m.HandleFunc("GET /api/me", s.handleMe)
@@ -130,7 +132,7 @@ func (s *Server) routes() {
 
 // routeList is every API route, for the OpenAPI check.
 var routeList = []string{"GET /api/health", "GET /api/openapi.json", "GET /api/leaderboard", "GET /api/runs/{id}",
-	"GET /api/runs/{id}/timeline", "POST /api/uploads", "GET /api/uploads/{id}", "GET /api/me", "GET /api/tokens",
+	"GET /api/runs/{id}/timeline", "GET /api/runs/{id}/bundle", "POST /api/uploads", "GET /api/uploads/{id}", "GET /api/me", "GET /api/tokens",
 	"POST /api/tokens", "DELETE /api/tokens/{hash}", "GET /auth/providers", "GET /auth/login/{provider}",
 	"GET /auth/callback/{provider}", "POST /auth/logout"}
 
@@ -524,4 +526,24 @@ func (s *Server) allowUpload(user string) bool {
 	}
 	s.uploads[user] = append(ts, now)
 	return true
+}
+
+// handleBundle serves a published run as a bundle: every raw event its
+// figures come from, with the platform's results in the manifest, so that
+// anyone can recompute and check them (lem upload's format; ReadBundle and
+// Verify, or lem analyze after loading it, read it).
+func (s *Server) handleBundle(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if _, ok := s.board.Get(id); !ok {
+		writeErr(w, http.StatusNotFound, "no published run %q", id)
+		return
+	}
+	var buf bytes.Buffer
+	if _, _, err := WriteBundle(r.Context(), s.cfg.Store, id, s.cfg.ToolVersion, &buf); err != nil {
+		writeErr(w, http.StatusInternalServerError, "bundling run %s: %v", id, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/vnd.lem.bundle")
+	w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", id+".lemb"))
+	w.Write(buf.Bytes())
 }

@@ -210,6 +210,22 @@ func TestUploadVerifyPublish(t *testing.T) {
 	if sum["Mean"].(float64) != *e.JPerToken {
 		t.Fatalf("page J/token %v, leaderboard %v", sum["Mean"], *e.JPerToken)
 	}
+	// Anyone can download the run's events and recompute its figures.
+	resp, err := http.Get(p.http.URL + "/api/runs/" + run + "/bundle")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("bundle download: %v %v", err, resp.StatusCode)
+	}
+	down, err := ReadBundle(resp.Body, DefaultLimits)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, rep, err := Verify(context.Background(), down.Store(), run, down.Manifest.Results); err != nil || !rep.Passed() {
+		t.Fatalf("the downloaded bundle does not verify: %v %s", err, rep.Failures())
+	}
+	if down.Manifest.Results["j_per_token"] != *e.JPerToken {
+		t.Fatalf("downloaded J/token %v, published %v", down.Manifest.Results["j_per_token"], *e.JPerToken)
+	}
 	// A platform restarted on the same state has the run.
 	srv2, err := New(context.Background(), Config{Store: p.store, State: p.state, Log: zerolog.Nop()})
 	if err != nil || srv2.Board().Len() != 1 {

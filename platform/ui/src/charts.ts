@@ -23,19 +23,19 @@ function ticks(lo: number, hi: number, n = 5): number[] {
   return out;
 }
 
-function axes(svg: SVGElement, x: (v: number) => number, y: (v: number) => number, xs: number[], ys: number[], xl: string, yl: string) {
+function axes(svg: SVGElement, x: (v: number) => number, y: (v: number) => number, xs: number[], ys: number[], xl: string, yl: string, right = frame.w - frame.r) {
   const f = frame;
-  svg.appendChild(s('line', { x1: f.l, y1: f.h - f.b, x2: f.w - f.r, y2: f.h - f.b, class: 'axis' }));
+  svg.appendChild(s('line', { x1: f.l, y1: f.h - f.b, x2: right, y2: f.h - f.b, class: 'axis' }));
   svg.appendChild(s('line', { x1: f.l, y1: f.t, x2: f.l, y2: f.h - f.b, class: 'axis' }));
   for (const v of xs) {
     svg.appendChild(s('line', { x1: x(v), y1: f.h - f.b, x2: x(v), y2: f.h - f.b + 4, class: 'axis' }));
     svg.appendChild(s('text', { x: x(v), y: f.h - f.b + 16, 'text-anchor': 'middle', class: 'tick' }, num(v)));
   }
   for (const v of ys) {
-    svg.appendChild(s('line', { x1: f.l - 4, y1: y(v), x2: f.w - f.r, y2: y(v), class: 'grid' }));
+    svg.appendChild(s('line', { x1: f.l - 4, y1: y(v), x2: right, y2: y(v), class: 'grid' }));
     svg.appendChild(s('text', { x: f.l - 6, y: y(v) + 4, 'text-anchor': 'end', class: 'tick' }, num(v)));
   }
-  svg.appendChild(s('text', { x: (f.l + f.w - f.r) / 2, y: f.h - 6, 'text-anchor': 'middle', class: 'label' }, xl));
+  svg.appendChild(s('text', { x: (f.l + right) / 2, y: f.h - 6, 'text-anchor': 'middle', class: 'label' }, xl));
   svg.appendChild(s('text', { x: 14, y: (f.t + f.h - f.b) / 2, 'text-anchor': 'middle', class: 'label', transform: `rotate(-90 14 ${(f.t + f.h - f.b) / 2})` }, yl));
 }
 
@@ -57,8 +57,10 @@ export function scatter(points: Point[], xl: string, yl: string, title: string, 
   const pad = (lo: number, hi: number) => { const d = (hi - lo) * 0.08 || Math.abs(hi) * 0.1 || 1; return [Math.max(0, lo - d), hi + d]; };
   const [x0, x1] = pad(Math.min(...xsV), Math.max(...xsV));
   const [y0, y1] = pad(Math.min(...ysV), Math.max(...ysV));
-  const x = scale(x0, x1, f.l, f.w - f.r), y = scale(y0, y1, f.h - f.b, f.t);
-  axes(svg, x, y, ticks(x0, x1), ticks(y0, y1), xl, yl);
+  // The legend has a column of its own right of the plot.
+  const legendW = 150;
+  const x = scale(x0, x1, f.l, f.w - f.r - legendW), y = scale(y0, y1, f.h - f.b, f.t);
+  axes(svg, x, y, ticks(x0, x1), ticks(y0, y1), xl, yl, f.w - f.r - legendW);
   const groups = [...new Set(points.map((p) => p.group))].sort();
   for (const p of points) {
     const c = s('circle', { cx: x(p.x), cy: y(p.y), r: 6, fill: colourOf(groups, p.group), class: 'dot', tabindex: 0 });
@@ -71,7 +73,7 @@ export function scatter(points: Point[], xl: string, yl: string, title: string, 
     svg.appendChild(c);
   }
   groups.forEach((g, i) => {
-    const lx = f.w - f.r - 150, ly = f.t + 10 + i * 16;
+    const lx = f.w - f.r - legendW + 16, ly = f.t + 10 + i * 16;
     svg.appendChild(s('circle', { cx: lx, cy: ly - 4, r: 5, fill: palette[i % palette.length] }));
     svg.appendChild(s('text', { x: lx + 10, y: ly, class: 'legend' }, g));
   });

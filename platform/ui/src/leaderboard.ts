@@ -4,12 +4,17 @@ import { h, num, withCI, date, clear } from './dom';
 import { get, Leaderboard, Entry } from './api';
 import { scatter } from './charts';
 import { navigate } from './main';
+import { exportable } from './export';
 
 const dims = ['workload', 'model', 'backend', 'hardware', 'precision', 'parallelism'];
 
 interface Column { key: string; label: string; title: string; sort?: string; cell: (e: Entry) => Node | string; num?: boolean }
 
+const chosen = new Set<string>();
+
 const columns: Column[] = [
+  { key: 'pick', label: 'Compare', title: 'choose runs to compare', cell: (e) => h('input', { type: 'checkbox', class: 'pick', 'aria-label': `compare ${e.model} (${e.run_id})`, checked: chosen.has(e.run_id),
+    onchange: (ev: Event) => { if ((ev.target as HTMLInputElement).checked) chosen.add(e.run_id); else chosen.delete(e.run_id); updateCompare(); } }) },
   { key: 'model', label: 'Model', title: 'model as served', sort: 'model', cell: (e) => h('a', { href: `/runs/${encodeURIComponent(e.run_id)}`, class: 'runlink' }, e.model) },
   { key: 'backend', label: 'Backend', title: 'inference backend', sort: 'backend', cell: (e) => e.backend },
   { key: 'hardware', label: 'Hardware', title: 'GPUs of the run', sort: 'hardware', cell: (e) => e.hardware },
@@ -25,6 +30,16 @@ const columns: Column[] = [
   { key: 'submitter', label: 'Submitter', title: 'who published it', sort: 'submitter', cell: (e) => e.submitter },
   { key: 'started_ns', label: 'Date', title: 'when the run started', sort: 'started_ns', cell: (e) => date(e.started_ns) },
 ];
+
+let compareLink: HTMLAnchorElement | null = null;
+
+function updateCompare() {
+  if (!compareLink) return;
+  compareLink.textContent = `Compare ${chosen.size} chosen runs`;
+  compareLink.href = `/compare?runs=${[...chosen].map(encodeURIComponent).join(',')}`;
+  compareLink.classList.toggle('disabled', chosen.size < 2);
+  compareLink.setAttribute('aria-disabled', String(chosen.size < 2));
+}
 
 export function badges(e: Entry): HTMLElement {
   const out = h('span', { class: 'badges' });
@@ -74,9 +89,13 @@ export async function leaderboard(root: HTMLElement, params: URLSearchParams): P
   // The efficiency scatter of this page's runs.
   const pts = lb.rows.filter((e) => e.j_per_token !== null && e.tokens_per_s !== null)
     .map((e) => ({ x: 1 / (e.j_per_token as number), y: e.tokens_per_s as number, label: `${e.model} · ${e.backend} · ${e.hardware}`, group: e.backend, href: `/runs/${encodeURIComponent(e.run_id)}` }));
-  const fig = h('figure', { class: 'chartbox' }, scatter(pts, 'tokens per joule (higher is more efficient)', 'output tokens/s', 'Efficiency against throughput, coloured by backend', navigate),
-    h('figcaption', {}, 'Efficiency against throughput of the runs on this page, coloured by backend. Select a point to open its run.'));
-  root.appendChild(fig);
+  const eff = scatter(pts, 'tokens per joule (higher is more efficient)', 'output tokens/s', 'Efficiency against throughput, coloured by backend', navigate);
+  const scale = lb.rows.filter((e) => e.j_per_token !== null)
+    .map((e) => ({ x: e.gpus, y: 1 / (e.j_per_token as number), label: `${e.model} · ${e.hardware} · ${e.gpus} GPUs`, group: e.model, href: `/runs/${encodeURIComponent(e.run_id)}` }));
+  const sc = scatter(scale, 'GPUs', 'tokens per joule', 'Efficiency against the number of GPUs, coloured by model', navigate);
+  root.appendChild(h('div', { class: 'charts' },
+    h('figure', { class: 'chartbox' }, eff, h('figcaption', {}, 'Efficiency against throughput of the runs on this page, coloured by backend. Select a point to open its run. ', exportable(eff, 'efficiency'))),
+    h('figure', { class: 'chartbox' }, sc, h('figcaption', {}, 'Hardware scaling: efficiency against GPU count, coloured by model. ', exportable(sc, 'scaling')))));
 
   // The table.
   const sort = lb.sort, desc = lb.desc;
@@ -93,6 +112,9 @@ export async function leaderboard(root: HTMLElement, params: URLSearchParams): P
   const table = h('table', { class: 'board' }, h('caption', {}, `${lb.total} runs · workload: ${lb.workload === '*' ? 'all' : lb.workload}`), thead, tbody);
   root.appendChild(h('div', { class: 'tablewrap' }, table));
   if (lb.rows.length === 0) root.appendChild(h('p', { class: 'empty' }, 'No run matches these filters.'));
+  compareLink = h('a', { id: 'compare-link', class: 'button', href: '/compare' }) as HTMLAnchorElement;
+  updateCompare();
+  root.appendChild(h('p', {}, compareLink));
 
   // Pages.
   const pages = Math.max(1, Math.ceil(lb.total / lb.per_page));

@@ -4,6 +4,7 @@ import { h, clear } from './dom';
 import { leaderboard } from './leaderboard';
 import { runPage } from './run';
 import { accountBox, tokensPage } from './account';
+import { comparePage } from './compare';
 
 const app = document.getElementById('app') as HTMLElement;
 
@@ -26,6 +27,7 @@ async function route(): Promise<void> {
     if (m) await runPage(main, decodeURIComponent(m[1]));
     else if (path === '/') await leaderboard(main, new URLSearchParams(location.search));
     else if (path === '/tokens') await tokensPage(main);
+    else if (path === '/compare') await comparePage(main, new URLSearchParams(location.search));
     else main.appendChild(h('p', {}, 'No such page. ', h('a', { href: '/' }, 'Go to the leaderboard.')));
   } catch (e) {
     main.appendChild(h('p', { class: 'error', role: 'alert' }, `Could not load this page: ${(e as Error).message}`));

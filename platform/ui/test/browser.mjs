@@ -64,7 +64,7 @@ await step('leaderboard', async () => {
   fcp = await page.evaluate(() => performance.getEntriesByName('first-contentful-paint')[0]?.startTime ?? null);
   // Two workloads: the page ranks one and says so.
   const notice = await page.textContent('.notice');
-  if (!notice.includes('1 other workload')) throw new Error(`notice: ${notice}`);
+  if (!/\d other workloads? are not compared/.test(notice)) throw new Error(`notice: ${notice}`);
 });
 
 // 2. Markup in a model name is text, never executed.
@@ -93,8 +93,29 @@ await step('leaderboard-sorted', async () => {
   await page.waitForSelector('th[aria-sort=descending]');
 });
 
+// 3b. Two runs compared: chosen on the leaderboard, the link shareable.
+await step('compare', async () => {
+  await page.goto(base + '/?workload=*');
+  await page.waitForSelector('table.board tbody tr');
+  const picks = await page.$$('tr:not([data-run=hostile]) input.pick');
+  if (picks.length < 2) throw new Error(`${picks.length} runs to choose from`);
+  await picks[0].check();
+  await picks[1].check();
+  await page.click('#compare-link');
+  await page.waitForSelector('#compare');
+  const url = page.url();
+  if (!url.includes('/compare?runs=') || url.split(',').length !== 2) throw new Error(`compare URL ${url}`);
+  const charts = await page.$$eval('svg.chart', (s) => s.length);
+  if (charts !== 4) throw new Error(`${charts} charts on the comparison`);
+  // The SVG export produces a file.
+  const [dl] = await Promise.all([page.waitForEvent('download'), page.click('figure:first-of-type .export button:has-text("SVG")')]);
+  if (!dl.suggestedFilename().endsWith('.svg')) throw new Error(`download ${dl.suggestedFilename()}`);
+});
+
 // 4. Filtering by backend, verified only.
 await step('leaderboard-filtered', async () => {
+  await page.goto(base + '/?workload=*&sort=j_per_token&order=desc');
+  await page.waitForSelector('table.board tbody tr');
   await page.check('#f-verified');
   await page.waitForFunction(() => location.search.includes('verified=1'));
   await page.waitForSelector('table.board tbody tr');
