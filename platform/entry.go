@@ -25,6 +25,7 @@ type Entry struct {
 	Hardware    string   `json:"hardware"`
 	GPUs        int      `json:"gpus"`
 	Workload    string   `json:"workload"`
+	Load        string   `json:"load"` // the workload's arrival: "8 in flight", "poisson 6/s"
 	Cycles      int      `json:"cycles"`
 	Quality     string   `json:"quality"`
 	Flags       []string `json:"flags"`
@@ -151,6 +152,7 @@ func NewEntry(r *analytics.RunResult, ev schemas.RunEvent, deviceNames []string)
 		load = fmt.Sprintf("%s %g/s", w.Arrival.Process, w.Arrival.Rate)
 	}
 	e.Workload = ds + ", " + load
+	e.Load = load
 	if w.Adapter != "" {
 		e.Workload += ", adapter " + w.Adapter
 	}

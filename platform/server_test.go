@@ -165,6 +165,19 @@ func TestUploadVerifyPublish(t *testing.T) {
 	if code, out := p.upload(t, up, other); code != http.StatusConflict {
 		t.Fatalf("other content, same run: %d %v", code, out)
 	}
+	// Another user cannot change alice's submission: other content is
+	// refused, the same content changes nothing (she stays the submitter).
+	mallory := p.token(t, "mallory", ScopeUpload)
+	if code, out := p.upload(t, mallory, other); code != http.StatusConflict {
+		t.Fatalf("mallory's other content for alice's run: %d %v", code, out)
+	}
+	if code, _ := p.upload(t, mallory, data); code != http.StatusOK {
+		t.Fatalf("mallory re-sending alice's bundle: %d", code)
+	}
+	getJSON(t, p.http.URL+"/api/leaderboard?verified=1", &lb)
+	if lb.Rows[0].Submitter != "alice" {
+		t.Fatalf("submitter after mallory's uploads: %s", lb.Rows[0].Submitter)
+	}
 
 	// The events arrive in the platform's store through ingest; the
 	// timeline reads them.

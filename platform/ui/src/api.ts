@@ -2,7 +2,7 @@
 
 export interface Entry {
   run_id: string; experiment: string; model: string; backend: string; precision: string; parallelism: string;
-  hardware: string; gpus: number; workload: string; workload_detail: string; cycles: number; quality: string;
+  hardware: string; gpus: number; workload: string; load: string; workload_detail: string; cycles: number; quality: string;
   flags: string[]; simulated: boolean; verification: 'verified' | 'recomputed' | 'failed'; submitter: string;
   started_ns: number; published_ns: number;
   j_per_token: number | null; j_per_token_ci95: number | null; j_per_request: number | null; j_per_request_ci95: number | null;

@@ -155,3 +155,49 @@ export function boxes(items: { label: string; values: number[] }[], yl: string, 
   });
   return svg;
 }
+
+// heatmap: a value per (row, column) cell with the number of runs behind
+// it; empty cells say "no runs". Colours from light (low) to dark (high)
+// on one hue, labelled with their values, so colour is never the only cue.
+export function heatmap(cells: { row: string; col: string; value: number; n: number }[], rowLabel: string, colLabel: string, valueLabel: string, title: string): SVGElement {
+  const svg = svgRoot(title);
+  const f = frame;
+  const rows = [...new Set(cells.map((c) => c.row))].sort();
+  const cols = [...new Set(cells.map((c) => c.col))].sort();
+  if (cells.length === 0) {
+    svg.appendChild(s('text', { x: f.w / 2, y: f.h / 2, 'text-anchor': 'middle', class: 'nodata' }, 'no runs with this figure'));
+    return svg;
+  }
+  const left = 120, top = f.t + 8, w = (f.w - left - f.r) / cols.length, hh = (f.h - top - f.b) / rows.length;
+  const vs = cells.map((c) => c.value);
+  const lo = Math.min(...vs), hi = Math.max(...vs);
+  const shade = (v: number) => {
+    const t = hi > lo ? (v - lo) / (hi - lo) : 0.5;
+    const l = 92 - t * 62; // lightness 92% → 30%
+    return [`hsl(205, 70%, ${l}%)`, l < 55 ? '#fff' : '#111'];
+  };
+  rows.forEach((r, i) => svg.appendChild(s('text', { x: left - 8, y: top + hh * (i + 0.5) + 4, 'text-anchor': 'end', class: 'tick' }, r)));
+  cols.forEach((c, j) => svg.appendChild(s('text', { x: left + w * (j + 0.5), y: f.h - f.b + 16, 'text-anchor': 'middle', class: 'tick' }, c)));
+  svg.appendChild(s('text', { x: left + (f.w - left - f.r) / 2, y: f.h - 6, 'text-anchor': 'middle', class: 'label' }, colLabel));
+  svg.appendChild(s('text', { x: 14, y: (top + f.h - f.b) / 2, 'text-anchor': 'middle', class: 'label', transform: `rotate(-90 14 ${(top + f.h - f.b) / 2})` }, rowLabel));
+  rows.forEach((r, i) => cols.forEach((c, j) => {
+    const cell = cells.find((x) => x.row === r && x.col === c);
+    const x = left + w * j, y = top + hh * i;
+    if (!cell) {
+      svg.appendChild(s('rect', { x: x + 1, y: y + 1, width: w - 2, height: hh - 2, fill: '#f3f4f6' }));
+      svg.appendChild(s('text', { x: x + w / 2, y: y + hh / 2 + 4, 'text-anchor': 'middle', class: 'nodata' }, 'no runs'));
+      return;
+    }
+    const [bg, fg] = shade(cell.value);
+    const rect = s('rect', { x: x + 1, y: y + 1, width: w - 2, height: hh - 2, fill: bg });
+    rect.appendChild(s('title', {}, `${r} · ${c}: ${valueLabel} ${num(cell.value)} (${cell.n} runs)`));
+    svg.appendChild(rect);
+    const t1 = s('text', { x: x + w / 2, y: y + hh / 2, 'text-anchor': 'middle', class: 'value' }, num(cell.value));
+    t1.style.fill = fg;
+    const t2 = s('text', { x: x + w / 2, y: y + hh / 2 + 14, 'text-anchor': 'middle', class: 'tick' }, `${cell.n} run${cell.n === 1 ? '' : 's'}`);
+    t2.style.fill = fg;
+    svg.appendChild(t1);
+    svg.appendChild(t2);
+  }));
+  return svg;
+}

@@ -2,7 +2,7 @@
 // sorting, filtering and paging happen on the server.
 import { h, num, withCI, date, clear } from './dom';
 import { get, Leaderboard, Entry } from './api';
-import { scatter } from './charts';
+import { scatter, heatmap } from './charts';
 import { navigate } from './main';
 import { exportable } from './export';
 
@@ -93,7 +93,19 @@ export async function leaderboard(root: HTMLElement, params: URLSearchParams): P
   const scale = lb.rows.filter((e) => e.j_per_token !== null)
     .map((e) => ({ x: e.gpus, y: 1 / (e.j_per_token as number), label: `${e.model} · ${e.hardware} · ${e.gpus} GPUs`, group: e.model, href: `/runs/${encodeURIComponent(e.run_id)}` }));
   const sc = scatter(scale, 'GPUs', 'tokens per joule', 'Efficiency against the number of GPUs, coloured by model', navigate);
+  // Load × precision: mean tokens per joule of this page's runs in each cell.
+  const acc = new Map<string, { row: string; col: string; sum: number; n: number }>();
+  for (const e of lb.rows) {
+    if (e.j_per_token === null) continue;
+    const k = `${e.load}\u0000${e.precision}`;
+    const c = acc.get(k) ?? { row: e.load || '(unknown)', col: e.precision || '(none)', sum: 0, n: 0 };
+    c.sum += 1 / e.j_per_token;
+    c.n++;
+    acc.set(k, c);
+  }
+  const hm = heatmap([...acc.values()].map((c) => ({ row: c.row, col: c.col, value: c.sum / c.n, n: c.n })), 'load', 'precision', 'tokens/J', 'Tokens per joule by load and precision');
   root.appendChild(h('div', { class: 'charts' },
+    h('figure', { class: 'chartbox' }, hm, h('figcaption', {}, 'Load × precision: mean tokens per joule of this page\'s runs in each cell, with how many runs it averages. ', exportable(hm, 'load-precision'))),
     h('figure', { class: 'chartbox' }, eff, h('figcaption', {}, 'Efficiency against throughput of the runs on this page, coloured by backend. Select a point to open its run. ', exportable(eff, 'efficiency'))),
     h('figure', { class: 'chartbox' }, sc, h('figcaption', {}, 'Hardware scaling: efficiency against GPU count, coloured by model. ', exportable(sc, 'scaling')))));
 
