@@ -2,6 +2,7 @@ package platform
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -46,6 +47,10 @@ type Config struct {
 	// SecureCookies marks cookies Secure (the platform is served over
 	// HTTPS, e.g. behind a TLS proxy).
 	SecureCookies bool
+	// WarmOverviews builds, in the background after start, the power
+	// overviews of the most recently published runs, so that their pages'
+	// first timeline is as fast as the next.
+	WarmOverviews bool
 }
 
 // Server is the results platform: the JSON API and the embedded UI.
@@ -94,6 +99,19 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.board.Put(p.Entry)
 	}
 	s.routes()
+	if cfg.WarmOverviews {
+		slices.SortFunc(runs, func(a, b Published) int { return cmp.Compare(b.Entry.PublishedNS, a.Entry.PublishedNS) })
+		go func() {
+			for _, p := range runs[:min(len(runs), overviewCache)] {
+				if ctx.Err() != nil {
+					return
+				}
+				if err := s.warmOverview(ctx, cfg.Store, p.Entry.RunID); err != nil {
+					cfg.Log.Debug().Err(err).Str("run", p.Entry.RunID).Msg("power overview not built")
+				}
+			}
+		}()
+	}
 	return s, nil
 }
 
