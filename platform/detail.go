@@ -1,10 +1,10 @@
 package platform
 
 import (
-	"fmt"
 	"math"
-	"reflect"
 	"sort"
+
+	"github.com/llm-energy-measure/lem/internal/jsonsafe"
 
 	"github.com/llm-energy-measure/lem/analytics"
 )
@@ -30,13 +30,13 @@ func runDetail(r *analytics.RunResult) any {
 			decode = append(decode, q.DecodeJ)
 		}
 	}
-	return sanitize(reflect.ValueOf(struct {
+	return jsonsafe.Of(struct {
 		analytics.RunResult
 		RequestEnergy  *Histogram
 		RequestPrefill *Histogram
 		RequestDecode  *Histogram
 		Label          string
-	}{cp, histogram(total, 30), histogram(prefill, 30), histogram(decode, 30), r.Label()}))
+	}{cp, histogram(total, 30), histogram(prefill, 30), histogram(decode, 30), r.Label()})
 }
 
 func histogram(xs []float64, bins int) *Histogram {
@@ -55,64 +55,4 @@ func histogram(xs []float64, bins int) *Histogram {
 		h.Counts[i]++
 	}
 	return h
-}
-
-// sanitize turns v into JSON-ready values with non-finite floats as nil.
-func sanitize(v reflect.Value) any {
-	switch v.Kind() {
-	case reflect.Invalid:
-		return nil
-	case reflect.Pointer, reflect.Interface:
-		if v.IsNil() {
-			return nil
-		}
-		return sanitize(v.Elem())
-	case reflect.Float32, reflect.Float64:
-		f := v.Float()
-		if math.IsNaN(f) || math.IsInf(f, 0) {
-			return nil
-		}
-		return f
-	case reflect.Struct:
-		m := map[string]any{}
-		t := v.Type()
-		for i := range t.NumField() {
-			f := t.Field(i)
-			if !f.IsExported() {
-				continue
-			}
-			if f.Anonymous && f.Type.Kind() == reflect.Struct {
-				for k, x := range sanitize(v.Field(i)).(map[string]any) {
-					m[k] = x
-				}
-				continue
-			}
-			m[f.Name] = sanitize(v.Field(i))
-		}
-		return m
-	case reflect.Slice, reflect.Array:
-		if v.Kind() == reflect.Slice && v.IsNil() {
-			return []any{}
-		}
-		out := make([]any, v.Len())
-		for i := range out {
-			out[i] = sanitize(v.Index(i))
-		}
-		return out
-	case reflect.Map:
-		m := map[string]any{}
-		iter := v.MapRange()
-		for iter.Next() {
-			m[toKey(iter.Key())] = sanitize(iter.Value())
-		}
-		return m
-	}
-	return v.Interface()
-}
-
-func toKey(k reflect.Value) string {
-	if k.Kind() == reflect.String {
-		return k.String()
-	}
-	return fmt.Sprint(k.Interface())
 }

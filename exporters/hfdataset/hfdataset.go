@@ -9,14 +9,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
-	"reflect"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/llm-energy-measure/lem/internal/jsonsafe"
 
 	"github.com/llm-energy-measure/lem/analytics"
 	"github.com/llm-energy-measure/lem/exporters"
@@ -73,7 +73,7 @@ func Export(ctx context.Context, src analytics.TableReader, store analytics.Stor
 		}
 	}
 	sum.Hardware = hw
-	js, err := json.MarshalIndent(jsonSafe(reflect.ValueOf(results)), "", "  ")
+	js, err := json.MarshalIndent(jsonsafe.Of(results), "", "  ")
 	if err != nil {
 		return sum, err
 	}
@@ -312,57 +312,6 @@ duration in nanoseconds: (first_token_ns - sent_ns) / 1e6 is milliseconds.
 Please cite llm-energy-measure and state the tool version above.
 `)
 	return b.String()
-}
-
-// jsonSafe converts v to plain maps, slices and values for encoding/json,
-// with NaN and ±Inf (a figure that could not be computed) as null.
-func jsonSafe(v reflect.Value) any {
-	switch v.Kind() {
-	case reflect.Invalid:
-		return nil
-	case reflect.Pointer, reflect.Interface:
-		if v.IsNil() {
-			return nil
-		}
-		return jsonSafe(v.Elem())
-	case reflect.Float32, reflect.Float64:
-		f := v.Float()
-		if math.IsNaN(f) || math.IsInf(f, 0) {
-			return nil
-		}
-		return f
-	case reflect.Struct:
-		m := map[string]any{}
-		t := v.Type()
-		for i := 0; i < v.NumField(); i++ {
-			if f := t.Field(i); f.IsExported() {
-				name := f.Name
-				if tag := strings.Split(f.Tag.Get("json"), ",")[0]; tag == "-" {
-					continue
-				} else if tag != "" {
-					name = tag
-				}
-				m[name] = jsonSafe(v.Field(i))
-			}
-		}
-		return m
-	case reflect.Slice, reflect.Array:
-		if v.Kind() == reflect.Slice && v.IsNil() {
-			return []any{}
-		}
-		out := make([]any, v.Len())
-		for i := range out {
-			out[i] = jsonSafe(v.Index(i))
-		}
-		return out
-	case reflect.Map:
-		m := map[string]any{}
-		for _, k := range v.MapKeys() {
-			m[fmt.Sprint(k.Interface())] = jsonSafe(v.MapIndex(k))
-		}
-		return m
-	}
-	return v.Interface()
 }
 
 // sig3 prints x with three significant digits.
