@@ -10,13 +10,20 @@ import (
 	"golang.org/x/oauth2"
 )
 
-func (s *Server) provider(id string) Provider {
-	for _, p := range s.cfg.Providers {
-		if p.ID() == id {
-			return p
-		}
+// signinProvider returns the request's provider, or answers 404 (no such
+// provider) or 429 (too many sign-ins from the client) and returns nil.
+func (s *Server) signinProvider(w http.ResponseWriter, r *http.Request) Provider {
+	id := r.PathValue("provider")
+	i := slices.IndexFunc(s.cfg.Providers, func(p Provider) bool { return p.ID() == id })
+	if i < 0 {
+		writeErr(w, http.StatusNotFound, "no sign-in provider %q", id)
+		return nil
 	}
-	return nil
+	if !s.signins.allow(clientIP(r)) {
+		writeErr(w, http.StatusTooManyRequests, "too many sign-ins from this address; wait a minute")
+		return nil
+	}
+	return s.cfg.Providers[i]
 }
 
 func (s *Server) handleProviders(w http.ResponseWriter, r *http.Request) {
@@ -35,13 +42,8 @@ func (s *Server) handleProviders(w http.ResponseWriter, r *http.Request) {
 // handleLogin sends the browser to the provider, with a fresh state, nonce
 // and PKCE verifier kept in a signed cookie.
 func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
-	p := s.provider(r.PathValue("provider"))
+	p := s.signinProvider(w, r)
 	if p == nil {
-		writeErr(w, http.StatusNotFound, "no sign-in provider %q", r.PathValue("provider"))
-		return
-	}
-	if !s.signins.allow(clientIP(r)) {
-		writeErr(w, http.StatusTooManyRequests, "too many sign-ins from this address; wait a minute")
 		return
 	}
 	st, err1 := randomSecret()
@@ -59,13 +61,8 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 // handleCallback completes a sign-in: the state must be this browser's,
 // the provider must vouch for the user; then a session cookie is set.
 func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
-	p := s.provider(r.PathValue("provider"))
+	p := s.signinProvider(w, r)
 	if p == nil {
-		writeErr(w, http.StatusNotFound, "no sign-in provider %q", r.PathValue("provider"))
-		return
-	}
-	if !s.signins.allow(clientIP(r)) {
-		writeErr(w, http.StatusTooManyRequests, "too many sign-ins from this address; wait a minute")
 		return
 	}
 	f, err := s.takeFlow(w, r)

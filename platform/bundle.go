@@ -115,14 +115,7 @@ func collectEvents(ctx context.Context, s *store.Store, runID, toolVersion strin
 	if err != nil {
 		return m, nil, err
 	}
-	var devs []string
-	for _, e := range evs {
-		for _, d := range e.Devices {
-			if !slices.Contains(devs, d) {
-				devs = append(devs, d)
-			}
-		}
-	}
+	devs := runDevices(evs)
 	devTable := schemas.NewDeviceRows().Table()
 	if err := s.ReadTable(ctx, devTable, schemas.Filter{}); err != nil {
 		return m, nil, fmt.Errorf("reading devices: %w", err)
@@ -327,6 +320,20 @@ func ReadBundle(r io.Reader, lim Limits) (*Bundle, error) {
 	b.Bytes = cr.n
 	b.Hash = hex.EncodeToString(h.Sum(nil))
 	return b, nil
+}
+
+// runDevices returns the devices a run's events name, in order of first
+// mention.
+func runDevices(evs []schemas.RunEvent) []string {
+	var devs []string
+	for _, e := range evs {
+		for _, d := range e.Devices {
+			if !slices.Contains(devs, d) {
+				devs = append(devs, d)
+			}
+		}
+	}
+	return devs
 }
 
 // runOf returns the run of a run-scoped event.

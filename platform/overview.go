@@ -144,15 +144,7 @@ func (s *Server) warmOverview(ctx context.Context, st analytics.Store, runID str
 	if err != nil {
 		return err
 	}
-	var devs []string
-	for _, e := range evs {
-		for _, d := range e.Devices {
-			if !contains(devs, d) {
-				devs = append(devs, d)
-			}
-		}
-	}
-	ov, err := buildOverview(ctx, st, devs, from-bundleMargin, to+bundleMargin)
+	ov, err := buildOverview(ctx, st, runDevices(evs), from-bundleMargin, to+bundleMargin)
 	if err != nil {
 		return err
 	}

@@ -151,13 +151,8 @@ func (s *Server) timeline(ctx context.Context, id, fromS, toS, pointsS string) (
 		}
 	}
 	tl.BucketNS = (tl.ToNS - tl.FromNS + points - 1) / points
-	var devs []string
+	devs := runDevices(evs)
 	for _, e := range evs {
-		for _, d := range e.Devices {
-			if !contains(devs, d) {
-				devs = append(devs, d)
-			}
-		}
 		switch e.Phase {
 		case schemas.RunStart:
 			tl.Cycles = append(tl.Cycles, [3]int64{int64(e.Cycle), e.TS, 0})
@@ -225,11 +220,3 @@ func (s *Server) timeline(ctx context.Context, id, fromS, toS, pointsS string) (
 	return tl, nil
 }
 
-func contains(xs []string, x string) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
-}
