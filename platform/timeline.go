@@ -219,4 +219,3 @@ func (s *Server) timeline(ctx context.Context, id, fromS, toS, pointsS string) (
 	}
 	return tl, nil
 }
-
