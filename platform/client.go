@@ -18,6 +18,9 @@ import (
 // It returns what the platform said, for people; a refusal is an error
 // that carries the platform's reason and report.
 func Send(ctx context.Context, base, token, path, hash string) (string, error) {
+	if fi, err := os.Stat(path); err == nil && fi.Size() > PartThreshold {
+		return sendParts(ctx, base, token, path, hash, fi.Size())
+	}
 	url := strings.TrimSuffix(base, "/") + "/api/uploads"
 	var last error
 	for attempt, wait := 0, time.Second; attempt < 5; attempt, wait = attempt+1, wait*2 {
@@ -61,15 +64,7 @@ func Send(ctx context.Context, base, token, path, hash string) (string, error) {
 			last = fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
 			continue
 		default:
-			var e apiError
-			if json.Unmarshal(body, &e) != nil || e.Error == "" {
-				e.Error = strings.TrimSpace(string(body))
-			}
-			msg := fmt.Sprintf("the platform refused the upload (%s): %s", resp.Status, e.Error)
-			if e.Report != nil {
-				msg += "\n" + formatReport(e.Report)
-			}
-			return "", errors.New(msg)
+			return "", refusal(resp, body)
 		}
 	}
 	return "", fmt.Errorf("uploading to %s: %v (gave up after 5 attempts; uploading again is safe)", url, last)
@@ -98,4 +93,115 @@ func formatReport(r *Report) string {
 		fmt.Fprintf(&b, "  %-28s submitted %s, recomputed %s\n", m.Metric, fmtFloat(m.Submitted), fmtFloat(m.Recomputed))
 	}
 	return b.String()
+}
+
+// Bundles larger than PartThreshold go in parts of PartSize bytes, each
+// retried, resuming from the offset the platform has.
+var (
+	PartThreshold int64 = 32 << 20
+	PartSize      int64 = 8 << 20
+	retryWait           = time.Second // the first wait after a failure (doubling to 30 s)
+)
+
+func sendParts(ctx context.Context, base, token, path, hash string, size int64) (string, error) {
+	url := strings.TrimSuffix(base, "/") + "/api/uploads/parts/" + hash
+	do := func(method, u string, body io.Reader, n int64) (*http.Response, []byte, error) {
+		req, err := http.NewRequestWithContext(ctx, method, u, body)
+		if err != nil {
+			return nil, nil, err
+		}
+		req.ContentLength = n
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil, nil, err
+		}
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+		resp.Body.Close()
+		return resp, b, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	failures, wait := 0, retryWait
+	retry := func(err error) error {
+		failures++
+		if failures >= 8 {
+			return fmt.Errorf("uploading %s in parts: %v (gave up after %d failures in a row; running lem upload again resumes)", path, err, failures)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 30*time.Second)
+		return nil
+	}
+	for {
+		// Where the platform is.
+		resp, body, err := do(http.MethodGet, url, nil, 0)
+		if err != nil || resp.StatusCode >= 500 {
+			if rerr := retry(fmt.Errorf("%v %s", err, body)); rerr != nil {
+				return "", rerr
+			}
+			continue
+		}
+		if resp.StatusCode != http.StatusOK {
+			return "", refusal(resp, body)
+		}
+		var st partState
+		if err := json.Unmarshal(body, &st); err != nil {
+			return "", err
+		}
+		if st.Received >= size {
+			break
+		}
+		n := min(PartSize, size-st.Received)
+		resp, body, err = do(http.MethodPut, fmt.Sprintf("%s?offset=%d", url, st.Received), io.NewSectionReader(f, st.Received, n), n)
+		switch {
+		case err != nil || resp.StatusCode >= 500 || resp.StatusCode == http.StatusBadRequest && strings.Contains(string(body), "interrupted"):
+			if rerr := retry(fmt.Errorf("%v %s", err, body)); rerr != nil {
+				return "", rerr
+			}
+		case resp.StatusCode == http.StatusConflict:
+			// Another offset: ask again.
+		case resp.StatusCode != http.StatusOK:
+			return "", refusal(resp, body)
+		default:
+			failures, wait = 0, retryWait // progress: count failures afresh
+		}
+	}
+	for {
+		resp, body, err := do(http.MethodPost, url+"/complete", nil, 0)
+		if err != nil || resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode >= 502 {
+			if rerr := retry(fmt.Errorf("%v %s", err, body)); rerr != nil {
+				return "", rerr
+			}
+			continue
+		}
+		if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
+			return "", refusal(resp, body)
+		}
+		var u Upload
+		if err := json.Unmarshal(body, &u); err != nil {
+			return "", fmt.Errorf("the platform's answer: %v", err)
+		}
+		return describeUpload(base, u, resp.StatusCode == http.StatusOK), nil
+	}
+}
+
+// refusal turns a refusing answer into an error with the platform's
+// reason and report.
+func refusal(resp *http.Response, body []byte) error {
+	var e apiError
+	if json.Unmarshal(body, &e) != nil || e.Error == "" {
+		e.Error = strings.TrimSpace(string(body))
+	}
+	msg := fmt.Sprintf("the platform refused the upload (%s): %s", resp.Status, e.Error)
+	if e.Report != nil {
+		msg += "\n" + formatReport(e.Report)
+	}
+	return errors.New(msg)
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -47,6 +48,9 @@ type Config struct {
 	// SecureCookies marks cookies Secure (the platform is served over
 	// HTTPS, e.g. behind a TLS proxy).
 	SecureCookies bool
+	// PartsDir holds bundles being uploaded in parts (resumable uploads);
+	// empty: only whole uploads.
+	PartsDir string
 	// WarmOverviews builds, in the background after start, the power
 	// overviews of the most recently published runs, so that their pages'
 	// first timeline is as fast as the next.
@@ -67,8 +71,9 @@ type Server struct {
 	ovs     overviews
 	lbCache map[string][]byte // leaderboard answers of board generation lbGen
 	lbGen   uint64
-	key     []byte   // signs sign-in cookies (per process)
-	signins *limiter // sign-in attempts per client address
+	partsMu sync.Mutex // serialises writes of upload parts
+	key     []byte     // signs sign-in cookies (per process)
+	signins *limiter   // sign-in attempts per client address
 }
 
 type detail struct {
@@ -136,6 +141,9 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /api/runs/{id}/bundle", s.handleBundle)
 	m.HandleFunc("POST /api/uploads", s.handleUpload)
 	m.HandleFunc("GET /api/uploads/{id}", s.handleUploadState)
+	m.HandleFunc("GET /api/uploads/parts/{hash}", s.handlePartState)
+	m.HandleFunc("PUT /api/uploads/parts/{hash}", s.handlePart)
+	m.HandleFunc("POST /api/uploads/parts/{hash}/complete", s.handlePartComplete)
 	m.HandleFunc("GET /api/me", s.handleMe)
 	m.HandleFunc("GET /api/tokens", s.authed(s.handleTokens))
 	m.HandleFunc("POST /api/tokens", s.authed(s.handleCreateToken))
@@ -150,7 +158,8 @@ func (s *Server) routes() {
 
 // routeList is every API route, for the OpenAPI check.
 var routeList = []string{"GET /api/health", "GET /api/openapi.json", "GET /api/leaderboard", "GET /api/runs/{id}",
-	"GET /api/runs/{id}/timeline", "GET /api/runs/{id}/bundle", "POST /api/uploads", "GET /api/uploads/{id}", "GET /api/me", "GET /api/tokens",
+	"GET /api/runs/{id}/timeline", "GET /api/runs/{id}/bundle", "POST /api/uploads", "GET /api/uploads/{id}",
+	"GET /api/uploads/parts/{hash}", "PUT /api/uploads/parts/{hash}", "POST /api/uploads/parts/{hash}/complete", "GET /api/me", "GET /api/tokens",
 	"POST /api/tokens", "DELETE /api/tokens/{hash}", "GET /auth/providers", "GET /auth/login/{provider}",
 	"GET /auth/callback/{provider}", "POST /auth/logout"}
 
@@ -392,14 +401,8 @@ func (s *Server) entry(ctx context.Context, st *store.Store, r *analytics.RunRes
 // decoded and validated like ingest, recomputed and checked; a verified
 // bundle's events go to the event stream and its run onto the board.
 func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
-	tok, err := s.cfg.State.Authenticate(ctx, strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "), ScopeUpload)
-	if err != nil {
-		if errors.Is(err, ErrUnauthorized) {
-			writeErr(w, http.StatusUnauthorized, "%v", err)
-		} else {
-			writeErr(w, http.StatusInternalServerError, "%v", err)
-		}
+	tok, ok := s.uploader(w, r)
+	if !ok {
 		return
 	}
 	if !s.allowUpload(tok.User) {
@@ -410,7 +413,28 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusRequestEntityTooLarge, "bundle of %d bytes: over the limit of %d", r.ContentLength, s.cfg.Limits.MaxBytes)
 		return
 	}
-	b, err := ReadBundle(http.MaxBytesReader(w, r.Body, s.cfg.Limits.MaxBytes+1), s.cfg.Limits)
+	s.accept(w, r, tok, http.MaxBytesReader(w, r.Body, s.cfg.Limits.MaxBytes+1), r.Header.Get("X-Lem-Content-Hash"))
+}
+
+// uploader authenticates an upload's token (upload scope) or answers 401.
+func (s *Server) uploader(w http.ResponseWriter, r *http.Request) (Token, bool) {
+	tok, err := s.cfg.State.Authenticate(r.Context(), strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "), ScopeUpload)
+	if err != nil {
+		if errors.Is(err, ErrUnauthorized) {
+			writeErr(w, http.StatusUnauthorized, "%v", err)
+		} else {
+			writeErr(w, http.StatusInternalServerError, "%v", err)
+		}
+		return Token{}, false
+	}
+	return tok, true
+}
+
+// accept decodes, verifies, stores and publishes a bundle read from body,
+// whose content hash must be wantHash when that is given.
+func (s *Server) accept(w http.ResponseWriter, r *http.Request, tok Token, body io.Reader, wantHash string) {
+	ctx := r.Context()
+	b, err := ReadBundle(body, s.cfg.Limits)
 	if err != nil {
 		code := http.StatusBadRequest
 		if strings.Contains(err.Error(), "size limit") {
@@ -419,8 +443,8 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, code, "%v", err)
 		return
 	}
-	if want := r.Header.Get("X-Lem-Content-Hash"); want != "" && want != b.Hash {
-		writeErr(w, http.StatusBadRequest, "content hash %s, the header says %s: the bundle changed in transit", b.Hash, want)
+	if wantHash != "" && wantHash != b.Hash {
+		writeErr(w, http.StatusBadRequest, "content hash %s, the header says %s: the bundle changed in transit", b.Hash, wantHash)
 		return
 	}
 	id := b.Manifest.RunID

@@ -119,7 +119,7 @@ func (opt *webCmd) run(_ []string) error {
 	srv, err := platform.New(ctx, platform.Config{Store: st, State: state, Publisher: pub, Limits: lim,
 		UploadsPerHour: *opt.uploadsPerHour, ToolVersion: version, Log: log, Providers: providers,
 		Admins: splitList(*opt.admins), Moderators: splitList(*opt.mods), SecureCookies: strings.HasPrefix(public, "https://"),
-		WarmOverviews: true})
+		WarmOverviews: true, PartsDir: filepath.Join(*opt.data, "parts")})
 	if err != nil {
 		return err
 	}
