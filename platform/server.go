@@ -1,6 +1,7 @@
 package platform
 
 import (
+	"archive/zip"
 	"bytes"
 	"cmp"
 	"context"
@@ -9,12 +10,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/llm-energy-measure/lem/exporters/hfdataset"
 
 	"github.com/rs/zerolog"
 
@@ -139,6 +145,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /api/runs/{id}", s.handleRun)
 	m.HandleFunc("GET /api/runs/{id}/timeline", s.handleTimeline)
 	m.HandleFunc("GET /api/runs/{id}/bundle", s.handleBundle)
+	m.HandleFunc("GET /api/runs/{id}/dataset", s.handleDataset)
 	m.HandleFunc("POST /api/uploads", s.handleUpload)
 	m.HandleFunc("GET /api/uploads/{id}", s.handleUploadState)
 	m.HandleFunc("GET /api/uploads/parts/{hash}", s.handlePartState)
@@ -158,7 +165,7 @@ func (s *Server) routes() {
 
 // routeList is every API route, for the OpenAPI check.
 var routeList = []string{"GET /api/health", "GET /api/openapi.json", "GET /api/leaderboard", "GET /api/runs/{id}",
-	"GET /api/runs/{id}/timeline", "GET /api/runs/{id}/bundle", "POST /api/uploads", "GET /api/uploads/{id}",
+	"GET /api/runs/{id}/timeline", "GET /api/runs/{id}/bundle", "GET /api/runs/{id}/dataset", "POST /api/uploads", "GET /api/uploads/{id}",
 	"GET /api/uploads/parts/{hash}", "PUT /api/uploads/parts/{hash}", "POST /api/uploads/parts/{hash}/complete", "GET /api/me", "GET /api/tokens",
 	"POST /api/tokens", "DELETE /api/tokens/{hash}", "GET /auth/providers", "GET /auth/login/{provider}",
 	"GET /auth/callback/{provider}", "POST /auth/logout"}
@@ -588,4 +595,56 @@ func (s *Server) handleBundle(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/vnd.lem.bundle")
 	w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", id+".lemb"))
 	w.Write(buf.Bytes())
+}
+
+// handleDataset serves a published run as a Hugging Face dataset in a zip
+// (lem export -format hf of this run: Parquet per table, the card, the
+// results), built from the platform's store.
+func (s *Server) handleDataset(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if _, ok := s.board.Get(id); !ok {
+		writeErr(w, http.StatusNotFound, "no published run %q", id)
+		return
+	}
+	d, err := s.result(r.Context(), id)
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, "recomputing run %s: %v", id, err)
+		return
+	}
+	dir, err := os.MkdirTemp("", "lem-dataset-*")
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, "%v", err)
+		return
+	}
+	defer os.RemoveAll(dir)
+	if _, err := hfdataset.Export(r.Context(), s.cfg.Store, s.cfg.Store, []string{id}, []*analytics.RunResult{d.result}, dir, s.cfg.ToolVersion); err != nil {
+		writeErr(w, http.StatusInternalServerError, "exporting run %s: %v", id, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/zip")
+	w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", id+"-dataset.zip"))
+	zw := zip.NewWriter(w)
+	err = filepath.WalkDir(dir, func(path string, de fs.DirEntry, err error) error {
+		if err != nil || de.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, path)
+		f, err := zw.Create(filepath.ToSlash(filepath.Join(id, rel)))
+		if err != nil {
+			return err
+		}
+		src, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer src.Close()
+		_, err = io.Copy(f, src)
+		return err
+	})
+	if err == nil {
+		err = zw.Close()
+	}
+	if err != nil {
+		s.cfg.Log.Warn().Err(err).Str("run", id).Msg("dataset download cut short")
+	}
 }

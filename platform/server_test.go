@@ -1,6 +1,7 @@
 package platform
 
 import (
+	"archive/zip"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -238,6 +239,26 @@ func TestUploadVerifyPublish(t *testing.T) {
 	}
 	if down.Manifest.Results["j_per_token"] != *e.JPerToken {
 		t.Fatalf("downloaded J/token %v, published %v", down.Manifest.Results["j_per_token"], *e.JPerToken)
+	}
+	// The run as a Hugging Face dataset.
+	resp, err = http.Get(p.http.URL + "/api/runs/" + run + "/dataset")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("dataset download: %v %v", err, resp.StatusCode)
+	}
+	zb, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	zr, err := zip.NewReader(bytes.NewReader(zb), int64(len(zb)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, f := range zr.File {
+		have[f.Name] = true
+	}
+	for _, want := range []string{run + "/README.md", run + "/results.json", run + "/data/requests/part-00000.parquet", run + "/data/power_samples/part-00000.parquet"} {
+		if !have[want] {
+			t.Errorf("the dataset zip lacks %s (has %v)", want, have)
+		}
 	}
 	// A platform restarted on the same state has the run.
 	srv2, err := New(context.Background(), Config{Store: p.store, State: p.state, Log: zerolog.Nop()})

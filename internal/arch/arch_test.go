@@ -26,9 +26,11 @@ var layer = map[string]int{
 	"exporters": 4, "exporters/arrow": 4, "exporters/csv": 4, "exporters/parquet": 4, "exporters/plots": 4,
 	"experiment": 4, "internal/testenv": 4,
 
-	"exporters/hfdataset": 5, "deploy": 5, "internal/arch": 5, "platform": 5,
+	"exporters/hfdataset": 5, "deploy": 5, "internal/arch": 5,
 
-	"cmd/lem": 6,
+	"platform": 6,
+
+	"cmd/lem": 7,
 }
 
 // onlyIn names third-party modules that only one seam may import.

@@ -119,7 +119,8 @@ export async function runPage(root: HTMLElement, id: string): Promise<void> {
   try { cfg = flatten(JSON.parse(r.Config)); } catch { cfg = [['config', r.Config]]; }
   const set = cfg.filter(([, v]) => !unset.has(v)), rest = cfg.filter(([, v]) => unset.has(v));
   root.appendChild(section('Configuration', table('Values set first, then those left empty or zero', ['key', 'value'], [...set, ...rest].map(([k, v]) => [k, v])),
-    h('p', {}, 'Downloads: ', h('a', { href: `/api/runs/${encodeURIComponent(id)}/bundle` }, 'every raw event of the run (a lem bundle: recompute and check every figure)'), ' · ',
+    h('p', {}, 'Downloads: ', h('a', { href: `/api/runs/${encodeURIComponent(id)}/dataset` }, 'the run as a Hugging Face dataset (Parquet, zip)'), ' · ',
+      h('a', { href: `/api/runs/${encodeURIComponent(id)}/bundle` }, 'every raw event of the run (a lem bundle: recompute and check every figure)'), ' · ',
       h('a', { href: `/api/runs/${encodeURIComponent(id)}` }, 'the recomputed result (JSON)'), ' · ',
       h('a', { href: `/api/runs/${encodeURIComponent(id)}/timeline?points=10000` }, 'the timeline (JSON)'))));
 }
