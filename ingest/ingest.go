@@ -131,6 +131,9 @@ func (in *Ingester) Run(ctx context.Context) error {
 	for _, k := range in.cfg.Kinds {
 		w, err := in.newWorker(ctx, k, epoch)
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil // stopped while starting: nothing was taken, nothing is lost
+			}
 			return err
 		}
 		ws = append(ws, w)

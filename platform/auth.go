@@ -89,7 +89,7 @@ func (s *State) SignIn(ctx context.Context, u User, admins, moderators []string)
 		u.CreatedNS, u.Role = prev.CreatedNS, prev.Role
 	} else {
 		u.CreatedNS, u.Role = now, RoleUser
-		if err := s.record(ctx, "user.created", u); err != nil {
+		if err := s.record(ctx, "user.created", u.ID, u.ID, u); err != nil {
 			return "", Session{}, User{}, err
 		}
 	}
@@ -115,7 +115,7 @@ func (s *State) SignIn(ctx context.Context, u User, admins, moderators []string)
 		return "", Session{}, User{}, err
 	}
 	ses := Session{Hash: hashSecret(secret), User: u.ID, CSRF: csrf, CreatedNS: now, ExpiresNS: now + int64(SessionTTL)}
-	if err := s.record(ctx, "session.started", struct {
+	if err := s.record(ctx, "session.started", u.ID, u.ID, struct {
 		User string `json:"user"`
 		At   int64  `json:"at_ns"`
 	}{u.ID, now}); err != nil {

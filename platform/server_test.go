@@ -224,6 +224,29 @@ func TestUploadVerifyPublish(t *testing.T) {
 	if sum["Mean"].(float64) != *e.JPerToken {
 		t.Fatalf("page J/token %v, leaderboard %v", sum["Mean"], *e.JPerToken)
 	}
+	// The platform's history is stored through ingest like every event.
+	hist := schemas.NewRows(schemas.KindPlatform).Table()
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		hist.Reset()
+		if err := p.store.ReadTable(context.Background(), hist, schemas.Filter{From: 0, To: math.MaxInt64}); err != nil {
+			t.Fatal(err)
+		}
+		if hist.Rows() >= 6 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var types []string
+	for i, typ := range hist.Column("type").(*schemas.Col[string]).V {
+		if sub := hist.Column("subject").(*schemas.Col[string]).V[i]; sub == run || typ == "token.created" {
+			types = append(types, typ)
+		}
+	}
+	slices.Sort(types)
+	if want := []string{"run.published", "token.created", "token.created", "token.created", "upload.refused", "upload.verified"}; !slices.Equal(types, want) {
+		t.Fatalf("platform history %v, want %v", types, want)
+	}
 	// Anyone can download the run's events and recompute its figures.
 	resp, err := http.Get(p.http.URL + "/api/runs/" + run + "/bundle")
 	if err != nil || resp.StatusCode != 200 {

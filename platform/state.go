@@ -90,13 +90,16 @@ func OpenState(ctx context.Context, js jetstream.JetStream) (*State, error) {
 	return s, nil
 }
 
-// record publishes a platform event (and waits for the stream's ack).
-func (s *State) record(ctx context.Context, typ string, v any) error {
+// record publishes a platform event (schemas.PlatformEvent in the wire
+// codec, so that ingest stores the history in platform_events) and waits
+// for the stream's ack. v is the new state, which never holds a secret.
+func (s *State) record(ctx context.Context, typ, subject, actor string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	if _, err := s.js.Publish(ctx, SubjectPlatform+"."+typ, b); err != nil {
+	ev := schemas.PlatformEvent{TS: time.Now().UnixNano(), Type: typ, Subject: subject, Actor: actor, Payload: string(b)}
+	if _, err := s.js.Publish(ctx, SubjectPlatform+"."+typ, ev.AppendWire(nil)); err != nil {
 		return fmt.Errorf("recording %s: %w", typ, err)
 	}
 	return nil
@@ -135,7 +138,7 @@ func get[T any](ctx context.Context, kv jetstream.KeyValue, key string) (T, bool
 
 // Publish records a run's publication and stores it.
 func (s *State) Publish(ctx context.Context, p Published) error {
-	if err := s.record(ctx, "run.published", p); err != nil {
+	if err := s.record(ctx, "run.published", p.Entry.RunID, "", p); err != nil {
 		return err
 	}
 	return put(ctx, s.runs, kvKey(p.Entry.RunID), p)
@@ -167,7 +170,7 @@ func (s *State) Runs(ctx context.Context) ([]Published, error) {
 
 // SetUpload records a submission's new state.
 func (s *State) SetUpload(ctx context.Context, u Upload) error {
-	if err := s.record(ctx, "upload."+u.State, u); err != nil {
+	if err := s.record(ctx, "upload."+u.State, u.RunID, u.User, u); err != nil {
 		return err
 	}
 	return put(ctx, s.uploads, kvKey(u.RunID), u)
@@ -204,7 +207,7 @@ func (s *State) CreateToken(ctx context.Context, user, name string, scopes []str
 	if ttl > 0 {
 		t.ExpiresNS = time.Now().Add(ttl).UnixNano()
 	}
-	if err := s.record(ctx, "token.created", t); err != nil {
+	if err := s.record(ctx, "token.created", t.Hash, user, t); err != nil {
 		return "", Token{}, err
 	}
 	return secret, t, put(ctx, s.tokens, t.Hash, t)
@@ -217,7 +220,7 @@ func (s *State) RevokeToken(ctx context.Context, h string) error {
 		return fmt.Errorf("token %s: not found (%v)", h, err)
 	}
 	t.Revoked = true
-	if err := s.record(ctx, "token.revoked", t); err != nil {
+	if err := s.record(ctx, "token.revoked", h, t.User, t); err != nil {
 		return err
 	}
 	return put(ctx, s.tokens, h, t)

@@ -85,6 +85,8 @@ var catalog = []TableSpec{
 		NewTable: table(newClockRows), TimeColumn: "ts_ns", SortKey: key(deviceKey, "ts_ns")},
 	{Name: TableMetric, Kind: KindMetric, KindName: "metric", NewEvent: event[MetricBatch](), NewRows: rows(newMetricRows),
 		NewTable: table(newMetricRows), TimeColumn: "ts_ns", RunScoped: true, SortKey: []string{"run_id", "name", "labels", "ts_ns"}},
+	{Name: TablePlatform, Kind: KindPlatform, KindName: "platform", NewEvent: event[PlatformEvent](), NewRows: rows(newPlatformRows),
+		NewTable: table(newPlatformRows), TimeColumn: "ts_ns", SortKey: []string{"type", "subject", "ts_ns"}},
 	{Name: TableDevice, NewTable: table(NewDeviceRows), TimeColumn: "seen_ns", Whole: true, Replacing: true,
 		SortKey: key(deviceKey, "source")},
 	{Name: TableRunResults, NewTable: table(NewRunResultRows), TimeColumn: "analyzed_ns", RunScoped: true, Replacing: true,

@@ -689,9 +689,46 @@ var (
 	_ Event = (*EnergyBatch)(nil)
 	_ Event = (*StateBatch)(nil)
 	_ Event = (*GapBatch)(nil)
+	_ Event = (*PlatformEvent)(nil)
 	_ Event = (*ClockBatch)(nil)
 	_ Event = (*MetricBatch)(nil)
 	_ Event = (*RequestBatch)(nil)
 	_ Event = (*TokenBatch)(nil)
 	_ Event = (*RunEvent)(nil)
 )
+
+// --- platform
+
+func (*PlatformEvent) Kind() Kind { return KindPlatform }
+
+func (e *PlatformEvent) AppendWire(dst []byte) []byte {
+	dst = appendHeader(dst, KindPlatform)
+	dst = appendInt(dst, e.TS)
+	dst = appendString(dst, e.Type)
+	dst = appendString(dst, e.Subject)
+	dst = appendString(dst, e.Actor)
+	return appendString(dst, e.Payload)
+}
+
+func (e *PlatformEvent) DecodeWire(buf []byte) error {
+	r, err := newReader(buf, KindPlatform)
+	if err != nil {
+		return err
+	}
+	e.TS = r.int()
+	e.Type = r.string(MaxShortString)
+	e.Subject = r.string(MaxShortString)
+	e.Actor = r.string(MaxShortString)
+	e.Payload = r.string(MaxLongString)
+	if err := r.done(); err != nil {
+		return fmt.Errorf("decoding platform event: %w", err)
+	}
+	return nil
+}
+
+func (e *PlatformEvent) Validate(minTS, maxTS int64) error {
+	if e.Type == "" {
+		return invalid("platform event without a type")
+	}
+	return checkTS("platform", e.TS, minTS, maxTS)
+}

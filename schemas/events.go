@@ -237,6 +237,16 @@ func ParseRunPhase(s string) RunPhase {
 	return 255
 }
 
+// PlatformEvent is one change of the results platform's state (lem web),
+// published on lem.v1.platform.<type>.
+type PlatformEvent struct {
+	TS      int64  `doc:"time of the change on the platform's clock" unit:"ns since Unix epoch"`
+	Type    string `doc:"what changed: run.published, upload.verified, upload.refused, token.created, token.revoked, user.created, session.started"`
+	Subject string `doc:"what it changed: a run id, a token's SHA-256, a user id"`
+	Actor   string `doc:"who changed it: a user id, or empty for the platform itself"`
+	Payload string `doc:"the new state, JSON (never a secret: tokens and sessions by their SHA-256)"`
+}
+
 // RunEvent marks the start or end of one cycle of a run.
 type RunEvent struct {
 	RunID      string   `doc:"run id (unique)"`

@@ -189,6 +189,14 @@ func EventsOf(t *Table, devices *Table) ([]Event, error) {
 					Backend: be[i], Model: model[i], Host: host[i], Devices: devs[i], Config: cfg[i], Inventory: inv[i]})
 			}
 		}
+	case KindPlatform:
+		ts, typ, sub := colOf[int64](t, "ts_ns", &err), colOf[string](t, "type", &err), colOf[string](t, "subject", &err)
+		act, pay := colOf[string](t, "actor", &err), colOf[string](t, "payload", &err)
+		if err == nil {
+			for i := range n {
+				out = append(out, &PlatformEvent{TS: ts[i], Type: typ[i], Subject: sub[i], Actor: act[i], Payload: pay[i]})
+			}
+		}
 	default:
 		return nil, fmt.Errorf("table %s: kind %s has no inverse", t.Name, spec.Kind)
 	}

@@ -24,6 +24,10 @@ const (
 	KindGap     Kind = 7 // batch of collection gaps of one device
 	KindClock   Kind = 8 // batch of sensor-clock offset estimates of one device
 	KindMetric  Kind = 9 // batch of inference-server metric samples scraped during a run
+	// KindPlatform is one change of the results platform's state (a run
+	// published, an upload verified or refused, a token made or revoked,
+	// a sign-in), so that its history is queryable beside the telemetry.
+	KindPlatform Kind = 10
 )
 
 func (k Kind) String() string {

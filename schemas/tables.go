@@ -12,6 +12,8 @@ const (
 	TableDevice  = "devices"
 	TableClock   = "clock_offsets"
 	TableMetric  = "server_metrics"
+	// TablePlatform holds the results platform's history (kind platform).
+	TablePlatform = "platform_events"
 )
 
 // Position locates the message that carried a row: the stream's epoch
@@ -371,6 +373,34 @@ func (r *RunRows) Append(ev Event, pos Position) {
 	r.Devices.Append(append([]string(nil), e.Devices...))
 	r.Config.Append(e.Config)
 	r.Inventory.Append(e.Inventory)
+	r.Pos.append(pos)
+}
+
+// PlatformRows builds platform_events.
+type PlatformRows struct {
+	t                             Table
+	TS                            *Col[int64]
+	Type, Subject, Actor, Payload *Col[string]
+	Pos                           posCols
+}
+
+func newPlatformRows() *PlatformRows {
+	r := &PlatformRows{TS: newCol[int64]("ts_ns", "Int64"), Type: newCol[string]("type", "String"),
+		Subject: newCol[string]("subject", "String"), Actor: newCol[string]("actor", "String"),
+		Payload: newCol[string]("payload", "String"), Pos: newPosCols()}
+	r.t = Table{Name: TablePlatform, Columns: []Column{r.TS, r.Type, r.Subject, r.Actor, r.Payload, r.Pos.Epoch, r.Pos.Seq}}
+	return r
+}
+
+func (r *PlatformRows) Table() *Table { return &r.t }
+
+func (r *PlatformRows) Append(ev Event, pos Position) {
+	e := ev.(*PlatformEvent)
+	r.TS.Append(e.TS)
+	r.Type.Append(e.Type)
+	r.Subject.Append(e.Subject)
+	r.Actor.Append(e.Actor)
+	r.Payload.Append(e.Payload)
 	r.Pos.append(pos)
 }
 

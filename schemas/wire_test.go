@@ -47,6 +47,7 @@ func samples() []Event {
 			{Request: 0, Index: 1, TS: ts0 + 49_000_000, Tokens: 2}}},
 		&RunEvent{RunID: "run-a", Experiment: "exp", Cycle: 1, Phase: RunEnd, TS: ts0, Backend: "vllm", Model: "llama",
 			Host: "node-17", Devices: []string{"GPU-a", "GPU-b"}, Config: `{"batch":8}`, Inventory: `{"driver":"580"}`},
+		&PlatformEvent{TS: ts0, Type: "upload.verified", Subject: "run-a", Actor: "github:583231", Payload: `{"state":"verified"}`},
 	}
 }
 
