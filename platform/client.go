@@ -1,7 +1,9 @@
 package platform
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +12,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/nats-io/nkeys"
 )
 
 // Send sends the bundle file at path (content hash hash) to the platform
@@ -17,9 +21,9 @@ import (
 // (an upload is idempotent: the same run and content again is a no-op).
 // It returns what the platform said, for people; a refusal is an error
 // that carries the platform's reason and report.
-func Send(ctx context.Context, base, token, path, hash string) (string, error) {
+func Send(ctx context.Context, base, token, path, hash string, sig ...Signature) (string, error) {
 	if fi, err := os.Stat(path); err == nil && fi.Size() > PartThreshold {
-		return sendParts(ctx, base, token, path, hash, fi.Size())
+		return sendParts(ctx, base, token, path, hash, fi.Size(), sig...)
 	}
 	url := strings.TrimSuffix(base, "/") + "/api/uploads"
 	var last error
@@ -45,6 +49,7 @@ func Send(ctx context.Context, base, token, path, hash string) (string, error) {
 		req.Header.Set("Authorization", "Bearer "+token)
 		req.Header.Set("Content-Type", "application/vnd.lem.bundle")
 		req.Header.Set("X-Lem-Content-Hash", hash)
+		setSignature(req, sig)
 		resp, err := http.DefaultClient.Do(req)
 		f.Close()
 		if err != nil {
@@ -103,7 +108,7 @@ var (
 	retryWait           = time.Second // the first wait after a failure (doubling to 30 s)
 )
 
-func sendParts(ctx context.Context, base, token, path, hash string, size int64) (string, error) {
+func sendParts(ctx context.Context, base, token, path, hash string, size int64, sig ...Signature) (string, error) {
 	url := strings.TrimSuffix(base, "/") + "/api/uploads/parts/" + hash
 	do := func(method, u string, body io.Reader, n int64) (*http.Response, []byte, error) {
 		req, err := http.NewRequestWithContext(ctx, method, u, body)
@@ -112,6 +117,7 @@ func sendParts(ctx context.Context, base, token, path, hash string, size int64) 
 		}
 		req.ContentLength = n
 		req.Header.Set("Authorization", "Bearer "+token)
+		setSignature(req, sig)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			return nil, nil, err
@@ -204,4 +210,33 @@ func refusal(resp *http.Response, body []byte) error {
 		msg += "\n" + formatReport(e.Report)
 	}
 	return errors.New(msg)
+}
+
+// Signature is an NKey's signature of a bundle's content hash: provenance
+// (which host's key vouches for the bundle), recorded by the platform.
+type Signature struct {
+	Signer string // the NKey's public key
+	Sig    []byte // its signature of the hex content hash
+}
+
+// Sign signs a content hash with the NKey seed (lem agent's -nats-nkey file).
+func Sign(seed []byte, hash string) (Signature, error) {
+	kp, err := nkeys.FromSeed(bytes.TrimSpace(seed))
+	if err != nil {
+		return Signature{}, fmt.Errorf("NKey seed: %w", err)
+	}
+	defer kp.Wipe()
+	pub, err := kp.PublicKey()
+	if err != nil {
+		return Signature{}, err
+	}
+	sig, err := kp.Sign([]byte(hash))
+	return Signature{pub, sig}, err
+}
+
+func setSignature(req *http.Request, sig []Signature) {
+	if len(sig) > 0 {
+		req.Header.Set("X-Lem-Signer", sig[0].Signer)
+		req.Header.Set("X-Lem-Signature", base64.RawURLEncoding.EncodeToString(sig[0].Sig))
+	}
 }

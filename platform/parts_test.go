@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nkeys"
 )
 
 func TestResumableUpload(t *testing.T) {
@@ -132,5 +134,38 @@ func TestSendResumesThroughBrokenConnections(t *testing.T) {
 	}
 	if _, ok := p.srv.Board().Get(run); !ok {
 		t.Fatal("the run is not on the board")
+	}
+}
+
+// A bundle signed with the host's NKey records its signer; a signature
+// that does not verify over the content hash is refused.
+func TestSignedUpload(t *testing.T) {
+	data, _, hash, run := h200Bundle(t)
+	p := newTestPlatform(t)
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, _ := kp.Seed()
+	pub, _ := kp.PublicKey()
+	path := filepath.Join(t.TempDir(), "run.lemb")
+	os.WriteFile(path, data, 0o600)
+	tok := p.token(t, "alice", ScopeUpload)
+	forged, _ := Sign(seed, strings.Repeat("a", 64)) // signs another hash
+	if _, err := Send(context.Background(), p.http.URL, tok, path, hash, forged); err == nil || !strings.Contains(err.Error(), "does not verify") {
+		t.Fatalf("a signature of another hash: %v", err)
+	}
+	sig, err := Sign(seed, hash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := Send(context.Background(), p.http.URL, tok, path, hash, sig)
+	if err != nil || !strings.Contains(msg, "signed by NKey "+pub) {
+		t.Fatalf("signed upload: %v\n%s", err, msg)
+	}
+	var u Upload
+	getJSON(t, p.http.URL+"/api/uploads/"+run, &u)
+	if u.Signer != pub {
+		t.Fatalf("signer %q, want %q", u.Signer, pub)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +20,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/nats-io/nkeys"
 
 	"github.com/llm-energy-measure/lem/exporters/hfdataset"
 
@@ -454,6 +457,11 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, tok Token, body 
 		writeErr(w, http.StatusBadRequest, "content hash %s, the header says %s: the bundle changed in transit", b.Hash, wantHash)
 		return
 	}
+	signer, err := checkSignature(r, b.Hash)
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, "%v", err)
+		return
+	}
 	id := b.Manifest.RunID
 	// One upload of a run at a time; the same content again is a no-op.
 	s.mu.Lock()
@@ -488,7 +496,12 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, tok Token, body 
 		return
 	}
 	rep.Hash = b.Hash
-	up := Upload{RunID: id, Hash: b.Hash, User: tok.User, Report: rep, AtNS: time.Now().UnixNano()}
+	if signer != "" {
+		rep.Checks = append(rep.Checks, Check{Name: "signature", Status: "pass", Detail: "content hash signed by NKey " + signer})
+	} else {
+		rep.Checks = append(rep.Checks, Check{Name: "signature", Status: "n/a", Detail: "unsigned (lem upload -nkey signs with the host's NKey)"})
+	}
+	up := Upload{RunID: id, Hash: b.Hash, User: tok.User, Signer: signer, Report: rep, AtNS: time.Now().UnixNano()}
 	if !rep.Passed() {
 		up.State, up.Reason = "refused", rep.Failures()
 		if err := s.cfg.State.SetUpload(ctx, up); err != nil {
@@ -647,4 +660,25 @@ func (s *Server) handleDataset(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.cfg.Log.Warn().Err(err).Str("run", id).Msg("dataset download cut short")
 	}
+}
+
+// checkSignature verifies an upload's NKey signature of its content hash
+// (X-Lem-Signer, X-Lem-Signature) and returns the signer; "" when unsigned.
+func checkSignature(r *http.Request, hash string) (string, error) {
+	signer, sig := r.Header.Get("X-Lem-Signer"), r.Header.Get("X-Lem-Signature")
+	if signer == "" && sig == "" {
+		return "", nil
+	}
+	kp, err := nkeys.FromPublicKey(signer)
+	if err != nil {
+		return "", fmt.Errorf("X-Lem-Signer: not an NKey public key: %v", err)
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(sig)
+	if err != nil {
+		return "", fmt.Errorf("X-Lem-Signature: not base64url: %v", err)
+	}
+	if err := kp.Verify([]byte(hash), raw); err != nil {
+		return "", fmt.Errorf("the signature of NKey %s does not verify over content hash %s", signer, hash)
+	}
+	return signer, nil
 }

@@ -52,7 +52,8 @@ type Upload struct {
 	RunID  string  `json:"run_id"`
 	Hash   string  `json:"hash"`
 	User   string  `json:"user"`
-	State  string  `json:"state"` // verified, refused
+	Signer string  `json:"signer,omitempty"` // NKey that signed the content hash
+	State  string  `json:"state"`            // verified, refused
 	Reason string  `json:"reason,omitempty"`
 	Report *Report `json:"report,omitempty"`
 	AtNS   int64   `json:"at_ns"`

@@ -229,6 +229,7 @@ func init() {
 
 type uploadCmd struct {
 	to, tokenFile *string
+	nkey          *string
 	keep          *string
 	stc           func() store.Config
 	logger        func() zerolog.Logger
@@ -239,6 +240,7 @@ func newUploadCmd(fs *flag.FlagSet) func([]string) error {
 		to:        fs.String("to", "http://127.0.0.1:8080", "the platform's address"),
 		tokenFile: fs.String("token-file", "", "file holding an API token with the upload scope (or set LEM_TOKEN)"),
 		keep:      fs.String("bundle", "", "also keep the bundle in this file"),
+		nkey:      fs.String("nkey", "", "sign the bundle's content hash with the NKey seed in this file (the host's, as lem agent -nats-nkey uses): the platform records the signer"),
 		stc:       storeFlags(fs, "", "read the run from the local Parquet store under this directory"),
 		logger:    logFlags(fs),
 	}
@@ -290,7 +292,20 @@ func (opt *uploadCmd) run(args []string) error {
 	}
 	fi, _ := os.Stat(path)
 	fmt.Printf("bundle of run %s: %d events, %d bytes, sha256 %s\n", m.RunID, m.Events, fi.Size(), hash)
-	res, err := platform.Send(ctx, *opt.to, token, path, hash)
+	var sigs []platform.Signature
+	if *opt.nkey != "" {
+		seed, err := os.ReadFile(*opt.nkey)
+		if err != nil {
+			return err
+		}
+		sig, err := platform.Sign(seed, hash)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("signed by NKey %s\n", sig.Signer)
+		sigs = append(sigs, sig)
+	}
+	res, err := platform.Send(ctx, *opt.to, token, path, hash, sigs...)
 	if err != nil {
 		return err
 	}
