@@ -386,21 +386,13 @@ func (s *Server) entry(ctx context.Context, st *store.Store, r *analytics.RunRes
 	if err != nil || len(evs) == 0 {
 		return Entry{}, fmt.Errorf("run %s: no run events (%v)", r.RunID, err)
 	}
-	dev := schemas.NewDeviceRows()
-	if err := st.ReadTable(ctx, dev.Table(), schemas.Filter{}); err != nil {
+	info, err := runDeviceInfo(ctx, st, r)
+	if err != nil {
 		return Entry{}, err
-	}
-	names := map[string]string{}
-	for i, u := range dev.UUID.V {
-		names[u] = dev.Name.V[i]
 	}
 	var ns []string
 	for _, d := range r.Devices {
-		n := names[d]
-		if n == "" {
-			n = d
-		}
-		ns = append(ns, n)
+		ns = append(ns, info[d].label())
 	}
 	e := NewEntry(r, evs[0], ns)
 	e.PublishedNS = time.Now().UnixNano()

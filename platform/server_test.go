@@ -155,7 +155,7 @@ func TestUploadVerifyPublish(t *testing.T) {
 		t.Fatalf("leaderboard after the upload: %+v", lb)
 	}
 	e := lb.Rows[0]
-	if e.JPerToken == nil || *e.JPerToken != m.Results["j_per_token"] || e.TTFTp50 == nil || e.Hardware != "NVIDIA H200" || e.Simulated {
+	if e.JPerToken == nil || *e.JPerToken != m.Results["j_per_token"] || e.TTFTp50 == nil || e.Hardware != "NVIDIA H200 SXM 141 GB" || e.Simulated {
 		t.Fatalf("entry: %+v", e)
 	}
 	// Again: a no-op. Other content under the same run id: refused.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"sort"
+	"strings"
 
 	"github.com/llm-energy-measure/lem/analytics"
 	"github.com/llm-energy-measure/lem/schemas"
@@ -118,7 +119,11 @@ func Verify(ctx context.Context, s *store.Store, runID string, submitted map[str
 	// 2. Plausibility against the hardware.
 	checkPower(ctx, s, r, add)
 	checkCounterVsSeries(ctx, s, r, add)
-	checkBaseline(r, add)
+	info, err := runDeviceInfo(ctx, s, r)
+	if err != nil {
+		return nil, nil, err
+	}
+	checkBaseline(r, info, add)
 	checkTokens(ctx, s, runID, add)
 	checkClock(ctx, s, r, add)
 	return r, rep, nil
@@ -260,18 +265,45 @@ func checkCounterVsSeries(ctx context.Context, s *store.Store, r *analytics.RunR
 }
 
 // checkBaseline: an idle baseline above 0 and below the power limit.
-func checkBaseline(r *analytics.RunResult, add adder) {
+//
+// Against a standard hardware profile the baseline must lie in its idle
+// band (2–40% of the board's limit; outside: warn — idle depends on clocks
+// and persistence mode — with the band and the value).
+func checkBaseline(r *analytics.RunResult, info map[string]deviceInfo, add adder) {
 	if len(r.BaselineW) == 0 {
 		add("baseline", "warn", "no idle baseline: dynamic energy is unknown")
 		return
 	}
-	for d, w := range r.BaselineW {
+	var within, unprofiled []string
+	for _, d := range r.Devices {
+		w, ok := r.BaselineW[d]
+		if !ok {
+			continue
+		}
 		if math.IsNaN(w) || w <= 0 {
 			add("baseline", "fail", "device %s: idle baseline %.1f W is not a power a powered device draws", d, w)
 			return
 		}
+		di := info[d]
+		if !di.Known {
+			unprofiled = append(unprofiled, di.Name)
+			continue
+		}
+		lo, hi := di.Profile.IdleRange()
+		if w < lo || w > hi {
+			add("baseline", "warn", "device %s (%s): idle baseline %.1f W outside the profile's plausible idle band %.0f–%.0f W", d, di.Profile.Name, w, lo, hi)
+			return
+		}
+		within = append(within, fmt.Sprintf("%.1f W in %.0f–%.0f W (%s)", w, lo, hi, di.Profile.ID))
 	}
-	add("baseline", "pass", "idle baseline measured on %d devices", len(r.BaselineW))
+	detail := fmt.Sprintf("idle baseline measured on %d devices", len(r.BaselineW))
+	if len(within) > 0 {
+		detail += "; within the profile's idle band: " + strings.Join(within, ", ")
+	}
+	if len(unprofiled) > 0 {
+		detail += "; no standard profile for " + strings.Join(unprofiled, ", ")
+	}
+	add("baseline", "pass", "%s", detail)
 }
 
 // checkTokens: each successful request's streamed chunks carry the output
