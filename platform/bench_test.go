@@ -66,15 +66,21 @@ func hourStore(b testing.TB) (*store.Store, string) {
 // downsampled to 2,000 points per device, as the run page first asks.
 func BenchmarkTimelineHour8GPU(b *testing.B) {
 	st, run := hourStore(b)
-	b.Run("first-view", func(b *testing.B) { benchTimeline(b, st, run, true) })
-	b.Run("later-views", func(b *testing.B) { benchTimeline(b, st, run, false) })
+	state := newTestPlatformTB(b).state
+	// As at publication: the overview built once and kept in the state.
+	if err := (&Server{cfg: Config{Store: st, State: state}}).warmOverview(context.Background(), st, run); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("never-built", func(b *testing.B) { benchTimeline(b, st, nil, run, true) })
+	b.Run("first-view", func(b *testing.B) { benchTimeline(b, st, state, run, true) })
+	b.Run("later-views", func(b *testing.B) { benchTimeline(b, st, state, run, false) })
 }
 
 // benchTimeline asks for the whole run's timeline; cold: on a fresh server
-// each time (the overview is built from the samples), else from the
-// overview built before the timer started.
-func benchTimeline(b *testing.B, st *store.Store, run string, cold bool) {
-	srv := &Server{cfg: Config{Store: st}, board: NewBoard()}
+// each time (with state: the kept overview is loaded; without: built from
+// the samples), else from the overview in memory.
+func benchTimeline(b *testing.B, st *store.Store, state *State, run string, cold bool) {
+	srv := &Server{cfg: Config{Store: st, State: state}, board: NewBoard()}
 	if !cold {
 		if _, err := srv.timeline(context.Background(), run, "", "", "2000"); err != nil {
 			b.Fatal(err)
@@ -83,7 +89,7 @@ func benchTimeline(b *testing.B, st *store.Store, run string, cold bool) {
 	b.ResetTimer()
 	for range b.N {
 		if cold {
-			srv = &Server{cfg: Config{Store: st}, board: NewBoard()}
+			srv = &Server{cfg: Config{Store: st, State: state}, board: NewBoard()}
 		}
 		tl, err := srv.timeline(context.Background(), run, "", "", "2000")
 		if err != nil {

@@ -2,6 +2,8 @@ package platform
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"math"
 	"sync"
 
@@ -59,7 +61,22 @@ func (s *Server) overview(ctx context.Context, runID string, devs []string, from
 		}
 	}
 	s.ovs.mu.Unlock()
-	e.once.Do(func() { e.ov, e.err = buildOverview(ctx, s.cfg.Store, devs, from, to) })
+	e.once.Do(func() {
+		// Kept in the platform's state when the run was published; built
+		// from the samples (and kept) otherwise.
+		if s.cfg.State != nil {
+			if ov, ok, err := s.cfg.State.LoadOverview(ctx, runID); err == nil && ok {
+				e.ov = ov
+				return
+			}
+		}
+		e.ov, e.err = buildOverview(ctx, s.cfg.Store, devs, from, to)
+		if e.err == nil && s.cfg.State != nil {
+			if err := s.cfg.State.SaveOverview(ctx, runID, e.ov); err != nil {
+				s.cfg.Log.Warn().Err(err).Str("run", runID).Msg("power overview not kept")
+			}
+		}
+	})
 	if e.err != nil {
 		s.ovs.mu.Lock()
 		delete(s.ovs.runs, runID) // try again next time
@@ -148,6 +165,11 @@ func (s *Server) warmOverview(ctx context.Context, st analytics.Store, runID str
 	if err != nil {
 		return err
 	}
+	if s.cfg.State != nil {
+		if err := s.cfg.State.SaveOverview(ctx, runID, ov); err != nil {
+			return err
+		}
+	}
 	e := &overviewEntry{ov: ov}
 	e.once.Do(func() {})
 	s.ovs.mu.Lock()
@@ -164,4 +186,69 @@ func (s *Server) warmOverview(ctx context.Context, st analytics.Store, runID str
 		s.ovs.order = s.ovs.order[1:]
 	}
 	return nil
+}
+
+// encode writes the overview in a compact binary form (little-endian):
+// T0, slots, series; per series its device and source, then per slot
+// min, max, sum (float64) and the count (int32).
+func (ov *overview) encode() []byte {
+	b := binary.LittleEndian.AppendUint64(nil, uint64(ov.T0))
+	b = binary.LittleEndian.AppendUint32(b, uint32(ov.Slots))
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(ov.Series)))
+	str := func(x string) { b = binary.LittleEndian.AppendUint32(b, uint32(len(x))); b = append(b, x...) }
+	for _, se := range ov.Series {
+		str(se.Device)
+		str(se.Source)
+		for k := range ov.Slots {
+			b = binary.LittleEndian.AppendUint64(b, math.Float64bits(se.Min[k]))
+			b = binary.LittleEndian.AppendUint64(b, math.Float64bits(se.Max[k]))
+			b = binary.LittleEndian.AppendUint64(b, math.Float64bits(se.Sum[k]))
+			b = binary.LittleEndian.AppendUint32(b, uint32(se.N[k]))
+		}
+	}
+	return b
+}
+
+func decodeOverview(b []byte) (*overview, error) {
+	bad := errors.New("power overview: truncated or corrupt")
+	if len(b) < 16 {
+		return nil, bad
+	}
+	ov := &overview{T0: int64(binary.LittleEndian.Uint64(b)), Slots: int(binary.LittleEndian.Uint32(b[8:]))}
+	n := int(binary.LittleEndian.Uint32(b[12:]))
+	b = b[16:]
+	str := func() (string, bool) {
+		if len(b) < 4 {
+			return "", false
+		}
+		l := int(binary.LittleEndian.Uint32(b))
+		if len(b) < 4+l {
+			return "", false
+		}
+		x := string(b[4 : 4+l])
+		b = b[4+l:]
+		return x, true
+	}
+	for range n {
+		var se overviewSeries
+		var ok1, ok2 bool
+		se.Device, ok1 = str()
+		se.Source, ok2 = str()
+		if !ok1 || !ok2 || len(b) < ov.Slots*28 {
+			return nil, bad
+		}
+		se.Min, se.Max, se.Sum, se.N = make([]float64, ov.Slots), make([]float64, ov.Slots), make([]float64, ov.Slots), make([]int32, ov.Slots)
+		for k := range ov.Slots {
+			se.Min[k] = math.Float64frombits(binary.LittleEndian.Uint64(b))
+			se.Max[k] = math.Float64frombits(binary.LittleEndian.Uint64(b[8:]))
+			se.Sum[k] = math.Float64frombits(binary.LittleEndian.Uint64(b[16:]))
+			se.N[k] = int32(binary.LittleEndian.Uint32(b[24:]))
+			b = b[28:]
+		}
+		ov.Series = append(ov.Series, se)
+	}
+	if len(b) != 0 {
+		return nil, bad
+	}
+	return ov, nil
 }

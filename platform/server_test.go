@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -461,6 +462,15 @@ func TestOverviewEqualsSamples(t *testing.T) {
 		if n == 0 || s.Min[i] != lo || s.Max[i] != hi || math.Abs(s.Mean[i]-sum/float64(n)) > 1e-9 {
 			t.Fatalf("bucket %d at %d: overview %v/%v/%v, samples %v/%v/%v (%d)", i, t0, s.Min[i], s.Mean[i], s.Max[i], lo, sum/float64(n), hi, n)
 		}
+	}
+	// Kept in the state, it comes back identical.
+	p := newTestPlatform(t)
+	if err := p.state.SaveOverview(context.Background(), run, srv.ovs.runs[run].ov); err != nil {
+		t.Fatal(err)
+	}
+	back, ok, err := p.state.LoadOverview(context.Background(), run)
+	if err != nil || !ok || !reflect.DeepEqual(back, srv.ovs.runs[run].ov) {
+		t.Fatalf("kept overview: %v %v, equal %v", ok, err, reflect.DeepEqual(back, srv.ovs.runs[run].ov))
 	}
 	// A narrow view reads the samples themselves.
 	narrow, err := srv.timeline(context.Background(), run, fmt.Sprint(tl.FromNS+100e9), fmt.Sprint(tl.FromNS+102e9), "2000")

@@ -64,6 +64,7 @@ type State struct {
 	js                    jetstream.JetStream
 	runs, tokens, uploads jetstream.KeyValue
 	users, sessions       jetstream.KeyValue
+	overviews             jetstream.ObjectStore // runs' power overviews (derived data, rebuilt when missing)
 }
 
 // OpenState creates (or opens) the platform's buckets. The event stream
@@ -88,7 +89,35 @@ func OpenState(ctx context.Context, js jetstream.JetStream) (*State, error) {
 	if err := s.openAuthState(ctx); err != nil {
 		return nil, err
 	}
+	ob, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: BucketOverviews,
+		Description: "lem platform: each run's power at 1 s (min, max, sum, count), for the timeline's wide views"})
+	if err != nil {
+		return nil, fmt.Errorf("opening object store %s: %w", BucketOverviews, err)
+	}
+	s.overviews = ob
 	return s, nil
+}
+
+// BucketOverviews is the object store of the runs' power overviews.
+const BucketOverviews = "lem_platform_overviews"
+
+// SaveOverview keeps a run's power overview.
+func (s *State) SaveOverview(ctx context.Context, runID string, ov *overview) error {
+	_, err := s.overviews.PutBytes(ctx, kvKey(runID), ov.encode())
+	return err
+}
+
+// LoadOverview returns a run's kept power overview.
+func (s *State) LoadOverview(ctx context.Context, runID string) (*overview, bool, error) {
+	b, err := s.overviews.GetBytes(ctx, kvKey(runID))
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	ov, err := decodeOverview(b)
+	return ov, err == nil, err
 }
 
 // record publishes a platform event (schemas.PlatformEvent in the wire
