@@ -252,3 +252,18 @@ func decodeOverview(b []byte) (*overview, error) {
 	}
 	return ov, nil
 }
+
+// loadOverview brings a run's overview into memory: the kept one, else
+// built from the store (and kept).
+func (s *Server) loadOverview(ctx context.Context, runID string) error {
+	evs, err := s.cfg.Store.RunEvents(ctx, runID)
+	if err != nil {
+		return err
+	}
+	from, to, err := analytics.RunSpan(ctx, s.cfg.Store, []string{runID})
+	if err != nil {
+		return err
+	}
+	_, err = s.overview(ctx, runID, runDevices(evs), from-bundleMargin, to+bundleMargin)
+	return err
+}

@@ -120,7 +120,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 				if ctx.Err() != nil {
 					return
 				}
-				if err := s.warmOverview(ctx, cfg.Store, p.Entry.RunID); err != nil {
+				if err := s.loadOverview(ctx, p.Entry.RunID); err != nil {
 					cfg.Log.Debug().Err(err).Str("run", p.Entry.RunID).Msg("power overview not built")
 				}
 			}
