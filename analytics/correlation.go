@@ -160,16 +160,33 @@ type PercentileCI struct {
 	N                   int
 }
 
-// BootstrapPercentile estimates percentile p of xs with a 95% interval
-// from 1,000 resamples (percentile method, fixed seed: reproducible).
+// BootstrapMax is the largest sample BootstrapPercentile resamples; above
+// it the interval is the order-statistic one its bootstrap converges to.
+const BootstrapMax = 20_000
+
+// BootstrapPercentile estimates percentile p of xs with a 95% interval:
+// from 1,000 resamples (percentile method, fixed seed: reproducible) up to
+// BootstrapMax values; above, the distribution-free interval between the
+// order statistics whose ranks bound the binomial count of values below
+// the percentile (normal approximation, z = 1.96) — what the bootstrap
+// approaches for large samples, in O(n log n) instead of O(1,000 n): a
+// 1 h × 8 GPU run has millions of inter-token gaps.
 func BootstrapPercentile(xs []float64, p float64) PercentileCI {
 	out := PercentileCI{P: p, N: len(xs), Value: math.NaN(), Low: math.NaN(), High: math.NaN()}
 	if len(xs) == 0 {
 		return out
 	}
 	data := append([]float64(nil), xs...)
-	out.Value = Percentile(data, p)
+	out.Value = Percentile(data, p) // sorts data
 	if len(xs) < 2 {
+		return out
+	}
+	if len(xs) > BootstrapMax {
+		n, q := float64(len(data)), p/100
+		half := 1.96 * math.Sqrt(n*q*(1-q))
+		lo := int(math.Max(0, math.Floor(q*(n-1)-half)))
+		hi := int(math.Min(n-1, math.Ceil(q*(n-1)+half)))
+		out.Low, out.High = data[lo], data[hi]
 		return out
 	}
 	rng := rand.New(rand.NewPCG(0xb00757, uint64(len(xs))))

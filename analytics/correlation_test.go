@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"sort"
 	"testing"
 
 	"github.com/llm-energy-measure/lem/schemas"
@@ -116,6 +117,46 @@ func TestBootstrapPercentileEqualsSorting(t *testing.T) {
 			if got != want {
 				t.Fatalf("n=%d p=%v: %+v, sorting gives %+v", n, p, got, want)
 			}
+		}
+	}
+}
+
+// Above BootstrapMax the order-statistic interval stands in for the
+// bootstrap: its ends must sit where 1,000 resamples put theirs, within
+// the resampling's own wobble.
+func TestLargeSamplePercentileInterval(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	xs := make([]float64, BootstrapMax+5000)
+	for i := range xs {
+		xs[i] = rng.ExpFloat64() * 20
+	}
+	sorted := append([]float64(nil), xs...)
+	sort.Float64s(sorted)
+	rank := func(v float64) int { return sort.SearchFloat64s(sorted, v) }
+	for _, p := range []float64{50, 90, 99} {
+		got := BootstrapPercentile(xs, p)
+		// The bootstrap itself, as below the threshold.
+		boot := make([]float64, 1000)
+		sample := make([]float64, len(xs))
+		r := rand.New(rand.NewPCG(5, uint64(p)))
+		for b := range boot {
+			for i := range sample {
+				sample[i] = xs[r.IntN(len(xs))]
+			}
+			boot[b] = Percentile(sample, p)
+		}
+		lo, hi := Percentile(boot, 2.5), Percentile(boot, 97.5)
+		if !(got.Low <= got.Value && got.Value <= got.High) {
+			t.Fatalf("p%v: interval [%v, %v] misses its value %v", p, got.Low, got.High, got.Value)
+		}
+		// The bootstrap's own quantiles of 1,000 resamples wobble by
+		// about 4% of the interval's half-width (in ranks): allow 15%.
+		tol := max(8, int(0.15*(float64(rank(got.High)-rank(got.Low))/2)))
+		if d := rank(got.Low) - rank(lo); d < -tol || d > tol {
+			t.Errorf("p%v: low at rank %d, the bootstrap's at %d", p, rank(got.Low), rank(lo))
+		}
+		if d := rank(got.High) - rank(hi); d < -tol || d > tol {
+			t.Errorf("p%v: high at rank %d, the bootstrap's at %d", p, rank(got.High), rank(hi))
 		}
 	}
 }
