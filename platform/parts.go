@@ -23,6 +23,17 @@ import (
 
 var hexHash = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
+// partRequest authenticates a parts request and returns its token and the
+// file of the user's upload of the hash; or answers 401/400/404.
+func (s *Server) partRequest(w http.ResponseWriter, r *http.Request) (Token, string, bool) {
+	tok, ok := s.uploader(w, r)
+	if !ok {
+		return Token{}, "", false
+	}
+	path, ok := s.partPath(w, r, tok)
+	return tok, path, ok
+}
+
 // partPath returns the file of user's upload of hash, or answers 400/404.
 func (s *Server) partPath(w http.ResponseWriter, r *http.Request, tok Token) (string, bool) {
 	if s.cfg.PartsDir == "" {
@@ -43,11 +54,7 @@ type partState struct {
 }
 
 func (s *Server) handlePartState(w http.ResponseWriter, r *http.Request) {
-	tok, ok := s.uploader(w, r)
-	if !ok {
-		return
-	}
-	path, ok := s.partPath(w, r, tok)
+	_, path, ok := s.partRequest(w, r)
 	if !ok {
 		return
 	}
@@ -59,11 +66,7 @@ func (s *Server) handlePartState(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handlePart(w http.ResponseWriter, r *http.Request) {
-	tok, ok := s.uploader(w, r)
-	if !ok {
-		return
-	}
-	path, ok := s.partPath(w, r, tok)
+	_, path, ok := s.partRequest(w, r)
 	if !ok {
 		return
 	}
@@ -114,11 +117,7 @@ func (s *Server) handlePart(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handlePartComplete(w http.ResponseWriter, r *http.Request) {
-	tok, ok := s.uploader(w, r)
-	if !ok {
-		return
-	}
-	path, ok := s.partPath(w, r, tok)
+	tok, path, ok := s.partRequest(w, r)
 	if !ok {
 		return
 	}

@@ -587,9 +587,8 @@ func (s *Server) allowUpload(user string) bool {
 // anyone can recompute and check them (lem upload's format; ReadBundle and
 // Verify, or lem analyze after loading it, read it).
 func (s *Server) handleBundle(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	if _, ok := s.board.Get(id); !ok {
-		writeErr(w, http.StatusNotFound, "no published run %q", id)
+	id, ok := s.publishedRun(w, r)
+	if !ok {
 		return
 	}
 	var buf bytes.Buffer
@@ -606,9 +605,8 @@ func (s *Server) handleBundle(w http.ResponseWriter, r *http.Request) {
 // (lem export -format hf of this run: Parquet per table, the card, the
 // results), built from the platform's store.
 func (s *Server) handleDataset(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	if _, ok := s.board.Get(id); !ok {
-		writeErr(w, http.StatusNotFound, "no published run %q", id)
+	id, ok := s.publishedRun(w, r)
+	if !ok {
 		return
 	}
 	d, err := s.result(r.Context(), id)
@@ -673,4 +671,15 @@ func checkSignature(r *http.Request, hash string) (string, error) {
 		return "", fmt.Errorf("the signature of NKey %s does not verify over content hash %s", signer, hash)
 	}
 	return signer, nil
+}
+
+// publishedRun returns the request's run id, or answers 404 when no such
+// run is published.
+func (s *Server) publishedRun(w http.ResponseWriter, r *http.Request) (string, bool) {
+	id := r.PathValue("id")
+	if _, ok := s.board.Get(id); !ok {
+		writeErr(w, http.StatusNotFound, "no published run %q", id)
+		return "", false
+	}
+	return id, true
 }

@@ -99,9 +99,8 @@ func Downsample(ps []schemas.PowerSample, from, to int64, points int) Series {
 }
 
 func (s *Server) handleTimeline(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	if _, ok := s.board.Get(id); !ok {
-		writeErr(w, http.StatusNotFound, "no published run %q", id)
+	id, ok := s.publishedRun(w, r)
+	if !ok {
 		return
 	}
 	tl, err := s.timeline(r.Context(), id, r.URL.Query().Get("from_ns"), r.URL.Query().Get("to_ns"), r.URL.Query().Get("points"))
