@@ -312,16 +312,19 @@ func (b *Board) selection(q Query, text string, all []*item) *selection {
 	// The workload: never rank different workloads together silently.
 	switch w := q.Filters["workload"]; w {
 	case "":
-		// The one with the most runs among those the other filters keep.
+		// The one with the most runs among those the other filters keep;
+		// on a tie, the one published to most recently.
 		counts := make([]int, len(b.vals[wl]))
+		newest := make([]int64, len(b.vals[wl]))
 		for _, it := range all {
 			if sel.match(it) {
 				counts[it.dim[wl]]++
+				newest[it.dim[wl]] = max(newest[it.dim[wl]], it.e.PublishedNS)
 			}
 		}
 		best, n := int32(-1), 0
 		for id, c := range counts {
-			if c > n || (c == n && c > 0 && b.vals[wl][id] < b.vals[wl][best]) {
+			if c > n || (c == n && c > 0 && newest[id] > newest[best]) {
 				best, n = int32(id), c
 			}
 		}

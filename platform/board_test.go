@@ -167,3 +167,18 @@ func TestBoardReindex(t *testing.T) {
 		}
 	}
 }
+
+// With as many runs in each workload, the page ranks the one published to
+// most recently.
+func TestDefaultWorkloadTie(t *testing.T) {
+	b := NewBoard()
+	b.Put(Entry{RunID: "a", Workload: "alpha", PublishedNS: 1})
+	b.Put(Entry{RunID: "z", Workload: "zulu", PublishedNS: 2})
+	if res, _ := b.Query(Query{}); res.Workload != "zulu" {
+		t.Fatalf("tie went to %q, want the newest, zulu", res.Workload)
+	}
+	b.Put(Entry{RunID: "a2", Workload: "alpha", PublishedNS: 0})
+	if res, _ := b.Query(Query{}); res.Workload != "alpha" {
+		t.Fatalf("%q ranked, want alpha with two runs", res.Workload)
+	}
+}
