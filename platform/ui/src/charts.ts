@@ -63,7 +63,7 @@ export function scatter(points: Point[], xl: string, yl: string, title: string, 
   axes(svg, x, y, ticks(x0, x1), ticks(y0, y1), xl, yl, f.w - f.r - legendW);
   const groups = [...new Set(points.map((p) => p.group))].sort();
   for (const p of points) {
-    const c = s('circle', { cx: x(p.x), cy: y(p.y), r: 6, fill: colourOf(groups, p.group), class: 'dot', tabindex: 0 });
+    const c = s('circle', { cx: x(p.x), cy: y(p.y), r: 6, fill: colourOf(groups, p.group), class: 'dot', tabindex: 0, 'data-group': p.group });
     c.appendChild(s('title', {}, `${p.label}\n${xl}: ${num(p.x)}\n${yl}: ${num(p.y)}`));
     if (p.href) {
       const href = p.href;
@@ -72,10 +72,26 @@ export function scatter(points: Point[], xl: string, yl: string, title: string, 
     }
     svg.appendChild(c);
   }
+  // Legend entries toggle their group's points (click, Enter or Space).
   groups.forEach((g, i) => {
     const lx = f.w - f.r - legendW + 16, ly = f.t + 10 + i * 16;
-    svg.appendChild(s('circle', { cx: lx, cy: ly - 4, r: 5, fill: palette[i % palette.length] }));
-    svg.appendChild(s('text', { x: lx + 10, y: ly, class: 'legend' }, g));
+    const item = s('g', { class: 'legend-item', tabindex: 0, role: 'button', 'aria-pressed': 'true' },
+      s('circle', { cx: lx, cy: ly - 4, r: 5, fill: palette[i % palette.length] }),
+      s('text', { x: lx + 10, y: ly, class: 'legend' }, g));
+    const toggle = () => {
+      const on = item.getAttribute('aria-pressed') !== 'true';
+      item.setAttribute('aria-pressed', String(on));
+      item.style.opacity = on ? '1' : '0.35';
+      svg.querySelectorAll('circle.dot').forEach((d) => {
+        if (d.getAttribute('data-group') === g) (d as SVGElement).style.display = on ? '' : 'none';
+      });
+    };
+    item.addEventListener('click', toggle);
+    item.addEventListener('keydown', (e) => {
+      const k = (e as KeyboardEvent).key;
+      if (k === 'Enter' || k === ' ') { e.preventDefault(); toggle(); }
+    });
+    svg.appendChild(item);
   });
   return svg;
 }

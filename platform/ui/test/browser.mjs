@@ -76,6 +76,13 @@ await step('leaderboard-all-workloads', async () => {
   if (xss !== undefined) throw new Error('a script in a model name ran');
   const rows = await page.$$eval('table.board tbody tr', (rs) => rs.map((r) => r.getAttribute('data-run')));
   if (!rows.includes(runID)) throw new Error(`run ${runID} not on the leaderboard of all workloads: ${rows}`);
+  // A legend entry hides and shows its group's points.
+  const dots = () => page.$$eval('figure svg circle.dot', (cs) => cs.filter((c) => c.style.display !== 'none').length);
+  const before = await dots();
+  await page.click('figure:nth-of-type(2) .legend-item');
+  const hidden = await dots();
+  await page.click('figure:nth-of-type(2) .legend-item');
+  if (!(hidden < before) || (await dots()) !== before) throw new Error(`legend toggle: ${before} → ${hidden} → ${await dots()} points`);
   const text = await page.textContent('table.board');
   if (!text.includes('<script>')) throw new Error('the hostile model name is not shown as text');
 });
