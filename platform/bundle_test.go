@@ -6,11 +6,13 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/llm-energy-measure/lem/analytics"
 	"github.com/llm-energy-measure/lem/internal/testenv"
 	"github.com/llm-energy-measure/lem/schemas"
 	"github.com/llm-energy-measure/lem/store"
@@ -168,4 +170,28 @@ func withManifest(t *testing.T, b []byte, f func(*Manifest)) []byte {
 	out := append([]byte(bundleMagic), binary.BigEndian.AppendUint32(nil, uint32(len(man)))...)
 	out = append(out, man...)
 	return append(out, b[len(bundleMagic)+4+n:]...)
+}
+
+// Without a recorded power limit the range check says what it did not check.
+func TestPowerRangeWithoutLimit(t *testing.T) {
+	data, _, _, run := h200Bundle(t)
+	b, err := ReadBundle(bytes.NewReader(data), DefaultLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := analytics.AnalyzeRun(context.Background(), b.Store(), run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := map[string]deviceInfo{}
+	for _, d := range r.Devices {
+		info[d] = deviceInfo{Name: "NVIDIA H200"} // no limit
+	}
+	var got Check
+	checkPower(context.Background(), b.Store(), r, info, func(name, status, format string, a ...any) {
+		got = Check{name, status, fmt.Sprintf(format, a...)}
+	})
+	if got.Status != "pass" || !strings.Contains(got.Detail, "not checked against one") {
+		t.Fatalf("%+v", got)
+	}
 }

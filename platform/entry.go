@@ -48,7 +48,6 @@ type Entry struct {
 	ITLp50         *float64 `json:"itl_p50_ms"`
 	MeanPowerW     *float64 `json:"mean_power_w"`
 	EnergyJ        *float64 `json:"energy_j"`
-	ModelParamsB   *float64 `json:"model_params_b,omitempty"`
 	WorkloadDetail string   `json:"workload_detail"`
 }
 
