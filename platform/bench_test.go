@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"path/filepath"
 	"sort"
@@ -266,4 +267,15 @@ func newBenchPlatform(b *testing.B, st *store.Store) *benchPlatform {
 	}
 	hs := newHTTPServer(b, srv.Handler())
 	return &benchPlatform{srv: srv, state: tp.state, url: hs}
+}
+
+// writeEvents writes run runID of s as a bundle without results (a run
+// with no load, which analytics cannot summarise).
+func writeEvents(ctx context.Context, s *store.Store, runID string, w io.Writer) (Manifest, string, error) {
+	m, msgs, err := collectEvents(ctx, s, runID, "")
+	if err != nil {
+		return m, "", err
+	}
+	hash, err := writeBundle(w, m, msgs)
+	return m, hash, err
 }

@@ -91,16 +91,6 @@ func WriteBundle(ctx context.Context, s *store.Store, runID, toolVersion string,
 	return m, hash, err
 }
 
-// writeEvents writes run runID of s as a bundle without results.
-func writeEvents(ctx context.Context, s *store.Store, runID string, w io.Writer) (Manifest, string, error) {
-	m, msgs, err := collectEvents(ctx, s, runID, "")
-	if err != nil {
-		return m, "", err
-	}
-	hash, err := writeBundle(w, m, msgs)
-	return m, hash, err
-}
-
 // collectEvents reads the run's events from s and encodes them.
 func collectEvents(ctx context.Context, s *store.Store, runID, toolVersion string) (Manifest, [][]byte, error) {
 	m := Manifest{Format: BundleFormat, RunID: runID, ToolVersion: toolVersion, CreatedNS: time.Now().UnixNano(), Rows: map[string]int{}}

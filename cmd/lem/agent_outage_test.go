@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -25,10 +24,7 @@ func TestAgentThroughNATSOutage(t *testing.T) {
 		t.Skip("-short")
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "lem")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("building lem: %v\n%s", err, out)
-	}
+	bin := buildLem(t)
 	natsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	pq := filepath.Join(dir, "store")
 	serve := &proc{t: t, name: "serve", args: []string{"serve", "-listen", natsAddr, "-parquet", pq, "-quiet"}}

@@ -167,7 +167,7 @@ func (opt *webCmd) run(_ []string) error {
 func (opt *webCmd) providers(ctx context.Context, public string) ([]platform.Provider, error) {
 	var out []platform.Provider
 	if *opt.oidcIssuer != "" {
-		secret, err := secretFrom(*opt.oidcSecretFile, "LEM_OIDC_CLIENT_SECRET")
+		secret, err := clientSecret("LEM_OIDC_CLIENT_SECRET", *opt.oidcSecretFile, "OpenID Connect client secret")
 		if err != nil {
 			return nil, err
 		}
@@ -182,7 +182,7 @@ func (opt *webCmd) providers(ctx context.Context, public string) ([]platform.Pro
 		out = append(out, p)
 	}
 	if *opt.ghClientID != "" {
-		secret, err := secretFrom(*opt.ghSecretFile, "LEM_GITHUB_CLIENT_SECRET")
+		secret, err := clientSecret("LEM_GITHUB_CLIENT_SECRET", *opt.ghSecretFile, "GitHub client secret")
 		if err != nil {
 			return nil, err
 		}
@@ -192,19 +192,14 @@ func (opt *webCmd) providers(ctx context.Context, public string) ([]platform.Pro
 	return out, nil
 }
 
-// secretFrom reads a secret from file, else from the environment variable.
-func secretFrom(file, env string) (string, error) {
-	if file != "" {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return "", err
-		}
-		return strings.TrimSpace(string(b)), nil
+// clientSecret reads a sign-in provider's client secret (readSecret),
+// which must be given.
+func clientSecret(env, file, what string) (string, error) {
+	v, err := readSecret(env, file, what)
+	if err == nil && v == "" {
+		err = fmt.Errorf("no %s: give its file or set %s", what, env)
 	}
-	if v := strings.TrimSpace(os.Getenv(env)); v != "" {
-		return v, nil
-	}
-	return "", fmt.Errorf("no client secret: give its file or set %s", env)
+	return v, err
 }
 
 func splitList(s string) []string {
@@ -251,13 +246,9 @@ func (opt *uploadCmd) run(args []string) error {
 	if len(args) != 1 {
 		return errUsage
 	}
-	token := strings.TrimSpace(os.Getenv("LEM_TOKEN"))
-	if *opt.tokenFile != "" {
-		b, err := os.ReadFile(*opt.tokenFile)
-		if err != nil {
-			return err
-		}
-		token = strings.TrimSpace(string(b))
+	token, err := readSecret("LEM_TOKEN", *opt.tokenFile, "API token")
+	if err != nil {
+		return err
 	}
 	if token == "" {
 		return errors.New("no API token: give -token-file or set LEM_TOKEN")

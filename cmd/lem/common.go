@@ -178,27 +178,14 @@ func natsFlags(fs *flag.FlagSet) func() ([]nats.Option, error) {
 	key := fs.String("nats-key", "", "client private key (PEM) for mutual TLS")
 	return func() ([]nats.Option, error) {
 		var opts []nats.Option
-		secret := func(env, file, what string) (string, error) {
-			if v := os.Getenv(env); v != "" {
-				return v, nil
-			}
-			if file == "" {
-				return "", nil
-			}
-			b, err := os.ReadFile(file)
-			if err != nil {
-				return "", fmt.Errorf("reading %s file: %w", what, err)
-			}
-			return strings.TrimRight(string(b), "\r\n"), nil
-		}
 		if *user != "" {
-			pw, err := secret("LEM_NATS_PASSWORD", *pwFile, "NATS password")
+			pw, err := readSecret("LEM_NATS_PASSWORD", *pwFile, "NATS password")
 			if err != nil {
 				return nil, err
 			}
 			opts = append(opts, nats.UserInfo(*user, pw))
 		}
-		tok, err := secret("LEM_NATS_TOKEN", *tokenFile, "NATS token")
+		tok, err := readSecret("LEM_NATS_TOKEN", *tokenFile, "NATS token")
 		if err != nil {
 			return nil, err
 		}
@@ -226,4 +213,21 @@ func natsFlags(fs *flag.FlagSet) func() ([]nats.Option, error) {
 		}
 		return opts, nil
 	}
+}
+
+// readSecret returns a secret from the environment variable env, else
+// from file (its trailing newline dropped), else "": secrets never come
+// from the command line.
+func readSecret(env, file, what string) (string, error) {
+	if v := os.Getenv(env); v != "" {
+		return v, nil
+	}
+	if file == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("reading %s file: %w", what, err)
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
 }

@@ -110,10 +110,7 @@ func TestFaultsWithRealProcesses(t *testing.T) {
 	}
 	testenv.ClickHouse(t) // gating, like every ClickHouse test
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "lem")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("building lem: %v\n%s", err, out)
-	}
+	bin := buildLem(t)
 	ctx := context.Background()
 	chDir := filepath.Join(dir, "clickhouse")
 	ch, err := chserver.Start(ctx, chserver.Options{Dir: chDir})

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -27,7 +28,38 @@ import (
 	"github.com/llm-energy-measure/lem/schemas"
 )
 
-func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+func TestMain(m *testing.M) {
+	code := testenv.Main(m)
+	if lemBin.dir != "" {
+		os.RemoveAll(lemBin.dir)
+	}
+	os.Exit(code)
+}
+
+// lemBin is the lem binary the tests that run real processes share,
+// built once per test run.
+var lemBin struct {
+	once     sync.Once
+	dir, bin string
+	err      error
+}
+
+func buildLem(t testing.TB) string {
+	t.Helper()
+	lemBin.once.Do(func() {
+		if lemBin.dir, lemBin.err = os.MkdirTemp("", "lem-bin-"); lemBin.err != nil {
+			return
+		}
+		lemBin.bin = filepath.Join(lemBin.dir, "lem")
+		if out, err := exec.Command("go", "build", "-o", lemBin.bin, ".").CombinedOutput(); err != nil {
+			lemBin.err = fmt.Errorf("building lem: %v\n%s", err, out)
+		}
+	})
+	if lemBin.err != nil {
+		t.Fatal(lemBin.err)
+	}
+	return lemBin.bin
+}
 
 // The generated documents in docs/ must match what the binary produces;
 // `make docs` refreshes them.
@@ -214,10 +246,7 @@ func TestDemoStartsThePlatform(t *testing.T) {
 		t.Skip("-short")
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "lem")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("building lem: %v\n%s", err, out)
-	}
+	bin := buildLem(t)
 	out := filepath.Join(dir, "demo")
 	demo := func() (string, string) {
 		t.Helper()
