@@ -72,6 +72,9 @@ var SamplingPresets = map[string]Sampling{
 // NewClient returns a client built for many concurrent streams: no cap on
 // connections per host, keep-alive, large read buffers.
 func NewClient(baseURL, model string) *Client {
+	if KernelStamps {
+		holdKernelStamps()
+	}
 	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
 	tr := &http.Transport{
 		Proxy: nil,

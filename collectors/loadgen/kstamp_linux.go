@@ -5,8 +5,10 @@ package loadgen
 import (
 	"io"
 	"net"
+	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -28,6 +30,75 @@ type stampConn struct {
 	raw  syscall.RawConn
 	oob  []byte
 	last atomic.Int64 // receive time of the latest data read, ns since the epoch; 0: none yet
+}
+
+// Linux stamps received packets only while some socket on the host asks
+// for stamps, and it turns that on through a deferred work item when the
+// first such socket appears: packets that arrive in between carry no stamp.
+// Every stamping socket closing turns it off again. A run's first tokens,
+// or those after all connections were closed, would fall back to
+// user-space stamps (31 of 200 first reads on fresh connections did here). The
+// process therefore keeps one stamping socket open for its lifetime and,
+// once, waits until a loopback segment arrives stamped.
+var (
+	holdOnce sync.Once
+	held     net.PacketConn
+)
+
+// holdKernelStamps keeps kernel receive stamping on for this process and
+// returns once it is in effect (or after 200 ms; the fallback covers a
+// host that never turns it on).
+func holdKernelStamps() {
+	holdOnce.Do(func() {
+		u, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			return
+		}
+		if raw, err := u.(*net.UDPConn).SyscallConn(); err != nil || raw.Control(func(fd uintptr) {
+			err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
+		}) != nil || err != nil {
+			u.Close()
+			return
+		}
+		held = u
+		waitStamped(200 * time.Millisecond)
+	})
+}
+
+// waitStamped sends single bytes over a loopback TCP connection until one
+// arrives with a kernel receive time, or until max has passed.
+func waitStamped(max time.Duration) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	s, err := ln.Accept()
+	if err != nil {
+		return
+	}
+	defer s.Close()
+	sc, ok := kernelStamped(c).(*stampConn)
+	if !ok {
+		return
+	}
+	b := make([]byte, 1)
+	for end := time.Now().Add(max); time.Now().Before(end); time.Sleep(time.Millisecond) {
+		if _, err := s.Write(b); err != nil {
+			return
+		}
+		if _, err := sc.Read(b); err != nil {
+			return
+		}
+		if sc.KernelStamp() > 0 {
+			return
+		}
+	}
 }
 
 // kernelStamped enables kernel receive stamps on c where the kernel gives
