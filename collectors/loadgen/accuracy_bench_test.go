@@ -145,14 +145,12 @@ func BenchmarkPoissonKS(b *testing.B) {
 			for it := 0; it < b.N; it++ {
 				c := NewClient(url, "m")
 				c.Clock = clk
+				var sent []int64
 				r := NewRunner(RunConfig{RunID: fmt.Sprint("ks", it), Cycles: 1, RequestsPerCycle: n, OutputTokens: 1,
-					Arrival: Arrival{Process: ArrivalPoisson, Rate: rate}, Seed: uint64(it + 1)}, c, nopPublisher{})
+					Arrival: Arrival{Process: ArrivalPoisson, Rate: rate}, Seed: uint64(it + 1),
+					OnResult: func(res Result) { sent = append(sent, res.Request.Sent) }}, c, nopPublisher{})
 				if err := r.Cycle(context.Background(), 0); err != nil {
 					b.Fatal(err)
-				}
-				var sent []int64
-				for _, res := range r.Results[0] {
-					sent = append(sent, res.Request.Sent)
 				}
 				sort.Slice(sent, func(i, j int) bool { return sent[i] < sent[j] })
 				ks = append(ks, KSExponential(sent, rate))

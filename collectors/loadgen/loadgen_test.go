@@ -112,7 +112,9 @@ func TestPoissonArrivals(t *testing.T) {
 	defer syn.Close()
 	srv := httptest.NewServer(syn)
 	defer srv.Close()
-	cfg := RunConfig{RunID: "p", Cycles: 1, RequestsPerCycle: 100, Rate: 200, OutputTokens: 2, Seed: 3}
+	sched := make([]int64, 0, 100)
+	cfg := RunConfig{RunID: "p", Cycles: 1, RequestsPerCycle: 100, Rate: 200, OutputTokens: 2, Seed: 3,
+		OnResult: func(res Result) { sched = append(sched, res.Request.Scheduled) }}
 	r := NewRunner(cfg, NewClient(srv.URL, SyntheticModel), &recorder{})
 	start := time.Now()
 	if err := runCycles(r); err != nil {
@@ -122,10 +124,6 @@ func TestPoissonArrivals(t *testing.T) {
 	// check is that pacing happens at all, not its precision).
 	if el := time.Since(start); el < 200*time.Millisecond || el > 5*time.Second {
 		t.Fatalf("100 Poisson arrivals at 200/s took %v", el)
-	}
-	sched := make([]int64, 0, 100)
-	for _, res := range r.Results[0] {
-		sched = append(sched, res.Request.Scheduled)
 	}
 	if len(sched) != 100 {
 		t.Fatalf("%d results", len(sched))

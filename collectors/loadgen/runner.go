@@ -49,6 +49,10 @@ type RunConfig struct {
 	Timeout time.Duration // per request (default 2 min)
 	// Progress, when set, is called as requests finish.
 	Progress func(cycle, done, total, failed int)
+	// OnResult, when set, is given every finished request (one at a time)
+	// after it was handed to the publisher. The runner keeps none: a
+	// thousand streams' chunks go out in batches as requests finish.
+	OnResult func(Result)
 }
 
 // Runner executes a RunConfig and publishes run, request and token events.
@@ -64,8 +68,6 @@ type Runner struct {
 	flushes int
 	// InFlight is the number of requests currently in flight.
 	InFlight atomic.Int64
-	// Results holds every finished request, by cycle.
-	Results [][]Result
 }
 
 // NewRunner returns a runner for cfg.
@@ -89,8 +91,7 @@ func NewRunner(cfg RunConfig, client *Client, pub collectors.Publisher) *Runner 
 			cfg.Arrival = Arrival{Process: ArrivalPoisson, Rate: cfg.Rate}
 		}
 	}
-	return &Runner{cfg: cfg, client: client, pub: pub, rng: rand.New(rand.NewPCG(cfg.Seed, 0x5eed)),
-		Results: make([][]Result, cfg.Cycles)}
+	return &Runner{cfg: cfg, client: client, pub: pub, rng: rand.New(rand.NewPCG(cfg.Seed, 0x5eed))}
 }
 
 // SetProgress replaces the progress callback (before a cycle starts).
@@ -171,9 +172,6 @@ func (r *Runner) prompts(cycle, n int) []Prompt {
 func (r *Runner) Cycle(ctx context.Context, cycle int) error {
 	c := &r.cfg
 	clk := r.client.Clock
-	if cycle >= len(r.Results) {
-		r.Results = append(r.Results, make([][]Result, cycle+1-len(r.Results))...)
-	}
 	n := c.RequestsPerCycle
 	prompts := r.prompts(cycle, n)
 	sched, err := c.Arrival.Schedule(n, r.rng)
@@ -207,7 +205,9 @@ func (r *Runner) Cycle(ctx context.Context, cycle int) error {
 		if err != nil {
 			pubErr = err
 		}
-		r.Results[cycle] = append(r.Results[cycle], res)
+		if c.OnResult != nil {
+			c.OnResult(res)
+		}
 		done++
 		if res.Request.Status != schemas.StatusOK {
 			failed++
