@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"sync"
 	"time"
 
 	"github.com/llm-energy-measure/lem/schemas"
@@ -93,9 +94,11 @@ func NewClient(baseURL, model string) *Client {
 		MaxIdleConnsPerHost: 10000,
 		MaxConnsPerHost:     0,
 		IdleConnTimeout:     90 * time.Second,
-		ReadBufferSize:      64 << 10,
-		WriteBufferSize:     64 << 10,
-		DisableCompression:  true,
+		// Per connection: SSE events are a few hundred bytes, and a
+		// thousand connections each holding 64 KiB twice would be 128 MiB.
+		ReadBufferSize:     16 << 10,
+		WriteBufferSize:    16 << 10,
+		DisableCompression: true,
 	}
 	return &Client{BaseURL: baseURL, Model: model, HTTP: &http.Client{Transport: tr}, Clock: NewClock(), IgnoreEOS: true}
 }
@@ -119,8 +122,18 @@ const clockSlack = 5e6
 var KernelStamps = true
 
 // kernelStamper is a connection that knows the kernel receive time of the
-// latest data read from it.
-type kernelStamper interface{ KernelStamp() int64 }
+// latest data read from it, which read that was, and whether it ended at a
+// line's end.
+type kernelStamper interface {
+	KernelStamp() (ts int64, read uint64, clean bool)
+}
+
+// maxLine is the longest stream line accepted. Lines are read through a
+// 4 KiB buffer (pooled: a thousand streams hold 4 MiB, not 64) and
+// gathered when longer.
+const maxLine = 64 << 10
+
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
 
 // Result is one finished request.
 type Result struct {
@@ -198,7 +211,14 @@ func (c *Client) Do(ctx context.Context, id string, prompt string, maxTokens int
 	req.Header.Set("Idempotency-Key", id)
 	var ks kernelStamper
 	req = req.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
-		ks, _ = info.Conn.(kernelStamper)
+		conn := info.Conn
+		if tc, ok := conn.(interface{ NetConn() net.Conn }); ok {
+			// TLS: the records are read from the stamped connection
+			// below, one record per read, so the latest read's time is
+			// that of the record that carried the line.
+			conn = tc.NetConn()
+		}
+		ks, _ = conn.(kernelStamper)
 	}}))
 	q.Sent = c.Clock.Now()
 	resp, err := c.HTTP.Do(req)
@@ -210,24 +230,50 @@ func (c *Client) Do(ctx context.Context, id string, prompt string, maxTokens int
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 2048))
 		return fail(res, schemas.StatusError, fmt.Errorf("HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(msg)))
 	}
-	br := bufio.NewReaderSize(resp.Body, 64<<10)
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(resp.Body)
+	defer readers.Put(br)
+	var long []byte // a line longer than br's buffer, gathered
 	var counted, lastUsage uint32
 	var usageSeen bool
+	var lastRead uint64
+	exactChunk := -1 // the chunk stamped exact by read lastRead
 	for {
 		line, err := br.ReadSlice('\n')
+		if err == bufio.ErrBufferFull || long != nil {
+			if len(long)+len(line) > maxLine {
+				return fail(res, schemas.StatusError, fmt.Errorf("stream line longer than %d KiB", maxLine>>10))
+			}
+			long = append(long, line...)
+			if err == bufio.ErrBufferFull {
+				continue
+			}
+			line, long = long, nil
+		}
 		ts := c.Clock.Now() // stamp before parsing
 		// The transport reads the connection on demand, so the latest read
-		// is the one that carried this line's end; a stamp from before the
-		// request was sent belongs to an earlier response on a reused
-		// connection and is not used.
+		// is the one that carried this line's end. Its kernel time is
+		// exact for the last line it completed (see stampConn): a line
+		// read with others after it in the same read, or by a read that
+		// went on into an unfinished line, keeps the kernel time as an
+		// upper bound (it is later than the line's arrival, earlier than
+		// the user-space stamp) but is not counted as kernel-stamped. A
+		// stamp from before the request was sent belongs to an earlier
+		// response on a reused connection and is not used.
 		kernel := false
-		if ks != nil {
+		if ks != nil && len(bytes.TrimSpace(line)) > 0 {
 			// The kernel stamps on CLOCK_REALTIME, ts is the anchored
 			// monotonic clock: they may differ by a little (slew since the
 			// anchor), never by much.
-			if k := ks.KernelStamp(); k > q.Sent && k <= ts+clockSlack {
-				ts, kernel = k, true
+			k, read, clean := ks.KernelStamp()
+			if k > q.Sent && k <= ts+clockSlack {
+				ts, kernel = k, clean
 			}
+			if read == lastRead && exactChunk >= 0 {
+				res.Chunks[exactChunk].Kernel = false
+				q.KernelStamped--
+			}
+			lastRead, exactChunk = read, -1
 		}
 		if len(line) > 0 {
 			if payload, ok := bytes.CutPrefix(bytes.TrimSpace(line), []byte("data:")); ok {
@@ -276,13 +322,11 @@ func (c *Client) Do(ctx context.Context, id string, prompt string, maxTokens int
 					res.Chunks = append(res.Chunks, Chunk{TS: ts, Tokens: n, Kernel: kernel})
 					if kernel {
 						q.KernelStamped++
+						exactChunk = len(res.Chunks) - 1
 					}
 					counted += n
 				}
 			}
-		}
-		if err == bufio.ErrBufferFull {
-			return fail(res, schemas.StatusError, errors.New("stream line longer than 64 KiB"))
 		}
 		if err == io.EOF {
 			break

@@ -14,22 +14,25 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// MaxStampedRead caps each read of a kernel-stamped connection. A read
-// that drains several queued segments carries the last one's receive time
-// (Linux stamps a TCP read with its last skb), so a reader that fell
-// behind would give earlier events a later time; a small read keeps each
-// event's stamp to the segment that carried it (an SSE event is 100–400
-// bytes) at the cost of more system calls.
-const MaxStampedRead = 512
-
 // stampConn is a TCP connection whose reads carry the kernel's receive time
 // of the data (SO_TIMESTAMPNS, CLOCK_REALTIME): when the bytes reached this
 // host, not when this process got round to reading them.
+//
+// Linux stamps a TCP read with the time of the last segment it took, and a
+// segment that arrives while earlier data still waits unread is merged
+// into it, the merged data taking the newer time (tcp_try_coalesce). So a
+// read's time is exact for the last line it completes, and only an upper
+// bound for earlier lines in the same read: a reader that keeps within one
+// event of each stream gets exact times, one that falls behind gets
+// bounds, and says so (see KernelStamp).
 type stampConn struct {
 	*net.TCPConn
-	raw  syscall.RawConn
-	oob  []byte
-	last atomic.Int64 // receive time of the latest data read, ns since the epoch; 0: none yet
+	raw   syscall.RawConn
+	oob   []byte
+	last  atomic.Int64  // receive time of the latest data read, ns since the epoch; 0: none yet
+	seq   atomic.Uint64 // reads that returned data
+	clean atomic.Bool   // the latest read ended at a line's end (a TLS record's end)
+	frame streamFrame
 }
 
 // Linux stamps received packets only while some socket on the host asks
@@ -95,7 +98,7 @@ func waitStamped(max time.Duration) {
 		if _, err := sc.Read(b); err != nil {
 			return
 		}
-		if sc.KernelStamp() > 0 {
+		if ts, _, _ := sc.KernelStamp(); ts > 0 {
 			return
 		}
 	}
@@ -123,9 +126,6 @@ func kernelStamped(c net.Conn) net.Conn {
 // message header and control buffer are the connection's own (one reader:
 // the transport's), so a read allocates nothing.
 func (c *stampConn) Read(p []byte) (int, error) {
-	if len(p) > MaxStampedRead {
-		p = p[:MaxStampedRead]
-	}
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -149,14 +149,19 @@ func (c *stampConn) Read(p []byte) (int, error) {
 	if n == 0 {
 		return 0, io.EOF
 	}
-	if ts := receiveTime(c.oob[:msg.Controllen]); ts > 0 {
-		c.last.Store(ts)
-	}
+	c.clean.Store(c.frame.endsClean(p[:n]))
+	c.last.Store(receiveTime(c.oob[:msg.Controllen]))
+	c.seq.Add(1)
 	return int(n), nil
 }
 
-// KernelStamp is the kernel receive time of the latest data read (0: none).
-func (c *stampConn) KernelStamp() int64 { return c.last.Load() }
+// KernelStamp returns the kernel receive time of the latest data read (0:
+// none), a number that changes with every read, and whether that read
+// ended at the end of a line (of a TLS record): its time is then exact for
+// the last line it completed.
+func (c *stampConn) KernelStamp() (ts int64, read uint64, clean bool) {
+	return c.last.Load(), c.seq.Load(), c.clean.Load()
+}
 
 // receiveTime returns the SCM_TIMESTAMPNS of a recvmsg's control data,
 // walking the messages in place.

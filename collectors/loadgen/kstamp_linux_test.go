@@ -116,11 +116,88 @@ func TestFirstReadOfFreshConnectionKernelStamped(t *testing.T) {
 		if _, err := sc.Read(b); err != nil {
 			t.Fatal(err)
 		}
-		if k := sc.KernelStamp(); k < before || k > time.Now().UnixNano() {
+		if k, _, _ := sc.KernelStamp(); k < before || k > time.Now().UnixNano() {
 			t.Fatalf("connection %d: first read stamped %d, written at %d", i, k, before)
 		}
 		c.Close()
 		s.Close()
 		ln.Close()
+	}
+}
+
+// A client that fell behind finds several events queued at once. Linux
+// merges a segment that arrives behind unread data into it, with the newer
+// time, so only the last line of such a read has its own time: the others
+// keep the read's time as an upper bound and are not counted as
+// kernel-stamped. The server writes bursts of five events 3 ms apart and
+// the client is busy 30 ms after each burst's first, so the other four
+// wait in the queue together. Over TLS the same holds record by record.
+func TestKernelStampsOfQueuedEvents(t *testing.T) {
+	for _, tls := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tls=%v", tls), func(t *testing.T) {
+			const bursts, per = 4, 5
+			type bracket struct{ before, after int64 }
+			written := make([]bracket, bursts*per)
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/event-stream")
+				fl := w.(http.Flusher)
+				for k := range written {
+					b := time.Now().UnixNano()
+					fmt.Fprintf(w, "data: {\"choices\":[{\"text\":\"%c\"}]}\n\n", 'a'+k%26)
+					fl.Flush()
+					written[k] = bracket{b, time.Now().UnixNano()}
+					if k%per == per-1 {
+						time.Sleep(60 * time.Millisecond)
+					} else {
+						time.Sleep(3 * time.Millisecond)
+					}
+				}
+				fmt.Fprint(w, "data: [DONE]\n\n")
+			})
+			var srv *httptest.Server
+			if tls {
+				srv = httptest.NewTLSServer(h)
+			} else {
+				srv = httptest.NewServer(h)
+			}
+			defer srv.Close()
+			c := NewClient(srv.URL, "m")
+			if tls {
+				c.HTTP.Transport.(*http.Transport).TLSClientConfig = srv.Client().Transport.(*http.Transport).TLSClientConfig
+			}
+			n := 0
+			c.OnText = func(_, _ string) {
+				if n%per == 0 {
+					time.Sleep(30 * time.Millisecond)
+				}
+				n++
+			}
+			res := c.Do(context.Background(), "r", "hi", len(written), time.Now().UnixNano())
+			if res.Request.Error != "" || len(res.Chunks) != len(written) {
+				t.Fatalf("%d chunks, %q", len(res.Chunks), res.Request.Error)
+			}
+			exact, worstBound := 0, int64(0)
+			for k, ch := range res.Chunks {
+				w := written[k]
+				if ch.TS < w.before {
+					t.Errorf("chunk %d: stamped %.3f ms before the server wrote it", k, float64(w.before-ch.TS)/1e6)
+				}
+				if ch.Kernel {
+					exact++
+					if ch.TS > w.after+2e6 {
+						t.Errorf("chunk %d: counted exact, stamped %+.3f ms after the server's write", k, float64(ch.TS-w.before)/1e6)
+					}
+				} else {
+					worstBound = max(worstBound, ch.TS-w.before)
+				}
+			}
+			if exact != int(res.Request.KernelStamped) {
+				t.Errorf("%d chunks marked exact, the request counts %d", exact, res.Request.KernelStamped)
+			}
+			if exact == len(written) || exact < 2*bursts {
+				t.Errorf("%d of %d chunks exact; want each burst's first and last only (the others waited behind them)", exact, len(written))
+			}
+			t.Logf("%d of %d chunks exact; the queued ones are bounds up to %.1f ms late", exact, len(written), float64(worstBound)/1e6)
+		})
 	}
 }

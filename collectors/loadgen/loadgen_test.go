@@ -2,8 +2,11 @@ package loadgen
 
 import (
 	"context"
+	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -156,4 +159,34 @@ func runCycles(r *Runner) error {
 		}
 	}
 	return nil
+}
+
+// Lines longer than the client's 4 KiB read buffer are gathered whole (a
+// chunk carrying many tokens at once); one over 64 KiB fails the request
+// with a message that says so.
+func TestLongStreamLines(t *testing.T) {
+	for _, c := range []struct {
+		text string
+		want string // error; "" = ok
+	}{{strings.Repeat("x", 20<<10), ""}, {strings.Repeat("y", 70<<10), "stream line longer than 64 KiB"}} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			fmt.Fprintf(w, "data: {\"choices\":[{\"text\":%q}]}\n\n", c.text)
+			fmt.Fprint(w, "data: {\"choices\":[{\"text\":\"z\"}]}\n\ndata: [DONE]\n\n")
+		}))
+		cl := NewClient(srv.URL, "m")
+		var got strings.Builder
+		cl.OnText = func(_, s string) { got.WriteString(s) }
+		res := cl.Do(context.Background(), "r", "p", 2, cl.Clock.Now())
+		srv.Close()
+		if c.want != "" {
+			if res.Request.Status == schemas.StatusOK || !strings.Contains(res.Request.Error, c.want) {
+				t.Errorf("%d-byte line: status %v, error %q; want %q", len(c.text), res.Request.Status, res.Request.Error, c.want)
+			}
+			continue
+		}
+		if res.Request.Status != schemas.StatusOK || len(res.Chunks) != 2 || got.String() != c.text+"z" {
+			t.Errorf("%d-byte line: status %v %q, %d chunks, %d bytes of text", len(c.text), res.Request.Status, res.Request.Error, len(res.Chunks), got.Len())
+		}
+	}
 }
