@@ -96,9 +96,12 @@ type RunResult struct {
 	// over all successful requests of all cycles, with bootstrap 95% CIs.
 	Latency map[string][]PercentileCI
 	// Chunks and KernelStamped count the run's streamed chunks and those
-	// stamped with the kernel's receive time (the rest: when the client
-	// read them; docs/streaming.md).
-	Chunks, KernelStamped int
+	// stamped with the kernel's receive time of their own segment (the
+	// rest: a later segment's time, or when the client read them;
+	// docs/streaming.md); SentRequests and SentKernel its requests and those
+	// whose send time is the kernel's transmit time.
+	Chunks, KernelStamped    int
+	SentRequests, SentKernel int
 	// Context is what was happening besides the load: device clocks,
 	// temperature and throttle reasons, and the server's own metrics.
 	Context *RunContext
@@ -251,6 +254,10 @@ func AnalyzeRunWith(ctx context.Context, store Store, runID string, opt Options)
 	for _, q := range reqs {
 		res.Chunks += len(toks[q.ID])
 		res.KernelStamped += int(q.KernelStamped)
+		res.SentRequests++
+		if q.SentKernel {
+			res.SentKernel++
+		}
 	}
 	byCycle := map[uint32][]schemas.Request{}
 	for _, q := range reqs {
@@ -872,13 +879,17 @@ func PrintRunWith(w io.Writer, r *RunResult, f Footprint) {
 	if r.Chunks > 0 {
 		switch r.KernelStamped {
 		case 0:
-			fmt.Fprintf(w, "token stamps: all %d chunks when the client read them (no kernel receive times: another OS, or recorded before lem read them)\n", r.Chunks)
+			fmt.Fprintf(w, "token stamps: all %d chunks when the client read them (no kernel receive times: another OS, or recorded before lem read them)", r.Chunks)
 		case r.Chunks:
-			fmt.Fprintf(w, "token stamps: all %d chunks carry the kernel's receive time (docs/streaming.md)\n", r.Chunks)
+			fmt.Fprintf(w, "token stamps: all %d chunks carry the kernel's receive time of their own segment", r.Chunks)
 		default:
-			fmt.Fprintf(w, "token stamps: %d of %d chunks (%s%%) carry the kernel's receive time, the rest when the client read them (docs/streaming.md)\n",
+			fmt.Fprintf(w, "token stamps: %d of %d chunks (%s%%) carry the kernel's receive time of their own segment, the rest a later time (that of a segment read with them, or when the client read them)",
 				r.KernelStamped, r.Chunks, num(100*float64(r.KernelStamped)/float64(r.Chunks), 1))
 		}
+		if r.SentRequests > 0 {
+			fmt.Fprintf(w, "; send times: %d of %d requests the kernel's transmit time", r.SentKernel, r.SentRequests)
+		}
+		fmt.Fprintln(w, " (docs/streaming.md)")
 	}
 	if len(r.Latency) > 0 {
 		fmt.Fprint(w, "latency over all cycles (p50 / p90 / p99 ms, bootstrap 95% CI):")

@@ -435,7 +435,7 @@ func (b *MetricBatch) Validate(minTS, maxTS int64) error {
 func (*RequestBatch) Kind() Kind { return KindRequest }
 
 func (b *RequestBatch) AppendWire(dst []byte) []byte {
-	dst = appendHeaderFlags(dst, KindRequest, flagServerTimings|flagKernelStamps)
+	dst = appendHeaderFlags(dst, KindRequest, flagServerTimings|flagKernelStamps|flagSentKernel)
 	dst = appendString(dst, b.RunID)
 	dst = appendUint(dst, uint64(len(b.Requests)))
 	for i := range b.Requests {
@@ -456,6 +456,7 @@ func (b *RequestBatch) AppendWire(dst []byte) []byte {
 		dst = appendInt(dst, q.ServerPrefill)
 		dst = appendInt(dst, q.ServerDecode)
 		dst = appendUint(dst, uint64(q.KernelStamped))
+		dst = appendBool(dst, q.SentKernel)
 	}
 	return dst
 }
@@ -512,6 +513,10 @@ func (b *RequestBatch) DecodeWire(buf []byte) error {
 		q.KernelStamped = 0
 		if r.flags&flagKernelStamps != 0 {
 			q.KernelStamped = r.uint32()
+		}
+		q.SentKernel = false
+		if r.flags&flagSentKernel != 0 {
+			q.SentKernel = r.bool()
 		}
 	}
 	if err := r.done(); err != nil {

@@ -148,7 +148,7 @@ type Request struct {
 	ID           string        `doc:"request id, unique within its run"`
 	Cycle        uint32        `doc:"cycle of the run this request belongs to"`
 	Scheduled    int64         `doc:"time the arrival process scheduled the request" unit:"ns since Unix epoch"`
-	Sent         int64         `doc:"time the request was written to the connection" unit:"ns since Unix epoch"`
+	Sent         int64         `doc:"time the request left: the kernel's transmit time of its last byte where SentKernel, else when the client handed it to its HTTP transport" unit:"ns since Unix epoch"`
 	FirstToken   int64         `doc:"arrival of the first chunk carrying a token (not the role-only chunk)" unit:"ns since Unix epoch"`
 	LastToken    int64         `doc:"arrival of the last chunk carrying a token" unit:"ns since Unix epoch"`
 	Done         int64         `doc:"end of the response stream" unit:"ns since Unix epoch"`
@@ -164,7 +164,11 @@ type Request struct {
 	// KernelStamped says which stamps the request's chunks carry: this
 	// many were stamped with the kernel's receive time of the segment that
 	// carried them (SO_TIMESTAMPNS), the rest when the client read them.
-	KernelStamped uint32 `doc:"chunks stamped with the kernel's receive time (the others: when the client read them)"`
+	KernelStamped uint32 `doc:"chunks stamped with the kernel's receive time of their own segment (the others: an upper bound, or when the client read them)"`
+	// SentKernel says where Sent comes from: the kernel's transmit time of
+	// the request's last byte (SO_TIMESTAMPING), or, false, the client's
+	// clock when it handed the request to its HTTP transport.
+	SentKernel bool `doc:"Sent is the kernel's transmit time of the request's last byte (false: when the client handed it to its HTTP transport)"`
 }
 
 // RequestBatch carries finished requests of one run.

@@ -146,7 +146,7 @@ func EventsOf(t *Table, devices *Table) ([]Event, error) {
 		pt, ot := colOf[uint32](t, "prompt_tokens", &err), colOf[uint32](t, "output_tokens", &err)
 		st, msg := colOf[string](t, "status", &err), colOf[string](t, "error", &err)
 		sq, sp, sd := colOf[int64](t, "server_queue_dur_ns", &err), colOf[int64](t, "server_prefill_dur_ns", &err), colOf[int64](t, "server_decode_dur_ns", &err)
-		ks := colOf[uint32](t, "kernel_stamped", &err)
+		ks, sk := colOf[uint32](t, "kernel_stamped", &err), colOf[uint8](t, "sent_kernel", &err)
 		if err == nil {
 			size = func(i int) int { return 128 + len(id[i]) + len(msg[i]) }
 			group(func(i int) string { return run[i] }, func(a, b int) Event {
@@ -154,7 +154,8 @@ func EventsOf(t *Table, devices *Table) ([]Event, error) {
 				for i := a; i < b; i++ {
 					e.Requests = append(e.Requests, Request{ID: id[i], Cycle: cyc[i], Scheduled: sch[i], Sent: sent[i], FirstToken: ft[i],
 						LastToken: lt[i], Done: done[i], PromptTokens: pt[i], OutputTokens: ot[i], Status: ParseRequestStatus(st[i]),
-						Error: msg[i], ServerQueue: sq[i], ServerPrefill: sp[i], ServerDecode: sd[i], KernelStamped: ks[i]})
+						Error: msg[i], ServerQueue: sq[i], ServerPrefill: sp[i], ServerDecode: sd[i], KernelStamped: ks[i],
+						SentKernel: sk[i] != 0})
 				}
 				return e
 			})

@@ -257,6 +257,7 @@ type RequestRows struct {
 	Error                                        *Col[string]
 	ServerQueue, ServerPrefill, ServerDecode     *Col[int64]
 	KernelStamped                                *Col[uint32]
+	SentKernel                                   *Col[uint8]
 	Pos                                          posCols
 }
 
@@ -271,10 +272,10 @@ func newRequestRows() *RequestRows {
 		Status: newCol[string]("status", "String"), Error: newCol[string]("error", "String"),
 		ServerQueue: newCol[int64]("server_queue_dur_ns", "Int64"), ServerPrefill: newCol[int64]("server_prefill_dur_ns", "Int64"),
 		ServerDecode: newCol[int64]("server_decode_dur_ns", "Int64"), KernelStamped: newCol[uint32]("kernel_stamped", "UInt32"),
-		Pos: newPosCols()}
+		SentKernel: newCol[uint8]("sent_kernel", "UInt8"), Pos: newPosCols()}
 	r.t = Table{Name: TableRequest, Columns: []Column{r.RunID, r.ID, r.Cycle, r.Scheduled, r.Sent, r.FirstToken,
 		r.LastToken, r.Done, r.PromptTokens, r.OutputTokens, r.Status, r.Error, r.ServerQueue, r.ServerPrefill, r.ServerDecode,
-		r.KernelStamped, r.Pos.Epoch, r.Pos.Seq}}
+		r.KernelStamped, r.SentKernel, r.Pos.Epoch, r.Pos.Seq}}
 	return r
 }
 
@@ -300,6 +301,11 @@ func (r *RequestRows) Append(ev Event, pos Position) {
 		r.ServerPrefill.Append(q.ServerPrefill)
 		r.ServerDecode.Append(q.ServerDecode)
 		r.KernelStamped.Append(q.KernelStamped)
+		sent := uint8(0)
+		if q.SentKernel {
+			sent = 1
+		}
+		r.SentKernel.Append(sent)
 		r.Pos.append(pos)
 	}
 }

@@ -88,6 +88,9 @@ const (
 	// flagKernelStamps: each request carries how many of its chunks are
 	// stamped with the kernel's receive time (absent in older batches: 0).
 	flagKernelStamps = 1 << 1
+	// flagSentKernel: each request says whether its send time is the
+	// kernel's transmit stamp (absent in older batches: false).
+	flagSentKernel = 1 << 2
 )
 
 func appendHeaderFlags(dst []byte, k Kind, flags byte) []byte {

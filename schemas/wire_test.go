@@ -37,7 +37,7 @@ func samples() []Event {
 				Done: ts0 + 900_100_000, PromptTokens: 512, OutputTokens: 128, Status: StatusOK},
 			{ID: "r2", Scheduled: ts0 + 5, Sent: ts0 + 3, Status: StatusTimeout, Error: "deadline exceeded"},
 			{ID: "r3", Scheduled: ts0, Sent: ts0 + 10, FirstToken: ts0 + 30_000_000, LastToken: ts0 + 90_000_000, Done: ts0 + 91_000_000,
-				PromptTokens: 7, OutputTokens: 9, ServerQueue: 1_200_000, ServerPrefill: 18_500_000, ServerDecode: 60_250_000, KernelStamped: 6}}},
+				PromptTokens: 7, OutputTokens: 9, ServerQueue: 1_200_000, ServerPrefill: 18_500_000, ServerDecode: 60_250_000, KernelStamped: 6, SentKernel: true}}},
 		&MetricBatch{RunID: "run-a", Endpoint: "http://127.0.0.1:8000/metrics", Samples: []MetricSample{
 			{TS: ts0, Name: "vllm:gpu_cache_usage_perc", Labels: `model_name="llama"`, Value: 0.42},
 			{TS: ts0 + 1e9, Name: "vllm:time_to_first_token_seconds_bucket", Labels: `le="+Inf",model_name="llama"`, Value: 17},
@@ -335,7 +335,36 @@ func TestRequestBatchBeforeKernelStamps(t *testing.T) {
 	}
 	for i, q := range b.Requests {
 		w := want.Requests[i]
-		w.KernelStamped = 0
+		w.KernelStamped, w.SentKernel = 0, false
+		if q != w {
+			t.Errorf("request %d: %+v, want %+v", i, q, w)
+		}
+	}
+}
+
+// A request batch from before the send-time source (flag 4 absent) still
+// decodes; its requests read as stamped in user space.
+func TestRequestBatchBeforeSentKernel(t *testing.T) {
+	old, err := hex.DecodeString("4c454d0104030572756e2d61030272310284d0ab95bfe2e7eb31d20f82c2d72f82a4a7da06c2beb3da0680048001000000000000027232008ed0ab95bfe2e7eb310300000000000211646561646c696e65206578636565646564000000000272330084d0ab95bfe2e7eb3116828ece1c82aaea5582b3e4560709000080be9201c0a6d211a0deba3906")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b RequestBatch
+	if err := b.DecodeWire(old); err != nil {
+		t.Fatalf("an older request batch no longer decodes: %v", err)
+	}
+	var want *RequestBatch
+	for _, ev := range samples() {
+		if rb, ok := ev.(*RequestBatch); ok {
+			want = rb
+		}
+	}
+	if want == nil || len(b.Requests) != len(want.Requests) {
+		t.Fatalf("decoded %d requests", len(b.Requests))
+	}
+	for i, q := range b.Requests {
+		w := want.Requests[i]
+		w.SentKernel = false
 		if q != w {
 			t.Errorf("request %d: %+v, want %+v", i, q, w)
 		}

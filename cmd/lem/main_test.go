@@ -113,8 +113,9 @@ func TestDemo(t *testing.T) {
 			})
 			for _, want := range []string{"J/token", "over 2 cycles", "simulated", "dataset:",
 				// Through wire, ingest, store and analysis: the demo's chunks
-				// carry the kernel's receive times (Linux).
-				"carry the kernel's receive time"} {
+				// carry the kernel's receive times, its requests the kernel's
+				// transmit times (Linux).
+				"carry the kernel's receive time", "send times: 16 of 16 requests the kernel's transmit time"} {
 				if !strings.Contains(stdout, want) {
 					t.Errorf("demo output lacks %q:\n%s", want, stdout)
 				}

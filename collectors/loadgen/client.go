@@ -135,6 +135,10 @@ const maxLine = 64 << 10
 
 var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
 
+// sendStamper is a connection that knows the kernel's transmit time of the
+// last byte written to it.
+type sendStamper interface{ SendStamp() int64 }
+
 // Result is one finished request.
 type Result struct {
 	Request schemas.Request
@@ -210,6 +214,7 @@ func (c *Client) Do(ctx context.Context, id string, prompt string, maxTokens int
 	// server never saw the request.
 	req.Header.Set("Idempotency-Key", id)
 	var ks kernelStamper
+	var ss sendStamper
 	req = req.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
 		conn := info.Conn
 		if tc, ok := conn.(interface{ NetConn() net.Conn }); ok {
@@ -219,6 +224,7 @@ func (c *Client) Do(ctx context.Context, id string, prompt string, maxTokens int
 			conn = tc.NetConn()
 		}
 		ks, _ = conn.(kernelStamper)
+		ss, _ = conn.(sendStamper)
 	}}))
 	q.Sent = c.Clock.Now()
 	resp, err := c.HTTP.Do(req)
@@ -226,6 +232,15 @@ func (c *Client) Do(ctx context.Context, id string, prompt string, maxTokens int
 		return fail(res, statusOf(ctx, err), err)
 	}
 	defer resp.Body.Close()
+	if ss != nil {
+		// The response began, so the request has left: the kernel's
+		// transmit time of its last byte replaces the time it was handed
+		// to the transport (which waits for a connection and for the
+		// transport's writer goroutine to be scheduled).
+		if tx := ss.SendStamp(); tx > 0 && tx >= q.Sent-clockSlack && tx <= c.Clock.Now()+clockSlack {
+			q.Sent, q.SentKernel = tx, true
+		}
+	}
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 2048))
 		return fail(res, schemas.StatusError, fmt.Errorf("HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(msg)))

@@ -33,6 +33,16 @@ type stampConn struct {
 	seq   atomic.Uint64 // reads that returned data
 	clean atomic.Bool   // the latest read ended at a line's end (a TLS record's end)
 	frame streamFrame
+
+	// Transmit stamps (SO_TIMESTAMPING, software): the kernel's time of
+	// the last byte of each write leaving for the device, delivered on the
+	// socket's error queue and matched by byte offset.
+	tx      bool
+	txMu    sync.Mutex
+	txOOB   []byte
+	written uint64 // bytes written so far
+	txWant  int64  // offset of the last byte of the latest write; -1: none
+	sent    int64  // transmit time of that byte (0: not seen yet)
 }
 
 // Linux stamps received packets only while some socket on the host asks
@@ -119,7 +129,116 @@ func kernelStamped(c net.Conn) net.Conn {
 	if err := raw.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1) }); err != nil || serr != nil {
 		return c
 	}
-	return &stampConn{TCPConn: tc, raw: raw, oob: make([]byte, unix.CmsgSpace(int(unsafe.Sizeof(unix.Timespec{}))))}
+	// Room for the receive time and, where the kernel cannot be told to
+	// leave it out (before Linux 6.3), the SO_TIMESTAMPING copy of it.
+	sc := &stampConn{TCPConn: tc, raw: raw, oob: make([]byte, 128), txWant: -1}
+	sc.tx = enableTransmitStamps(raw)
+	if sc.tx {
+		sc.txOOB = make([]byte, 256)
+	}
+	return sc
+}
+
+// sofRxFilter is SOF_TIMESTAMPING_OPT_RX_FILTER (Linux 6.3): reads carry
+// no SCM_TIMESTAMPING copy of their receive time.
+const sofRxFilter = 1 << 17
+
+// enableTransmitStamps asks for a software transmit stamp of the last byte
+// of every write, reported by byte offset (OPT_ID, counted from this
+// connection's first byte: OPT_ID_TCP where the kernel knows it) without
+// the data looped back (OPT_TSONLY). It reports whether the kernel agreed.
+func enableTransmitStamps(raw syscall.RawConn) bool {
+	base := unix.SOF_TIMESTAMPING_TX_SOFTWARE | unix.SOF_TIMESTAMPING_SOFTWARE | unix.SOF_TIMESTAMPING_OPT_ID | unix.SOF_TIMESTAMPING_OPT_TSONLY
+	for _, extra := range []int{unix.SOF_TIMESTAMPING_OPT_ID_TCP | sofRxFilter, unix.SOF_TIMESTAMPING_OPT_ID_TCP, 0} {
+		var serr error
+		if err := raw.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPING, base|extra)
+		}); err != nil {
+			return false
+		}
+		if serr == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// Write writes p and then collects the transmit stamps the kernel has
+// queued (on loopback and most devices the stamp is taken during the
+// write). Draining the error queue at once also keeps it from waking the
+// reader with nothing but an error event.
+func (c *stampConn) Write(p []byte) (int, error) {
+	n, err := c.TCPConn.Write(p)
+	if c.tx && n > 0 {
+		c.txMu.Lock()
+		c.written += uint64(n)
+		c.txWant, c.sent = int64(c.written-1), 0
+		c.drainTransmitLocked()
+		c.txMu.Unlock()
+	}
+	return n, err
+}
+
+// SendStamp is the kernel's transmit time of the last byte written (0:
+// none seen, or no transmit stamps on this connection).
+func (c *stampConn) SendStamp() int64 {
+	if !c.tx {
+		return 0
+	}
+	c.txMu.Lock()
+	defer c.txMu.Unlock()
+	if c.sent == 0 && c.txWant >= 0 {
+		c.drainTransmitLocked()
+	}
+	return c.sent
+}
+
+// drainTransmitLocked reads the error queue without waiting and keeps the
+// stamp of the latest write's last byte.
+func (c *stampConn) drainTransmitLocked() {
+	_ = c.raw.Control(func(fd uintptr) {
+		var iov unix.Iovec // OPT_TSONLY: no data comes back
+		for range 64 {
+			msg := unix.Msghdr{Iov: &iov, Iovlen: 1, Control: &c.txOOB[0]}
+			msg.SetControllen(len(c.txOOB))
+			_, _, errno := syscall.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&msg)), unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
+			if errno != 0 {
+				return
+			}
+			if ts, key, ok := transmitStamp(c.txOOB[:msg.Controllen]); ok && int64(key) == c.txWant&0xffffffff {
+				c.sent = ts
+			}
+		}
+	})
+}
+
+// transmitStamp returns the software time and byte key of an error-queue
+// message that reports a transmit stamp.
+func transmitStamp(oob []byte) (ts int64, key uint32, ok bool) {
+	hdr := int(unsafe.Sizeof(unix.Cmsghdr{}))
+	var haveTS, haveErr bool
+	for len(oob) >= hdr {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+		l := int(h.Len)
+		if l < hdr || l > len(oob) {
+			break
+		}
+		data := oob[hdr:l]
+		switch {
+		case h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPING && len(data) >= int(unsafe.Sizeof(unix.Timespec{})):
+			// Three stamps: software, (deprecated), hardware.
+			ts, haveTS = (*unix.Timespec)(unsafe.Pointer(&data[0])).Nano(), true
+		case (h.Level == unix.SOL_IP && h.Type == unix.IP_RECVERR) || (h.Level == unix.SOL_IPV6 && h.Type == unix.IPV6_RECVERR):
+			if len(data) >= int(unsafe.Sizeof(unix.SockExtendedErr{})) {
+				e := (*unix.SockExtendedErr)(unsafe.Pointer(&data[0]))
+				if e.Errno == uint32(unix.ENOMSG) && e.Origin == unix.SO_EE_ORIGIN_TIMESTAMPING && e.Info == unix.SCM_TSTAMP_SND {
+					key, haveErr = e.Data, true
+				}
+			}
+		}
+		oob = oob[min(unix.CmsgSpace(l-hdr), len(oob)):]
+	}
+	return ts, key, haveTS && haveErr && ts > 0
 }
 
 // Read reads with recvmsg and keeps the data's kernel receive time. The

@@ -5,6 +5,7 @@ package loadgen
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -55,6 +56,11 @@ func TestKernelStampsIgnoreClientDelay(t *testing.T) {
 	res := c.Do(context.Background(), "r", "hi", 2*pairs, time.Now().UnixNano())
 	if res.Request.Error != "" || len(res.Chunks) != 2*pairs {
 		t.Fatalf("%d chunks, %q", len(res.Chunks), res.Request.Error)
+	}
+	// The send time is the kernel's transmit time of the request, before
+	// the server wrote anything back.
+	if !res.Request.SentKernel || res.Request.Sent >= written[0].before {
+		t.Errorf("send stamp %d (kernel %v), the server's first write at %d", res.Request.Sent, res.Request.SentKernel, written[0].before)
 	}
 	if res.Request.KernelStamped != 2*pairs {
 		for k, ch := range res.Chunks {
@@ -199,5 +205,50 @@ func TestKernelStampsOfQueuedEvents(t *testing.T) {
 			}
 			t.Logf("%d of %d chunks exact; the queued ones are bounds up to %.1f ms late", exact, len(written), float64(worstBound)/1e6)
 		})
+	}
+}
+
+// The kernel's transmit time of a write's last byte comes back matched to
+// that write: within the write call on loopback, and the latest write's,
+// not an earlier one's.
+func TestTransmitStampOfTheLatestWrite(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	go io.Copy(io.Discard, s)
+	sc := kernelStamped(c).(*stampConn)
+	if !sc.tx {
+		t.Fatal("the kernel refused transmit stamps on a loopback TCP connection")
+	}
+	prev := int64(0)
+	for i, size := range []int{1, 300, 70000, 5} {
+		before := time.Now().UnixNano()
+		if _, err := sc.Write(make([]byte, size)); err != nil {
+			t.Fatal(err)
+		}
+		after := time.Now().UnixNano()
+		time.Sleep(2 * time.Millisecond)
+		tx := sc.SendStamp()
+		if size >= 1000 {
+			// A small write leaves during the call; a large one's last
+			// byte may wait for the peer's window.
+			after = time.Now().UnixNano()
+		}
+		if tx < before || tx > after || tx <= prev {
+			t.Fatalf("write %d (%d bytes) at %d–%d: transmit stamp %d (previous %d)", i, size, before, after, tx, prev)
+		}
+		prev = tx
 	}
 }
