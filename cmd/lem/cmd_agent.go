@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -153,7 +152,7 @@ type agentCmd struct {
 	host           *string
 	spoolDir       *string
 	spoolMax       *int64
-	cpuProfile     *string
+	cpuProfile     func() (stop func(), err error)
 	metricsAddr    *string
 	raplRoot       *string
 	alsoInstant    *bool
@@ -177,7 +176,7 @@ func newAgentCmd(fs *flag.FlagSet) func([]string) error {
 		host:           fs.String("host", "", "host name to publish under (default: the OS host name)"),
 		spoolDir:       fs.String("spool", "lem-agent-spool", "with -nats: directory of the on-disk buffer used while NATS is unreachable"),
 		spoolMax:       fs.Int64("spool-max-bytes", 256<<20, "size bound of the spool; when full the oldest events are dropped and counted"),
-		cpuProfile:     fs.String("cpuprofile", "", "write a CPU profile of the agent to this file"),
+		cpuProfile:     profileFlag(fs, "the agent"),
 		metricsAddr:    fs.String("metrics", "127.0.0.1:9465", "listen address of /metrics (empty: off)"),
 		raplRoot:       fs.String("rapl", "/sys/class/powercap", "powercap root for CPU/DRAM energy (empty: off)"),
 		alsoInstant:    fs.Bool("instant", false, "also read instant power (field 186) at 10 Hz beside the buffer, for validation"),
@@ -221,16 +220,11 @@ func (opt *agentCmd) run(_ []string) error {
 	}
 	defer oc.close()
 	cols, rd := oc.collectors, oc.nvml
-	if *opt.cpuProfile != "" {
-		f, err := os.Create(*opt.cpuProfile)
-		if err != nil {
-			return err
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	stop, err := opt.cpuProfile()
+	if err != nil {
+		return err
 	}
+	defer stop()
 	start, cpu0 := time.Now(), cpuTime()
 	err = runAgent(ctx, cols, *opt.natsURL, nopts, opt.fs.Lookup("parquet").Value.String()+".nats", *opt.spoolDir, *opt.spoolMax, *opt.metricsAddr, opt.stc(), log)
 	wall, cpu := time.Since(start), cpuTime()-cpu0

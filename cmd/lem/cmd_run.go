@@ -286,6 +286,7 @@ type runCmd struct {
 	logger     func() zerolog.Logger
 	footprint  func() analytics.Footprint
 	sets       func() []string
+	profile    func() (stop func(), err error)
 }
 
 // newRunCmd registers the flags of `lem run` on fs.
@@ -299,6 +300,7 @@ func newRunCmd(fs *flag.FlagSet) func([]string) error {
 		logger:     logFlags(fs),
 		footprint:  footprintFlags(fs),
 		sets:       setFlags(fs),
+		profile:    profileFlag(fs, "the run (load generator, pipeline, analysis)"),
 	}
 	return opt.run
 }
@@ -328,6 +330,11 @@ func (opt *runCmd) run(args []string) error {
 	if *opt.dryRun {
 		return e.plan(os.Stdout)
 	}
+	stop, err := opt.profile()
+	if err != nil {
+		return err
+	}
+	defer stop()
 	ctx, cancel := signalContext()
 	defer cancel()
 	_, err = e.execute(ctx)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -230,4 +231,24 @@ func readSecret(env, file, what string) (string, error) {
 		return "", fmt.Errorf("reading %s file: %w", what, err)
 	}
 	return strings.TrimRight(string(b), "\r\n"), nil
+}
+
+// profileFlag registers -cpuprofile on fs. The function returned starts
+// the profile when the flag is set and returns what stops it.
+func profileFlag(fs *flag.FlagSet, of string) func() (stop func(), err error) {
+	path := fs.String("cpuprofile", "", "write a CPU profile of "+of+" to this file")
+	return func() (func(), error) {
+		if *path == "" {
+			return func() {}, nil
+		}
+		f, err := os.Create(*path)
+		if err != nil {
+			return nil, err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return nil, err
+		}
+		return func() { pprof.StopCPUProfile(); f.Close() }, nil
+	}
 }

@@ -24,11 +24,16 @@ import (
 
 	"github.com/llm-energy-measure/lem/deploy"
 	"github.com/llm-energy-measure/lem/internal/bus"
+	"github.com/llm-energy-measure/lem/internal/pacedserver"
 	"github.com/llm-energy-measure/lem/internal/testenv"
 	"github.com/llm-energy-measure/lem/schemas"
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(pacedserver.EnvAddrFile) != "" {
+		// Run as the paced streaming server of BenchmarkRunAttachedStamps.
+		os.Exit(pacedserver.Main())
+	}
 	code := testenv.Main(m)
 	if lemBin.dir != "" {
 		os.RemoveAll(lemBin.dir)

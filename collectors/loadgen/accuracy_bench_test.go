@@ -2,64 +2,18 @@ package loadgen
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"sort"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/llm-energy-measure/lem/internal/pacedserver"
 	"github.com/llm-energy-measure/lem/schemas"
 )
-
-// pacedServer streams Tokens chunks per request, one every ITL, to absolute
-// deadlines, and records when each chunk was written and flushed (on the
-// client's own clock, shared in-process): the truth the client's stamps
-// are compared with.
-type pacedServer struct {
-	Tokens int
-	ITL    time.Duration
-	Clock  Clock
-	mu     sync.Mutex
-	sent   map[string][]int64 // Idempotency-Key (request id) → write stamps
-}
-
-func (s *pacedServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	id := r.Header.Get("Idempotency-Key")
-	var body struct {
-		MaxTokens int `json:"max_tokens"`
-	}
-	_ = json.NewDecoder(r.Body).Decode(&body)
-	n := s.Tokens
-	if body.MaxTokens > 0 {
-		n = body.MaxTokens
-	}
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.WriteHeader(http.StatusOK)
-	fl := w.(http.Flusher)
-	fl.Flush()
-	stamps := make([]int64, 0, n)
-	start := time.Now()
-	for i := 0; i < n; i++ {
-		if d := time.Until(start.Add(time.Duration(i+1) * s.ITL)); d > 0 {
-			time.Sleep(d)
-		}
-		fmt.Fprintf(w, "data: {\"choices\":[{\"index\":0,\"text\":\"t%d\"}]}\n\n", i)
-		fl.Flush()
-		stamps = append(stamps, s.Clock.Now())
-	}
-	s.mu.Lock()
-	s.sent[id] = stamps // before the stream ends, so the client finds it
-	s.mu.Unlock()
-	fmt.Fprintf(w, "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":%d}}\n\ndata: [DONE]\n\n", n)
-	fl.Flush()
-}
 
 func startServer(b *testing.B, h http.Handler) string {
 	b.Helper()
@@ -90,7 +44,7 @@ func BenchmarkTimestampAccuracy(b *testing.B) {
 				KernelStamps = kernel
 				defer func() { KernelStamps = true }()
 				clk := NewClock()
-				srv := &pacedServer{Tokens: 20, ITL: 50 * time.Millisecond, Clock: clk, sent: map[string][]int64{}}
+				srv := &pacedserver.Server{Tokens: 20, ITL: 50 * time.Millisecond, Now: clk.Now}
 				url := startServer(b, srv)
 				c := NewClient(url, "m")
 				c.Clock = clk
@@ -99,11 +53,12 @@ func BenchmarkTimestampAccuracy(b *testing.B) {
 				var errs, first, later []float64
 				for it := 0; it < b.N; it++ {
 					results := streamAll(c, n, it)
+					log := srv.Log()
 					for i, r := range results {
 						if r.Request.Status != schemas.StatusOK {
 							b.Fatalf("request %d: %s", i, r.Request.Error)
 						}
-						sent := srv.sent[r.Request.ID]
+						sent := log[r.Request.ID].Flushed
 						if len(sent) != len(r.Chunks) {
 							b.Fatalf("request %d: %d chunks read, %d written", i, len(r.Chunks), len(sent))
 						}
@@ -138,17 +93,24 @@ func BenchmarkPoissonKS(b *testing.B) {
 	for _, rate := range []float64{500, 2000} {
 		b.Run(fmt.Sprintf("rate=%g", rate), func(b *testing.B) {
 			clk := NewClock()
-			srv := &pacedServer{Tokens: 1, ITL: time.Millisecond, Clock: clk, sent: map[string][]int64{}}
+			srv := &pacedserver.Server{Tokens: 1, ITL: time.Millisecond, Now: clk.Now}
 			url := startServer(b, srv)
 			n := 4000
-			var ks []float64
+			var ks, late []float64
+			kernel := 0
 			for it := 0; it < b.N; it++ {
 				c := NewClient(url, "m")
 				c.Clock = clk
 				var sent []int64
 				r := NewRunner(RunConfig{RunID: fmt.Sprint("ks", it), Cycles: 1, RequestsPerCycle: n, OutputTokens: 1,
 					Arrival: Arrival{Process: ArrivalPoisson, Rate: rate}, Seed: uint64(it + 1),
-					OnResult: func(res Result) { sent = append(sent, res.Request.Sent) }}, c, nopPublisher{})
+					OnResult: func(res Result) {
+						sent = append(sent, res.Request.Sent)
+						late = append(late, float64(res.Request.Sent-res.Request.Scheduled)/1e6)
+						if res.Request.SentKernel {
+							kernel++
+						}
+					}}, c, nopPublisher{})
 				if err := r.Cycle(context.Background(), 0); err != nil {
 					b.Fatal(err)
 				}
@@ -157,6 +119,10 @@ func BenchmarkPoissonKS(b *testing.B) {
 			}
 			b.ReportMetric(quantile(ks, 0.5), "KS")
 			b.ReportMetric(1.63/math.Sqrt(float64(n)), "KS-crit-1%")
+			// When the requests left against when they were due.
+			b.ReportMetric(quantile(late, 0.5), "late-p50-ms")
+			b.ReportMetric(quantile(late, 0.99), "late-p99-ms")
+			b.ReportMetric(100*float64(kernel)/float64(len(late)), "tx-stamped-%")
 		})
 	}
 }
@@ -164,34 +130,6 @@ func BenchmarkPoissonKS(b *testing.B) {
 type nopPublisher struct{}
 
 func (nopPublisher) Publish(string, string, schemas.Event) error { return nil }
-
-// pacedServerEnv names the file a paced server process writes its address
-// to (set: the test binary runs as that server).
-const pacedServerEnv = "LEM_PACED_SERVER_ADDR_FILE"
-
-// servePacedProcess runs pacedServer (20 tokens at 50 ms) in this process
-// with /sent answering its write stamps, until killed.
-func servePacedProcess(addrFile string) int {
-	srv := &pacedServer{Tokens: 20, ITL: 50 * time.Millisecond, Clock: NewClock(), sent: map[string][]int64{}}
-	mux := http.NewServeMux()
-	mux.Handle("/v1/", srv)
-	mux.HandleFunc("/sent", func(w http.ResponseWriter, _ *http.Request) {
-		srv.mu.Lock()
-		defer srv.mu.Unlock()
-		_ = json.NewEncoder(w).Encode(srv.sent)
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if err := os.WriteFile(addrFile, []byte(ln.Addr().String()), 0o644); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	_ = http.Serve(ln, mux)
-	return 0
-}
 
 // BenchmarkTimestampAccuracySeparateServer is BenchmarkTimestampAccuracy
 // with the server in its own process (issue 14's setup: the two share this
@@ -204,41 +142,19 @@ func BenchmarkTimestampAccuracySeparateServer(b *testing.B) {
 			b.Run(fmt.Sprintf("streams=%d/kernel=%v", n, kernel), func(b *testing.B) {
 				KernelStamps = kernel
 				defer func() { KernelStamps = true }()
-				addrFile := filepath.Join(b.TempDir(), "addr")
-				cmd := exec.Command(os.Args[0], "-test.run=^$")
-				cmd.Env = append(os.Environ(), pacedServerEnv+"="+addrFile)
-				cmd.Stderr = os.Stderr
-				if err := cmd.Start(); err != nil {
-					b.Fatal(err)
-				}
-				defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-				var addr []byte
-				for i := 0; i < 200 && len(addr) == 0; i++ {
-					time.Sleep(25 * time.Millisecond)
-					addr, _ = os.ReadFile(addrFile)
-				}
-				if len(addr) == 0 {
-					b.Fatal("paced server did not start")
-				}
-				url := "http://" + string(addr)
+				url := pacedserver.Spawn(b)
 				c := NewClient(url, "m")
 				warmUp(c, n)
 				b.ResetTimer()
 				var errs, exact []float64
 				for it := 0; it < b.N; it++ {
 					results := streamAll(c, n, it)
-					resp, err := http.Get(url + "/sent")
-					if err != nil {
-						b.Fatal(err)
-					}
-					var sent map[string][]int64
-					err = json.NewDecoder(resp.Body).Decode(&sent)
-					resp.Body.Close()
+					log, _, err := pacedserver.Fetch(url)
 					if err != nil {
 						b.Fatal(err)
 					}
 					for i, r := range results {
-						s := sent[r.Request.ID]
+						s := log[r.Request.ID].Flushed
 						if r.Request.Status != schemas.StatusOK || len(s) != len(r.Chunks) {
 							b.Fatalf("request %d: %s, %d chunks read, %d written", i, r.Request.Error, len(r.Chunks), len(s))
 						}

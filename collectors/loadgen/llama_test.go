@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llm-energy-measure/lem/internal/pacedserver"
 	"github.com/llm-energy-measure/lem/internal/testenv"
 	"github.com/llm-energy-measure/lem/schemas"
 )
@@ -15,8 +16,8 @@ import (
 func TestMain(m *testing.M) {
 	// The test binary doubles as the paced SSE server of
 	// BenchmarkTimestampAccuracySeparateServer, in its own process.
-	if f := os.Getenv(pacedServerEnv); f != "" {
-		os.Exit(servePacedProcess(f))
+	if os.Getenv(pacedserver.EnvAddrFile) != "" {
+		os.Exit(pacedserver.Main())
 	}
 	os.Exit(testenv.Main(m))
 }
