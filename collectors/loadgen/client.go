@@ -94,10 +94,9 @@ func NewClient(baseURL, model string) *Client {
 		MaxIdleConnsPerHost: 10000,
 		MaxConnsPerHost:     0,
 		IdleConnTimeout:     90 * time.Second,
-		// Per connection: SSE events are a few hundred bytes, and a
-		// thousand connections each holding 64 KiB twice would be 128 MiB.
-		ReadBufferSize:     16 << 10,
-		WriteBufferSize:    16 << 10,
+		// Per connection, Go's defaults (4 KiB each way): SSE events are a
+		// few hundred bytes and requests small (a long prompt is written
+		// in pieces); 64 KiB each way held 128 MiB at 1,000 streams.
 		DisableCompression: true,
 	}
 	return &Client{BaseURL: baseURL, Model: model, HTTP: &http.Client{Transport: tr}, Clock: NewClock(), IgnoreEOS: true}

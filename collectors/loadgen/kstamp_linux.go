@@ -33,6 +33,9 @@ type stampConn struct {
 	seq   atomic.Uint64 // reads that returned data
 	clean atomic.Bool   // the latest read ended at a line's end (a TLS record's end)
 	frame streamFrame
+	// rc, where the receive reactor runs (cgo), reads the connection on
+	// the reactor's thread; nil: this connection's reader reads it.
+	rc receiver
 
 	// Transmit stamps (SO_TIMESTAMPING, software): the kernel's time of
 	// the last byte of each write leaving for the device, delivered on the
@@ -133,6 +136,9 @@ func kernelStamped(c net.Conn) net.Conn {
 	// leave it out (before Linux 6.3), the SO_TIMESTAMPING copy of it.
 	sc := &stampConn{TCPConn: tc, raw: raw, oob: make([]byte, 128), txWant: -1}
 	sc.tx = enableTransmitStamps(raw)
+	if openReceiver != nil && Reactor {
+		_ = raw.Control(func(fd uintptr) { sc.rc = openReceiver(int(fd)) })
+	}
 	if sc.tx {
 		sc.txOOB = make([]byte, 256)
 	}
@@ -248,6 +254,16 @@ func (c *stampConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	if c.rc != nil {
+		n, ts, err := c.rc.read(p)
+		if err != nil {
+			return 0, err
+		}
+		c.clean.Store(c.frame.endsClean(p[:n]))
+		c.last.Store(ts)
+		c.seq.Add(1)
+		return n, nil
+	}
 	iov := unix.Iovec{Base: &p[0]}
 	iov.SetLen(len(p))
 	msg := unix.Msghdr{Iov: &iov, Iovlen: 1, Control: &c.oob[0]}
@@ -273,6 +289,47 @@ func (c *stampConn) Read(p []byte) (int, error) {
 	c.seq.Add(1)
 	return int(n), nil
 }
+
+// Close takes the connection off the reactor before closing it.
+func (c *stampConn) Close() error {
+	if c.rc != nil {
+		c.rc.close()
+	}
+	return c.TCPConn.Close()
+}
+
+// SetDeadline and SetReadDeadline reach the reactor's reads too.
+func (c *stampConn) SetDeadline(t time.Time) error {
+	if c.rc != nil {
+		c.rc.setReadDeadline(t)
+	}
+	return c.TCPConn.SetDeadline(t)
+}
+
+func (c *stampConn) SetReadDeadline(t time.Time) error {
+	if c.rc != nil {
+		c.rc.setReadDeadline(t)
+	}
+	return c.TCPConn.SetReadDeadline(t)
+}
+
+// receiver reads a connection on another thread (the receive reactor,
+// reactor_linux.go): each read returns bytes of one kernel read, with its
+// receive time.
+type receiver interface {
+	read(p []byte) (n int, ts int64, err error)
+	setReadDeadline(time.Time)
+	close()
+}
+
+// openReceiver registers a connection's descriptor with the receive
+// reactor (nil without cgo, or where it did not start).
+var openReceiver func(fd int) receiver
+
+// Reactor turns the receive reactor on for connections dialled after it
+// is set (on by default where built with cgo; off, each connection's
+// reader reads it with recvmsg itself).
+var Reactor = true
 
 // KernelStamp returns the kernel receive time of the latest data read (0:
 // none), a number that changes with every read, and whether that read

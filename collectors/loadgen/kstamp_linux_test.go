@@ -4,6 +4,7 @@ package loadgen
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -24,6 +25,7 @@ func TestKernelStampsIgnoreClientDelay(t *testing.T) {
 	const pairs = 10
 	type bracket struct{ before, after int64 }
 	written := make([]bracket, 2*pairs)
+	var wmu sync.Mutex // the handler's goroutine writes, the test reads
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		fl := w.(http.Flusher)
@@ -31,7 +33,9 @@ func TestKernelStampsIgnoreClientDelay(t *testing.T) {
 			b := time.Now().UnixNano()
 			fmt.Fprintf(w, "data: {\"choices\":[{\"text\":\"%c\"}]}\n\n", 'a'+k%26)
 			fl.Flush()
+			wmu.Lock()
 			written[k] = bracket{b, time.Now().UnixNano()}
+			wmu.Unlock()
 			if k%2 == 0 {
 				time.Sleep(5 * time.Millisecond)
 			} else {
@@ -57,6 +61,8 @@ func TestKernelStampsIgnoreClientDelay(t *testing.T) {
 	if res.Request.Error != "" || len(res.Chunks) != 2*pairs {
 		t.Fatalf("%d chunks, %q", len(res.Chunks), res.Request.Error)
 	}
+	wmu.Lock()
+	defer wmu.Unlock()
 	// The send time is the kernel's transmit time of the request, before
 	// the server wrote anything back.
 	if !res.Request.SentKernel || res.Request.Sent >= written[0].before {
@@ -133,17 +139,23 @@ func TestFirstReadOfFreshConnectionKernelStamped(t *testing.T) {
 
 // A client that fell behind finds several events queued at once. Linux
 // merges a segment that arrives behind unread data into it, with the newer
-// time, so only the last line of such a read has its own time: the others
-// keep the read's time as an upper bound and are not counted as
+// time. The receive reactor reads each segment as it comes, so every chunk
+// keeps its own time however late the client parses it; without the
+// reactor only the last line of such a read has its own time, and the
+// others keep the read's time as an upper bound and are not counted as
 // kernel-stamped. The server writes bursts of five events 3 ms apart and
 // the client is busy 30 ms after each burst's first, so the other four
-// wait in the queue together. Over TLS the same holds record by record.
+// wait together. Over TLS the same holds record by record.
 func TestKernelStampsOfQueuedEvents(t *testing.T) {
-	for _, tls := range []bool{false, true} {
-		t.Run(fmt.Sprintf("tls=%v", tls), func(t *testing.T) {
+	for _, m := range []struct{ tls, reactor bool }{{false, true}, {true, true}, {false, false}, {true, false}} {
+		tls, reactor := m.tls, m.reactor
+		t.Run(fmt.Sprintf("tls=%v/reactor=%v", tls, reactor), func(t *testing.T) {
+			Reactor = reactor
+			defer func() { Reactor = true }()
 			const bursts, per = 4, 5
 			type bracket struct{ before, after int64 }
 			written := make([]bracket, bursts*per)
+			var wmu sync.Mutex // the handler's goroutine writes, the test reads
 			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				w.Header().Set("Content-Type", "text/event-stream")
 				fl := w.(http.Flusher)
@@ -151,7 +163,9 @@ func TestKernelStampsOfQueuedEvents(t *testing.T) {
 					b := time.Now().UnixNano()
 					fmt.Fprintf(w, "data: {\"choices\":[{\"text\":\"%c\"}]}\n\n", 'a'+k%26)
 					fl.Flush()
+					wmu.Lock()
 					written[k] = bracket{b, time.Now().UnixNano()}
+					wmu.Unlock()
 					if k%per == per-1 {
 						time.Sleep(60 * time.Millisecond)
 					} else {
@@ -183,6 +197,8 @@ func TestKernelStampsOfQueuedEvents(t *testing.T) {
 				t.Fatalf("%d chunks, %q", len(res.Chunks), res.Request.Error)
 			}
 			exact, worstBound := 0, int64(0)
+			wmu.Lock()
+			defer wmu.Unlock()
 			for k, ch := range res.Chunks {
 				w := written[k]
 				if ch.TS < w.before {
@@ -200,7 +216,10 @@ func TestKernelStampsOfQueuedEvents(t *testing.T) {
 			if exact != int(res.Request.KernelStamped) {
 				t.Errorf("%d chunks marked exact, the request counts %d", exact, res.Request.KernelStamped)
 			}
-			if exact == len(written) || exact < 2*bursts {
+			switch {
+			case reactor && exact != len(written):
+				t.Errorf("%d of %d chunks exact; the reactor read each as it came", exact, len(written))
+			case !reactor && (exact == len(written) || exact < 2*bursts):
 				t.Errorf("%d of %d chunks exact; want each burst's first and last only (the others waited behind them)", exact, len(written))
 			}
 			t.Logf("%d of %d chunks exact; the queued ones are bounds up to %.1f ms late", exact, len(written), float64(worstBound)/1e6)
@@ -250,5 +269,49 @@ func TestTransmitStampOfTheLatestWrite(t *testing.T) {
 			t.Fatalf("write %d (%d bytes) at %d–%d: transmit stamp %d (previous %d)", i, size, before, after, tx, prev)
 		}
 		prev = tx
+	}
+}
+
+// A read waiting on the reactor ends at its deadline with a timeout, and
+// when the connection is closed under it (how the HTTP transport cancels
+// a request) with net.ErrClosed: nothing hangs.
+func TestReactorReadDeadlineAndClose(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	for _, how := range []string{"deadline", "close"} {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := kernelStamped(c).(*stampConn)
+		if sc.rc == nil {
+			t.Fatal("no receive reactor (built without cgo?)")
+		}
+		start := time.Now()
+		if how == "deadline" {
+			sc.SetReadDeadline(start.Add(50 * time.Millisecond))
+		} else {
+			time.AfterFunc(50*time.Millisecond, func() { sc.Close() })
+		}
+		_, err = sc.Read(make([]byte, 10))
+		el := time.Since(start)
+		var ne net.Error
+		switch {
+		case how == "deadline" && !(errors.As(err, &ne) && ne.Timeout()):
+			t.Errorf("deadline: %v, want a timeout", err)
+		case how == "close" && !errors.Is(err, net.ErrClosed):
+			t.Errorf("close: %v, want net.ErrClosed", err)
+		case el < 40*time.Millisecond || el > 2*time.Second:
+			t.Errorf("%s: the read returned after %v", how, el)
+		}
+		sc.Close()
+		s.Close()
 	}
 }

@@ -1,0 +1,275 @@
+//go:build linux && cgo
+
+// The receive reactor: one thread of its own, outside Go's scheduler,
+// reads every registered connection as soon as the kernel says it is
+// readable and keeps each read's bytes with the kernel's receive time
+// (SO_TIMESTAMPNS). Linux merges a segment that arrives behind unread data
+// into it, with the newer time, so a reader that falls more than a segment
+// behind on a connection loses the earlier segment's time; this thread
+// only copies bytes, so it stays within a segment of each stream while the
+// Go side parses at its own pace. See reactor_linux.go.
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "reactor_linux.h"
+
+enum { MARKS = 512 };
+
+struct lem_conn {
+	int fd;
+	uint32_t id;
+	pthread_mutex_t mu;
+	char *buf;
+	size_t cap;
+	uint64_t received, consumed; // bytes, since the connection opened
+	// One mark per read still (partly) unconsumed: where it ends and the
+	// kernel's receive time of its last segment.
+	uint64_t mend[MARKS];
+	int64_t mts[MARKS];
+	int mhead, mcount;
+	int eof, err, paused;
+};
+
+static int epfd = -1, notify_w = -1;
+static pthread_mutex_t tmu = PTHREAD_MUTEX_INITIALIZER; // table, and the loop's handling of events
+static struct lem_conn **table;                          // by fd
+static int tcap;
+static pthread_mutex_t dmu = PTHREAD_MUTEX_INITIALIZER; // the ready list
+static uint32_t *ready;
+static int nready, capready;
+
+static int64_t receive_time(struct msghdr *m) {
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR(m, c)) {
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS &&
+		    c->cmsg_len >= CMSG_LEN(sizeof(struct timespec))) {
+			struct timespec ts;
+			memcpy(&ts, CMSG_DATA(c), sizeof ts);
+			return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+		}
+	}
+	return 0;
+}
+
+// pump reads c until the kernel has nothing more, its buffer is full, or
+// it ends; it reports whether there is news for the Go side.
+static int pump(struct lem_conn *c) {
+	int news = 0;
+	pthread_mutex_lock(&c->mu);
+	while (!c->eof && !c->err) {
+		size_t used = (size_t)(c->received - c->consumed);
+		if (used == c->cap || c->mcount == MARKS) {
+			c->paused = 1;
+			break;
+		}
+		size_t at = (size_t)(c->received % c->cap);
+		size_t room = c->cap - at;
+		if (room > c->cap - used)
+			room = c->cap - used;
+		struct iovec iov = {c->buf + at, room};
+		char ctrl[256];
+		struct msghdr m;
+		memset(&m, 0, sizeof m);
+		m.msg_iov = &iov;
+		m.msg_iovlen = 1;
+		m.msg_control = ctrl;
+		m.msg_controllen = sizeof ctrl;
+		ssize_t n = recvmsg(c->fd, &m, MSG_DONTWAIT);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK) {
+				c->err = errno;
+				news = 1;
+			}
+			break;
+		}
+		news = 1;
+		if (n == 0) {
+			c->eof = 1;
+			break;
+		}
+		int k = (c->mhead + c->mcount) % MARKS;
+		c->received += (uint64_t)n;
+		c->mend[k] = c->received;
+		c->mts[k] = receive_time(&m);
+		c->mcount++;
+	}
+	pthread_mutex_unlock(&c->mu);
+	return news;
+}
+
+static void *loop(void *arg) {
+	(void)arg;
+	struct epoll_event evs[256];
+	for (;;) {
+		int n = epoll_wait(epfd, evs, 256, -1);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return NULL;
+		}
+		int wake = 0;
+		pthread_mutex_lock(&tmu);
+		for (int i = 0; i < n; i++) {
+			int fd = (int)(evs[i].data.u64 & 0xffffffffu);
+			uint32_t id = (uint32_t)(evs[i].data.u64 >> 32);
+			struct lem_conn *c = fd < tcap ? table[fd] : NULL;
+			if (!c || c->id != id || !pump(c))
+				continue;
+			pthread_mutex_lock(&dmu);
+			if (nready == capready) {
+				int nc = capready ? 2 * capready : 1024;
+				uint32_t *r = realloc(ready, (size_t)nc * sizeof *r);
+				if (!r) {
+					pthread_mutex_unlock(&dmu);
+					continue;
+				}
+				ready = r;
+				capready = nc;
+			}
+			if (nready == 0)
+				wake = 1;
+			ready[nready++] = c->id;
+			pthread_mutex_unlock(&dmu);
+		}
+		pthread_mutex_unlock(&tmu);
+		if (wake) {
+			char b = 1;
+			ssize_t w = write(notify_w, &b, 1); // full pipe: a wake-up is pending anyway
+			(void)w;
+		}
+	}
+	return NULL;
+}
+
+int lem_reactor_start(int notify_fd) {
+	epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (epfd < 0)
+		return -errno;
+	notify_w = notify_fd;
+	pthread_t t;
+	pthread_attr_t a;
+	pthread_attr_init(&a);
+	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+	int e = pthread_create(&t, &a, loop, NULL);
+	pthread_attr_destroy(&a);
+	if (e != 0) {
+		close(epfd);
+		epfd = -1;
+		return -e;
+	}
+	return 0;
+}
+
+static int arm(struct lem_conn *c, int op) {
+	struct epoll_event ev;
+	memset(&ev, 0, sizeof ev);
+	ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
+	ev.data.u64 = ((uint64_t)c->id << 32) | (uint32_t)c->fd;
+	return epoll_ctl(epfd, op, c->fd, &ev) == 0 ? 0 : -errno;
+}
+
+struct lem_conn *lem_conn_open(int fd, uint32_t id, size_t cap, int *errp) {
+	struct lem_conn *c = calloc(1, sizeof *c);
+	if (!c || !(c->buf = malloc(cap))) {
+		free(c);
+		*errp = -ENOMEM;
+		return NULL;
+	}
+	c->fd = fd;
+	c->id = id;
+	c->cap = cap;
+	pthread_mutex_init(&c->mu, NULL);
+	pthread_mutex_lock(&tmu);
+	if (fd >= tcap) {
+		int nc = tcap ? tcap : 1024;
+		while (nc <= fd)
+			nc *= 2;
+		struct lem_conn **t = realloc(table, (size_t)nc * sizeof *t);
+		if (!t) {
+			pthread_mutex_unlock(&tmu);
+			free(c->buf);
+			free(c);
+			*errp = -ENOMEM;
+			return NULL;
+		}
+		memset(t + tcap, 0, (size_t)(nc - tcap) * sizeof *t);
+		table = t;
+		tcap = nc;
+	}
+	table[fd] = c;
+	int e = arm(c, EPOLL_CTL_ADD);
+	if (e != 0)
+		table[fd] = NULL;
+	pthread_mutex_unlock(&tmu);
+	if (e != 0) {
+		free(c->buf);
+		free(c);
+		*errp = e;
+		return NULL;
+	}
+	return c;
+}
+
+long lem_conn_read(struct lem_conn *c, char *p, size_t len, int64_t *ts) {
+	long r;
+	int resume = 0;
+	pthread_mutex_lock(&c->mu);
+	if (c->received == c->consumed) {
+		r = c->err ? -c->err : c->eof ? LEM_EOF : 0;
+		pthread_mutex_unlock(&c->mu);
+		return r;
+	}
+	// Up to the end of the oldest read: one Go read, one kernel read.
+	size_t n = (size_t)(c->mend[c->mhead] - c->consumed);
+	if (n > len)
+		n = len;
+	size_t at = (size_t)(c->consumed % c->cap);
+	size_t first = c->cap - at < n ? c->cap - at : n;
+	memcpy(p, c->buf + at, first);
+	memcpy(p + first, c->buf, n - first);
+	c->consumed += n;
+	*ts = c->mts[c->mhead];
+	if (c->consumed == c->mend[c->mhead]) {
+		c->mhead = (c->mhead + 1) % MARKS;
+		c->mcount--;
+	}
+	if (c->paused) {
+		c->paused = 0;
+		resume = 1;
+	}
+	r = (long)n;
+	pthread_mutex_unlock(&c->mu);
+	if (resume)
+		arm(c, EPOLL_CTL_MOD); // edge-triggered: re-arming reports data still waiting
+	return r;
+}
+
+void lem_conn_close(struct lem_conn *c) {
+	pthread_mutex_lock(&tmu);
+	epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	if (c->fd < tcap && table[c->fd] == c)
+		table[c->fd] = NULL;
+	pthread_mutex_unlock(&tmu);
+	pthread_mutex_destroy(&c->mu);
+	free(c->buf);
+	free(c);
+}
+
+int lem_reactor_take(uint32_t *ids, int max) {
+	pthread_mutex_lock(&dmu);
+	int n = nready < max ? nready : max;
+	memcpy(ids, ready, (size_t)n * sizeof *ids);
+	memmove(ready, ready + n, (size_t)(nready - n) * sizeof *ids);
+	nready -= n;
+	pthread_mutex_unlock(&dmu);
+	return n;
+}
