@@ -87,43 +87,47 @@ func BenchmarkTimestampAccuracy(b *testing.B) {
 }
 
 // BenchmarkPoissonKS: the runner sends N requests as a Poisson process at
-// a rate; the KS statistic of the gaps between actual send stamps against
-// the exponential (and the 1% critical value 1.63/√N for comparison).
+// a rate to the paced server in its own process (one-token and 20-token
+// responses, 50 ms apart); the KS statistic of the gaps between the actual
+// send stamps (the kernel's transmit times) against the exponential, the
+// 1% critical value 1.63/√N, and how late the sends left against their
+// deadlines.
 func BenchmarkPoissonKS(b *testing.B) {
-	for _, rate := range []float64{500, 2000} {
-		b.Run(fmt.Sprintf("rate=%g", rate), func(b *testing.B) {
-			clk := NewClock()
-			srv := &pacedserver.Server{Tokens: 1, ITL: time.Millisecond, Now: clk.Now}
-			url := startServer(b, srv)
-			n := 4000
-			var ks, late []float64
-			kernel := 0
-			for it := 0; it < b.N; it++ {
-				c := NewClient(url, "m")
-				c.Clock = clk
-				var sent []int64
-				r := NewRunner(RunConfig{RunID: fmt.Sprint("ks", it), Cycles: 1, RequestsPerCycle: n, OutputTokens: 1,
-					Arrival: Arrival{Process: ArrivalPoisson, Rate: rate}, Seed: uint64(it + 1),
-					OnResult: func(res Result) {
-						sent = append(sent, res.Request.Sent)
-						late = append(late, float64(res.Request.Sent-res.Request.Scheduled)/1e6)
-						if res.Request.SentKernel {
-							kernel++
-						}
-					}}, c, nopPublisher{})
-				if err := r.Cycle(context.Background(), 0); err != nil {
-					b.Fatal(err)
+	for _, tokens := range []int{1, 20} {
+		for _, rate := range []float64{500, 2000} {
+			b.Run(fmt.Sprintf("tokens=%d/rate=%g", tokens, rate), func(b *testing.B) {
+				url := pacedserver.Spawn(b, fmt.Sprintf("%s=%d", pacedserver.EnvTokens, tokens))
+				n := 4000
+				var ks, late []float64
+				kernel := 0
+				for it := 0; it < b.N; it++ {
+					c := NewClient(url, "m")
+					var sent []int64
+					r := NewRunner(RunConfig{RunID: fmt.Sprint("ks", it), Cycles: 1, RequestsPerCycle: n, OutputTokens: tokens,
+						Arrival: Arrival{Process: ArrivalPoisson, Rate: rate}, Seed: uint64(it + 1),
+						OnResult: func(res Result) {
+							if res.Request.Status != schemas.StatusOK {
+								b.Errorf("request %s: %s", res.Request.ID, res.Request.Error)
+							}
+							sent = append(sent, res.Request.Sent)
+							late = append(late, float64(res.Request.Sent-res.Request.Scheduled)/1e6)
+							if res.Request.SentKernel {
+								kernel++
+							}
+						}}, c, nopPublisher{})
+					if err := r.Cycle(context.Background(), 0); err != nil {
+						b.Fatal(err)
+					}
+					sort.Slice(sent, func(i, j int) bool { return sent[i] < sent[j] })
+					ks = append(ks, KSExponential(sent, rate))
 				}
-				sort.Slice(sent, func(i, j int) bool { return sent[i] < sent[j] })
-				ks = append(ks, KSExponential(sent, rate))
-			}
-			b.ReportMetric(quantile(ks, 0.5), "KS")
-			b.ReportMetric(1.63/math.Sqrt(float64(n)), "KS-crit-1%")
-			// When the requests left against when they were due.
-			b.ReportMetric(quantile(late, 0.5), "late-p50-ms")
-			b.ReportMetric(quantile(late, 0.99), "late-p99-ms")
-			b.ReportMetric(100*float64(kernel)/float64(len(late)), "tx-stamped-%")
-		})
+				b.ReportMetric(quantile(ks, 0.5), "KS")
+				b.ReportMetric(1.63/math.Sqrt(float64(n)), "KS-crit-1%")
+				b.ReportMetric(quantile(late, 0.5), "late-p50-ms")
+				b.ReportMetric(quantile(late, 0.99), "late-p99-ms")
+				b.ReportMetric(100*float64(kernel)/float64(len(late)), "tx-stamped-%")
+			})
+		}
 	}
 }
 

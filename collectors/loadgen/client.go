@@ -175,6 +175,24 @@ type streamChunk struct {
 // scheduled is when the arrival process meant it to start. It never
 // returns an error: failures are recorded in the result's status.
 func (c *Client) Do(ctx context.Context, id string, prompt string, maxTokens int, scheduled int64) Result {
+	return c.do(ctx, id, prompt, maxTokens, scheduled, false)
+}
+
+// DoAt is Do for a request called ahead of its deadline: the request is
+// prepared and its connection taken now, and it leaves at scheduled. On a
+// stamped connection the write itself waits for the deadline (in the
+// transport's writer, right before the system call), so the hops between
+// the arrival process and the wire no longer add their jitter; elsewhere
+// it waits when the connection is obtained.
+func (c *Client) DoAt(ctx context.Context, id string, prompt string, maxTokens int, scheduled int64) Result {
+	return c.do(ctx, id, prompt, maxTokens, scheduled, true)
+}
+
+// writeHolder is a connection that can hold its next write until a
+// deadline.
+type writeHolder interface{ HoldNextWrite(deadline int64, clk Clock) }
+
+func (c *Client) do(ctx context.Context, id string, prompt string, maxTokens int, scheduled int64, hold bool) Result {
 	res := Result{Request: schemas.Request{ID: id, Scheduled: scheduled}}
 	q := &res.Request
 	body := map[string]any{
@@ -224,6 +242,15 @@ func (c *Client) Do(ctx context.Context, id string, prompt string, maxTokens int
 		}
 		ks, _ = conn.(kernelStamper)
 		ss, _ = conn.(sendStamper)
+		if hold {
+			if h, ok := conn.(writeHolder); ok && conn == info.Conn {
+				h.HoldNextWrite(scheduled, c.Clock)
+				q.Sent = max(q.Sent, scheduled) // the transmit stamp, where there is one, says when
+			} else {
+				pace(ctx, c.Clock, scheduled, false)
+				q.Sent = c.Clock.Now()
+			}
+		}
 	}}))
 	q.Sent = c.Clock.Now()
 	resp, err := c.HTTP.Do(req)

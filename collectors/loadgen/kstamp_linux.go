@@ -3,6 +3,7 @@
 package loadgen
 
 import (
+	"context"
 	"io"
 	"net"
 	"sync"
@@ -46,6 +47,18 @@ type stampConn struct {
 	written uint64 // bytes written so far
 	txWant  int64  // offset of the last byte of the latest write; -1: none
 	sent    int64  // transmit time of that byte (0: not seen yet)
+	// A deadline the next write waits for (DoAt), on holdClock.
+	holdUntil int64
+	holdClock Clock
+}
+
+// HoldNextWrite makes the next write wait until deadline (clk's time):
+// the request then leaves from the transport's writer right at its
+// deadline, whatever the hops before took.
+func (c *stampConn) HoldNextWrite(deadline int64, clk Clock) {
+	c.txMu.Lock()
+	c.holdUntil, c.holdClock = deadline, clk
+	c.txMu.Unlock()
 }
 
 // Linux stamps received packets only while some socket on the host asks
@@ -174,6 +187,13 @@ func enableTransmitStamps(raw syscall.RawConn) bool {
 // write). Draining the error queue at once also keeps it from waking the
 // reader with nothing but an error event.
 func (c *stampConn) Write(p []byte) (int, error) {
+	c.txMu.Lock()
+	until, clk := c.holdUntil, c.holdClock
+	c.holdUntil = 0
+	c.txMu.Unlock()
+	if until != 0 {
+		pace(context.Background(), clk, until, false)
+	}
 	n, err := c.TCPConn.Write(p)
 	if c.tx && n > 0 {
 		c.txMu.Lock()
