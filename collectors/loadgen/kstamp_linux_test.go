@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/llm-energy-measure/lem/schemas"
 )
 
 // A chunk is stamped when its bytes reached the host, not when the client
@@ -313,5 +315,26 @@ func TestReactorReadDeadlineAndClose(t *testing.T) {
 		}
 		sc.Close()
 		s.Close()
+	}
+}
+
+// DoAt prepares a request early and it leaves at its deadline: the kernel's
+// transmit time lies at or just after the deadline, not when DoAt was
+// called 20 ms before.
+func TestDoAtLeavesAtItsDeadline(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "data: {\"choices\":[{\"text\":\"x\"}]}\n\ndata: [DONE]\n\n")
+	}))
+	defer srv.Close()
+	c := NewClient(srv.URL, "m")
+	c.Do(context.Background(), "warm", "p", 1, c.Clock.Now()) // a connection to reuse
+	for i := 0; i < 5; i++ {
+		due := c.Clock.Now() + int64(20*time.Millisecond)
+		res := c.DoAt(context.Background(), fmt.Sprint("r", i), "p", 1, due)
+		q := res.Request
+		if q.Status != schemas.StatusOK || !q.SentKernel || q.Sent < due || q.Sent > due+int64(5*time.Millisecond) {
+			t.Fatalf("request %d due at %d: sent %+.3f ms from it (kernel %v, %s %q)", i, due, float64(q.Sent-due)/1e6, q.SentKernel, q.Status, q.Error)
+		}
 	}
 }
