@@ -107,6 +107,8 @@ bench: clickhouse
 	@# lem against the peer pipeline (Telegraf, built from the module proxy into .cache the first time), then the target rate held for 20 s.
 	TMPDIR=$(CGO_TMP) LEM_E2E=1 $(GO) test -run XXX -bench 'VersusPeer|Sustained|InsertOrder' -benchtime 1x -timeout 60m ./ingest
 	TMPDIR=$(CGO_TMP) $(GO) test -run XXX -bench 'TimestampAccuracy|PoissonKS' -benchtime 3x ./collectors/loadgen
+	@# Token stamps as a user gets them: lem run attached to a streaming server in its own process, 1,000 and 2,000 streams.
+	TMPDIR=$(CGO_TMP) $(GO) test -run XXX -bench RunAttachedStamps -benchtime 2x -timeout 30m ./cmd/lem
 	@# The results platform: leaderboard over 100,000 runs, the timeline of 1 h x 8 GPUs, 200 concurrent clients, bundle verification.
 	TMPDIR=$(CGO_TMP) $(GO) test -run XXX -bench 'LeaderboardP95|LeaderboardAfterUpload|TimelineHour8GPU|ConcurrentClients|VerifyBundle|ReadBundleHour8GPU' -benchtime 20x ./platform
 	TMPDIR=$(CGO_TMP) $(GO) test -run XXX -bench 'VerifyHour8GPU' -benchtime 1x -timeout 20m ./platform
