@@ -194,11 +194,21 @@ func (c *stampConn) Write(p []byte) (int, error) {
 	if until != 0 {
 		pace(context.Background(), clk, until, false)
 	}
+	if c.tx && len(p) > 0 {
+		// Which byte's stamp to wait for is set before the system call:
+		// the response can arrive, and the reader ask for the stamp,
+		// before this goroutine runs again after it.
+		c.txMu.Lock()
+		c.txWant, c.sent = int64(c.written+uint64(len(p))-1), 0
+		c.txMu.Unlock()
+	}
 	n, err := c.TCPConn.Write(p)
 	if c.tx && n > 0 {
 		c.txMu.Lock()
 		c.written += uint64(n)
-		c.txWant, c.sent = int64(c.written-1), 0
+		if n != len(p) {
+			c.txWant = int64(c.written - 1)
+		}
 		c.drainTransmitLocked()
 		c.txMu.Unlock()
 	}

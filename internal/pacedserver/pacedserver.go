@@ -6,6 +6,7 @@
 package pacedserver
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -20,12 +21,18 @@ import (
 	"time"
 )
 
-// Entry is what the server saw of one request: when its handler began and
-// when each chunk's flush returned (ns since the epoch).
+// Entry is what the server saw of one request: when its handler began,
+// when the request's last bytes reached this host (the kernel's receive
+// time, where the listener records it: 0 otherwise), and when each chunk's
+// flush returned (ns since the epoch).
 type Entry struct {
 	Received int64   `json:"received"`
+	Arrived  int64   `json:"arrived"`
 	Flushed  []int64 `json:"flushed"`
 }
+
+// arrivalKey finds the connection of a request in its context.
+type arrivalKey struct{}
 
 // Server streams Tokens one-token chunks per request (max_tokens when the
 // request sets it), the k-th at ITL·(k+1) after the request arrived.
@@ -55,6 +62,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		MaxTokens int `json:"max_tokens"`
 	}
 	_ = json.NewDecoder(r.Body).Decode(&body)
+	var arrived int64 // the body is read: the latest read carried its end
+	if c, ok := r.Context().Value(arrivalKey{}).(interface{ LastArrival() int64 }); ok {
+		arrived = c.LastArrival()
+	}
 	n := s.Tokens
 	if body.MaxTokens > 0 {
 		n = body.MaxTokens
@@ -76,7 +87,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.log == nil {
 		s.log = map[string]Entry{}
 	}
-	s.log[id] = Entry{Received: received, Flushed: flushed} // before the stream ends, so the client finds it
+	s.log[id] = Entry{Received: received, Arrived: arrived, Flushed: flushed} // before the stream ends, so the client finds it
 	s.mu.Unlock()
 	fmt.Fprintf(w, "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":%d}}\n\ndata: [DONE]\n\n", n)
 	fl.Flush()
@@ -143,7 +154,10 @@ func Main() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	_ = http.Serve(ln, s.Handler())
+	srv := &http.Server{Handler: s.Handler(), ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+		return context.WithValue(ctx, arrivalKey{}, c)
+	}}
+	_ = srv.Serve(listenArrivals(ln))
 	return 0
 }
 
