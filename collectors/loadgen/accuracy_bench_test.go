@@ -104,7 +104,7 @@ func BenchmarkPoissonKS(b *testing.B) {
 					c := NewClient(url, "m")
 					var sent []int64
 					r := NewRunner(RunConfig{RunID: fmt.Sprint("ks", it), Cycles: 1, RequestsPerCycle: n, OutputTokens: tokens,
-						Arrival: Arrival{Process: ArrivalPoisson, Rate: rate}, Seed: uint64(it + 1),
+						Arrival: Arrival{Process: ArrivalPoisson, Rate: rate}, Seed: uint64(it + 1), Warmup: 16,
 						OnResult: func(res Result) {
 							if res.Request.Status != schemas.StatusOK {
 								b.Errorf("request %s: %s", res.Request.ID, res.Request.Error)
@@ -115,6 +115,10 @@ func BenchmarkPoissonKS(b *testing.B) {
 								kernel++
 							}
 						}}, c, nopPublisher{})
+					// The warm-up opens the connections the run will hold.
+					if err := r.WarmUp(context.Background()); err != nil {
+						b.Fatal(err)
+					}
 					if err := r.Cycle(context.Background(), 0); err != nil {
 						b.Fatal(err)
 					}

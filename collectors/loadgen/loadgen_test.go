@@ -3,6 +3,7 @@ package loadgen
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -188,5 +189,38 @@ func TestLongStreamLines(t *testing.T) {
 		if res.Request.Status != schemas.StatusOK || len(res.Chunks) != 2 || got.String() != c.text+"z" {
 			t.Errorf("%d-byte line: status %v %q, %d chunks, %d bytes of text", len(c.text), res.Request.Status, res.Request.Error, len(res.Chunks), got.Len())
 		}
+	}
+}
+
+// Before an open-loop run, the warm-up opens the connections the run will
+// hold (rate × the warm-up's mean request duration, with 30% headroom), so
+// no measured request waits for a connection to be set up.
+func TestWarmUpOpensConnectionsForOpenLoop(t *testing.T) {
+	var mu sync.Mutex
+	opened := 0
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(100 * time.Millisecond)
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "data: {\"choices\":[{\"text\":\"x\"}]}\n\ndata: [DONE]\n\n")
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			mu.Lock()
+			opened++
+			mu.Unlock()
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	r := NewRunner(RunConfig{RunID: "w", RequestsPerCycle: 1, Warmup: 4, OutputTokens: 1,
+		Arrival: Arrival{Process: ArrivalPoisson, Rate: 200}}, NewClient(srv.URL, "m"), &recorder{})
+	if err := r.WarmUp(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// 200/s × ~0.1 s × 1.3 = 26 (the warm-up's own 4 are reused).
+	if opened < 26 || opened > 40 {
+		t.Fatalf("%d connections opened; want about 26", opened)
 	}
 }

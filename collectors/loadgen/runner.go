@@ -3,6 +3,7 @@ package loadgen
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"runtime"
 	"strings"
@@ -129,6 +130,9 @@ func (r *Runner) WarmUp(ctx context.Context) error {
 	conc := max(c.Arrival.Concurrency, min(c.Warmup, 8))
 	sem := make(chan struct{}, conc)
 	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var took time.Duration // summed over successful warm-up requests
+	ok := 0
 	prompts := r.prompts(-1, c.Warmup)
 	for i := 0; i < c.Warmup && ctx.Err() == nil; i++ {
 		sem <- struct{}{}
@@ -136,13 +140,50 @@ func (r *Runner) WarmUp(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			rctx, cancel := context.WithTimeout(ctx, c.Timeout)
-			r.client.Do(rctx, fmt.Sprintf("%s-warmup-%d", c.RunID, i), prompts[i].Text, prompts[i].MaxTokens, r.client.Clock.Now())
+			res := r.client.Do(rctx, fmt.Sprintf("%s-warmup-%d", c.RunID, i), prompts[i].Text, prompts[i].MaxTokens, r.client.Clock.Now())
 			cancel()
+			if q := res.Request; q.Status == schemas.StatusOK && q.Done > q.Sent {
+				mu.Lock()
+				took += time.Duration(q.Done - q.Sent)
+				ok++
+				mu.Unlock()
+			}
 			<-sem
 		}()
 	}
 	wg.Wait()
+	if ctx.Err() == nil && ok > 0 && c.Arrival.Rate > 0 && c.Arrival.Concurrency == 0 {
+		r.openConnections(ctx, int(math.Ceil(c.Arrival.Rate*(took/time.Duration(ok)).Seconds()*connHeadroom)))
+	}
 	return ctx.Err()
+}
+
+// connHeadroom and maxOpen bound the connections an open-loop run opens
+// before measuring.
+const (
+	connHeadroom = 1.3
+	maxOpen      = 10000
+)
+
+// openConnections opens about n connections to the server (by Little's
+// law an open-loop run holds rate × mean request duration in flight, the
+// duration measured by the warm-up) with n concurrent one-token requests,
+// unpublished: no measured request then waits for a connection to be set
+// up (500 requests/s of 1 s streams: the sends' KS statistic against the
+// Poisson process 0.031 dialling as they came, 0.022 with the connections
+// open).
+func (r *Runner) openConnections(ctx context.Context, n int) {
+	var wg sync.WaitGroup
+	for i := range min(n, maxOpen) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+			r.client.Do(rctx, fmt.Sprintf("%s-connect-%d", r.cfg.RunID, i), "hi", 1, r.client.Clock.Now())
+			cancel()
+		}()
+	}
+	wg.Wait()
 }
 
 func (r *Runner) prompts(cycle, n int) []Prompt {
