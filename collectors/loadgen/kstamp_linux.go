@@ -191,9 +191,6 @@ func (c *stampConn) Write(p []byte) (int, error) {
 	until, clk := c.holdUntil, c.holdClock
 	c.holdUntil = 0
 	c.txMu.Unlock()
-	if until != 0 {
-		pace(context.Background(), clk, until, false)
-	}
 	if c.tx && len(p) > 0 {
 		// Which byte's stamp to wait for is set before the system call:
 		// the response can arrive, and the reader ask for the stamp,
@@ -202,7 +199,13 @@ func (c *stampConn) Write(p []byte) (int, error) {
 		c.txWant, c.sent = int64(c.written+uint64(len(p))-1), 0
 		c.txMu.Unlock()
 	}
-	n, err := c.TCPConn.Write(p)
+	var n int
+	var err error
+	if until != 0 {
+		n, err = c.writeAt(p, until, clk)
+	} else {
+		n, err = c.TCPConn.Write(p)
+	}
 	if c.tx && n > 0 {
 		c.txMu.Lock()
 		c.written += uint64(n)
@@ -213,6 +216,22 @@ func (c *stampConn) Write(p []byte) (int, error) {
 		c.txMu.Unlock()
 	}
 	return n, err
+}
+
+// writeAt writes p at the deadline until (clk's time): on the reactor's
+// send thread where there is one, else from this goroutine after a spin.
+func (c *stampConn) writeAt(p []byte, until int64, clk Clock) (int, error) {
+	if d := time.Duration(until - clk.Now()); c.rc != nil && d > 0 && len(p) > 0 {
+		if n, ok, err := c.rc.sendAt(p, d); ok {
+			if err != nil || n == len(p) {
+				return n, err
+			}
+			m, err := c.TCPConn.Write(p[n:])
+			return n + m, err
+		}
+	}
+	pace(context.Background(), clk, until, false)
+	return c.TCPConn.Write(p)
 }
 
 // SendStamp is the kernel's transmit time of the last byte written (0:
@@ -348,6 +367,9 @@ func (c *stampConn) SetReadDeadline(t time.Time) error {
 // receive time.
 type receiver interface {
 	read(p []byte) (n int, ts int64, err error)
+	// sendAt writes p after delay on the reactor's send thread; ok false:
+	// it could not take the send.
+	sendAt(p []byte, delay time.Duration) (n int, ok bool, err error)
 	setReadDeadline(time.Time)
 	close()
 }

@@ -338,3 +338,32 @@ func TestDoAtLeavesAtItsDeadline(t *testing.T) {
 		}
 	}
 }
+
+// A request waiting on the send thread for a far deadline ends when it is
+// cancelled: the transport closes the connection and the pending send is
+// dropped, not written later to a closed (or reused) descriptor.
+func TestDoAtCancelledWhileHeld(t *testing.T) {
+	hits := make(chan string, 10)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits <- r.Header.Get("Idempotency-Key")
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "data: {\"choices\":[{\"text\":\"x\"}]}\n\ndata: [DONE]\n\n")
+	}))
+	defer srv.Close()
+	c := NewClient(srv.URL, "m")
+	c.Do(context.Background(), "warm", "p", 1, c.Clock.Now())
+	<-hits
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	res := c.DoAt(ctx, "held", "p", 1, c.Clock.Now()+int64(time.Second))
+	if el := time.Since(start); res.Request.Status == schemas.StatusOK || el > 500*time.Millisecond {
+		t.Fatalf("held request: %s after %v", res.Request.Status, el)
+	}
+	time.Sleep(1200 * time.Millisecond) // past the deadline it was held for
+	select {
+	case id := <-hits:
+		t.Fatalf("the server got %q after it was cancelled", id)
+	default:
+	}
+}

@@ -64,23 +64,29 @@ func getReactor() *reactor {
 // dispatch wakes the reader of every connection the reactor read from.
 func (r *reactor) dispatch(f *os.File) {
 	buf := make([]byte, 256)
-	ids := make([]C.uint32_t, 1024)
+	news := make([]C.uint64_t, 1024)
 	for {
 		if _, err := f.Read(buf); err != nil {
 			return
 		}
 		for {
-			n := int(C.lem_reactor_take(&ids[0], C.int(len(ids))))
+			n := int(C.lem_reactor_take(&news[0], C.int(len(news))))
 			if n == 0 {
 				break
 			}
 			r.mu.Lock()
-			for _, id := range ids[:n] {
-				if c := r.conns[uint32(id)]; c != nil {
-					select {
-					case c.ready <- struct{}{}:
-					default:
-					}
+			for _, v := range news[:n] {
+				c := r.conns[uint32(v)]
+				if c == nil {
+					continue
+				}
+				ch := c.ready
+				if uint64(v)>>32 == C.LEM_NEWS_SENT {
+					ch = c.sent
+				}
+				select {
+				case ch <- struct{}{}:
+				default:
 				}
 			}
 			r.mu.Unlock()
@@ -94,7 +100,8 @@ type reactorConn struct {
 	r         *reactor
 	id        uint32
 	c         *C.struct_lem_conn
-	ready     chan struct{} // news from the reactor
+	ready     chan struct{} // news from the reactor: data read
+	sent      chan struct{} // a timed send was made
 	done      chan struct{} // closed
 	dlChanged chan struct{}
 	deadline  atomic.Int64 // read deadline, ns since the epoch; 0: none
@@ -107,7 +114,8 @@ func openReactorConn(fd int) receiver {
 	if r == nil {
 		return nil
 	}
-	rc := &reactorConn{r: r, ready: make(chan struct{}, 1), done: make(chan struct{}), dlChanged: make(chan struct{}, 1)}
+	rc := &reactorConn{r: r, ready: make(chan struct{}, 1), sent: make(chan struct{}, 1), done: make(chan struct{}),
+		dlChanged: make(chan struct{}, 1)}
 	r.mu.Lock()
 	r.next++
 	rc.id = r.next
@@ -192,6 +200,39 @@ func (rc *reactorConn) setReadDeadline(t time.Time) {
 	case rc.dlChanged <- struct{}{}:
 	default:
 	}
+}
+
+// sendAt has the reactor's send thread write p after delay (the thread
+// sleeps to within 50 µs of the deadline and spins the rest) and waits
+// for it. It returns how much was written (the caller writes the rest:
+// the socket's buffer was full) and whether the thread took the send.
+func (rc *reactorConn) sendAt(p []byte, delay time.Duration) (int, bool, error) {
+	rc.mu.RLock()
+	if rc.closed {
+		rc.mu.RUnlock()
+		return 0, true, net.ErrClosed
+	}
+	e := C.lem_send_at(rc.c, (*C.char)(unsafe.Pointer(&p[0])), C.size_t(len(p)), C.int64_t(delay))
+	rc.mu.RUnlock()
+	if e != 0 {
+		return 0, false, nil
+	}
+	select {
+	case <-rc.sent:
+	case <-rc.done:
+		return 0, true, net.ErrClosed
+	}
+	rc.mu.RLock()
+	defer rc.mu.RUnlock()
+	if rc.closed {
+		return 0, true, net.ErrClosed
+	}
+	var errno C.int
+	n := int(C.lem_conn_send_result(rc.c, &errno))
+	if errno != 0 {
+		return n, true, syscall.Errno(errno)
+	}
+	return n, true, nil
 }
 
 // close takes the connection off the reactor; the caller closes its

@@ -153,7 +153,10 @@ func (r *Runner) WarmUp(ctx context.Context) error {
 	}
 	wg.Wait()
 	if ctx.Err() == nil && ok > 0 && c.Arrival.Rate > 0 && c.Arrival.Concurrency == 0 {
-		r.openConnections(ctx, int(math.Ceil(c.Arrival.Rate*(took/time.Duration(ok)).Seconds()*connHeadroom)))
+		// Each request also holds its connection for sendLead before it
+		// leaves.
+		held := took/time.Duration(ok) + sendLead
+		r.openConnections(ctx, int(math.Ceil(c.Arrival.Rate*held.Seconds()*connHeadroom)))
 	}
 	return ctx.Err()
 }
@@ -166,8 +169,8 @@ const (
 )
 
 // openConnections opens about n connections to the server (by Little's
-// law an open-loop run holds rate × mean request duration in flight, the
-// duration measured by the warm-up) with n concurrent one-token requests,
+// law an open-loop run holds rate × (mean request duration + sendLead) in
+// flight, the duration measured by the warm-up) with n concurrent one-token requests,
 // unpublished: no measured request then waits for a connection to be set
 // up (500 requests/s of 1 s streams: the sends' KS statistic against the
 // Poisson process 0.031 dialling as they came, 0.022 with the connections
@@ -355,10 +358,11 @@ func (r *Runner) flushLocked() error {
 
 // sendLead is how long before its deadline an open-loop request is
 // started: it is prepared and takes its connection, then its write waits
-// for the deadline. It covers the goroutine start, building the request
-// and the transport's hand-off to its writer (0.1–0.7 ms median, a few ms
-// at p99 on two busy cores).
-const sendLead = 5 * time.Millisecond
+// for the deadline (on the reactor's send thread). It covers the goroutine
+// start, building the request and the transport's hand-off to its writer
+// (0.1–0.7 ms median, and tens of ms in the tail on two busy cores: with
+// 5 ms, 1% of sends at 500 requests/s left 3–4 ms late).
+const sendLead = 20 * time.Millisecond
 
 // spinWindow is how long before a deadline the pacer stops sleeping and
 // spins: timers wake up to ~1 ms late on common kernels (measured here:
