@@ -190,7 +190,9 @@ func (c *Client) DoAt(ctx context.Context, id string, prompt string, maxTokens i
 
 // writeHolder is a connection that can hold its next write until a
 // deadline.
-type writeHolder interface{ HoldNextWrite(deadline int64, clk Clock) }
+type writeHolder interface {
+	HoldNextWrite(deadline int64, clk Clock)
+}
 
 func (c *Client) do(ctx context.Context, id string, prompt string, maxTokens int, scheduled int64, hold bool) Result {
 	res := Result{Request: schemas.Request{ID: id, Scheduled: scheduled}}

@@ -224,3 +224,40 @@ func TestWarmUpOpensConnectionsForOpenLoop(t *testing.T) {
 		t.Fatalf("%d connections opened; want about 32", opened)
 	}
 }
+
+// Where the kernel gives no stamps (another OS, an option refused: here
+// turned off), chunks and sends carry the client's own clock and say so:
+// no chunk counts as kernel-stamped, no send as the kernel's transmit time.
+func TestFallbackStampsAreMarked(t *testing.T) {
+	KernelStamps = false
+	defer func() { KernelStamps = true }()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := 0; i < 5; i++ {
+			fmt.Fprintf(w, "data: {\"choices\":[{\"text\":\"t%d\"}]}\n\n", i)
+			w.(http.Flusher).Flush()
+			time.Sleep(2 * time.Millisecond)
+		}
+		fmt.Fprint(w, "data: [DONE]\n\n")
+	}))
+	defer srv.Close()
+	c := NewClient(srv.URL, "m")
+	before := c.Clock.Now()
+	res := c.DoAt(context.Background(), "r", "p", 5, before+int64(5*time.Millisecond))
+	after := c.Clock.Now()
+	q := res.Request
+	if q.Status != schemas.StatusOK || len(res.Chunks) != 5 {
+		t.Fatalf("%s %q, %d chunks", q.Status, q.Error, len(res.Chunks))
+	}
+	if q.KernelStamped != 0 || q.SentKernel {
+		t.Errorf("kernel_stamped %d, sent_kernel %v without kernel stamps", q.KernelStamped, q.SentKernel)
+	}
+	if q.Sent < q.Scheduled || q.Sent > q.FirstToken {
+		t.Errorf("send stamped %+.3f ms from its deadline, first token at %+.3f ms", float64(q.Sent-q.Scheduled)/1e6, float64(q.FirstToken-q.Scheduled)/1e6)
+	}
+	for k, ch := range res.Chunks {
+		if ch.Kernel || ch.TS < before || ch.TS > after {
+			t.Errorf("chunk %d: kernel %v, stamp %d outside the request [%d, %d]", k, ch.Kernel, ch.TS, before, after)
+		}
+	}
+}
