@@ -157,7 +157,7 @@ func (s *Store) Requests(ctx context.Context, runID string) ([]schemas.Request, 
 			OutputTokens: r.OutputTokens.V[i], Status: schemas.ParseRequestStatus(r.Status.V[i]), Error: r.Error.V[i],
 			ServerQueue: r.ServerQueue.V[i], ServerPrefill: r.ServerPrefill.V[i], ServerDecode: r.ServerDecode.V[i],
 			KernelStamped: r.KernelStamped.V[i],
-			SentKernel: r.SentKernel.V[i] != 0}
+			SentKernel:    r.SentKernel.V[i] != 0}
 	}
 	sort.SliceStable(out, func(a, b int) bool { return out[a].Scheduled < out[b].Scheduled })
 	return out, nil
