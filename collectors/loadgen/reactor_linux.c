@@ -44,7 +44,12 @@ struct lem_conn {
 };
 
 static int epfd = -1, notify_w = -1;
-static pthread_mutex_t tmu = PTHREAD_MUTEX_INITIALIZER; // table, and the loop's handling of events
+// The table. The receive loop (over each batch of events) and the send
+// thread (around each send) hold it shared: neither waits for the other
+// (the send thread must not wait milliseconds for a batch); opening and
+// closing a connection hold it exclusively, so a descriptor is never read
+// or written after it left.
+static pthread_rwlock_t tlock = PTHREAD_RWLOCK_INITIALIZER;
 static struct lem_conn **table;                          // by fd
 static int tcap;
 static pthread_mutex_t dmu = PTHREAD_MUTEX_INITIALIZER; // the ready list
@@ -149,7 +154,7 @@ static void *loop(void *arg) {
 			return NULL;
 		}
 		int wake = 0;
-		pthread_mutex_lock(&tmu);
+		pthread_rwlock_rdlock(&tlock);
 		for (int i = 0; i < n; i++) {
 			int fd = (int)(evs[i].data.u64 & 0xffffffffu);
 			uint32_t id = (uint32_t)(evs[i].data.u64 >> 32);
@@ -158,7 +163,7 @@ static void *loop(void *arg) {
 				continue;
 			wake |= push(c->id, LEM_NEWS_READ);
 		}
-		pthread_mutex_unlock(&tmu);
+		pthread_rwlock_unlock(&tlock);
 		if (wake)
 			wake_go();
 	}
@@ -220,7 +225,7 @@ static void *sender(void *arg) {
 		while (mono_ns() < t.at)
 			;
 		int wake = 0;
-		pthread_mutex_lock(&tmu);
+		pthread_rwlock_rdlock(&tlock);
 		struct lem_conn *c = t.fd < tcap ? table[t.fd] : NULL;
 		if (c && c->id == t.id) { // not closed meanwhile
 			ssize_t n;
@@ -231,7 +236,7 @@ static void *sender(void *arg) {
 			c->send_err = n < 0 && errno != EAGAIN && errno != EWOULDBLOCK ? errno : 0;
 			wake = push(t.id, LEM_NEWS_SENT);
 		}
-		pthread_mutex_unlock(&tmu);
+		pthread_rwlock_unlock(&tlock);
 		free(t.buf);
 		if (wake)
 			wake_go();
@@ -325,14 +330,14 @@ struct lem_conn *lem_conn_open(int fd, uint32_t id, size_t cap, int *errp) {
 	c->id = id;
 	c->cap = cap;
 	pthread_mutex_init(&c->mu, NULL);
-	pthread_mutex_lock(&tmu);
+	pthread_rwlock_wrlock(&tlock);
 	if (fd >= tcap) {
 		int nc = tcap ? tcap : 1024;
 		while (nc <= fd)
 			nc *= 2;
 		struct lem_conn **t = realloc(table, (size_t)nc * sizeof *t);
 		if (!t) {
-			pthread_mutex_unlock(&tmu);
+			pthread_rwlock_unlock(&tlock);
 			free(c->buf);
 			free(c);
 			*errp = -ENOMEM;
@@ -346,7 +351,7 @@ struct lem_conn *lem_conn_open(int fd, uint32_t id, size_t cap, int *errp) {
 	int e = arm(c, EPOLL_CTL_ADD);
 	if (e != 0)
 		table[fd] = NULL;
-	pthread_mutex_unlock(&tmu);
+	pthread_rwlock_unlock(&tlock);
 	if (e != 0) {
 		free(c->buf);
 		free(c);
@@ -392,11 +397,11 @@ long lem_conn_read(struct lem_conn *c, char *p, size_t len, int64_t *ts) {
 
 void lem_conn_close(struct lem_conn *c) {
 	drop_sends(c->id);
-	pthread_mutex_lock(&tmu);
+	pthread_rwlock_wrlock(&tlock);
 	epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
 	if (c->fd < tcap && table[c->fd] == c)
 		table[c->fd] = NULL;
-	pthread_mutex_unlock(&tmu);
+	pthread_rwlock_unlock(&tlock);
 	pthread_mutex_destroy(&c->mu);
 	free(c->buf);
 	free(c);
