@@ -71,7 +71,8 @@ var SamplingPresets = map[string]Sampling{
 }
 
 // NewClient returns a client built for many concurrent streams: no cap on
-// connections per host, keep-alive, large read buffers.
+// connections per host, keep-alive, kernel receive and transmit stamps
+// where the kernel gives them (docs/streaming.md).
 func NewClient(baseURL, model string) *Client {
 	if KernelStamps {
 		holdKernelStamps()
