@@ -110,7 +110,7 @@ bench: clickhouse
 	@# Token stamps as a user gets them: lem run attached to a streaming server in its own process, 1,000 and 2,000 streams.
 	TMPDIR=$(CGO_TMP) $(GO) test -run XXX -bench RunAttachedStamps -benchtime 2x -timeout 30m ./cmd/lem
 	@# The results platform: leaderboard over 100,000 runs, the timeline of 1 h x 8 GPUs, 200 concurrent clients, bundle verification.
-	TMPDIR=$(CGO_TMP) $(GO) test -run XXX -bench 'LeaderboardP95|LeaderboardAfterUpload|TimelineHour8GPU|ConcurrentClients|VerifyBundle|ReadBundleHour8GPU' -benchtime 20x ./platform
+	TMPDIR=$(CGO_TMP) $(GO) test -run XXX -bench 'LeaderboardP95|LeaderboardAfterUpload|TimelineHour8GPU|ConcurrentClients|VerifyBundle|ReadBundleHour8GPU|RunPageAfterRestart' -benchtime 20x ./platform
 	TMPDIR=$(CGO_TMP) $(GO) test -run XXX -bench 'VerifyHour8GPU' -benchtime 1x -timeout 20m ./platform
 
 fuzz:

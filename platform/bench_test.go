@@ -14,6 +14,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/llm-energy-measure/lem/analytics"
 	"github.com/llm-energy-measure/lem/schemas"
 	"github.com/llm-energy-measure/lem/store"
 	"github.com/llm-energy-measure/lem/store/parquet"
@@ -278,4 +279,59 @@ func writeEvents(ctx context.Context, s *store.Store, runID string, w io.Writer)
 	}
 	hash, err := writeBundle(w, m, msgs)
 	return m, hash, err
+}
+
+// BenchmarkRunPageAfterRestart: the first view of the H200 run's page on
+// a freshly started platform: its figures as kept at verification
+// ("kept"), or recomputed from the store ("recomputed": another lem
+// version, as every restart did before the figures were kept).
+func BenchmarkRunPageAfterRestart(b *testing.B) {
+	data, _, _, run := h200Bundle(b)
+	p := newTestPlatformTB(b)
+	ctx := context.Background()
+	secret, _, err := p.state.CreateToken(ctx, "bench", "bench", []string{ScopeUpload}, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodPost, p.http.URL+"/api/uploads", bytes.NewReader(data))
+	req.Header.Set("Authorization", "Bearer "+secret)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusCreated {
+		b.Fatalf("upload: %v %v", err, resp.Status)
+	}
+	resp.Body.Close()
+	// Ingest stores the run's events asynchronously: wait until they are in.
+	for i := 0; ; i++ {
+		if _, err := analytics.AnalyzeRun(ctx, p.store, run); err == nil {
+			break
+		} else if i == 300 {
+			b.Fatalf("the run never reached the store: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	versions := 0 // each recomputing server a version of its own (nothing kept for it)
+	for _, kept := range []bool{true, false} {
+		name := map[bool]string{true: "kept", false: "recomputed"}[kept]
+		b.Run(name, func(b *testing.B) {
+			for range b.N {
+				b.StopTimer()
+				version := "test"
+				if !kept {
+					versions++
+					version = fmt.Sprint("other-", versions)
+				}
+				srv, err := New(ctx, Config{Store: p.store, State: p.state, ToolVersion: version, Log: zerolog.Nop()})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				if _, err := srv.detailJSON(ctx, run); err != nil {
+					b.Fatal(err)
+				}
+				if got := srv.analyses.Load(); got != map[bool]int64{true: 0, false: 1}[kept] {
+					b.Fatalf("%d analyses", got)
+				}
+			}
+		})
+	}
 }

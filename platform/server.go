@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nkeys"
@@ -75,14 +76,16 @@ type Server struct {
 	mu      sync.Mutex
 	details map[string]*detail // recomputed results by run, most recent use last
 	order   []string
-	uploads map[string][]time.Time // per user, the last hour's
-	busy    map[string]bool        // runs being uploaded
-	ovs     overviews
-	lbCache map[string][]byte // leaderboard answers of board generation lbGen
-	lbGen   uint64
-	partsMu sync.Mutex // serialises writes of upload parts
-	key     []byte     // signs sign-in cookies (per process)
-	signins *limiter   // sign-in attempts per client address
+	// analyses counts the runs recomputed from the store (tests).
+	analyses atomic.Int64
+	uploads  map[string][]time.Time // per user, the last hour's
+	busy     map[string]bool        // runs being uploaded
+	ovs      overviews
+	lbCache  map[string][]byte // leaderboard answers of board generation lbGen
+	lbGen    uint64
+	partsMu  sync.Mutex // serialises writes of upload parts
+	key      []byte     // signs sign-in cookies (per process)
+	signins  *limiter   // sign-in attempts per client address
 }
 
 type detail struct {
@@ -273,25 +276,66 @@ func intParam(s string, def int) (int, error) {
 	return n, nil
 }
 
-// result returns the run's recomputed result, from the cache or the store.
-func (s *Server) result(ctx context.Context, runID string) (*detail, error) {
+// detailJSON returns a run's figures as its page shows them: from memory,
+// else as this version of lem recomputed them earlier (kept in the
+// platform's state, so a restarted platform does not recompute every run
+// page), else recomputed from the store now.
+func (s *Server) detailJSON(ctx context.Context, runID string) ([]byte, error) {
 	s.mu.Lock()
 	if d, ok := s.details[runID]; ok {
+		s.order = append(slices.DeleteFunc(s.order, func(x string) bool { return x == runID }), runID)
+		s.mu.Unlock()
+		return d.json, nil
+	}
+	s.mu.Unlock()
+	if s.cfg.State != nil {
+		b, ok, err := s.cfg.State.LoadDetail(ctx, runID, s.cfg.ToolVersion)
+		if err != nil {
+			s.cfg.Log.Warn().Err(err).Str("run", runID).Msg("kept figures not read; recomputing")
+		} else if ok {
+			s.remember(runID, &detail{json: b})
+			return b, nil
+		}
+	}
+	d, err := s.result(ctx, runID)
+	if err != nil {
+		return nil, err
+	}
+	return d.json, nil
+}
+
+// result returns the run's recomputed result, from memory or recomputed
+// from the store (and then kept).
+func (s *Server) result(ctx context.Context, runID string) (*detail, error) {
+	s.mu.Lock()
+	if d, ok := s.details[runID]; ok && d.result != nil {
 		s.order = append(slices.DeleteFunc(s.order, func(x string) bool { return x == runID }), runID)
 		s.mu.Unlock()
 		return d, nil
 	}
 	s.mu.Unlock()
+	s.analyses.Add(1)
 	r, err := analytics.AnalyzeRun(ctx, s.cfg.Store, runID)
 	if err != nil {
 		return nil, err
 	}
+	return s.keep(ctx, runID, r)
+}
+
+// keep remembers a run's recomputed result and keeps its page's figures
+// in the platform's state.
+func (s *Server) keep(ctx context.Context, runID string, r *analytics.RunResult) (*detail, error) {
 	d := &detail{result: r}
-	d.json, err = json.Marshal(runDetail(r))
-	if err != nil {
+	var err error
+	if d.json, err = json.Marshal(runDetail(r)); err != nil {
 		return nil, err
 	}
 	s.remember(runID, d)
+	if s.cfg.State != nil {
+		if err := s.cfg.State.SaveDetail(ctx, runID, s.cfg.ToolVersion, d.json); err != nil {
+			s.cfg.Log.Warn().Err(err).Str("run", runID).Msg("figures not kept")
+		}
+	}
 	return d, nil
 }
 
@@ -317,7 +361,7 @@ func (s *Server) handleRun(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, "no published run %q", id)
 		return
 	}
-	d, err := s.result(r.Context(), id)
+	b, err := s.detailJSON(r.Context(), id)
 	if err != nil {
 		writeErr(w, http.StatusInternalServerError, "recomputing run %s: %v", id, err)
 		return
@@ -326,7 +370,7 @@ func (s *Server) handleRun(w http.ResponseWriter, r *http.Request) {
 		Entry  Entry           `json:"entry"`
 		Report *Report         `json:"report"`
 		Result json.RawMessage `json:"result"`
-	}{p.Entry, p.Report, d.json})
+	}{p.Entry, p.Report, b})
 }
 
 func (s *Server) handleUploadState(w http.ResponseWriter, r *http.Request) {
@@ -525,9 +569,8 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, tok Token, body 
 	if err := s.warmOverview(ctx, b.Store(), id); err != nil {
 		s.cfg.Log.Warn().Err(err).Str("run", id).Msg("power overview not built")
 	}
-	d := &detail{result: res}
-	if d.json, err = json.Marshal(runDetail(res)); err == nil {
-		s.remember(id, d)
+	if _, err := s.keep(ctx, id, res); err != nil {
+		s.cfg.Log.Warn().Err(err).Str("run", id).Msg("figures not kept")
 	}
 	s.cfg.Log.Info().Str("run", id).Str("user", tok.User).Int64("bytes", b.Bytes).Msg("upload verified")
 	writeJSON(w, http.StatusCreated, up)

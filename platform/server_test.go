@@ -284,10 +284,31 @@ func TestUploadVerifyPublish(t *testing.T) {
 			t.Errorf("the dataset zip lacks %s (has %v)", want, have)
 		}
 	}
-	// A platform restarted on the same state has the run.
-	srv2, err := New(context.Background(), Config{Store: p.store, State: p.state, Log: zerolog.Nop()})
+	// A platform restarted on the same state has the run, and shows its
+	// page from the figures kept when it was verified: nothing recomputed.
+	pageOf := func(srv *Server) []byte {
+		rec := httptest.NewRecorder()
+		srv.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/api/runs/"+run, nil))
+		if rec.Code != http.StatusOK {
+			t.Fatalf("run page: %d %s", rec.Code, rec.Body)
+		}
+		return rec.Body.Bytes()
+	}
+	before := pageOf(p.srv)
+	srv2, err := New(context.Background(), Config{Store: p.store, State: p.state, Log: zerolog.Nop(), ToolVersion: p.srv.cfg.ToolVersion})
 	if err != nil || srv2.Board().Len() != 1 {
 		t.Fatalf("after a restart: %v, %d runs", err, srv2.Board().Len())
+	}
+	if after := pageOf(srv2); !bytes.Equal(after, before) || srv2.analyses.Load() != 0 {
+		t.Fatalf("after a restart the run page changed (%d vs %d bytes) or was recomputed (%d analyses)", len(after), len(before), srv2.analyses.Load())
+	}
+	// Another version of lem recomputes it (its analysis may differ).
+	srv3, err := New(context.Background(), Config{Store: p.store, State: p.state, Log: zerolog.Nop(), ToolVersion: "other"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pageOf(srv3); srv3.analyses.Load() != 1 {
+		t.Fatalf("another lem version: %d analyses, want 1", srv3.analyses.Load())
 	}
 }
 

@@ -1,6 +1,7 @@
 package platform
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -65,6 +66,7 @@ type State struct {
 	runs, tokens, uploads jetstream.KeyValue
 	users, sessions       jetstream.KeyValue
 	overviews             jetstream.ObjectStore // runs' power overviews (derived data, rebuilt when missing)
+	details               jetstream.ObjectStore // runs' recomputed figures as the run page shows them (derived data, by lem version)
 }
 
 // OpenState creates (or opens) the platform's buckets. The event stream
@@ -95,7 +97,41 @@ func OpenState(ctx context.Context, js jetstream.JetStream) (*State, error) {
 		return nil, fmt.Errorf("opening object store %s: %w", BucketOverviews, err)
 	}
 	s.overviews = ob
+	if s.details, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: BucketDetails,
+		Description: "lem platform: each run's figures recomputed from its telemetry, as its page shows them, by the lem version that computed them"}); err != nil {
+		return nil, fmt.Errorf("opening object store %s: %w", BucketDetails, err)
+	}
 	return s, nil
+}
+
+// BucketDetails is the object store of the runs' recomputed figures.
+const BucketDetails = "lem_platform_details"
+
+// SaveDetail keeps a run's recomputed figures (the run page's JSON) with
+// the version of lem that computed them.
+func (s *State) SaveDetail(ctx context.Context, runID, version string, b []byte) error {
+	_, err := s.details.Put(ctx, jetstream.ObjectMeta{Name: kvKey(runID), Metadata: map[string]string{"lem_version": version}}, bytes.NewReader(b))
+	return err
+}
+
+// LoadDetail returns a run's kept figures when the given version of lem
+// computed them (another version recomputes: its analysis may differ).
+func (s *State) LoadDetail(ctx context.Context, runID, version string) ([]byte, bool, error) {
+	info, err := s.details.GetInfo(ctx, kvKey(runID))
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	if info.Metadata["lem_version"] != version {
+		return nil, false, nil
+	}
+	b, err := s.details.GetBytes(ctx, kvKey(runID))
+	if err != nil {
+		return nil, false, err
+	}
+	return b, true, nil
 }
 
 // BucketOverviews is the object store of the runs' power overviews.
