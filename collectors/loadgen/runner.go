@@ -285,12 +285,15 @@ func (r *Runner) Cycle(ctx context.Context, cycle int) error {
 			break
 		}
 		// Open loop: the request is started sendLead ahead and leaves at
-		// its deadline (DoAt), unless timing is coarse.
+		// its deadline (DoAt: the write waits for it), unless timing is
+		// coarse. Either way this loop only sleeps on timers: the
+		// precision is the write's, and a spin here took a scheduler slot
+		// from the readers (KS at 2,000 requests/s 0.042 → 0.029).
 		at := scheduled
 		if !c.Arrival.CoarseTiming {
 			at -= int64(sendLead)
 		}
-		if !pace(ctx, clk, at, c.Arrival.CoarseTiming) {
+		if !pace(ctx, clk, at, true) {
 			break
 		}
 		wg.Add(1)
