@@ -10,12 +10,48 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/llm-energy-measure/lem/schemas"
 )
+
+// bracket is when the test server began writing a chunk and when its
+// flush returned (ns since the epoch).
+type bracket struct{ before, after int64 }
+
+// pacedChunks is an SSE handler that writes n one-character chunks,
+// sleeping pause(k) after chunk k, and records each write's bracket.
+type pacedChunks struct {
+	n     int
+	pause func(k int) time.Duration
+	mu    sync.Mutex // the handler's goroutine writes, the test reads
+	w     []bracket
+}
+
+func (p *pacedChunks) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/event-stream")
+	fl := w.(http.Flusher)
+	for k := range p.n {
+		b := time.Now().UnixNano()
+		fmt.Fprintf(w, "data: {\"choices\":[{\"text\":\"%c\"}]}\n\n", 'a'+k%26)
+		fl.Flush()
+		p.mu.Lock()
+		p.w = append(p.w, bracket{b, time.Now().UnixNano()})
+		p.mu.Unlock()
+		time.Sleep(p.pause(k))
+	}
+	fmt.Fprint(w, "data: [DONE]\n\n")
+}
+
+// written returns the brackets of the chunks written so far.
+func (p *pacedChunks) written() []bracket {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.w)
+}
 
 // A chunk is stamped when its bytes reached the host, not when the client
 // got round to reading them: the server sends pairs of chunks 10 ms apart;
@@ -25,27 +61,13 @@ import (
 // time the client read it (what user-space stamping gave) is late.
 func TestKernelStampsIgnoreClientDelay(t *testing.T) {
 	const pairs = 10
-	type bracket struct{ before, after int64 }
-	written := make([]bracket, 2*pairs)
-	var wmu sync.Mutex // the handler's goroutine writes, the test reads
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/event-stream")
-		fl := w.(http.Flusher)
-		for k := 0; k < 2*pairs; k++ {
-			b := time.Now().UnixNano()
-			fmt.Fprintf(w, "data: {\"choices\":[{\"text\":\"%c\"}]}\n\n", 'a'+k%26)
-			fl.Flush()
-			wmu.Lock()
-			written[k] = bracket{b, time.Now().UnixNano()}
-			wmu.Unlock()
-			if k%2 == 0 {
-				time.Sleep(10 * time.Millisecond)
-			} else {
-				time.Sleep(60 * time.Millisecond)
-			}
+	h := &pacedChunks{n: 2 * pairs, pause: func(k int) time.Duration {
+		if k%2 == 0 {
+			return 10 * time.Millisecond
 		}
-		fmt.Fprint(w, "data: [DONE]\n\n")
-	}))
+		return 60 * time.Millisecond
+	}}
+	srv := httptest.NewServer(h)
 	defer srv.Close()
 	c := NewClient(srv.URL, "m")
 	var mu sync.Mutex
@@ -63,8 +85,7 @@ func TestKernelStampsIgnoreClientDelay(t *testing.T) {
 	if res.Request.Error != "" || len(res.Chunks) != 2*pairs {
 		t.Fatalf("%d chunks, %q", len(res.Chunks), res.Request.Error)
 	}
-	wmu.Lock()
-	defer wmu.Unlock()
+	written := h.written()
 	// The send time is the kernel's transmit time of the request, before
 	// the server wrote anything back.
 	if !res.Request.SentKernel || res.Request.Sent >= written[0].before {
@@ -166,27 +187,12 @@ func TestKernelStampsOfQueuedEvents(t *testing.T) {
 			Reactor = reactor
 			defer func() { Reactor = true }()
 			const bursts, per = 4, 5
-			type bracket struct{ before, after int64 }
-			written := make([]bracket, bursts*per)
-			var wmu sync.Mutex // the handler's goroutine writes, the test reads
-			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				w.Header().Set("Content-Type", "text/event-stream")
-				fl := w.(http.Flusher)
-				for k := range written {
-					b := time.Now().UnixNano()
-					fmt.Fprintf(w, "data: {\"choices\":[{\"text\":\"%c\"}]}\n\n", 'a'+k%26)
-					fl.Flush()
-					wmu.Lock()
-					written[k] = bracket{b, time.Now().UnixNano()}
-					wmu.Unlock()
-					if k%per == per-1 {
-						time.Sleep(80 * time.Millisecond)
-					} else {
-						time.Sleep(10 * time.Millisecond)
-					}
+			h := &pacedChunks{n: bursts * per, pause: func(k int) time.Duration {
+				if k%per == per-1 {
+					return 80 * time.Millisecond
 				}
-				fmt.Fprint(w, "data: [DONE]\n\n")
-			})
+				return 10 * time.Millisecond
+			}}
 			var srv *httptest.Server
 			if tls {
 				srv = httptest.NewTLSServer(h)
@@ -205,13 +211,12 @@ func TestKernelStampsOfQueuedEvents(t *testing.T) {
 				}
 				n++
 			}
-			res := c.Do(context.Background(), "r", "hi", len(written), time.Now().UnixNano())
+			res := c.Do(context.Background(), "r", "hi", h.n, time.Now().UnixNano())
+			written := h.written()
 			if res.Request.Error != "" || len(res.Chunks) != len(written) {
 				t.Fatalf("%d chunks, %q", len(res.Chunks), res.Request.Error)
 			}
 			exact, worstBound := 0, int64(0)
-			wmu.Lock()
-			defer wmu.Unlock()
 			for k, ch := range res.Chunks {
 				w := written[k]
 				if ch.TS < w.before {
