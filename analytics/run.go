@@ -775,6 +775,38 @@ func printFits(w io.Writer, r *RunResult) {
 // prompt tokens nor requests decoding).
 const WeakFitR2 = 0.2
 
+// printStamps says which stamps a run's chunks and sends carry, and warns
+// when more chunks carry a later time than the one per request that a
+// server's closing usage chunk explains (read together with the last
+// token): then the client fell behind its streams and the latency
+// figures hold upper bounds.
+func printStamps(w io.Writer, r *RunResult) {
+	if r.Chunks == 0 {
+		return
+	}
+	switch r.KernelStamped {
+	case 0:
+		fmt.Fprintf(w, "token stamps: all %d chunks when the client read them (no kernel receive times: another OS, or recorded before lem read them)", r.Chunks)
+	case r.Chunks:
+		fmt.Fprintf(w, "token stamps: all %d chunks carry the kernel's receive time of their own segment", r.Chunks)
+	default:
+		fmt.Fprintf(w, "token stamps: %d of %d chunks (%s%%) carry the kernel's receive time of their own segment, the rest a later time (that of a segment read with them, or when the client read them)",
+			r.KernelStamped, r.Chunks, num(100*float64(r.KernelStamped)/float64(r.Chunks), 1))
+	}
+	if r.SentRequests > 0 {
+		fmt.Fprintf(w, "; send times: %d of %d requests the kernel's transmit time", r.SentKernel, r.SentRequests)
+	}
+	fmt.Fprintln(w, " (docs/streaming.md)")
+	if excess := r.Chunks - r.KernelStamped - r.SentRequests; r.KernelStamped > 0 && float64(excess) > StampLagShare*float64(r.Chunks) {
+		fmt.Fprintf(w, "WARNING: %s%% of the chunks carry a later time than their own beyond the one per request a closing usage chunk explains: the client fell behind its streams (its CPU, or cores it shares with the server); TTFT, ITL and TPOT include those later times — fewer streams or more cores give exact ones\n",
+			num(100*float64(excess)/float64(r.Chunks), 1))
+	}
+}
+
+// StampLagShare is the share of a run's chunks that may carry a later
+// time than their own, beyond one per request, before lem analyze warns.
+const StampLagShare = 0.05
+
 // PrintRun writes the results table of r.
 func PrintRun(w io.Writer, r *RunResult) { PrintRunWith(w, r, DefaultFootprint) }
 
@@ -876,21 +908,7 @@ func PrintRunWith(w io.Writer, r *RunResult, f Footprint) {
 		fmt.Fprintf(w, "power vs load over %d bins of 100 ms: Pearson/Spearman with tokens/s %s, requests in system %s, decoding %s; %s\n",
 			c.Bins, pair("tokens_per_s"), pair("requests_in_system"), pair("requests_decoding"), lag)
 	}
-	if r.Chunks > 0 {
-		switch r.KernelStamped {
-		case 0:
-			fmt.Fprintf(w, "token stamps: all %d chunks when the client read them (no kernel receive times: another OS, or recorded before lem read them)", r.Chunks)
-		case r.Chunks:
-			fmt.Fprintf(w, "token stamps: all %d chunks carry the kernel's receive time of their own segment", r.Chunks)
-		default:
-			fmt.Fprintf(w, "token stamps: %d of %d chunks (%s%%) carry the kernel's receive time of their own segment, the rest a later time (that of a segment read with them, or when the client read them)",
-				r.KernelStamped, r.Chunks, num(100*float64(r.KernelStamped)/float64(r.Chunks), 1))
-		}
-		if r.SentRequests > 0 {
-			fmt.Fprintf(w, "; send times: %d of %d requests the kernel's transmit time", r.SentKernel, r.SentRequests)
-		}
-		fmt.Fprintln(w, " (docs/streaming.md)")
-	}
+	printStamps(w, r)
 	if len(r.Latency) > 0 {
 		fmt.Fprint(w, "latency over all cycles (p50 / p90 / p99 ms, bootstrap 95% CI):")
 		for _, name := range []string{"ttft_ms", "itl_ms", "tpot_ms", "e2e_ms"} {
