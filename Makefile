@@ -125,6 +125,7 @@ docs: build
 	./$(BIN) docs -o docs/cli.md cli
 	./$(BIN) docs -o docs/backends.md backends
 	./$(BIN) docs -o docs/queries.md queries
+	./$(BIN) docs -o docs/experiment.schema.json schema
 
 vet: ui
 	@mkdir -p $(CGO_TMP)

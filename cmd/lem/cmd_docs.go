@@ -8,14 +8,15 @@ import (
 
 	"github.com/llm-energy-measure/lem/collectors/loadgen/backend"
 	"github.com/llm-energy-measure/lem/deploy"
+	"github.com/llm-energy-measure/lem/experiment"
 	"github.com/llm-energy-measure/lem/schemas"
 )
 
 func init() {
 	register(&command{
 		name:    "docs",
-		summary: "Print a generated document: 'events' (docs/events.md), 'cli' (docs/cli.md), 'backends' (docs/backends.md) or 'queries' (docs/queries.md).",
-		usage:   "events|cli|backends|queries",
+		summary: "Print a generated document: 'events' (docs/events.md), 'cli' (docs/cli.md), 'backends' (docs/backends.md), 'queries' (docs/queries.md) or 'schema' (docs/experiment.schema.json, the JSON Schema of experiment files).",
+		usage:   "events|cli|backends|queries|schema",
 		setup:   newDocsCmd,
 	})
 	register(&command{
@@ -97,6 +98,15 @@ instead.
 	return b.String()
 }
 
+// experimentSchema is docs/experiment.schema.json.
+func experimentSchema() string {
+	b, err := experiment.JSONSchema()
+	if err != nil {
+		panic(err) // the schema is generated from types: a failure is a bug
+	}
+	return string(b) + "\n"
+}
+
 // docsCmd holds the flags of `lem docs`.
 type docsCmd struct {
 	out *string
@@ -123,7 +133,9 @@ func (opt *docsCmd) run(args []string) error {
 		return writeOrPrint(*opt.out, backendsMarkdown(), os.Stdout)
 	case "queries":
 		return writeOrPrint(*opt.out, deploy.QueriesMarkdown(), os.Stdout)
+	case "schema":
+		return writeOrPrint(*opt.out, experimentSchema(), os.Stdout)
 	}
-	return fmt.Errorf("unknown document %q (want events, cli, backends or queries)", args[0])
+	return fmt.Errorf("unknown document %q (want events, cli, backends, queries or schema)", args[0])
 
 }

@@ -69,7 +69,7 @@ func buildLem(t testing.TB) string {
 // The generated documents in docs/ must match what the binary produces;
 // `make docs` refreshes them.
 func TestGeneratedDocsUpToDate(t *testing.T) {
-	for file, want := range map[string]string{"events.md": schemas.EventsMarkdown(), "cli.md": cliMarkdown(), "backends.md": backendsMarkdown(), "queries.md": deploy.QueriesMarkdown()} {
+	for file, want := range map[string]string{"events.md": schemas.EventsMarkdown(), "cli.md": cliMarkdown(), "backends.md": backendsMarkdown(), "queries.md": deploy.QueriesMarkdown(), "experiment.schema.json": experimentSchema()} {
 		got, err := os.ReadFile(filepath.Join("..", "..", "docs", file))
 		if err != nil {
 			t.Fatal(err)
