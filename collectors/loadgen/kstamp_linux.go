@@ -66,8 +66,8 @@ func (c *stampConn) HoldNextWrite(deadline int64, clk Clock) {
 // first such socket appears: packets that arrive in between carry no stamp.
 // Every stamping socket closing turns it off again. A run's first tokens,
 // or those after all connections were closed, would fall back to
-// user-space stamps (31 of 200 first reads on fresh connections did here). The
-// process therefore keeps one stamping socket open for its lifetime and,
+// user-space stamps (TestFirstReadOfFreshConnectionKernelStamped's first
+// connection did without what follows). The process therefore keeps one stamping socket open for its lifetime and,
 // once, waits until a loopback segment arrives stamped.
 var (
 	holdOnce sync.Once
@@ -116,6 +116,7 @@ func waitStamped(max time.Duration) {
 	if !ok {
 		return
 	}
+	defer sc.Close() // takes it off the receive reactor before the descriptor closes
 	b := make([]byte, 1)
 	for end := time.Now().Add(max); time.Now().Before(end); time.Sleep(time.Millisecond) {
 		if _, err := s.Write(b); err != nil {
