@@ -305,7 +305,8 @@ func (c *Client) do(ctx context.Context, id string, prompt string, maxTokens int
 		// stamp from before the request was sent belongs to an earlier
 		// response on a reused connection and is not used.
 		kernel := false
-		if ks != nil && len(bytes.TrimSpace(line)) > 0 {
+		trimmed := bytes.TrimSpace(line)
+		if ks != nil && len(trimmed) > 0 {
 			// The kernel stamps on CLOCK_REALTIME, ts is the anchored
 			// monotonic clock: they may differ by a little (slew since the
 			// anchor), never by much.
@@ -320,7 +321,7 @@ func (c *Client) do(ctx context.Context, id string, prompt string, maxTokens int
 			lastRead, exactChunk = read, -1
 		}
 		if len(line) > 0 {
-			if payload, ok := bytes.CutPrefix(bytes.TrimSpace(line), []byte("data:")); ok {
+			if payload, ok := bytes.CutPrefix(trimmed, []byte("data:")); ok {
 				payload = bytes.TrimSpace(payload)
 				if bytes.Equal(payload, []byte("[DONE]")) {
 					break
