@@ -6,7 +6,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -30,7 +32,8 @@ import (
 // beside the server's own (first flush − the kernel's receive time of the
 // request at the server, and − when its handler began; flush gaps);
 // requests completed of those sent; lem's and the server's CPU seconds,
-// lem's peak RSS, and how long `lem analyze` of the run takes.
+// lem's peak RSS and Go heap (GODEBUG=gctrace=1), and how long `lem
+// analyze` of the run takes.
 func BenchmarkRunAttachedStamps(b *testing.B) {
 	for _, n := range []int{1000, 2000} {
 		b.Run(fmt.Sprintf("streams=%d", n), func(b *testing.B) {
@@ -41,6 +44,8 @@ func BenchmarkRunAttachedStamps(b *testing.B) {
 		})
 	}
 }
+
+var gcHeap = regexp.MustCompile(`(\d+)->(\d+)->(\d+) MB`)
 
 func runAttached(b *testing.B, lem string, n int) {
 	url := pacedserver.Spawn(b)
@@ -62,6 +67,7 @@ collectors: {gpu: none, rapl: "off", scrape: {enabled: false}}
 		b.Fatal(err)
 	}
 	cmd := exec.Command(lem, "run", "-quiet", exp)
+	cmd.Env = append(os.Environ(), "GODEBUG=gctrace=1") // its Go heap at every GC, on stderr
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		b.Fatalf("lem run: %v\n%s", err, out)
@@ -156,5 +162,17 @@ collectors: {gpu: none, rapl: "off", scrape: {enabled: false}}
 	b.ReportMetric(lemCPU, "lem-cpu-s")
 	b.ReportMetric(serverCPU, "server-cpu-s")
 	b.ReportMetric(float64(ru.Maxrss)/1024, "lem-maxrss-MiB")
+	// gctrace: "… X->Y->Z MB …": heap at GC start, at its end, live after.
+	heapMax, liveMax := 0, 0
+	for _, m := range gcHeap.FindAllSubmatch(out, -1) {
+		x, _ := strconv.Atoi(string(m[1]))
+		z, _ := strconv.Atoi(string(m[3]))
+		heapMax, liveMax = max(heapMax, x), max(liveMax, z)
+	}
+	if heapMax == 0 {
+		b.Fatalf("no GC trace in lem's output:\n%s", out)
+	}
+	b.ReportMetric(float64(heapMax), "lem-heap-max-MB")
+	b.ReportMetric(float64(liveMax), "lem-live-heap-max-MB")
 	b.ReportMetric(analyze, "analyze-s")
 }

@@ -149,7 +149,8 @@ func stampedPair(t *testing.T) (*stampConn, net.Conn) {
 // The first data on a fresh connection carries a kernel stamp: the kernel
 // turns packet stamping on lazily when the first stamping socket appears
 // and off when the last closes, and a client keeps it on. Without that,
-// 31 of 200 first reads on fresh connections came unstamped here.
+// this test's first connection came unstamped here (and CI once saw a
+// stream's first chunk without its stamp).
 func TestFirstReadOfFreshConnectionKernelStamped(t *testing.T) {
 	NewClient("http://127.0.0.1:1", "m") // what every run does first
 	for i := 0; i < 100; i++ {
