@@ -170,11 +170,9 @@ const (
 
 // openConnections opens about n connections to the server (by Little's
 // law an open-loop run holds rate × (mean request duration + sendLead) in
-// flight, the duration measured by the warm-up) with n concurrent one-token requests,
-// unpublished: no measured request then waits for a connection to be set
-// up (500 requests/s of 1 s streams: the sends' KS statistic against the
-// Poisson process 0.031 dialling as they came, 0.022 with the connections
-// open).
+// flight, the duration measured by the warm-up) with n concurrent
+// one-token requests, unpublished: no measured request then waits for a
+// connection to be set up (BenchmarkPoissonKS, docs/benchmarks.md).
 func (r *Runner) openConnections(ctx context.Context, n int) {
 	var wg sync.WaitGroup
 	for i := range min(n, maxOpen) {
@@ -288,7 +286,7 @@ func (r *Runner) Cycle(ctx context.Context, cycle int) error {
 		// its deadline (DoAt: the write waits for it), unless timing is
 		// coarse. Either way this loop only sleeps on timers: the
 		// precision is the write's, and a spin here took a scheduler slot
-		// from the readers (KS at 2,000 requests/s 0.042 → 0.029).
+		// from the readers (BenchmarkPoissonKS, docs/benchmarks.md).
 		at := scheduled
 		if !c.Arrival.CoarseTiming {
 			at -= int64(sendLead)
