@@ -309,9 +309,7 @@ func (c *stampConn) Read(p []byte) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		c.clean.Store(c.frame.endsClean(p[:n]))
-		c.last.Store(ts)
-		c.seq.Add(1)
+		c.took(p[:n], ts)
 		return n, nil
 	}
 	iov := unix.Iovec{Base: &p[0]}
@@ -334,10 +332,15 @@ func (c *stampConn) Read(p []byte) (int, error) {
 	if n == 0 {
 		return 0, io.EOF
 	}
-	c.clean.Store(c.frame.endsClean(p[:n]))
-	c.last.Store(receiveTime(c.oob[:msg.Controllen]))
-	c.seq.Add(1)
+	c.took(p[:n], receiveTime(c.oob[:msg.Controllen]))
 	return int(n), nil
+}
+
+// took records a read of b whose data arrived at ts.
+func (c *stampConn) took(b []byte, ts int64) {
+	c.clean.Store(c.frame.endsClean(b))
+	c.last.Store(ts)
+	c.seq.Add(1)
 }
 
 // Close takes the connection off the reactor before closing it.
