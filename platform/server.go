@@ -281,13 +281,9 @@ func intParam(s string, def int) (int, error) {
 // platform's state, so a restarted platform does not recompute every run
 // page), else recomputed from the store now.
 func (s *Server) detailJSON(ctx context.Context, runID string) ([]byte, error) {
-	s.mu.Lock()
-	if d, ok := s.details[runID]; ok {
-		s.order = append(slices.DeleteFunc(s.order, func(x string) bool { return x == runID }), runID)
-		s.mu.Unlock()
+	if d := s.cached(runID); d != nil {
 		return d.json, nil
 	}
-	s.mu.Unlock()
 	if s.cfg.State != nil {
 		b, ok, err := s.cfg.State.LoadDetail(ctx, runID, s.cfg.ToolVersion)
 		if err != nil {
@@ -305,21 +301,41 @@ func (s *Server) detailJSON(ctx context.Context, runID string) ([]byte, error) {
 }
 
 // result returns the run's recomputed result, from memory or recomputed
-// from the store (and then kept).
+// from the store (and then kept; figures already kept in the state are
+// not written again).
 func (s *Server) result(ctx context.Context, runID string) (*detail, error) {
-	s.mu.Lock()
-	if d, ok := s.details[runID]; ok && d.result != nil {
-		s.order = append(slices.DeleteFunc(s.order, func(x string) bool { return x == runID }), runID)
-		s.mu.Unlock()
+	d := s.cached(runID)
+	if d != nil && d.result != nil {
 		return d, nil
 	}
-	s.mu.Unlock()
 	s.analyses.Add(1)
 	r, err := analytics.AnalyzeRun(ctx, s.cfg.Store, runID)
 	if err != nil {
 		return nil, err
 	}
+	if d != nil { // its figures came from the state
+		d = &detail{result: r, json: d.json}
+		s.remember(runID, d)
+		return d, nil
+	}
 	return s.keep(ctx, runID, r)
+}
+
+// cached returns the run's detail in memory (nil: none), as most recently
+// used.
+func (s *Server) cached(runID string) *detail {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d, ok := s.details[runID]
+	if ok {
+		s.touch(runID)
+	}
+	return d
+}
+
+// touch moves runID to the end of the use order (s.mu held).
+func (s *Server) touch(runID string) {
+	s.order = append(slices.DeleteFunc(s.order, func(x string) bool { return x == runID }), runID)
 }
 
 // keep remembers a run's recomputed result and keeps its page's figures
@@ -343,7 +359,7 @@ func (s *Server) remember(runID string, d *detail) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.details[runID] = d
-	s.order = append(slices.DeleteFunc(s.order, func(x string) bool { return x == runID }), runID)
+	s.touch(runID)
 	for len(s.order) > detailCache {
 		delete(s.details, s.order[0])
 		s.order = s.order[1:]

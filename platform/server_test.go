@@ -302,6 +302,13 @@ func TestUploadVerifyPublish(t *testing.T) {
 	if after := pageOf(srv2); !bytes.Equal(after, before) || srv2.analyses.Load() != 0 {
 		t.Fatalf("after a restart the run page changed (%d vs %d bytes) or was recomputed (%d analyses)", len(after), len(before), srv2.analyses.Load())
 	}
+	// Its dataset needs the whole result: recomputed once, the page's
+	// figures unchanged.
+	rec := httptest.NewRecorder()
+	srv2.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/api/runs/"+run+"/dataset", nil))
+	if rec.Code != http.StatusOK || srv2.analyses.Load() != 1 || !bytes.Equal(pageOf(srv2), before) {
+		t.Fatalf("dataset after a restart: %d, %d analyses", rec.Code, srv2.analyses.Load())
+	}
 	// Another version of lem recomputes it (its analysis may differ).
 	srv3, err := New(context.Background(), Config{Store: p.store, State: p.state, Log: zerolog.Nop(), ToolVersion: "other"})
 	if err != nil {
