@@ -4,13 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/llm-energy-measure/lem/schemas"
 	"github.com/llm-energy-measure/lem/store"
-	"github.com/llm-energy-measure/lem/store/parquet"
 )
 
 // fullHourStore writes a complete synthetic run of one hour on 8 GPUs: an
@@ -21,22 +18,9 @@ import (
 // events of telemetry plus the load.
 func fullHourStore(b testing.TB, minutes int) (*store.Store, string, int) {
 	b.Helper()
-	dir := filepath.Join(b.TempDir(), "store")
-	ps := parquet.Open(dir)
-	ctx := context.Background()
 	const run = "hour-8gpu-full"
-	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC).UnixNano()
-	var devs []string
-	for d := range 8 {
-		devs = append(devs, fmt.Sprintf("GPU-%08d-0000-4000-8000-000000000000", d))
-	}
-	seq := uint64(0)
-	pos := func() schemas.Position { seq++; return schemas.Position{Epoch: 1, Seq: seq} }
-	write := func(r schemas.Rows) {
-		if err := ps.Write(ctx, r.Table()); err != nil {
-			b.Fatal(err)
-		}
-	}
+	w := newBenchRun(b)
+	t0, devs, pos, write := w.t0, w.devs, w.pos, w.write
 	hour := int64(minutes) * 60e9
 	base := int64(60e9)
 	cyc := (hour - base - 2*int64(30e9)) / 3 // three cycles with two 30 s pauses
@@ -130,7 +114,7 @@ func fullHourStore(b testing.TB, minutes int) (*store.Store, string, int) {
 	}
 	write(reqs)
 	write(toks)
-	return store.Wrap(ps), run, n
+	return store.Wrap(w.ps), run, n
 }
 
 // BenchmarkVerifyHour8GPU: a run on 8 GPUs of 11 minutes (the

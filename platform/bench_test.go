@@ -24,44 +24,57 @@ import (
 // (1.44 M samples, one file per device and minute, as ingest's blocks
 // land) into a Parquet store.
 func hourStore(b testing.TB) (*store.Store, string) {
-	b.Helper()
-	dir := filepath.Join(b.TempDir(), "store")
-	ps := parquet.Open(dir)
-	ctx := context.Background()
 	const run = "hour-8gpu"
-	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC).UnixNano()
-	var devs []string
-	for d := range 8 {
-		devs = append(devs, fmt.Sprintf("GPU-%08d-0000-4000-8000-000000000000", d))
-	}
-	seq := uint64(0)
+	w := newBenchRun(b)
 	runs := schemas.NewRows(schemas.KindRun)
 	for _, ev := range []*schemas.RunEvent{
-		{RunID: run, Experiment: "bench", Phase: schemas.RunStart, TS: t0, Devices: devs, Config: "{}", Inventory: "{}"},
-		{RunID: run, Experiment: "bench", Phase: schemas.RunEnd, TS: t0 + 3600e9, Devices: devs, Config: "{}", Inventory: "{}"},
+		{RunID: run, Experiment: "bench", Phase: schemas.RunStart, TS: w.t0, Devices: w.devs, Config: "{}", Inventory: "{}"},
+		{RunID: run, Experiment: "bench", Phase: schemas.RunEnd, TS: w.t0 + 3600e9, Devices: w.devs, Config: "{}", Inventory: "{}"},
 	} {
-		seq++
-		runs.Append(ev, schemas.Position{Epoch: 1, Seq: seq})
+		runs.Append(ev, w.pos())
 	}
-	if err := ps.Write(ctx, runs.Table()); err != nil {
-		b.Fatal(err)
-	}
-	for d, uuid := range devs {
+	w.write(runs)
+	for d, uuid := range w.devs {
 		for m := range 60 {
 			rows := schemas.NewRows(schemas.KindPower)
-			seq++
 			batch := &schemas.PowerBatch{Origin: schemas.Origin{Host: "node", Source: schemas.SourceNVMLBuffer}, Device: schemas.Device{Index: uint32(d), UUID: uuid}}
 			for i := range 3000 {
-				ts := t0 + int64(m)*60e9 + int64(i)*20e6
+				ts := w.t0 + int64(m)*60e9 + int64(i)*20e6
 				batch.Samples = append(batch.Samples, schemas.PowerSample{TS: ts, Power: schemas.Power(100_000 + (i*7919+m*31+d)%500_000)})
 			}
-			rows.Append(batch, schemas.Position{Epoch: 1, Seq: seq})
-			if err := ps.Write(ctx, rows.Table()); err != nil {
-				b.Fatal(err)
-			}
+			rows.Append(batch, w.pos())
+			w.write(rows)
 		}
 	}
-	return store.Wrap(ps), run
+	return store.Wrap(w.ps), run
+}
+
+// benchRun writes a synthetic run of 8 GPUs into a fresh Parquet store.
+type benchRun struct {
+	b    testing.TB
+	ps   *parquet.Store
+	t0   int64
+	devs []string
+	seq  uint64
+}
+
+func newBenchRun(b testing.TB) *benchRun {
+	b.Helper()
+	w := &benchRun{b: b, ps: parquet.Open(filepath.Join(b.TempDir(), "store")),
+		t0: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC).UnixNano()}
+	for d := range 8 {
+		w.devs = append(w.devs, fmt.Sprintf("GPU-%08d-0000-4000-8000-000000000000", d))
+	}
+	return w
+}
+
+// pos is the next stream position.
+func (w *benchRun) pos() schemas.Position { w.seq++; return schemas.Position{Epoch: 1, Seq: w.seq} }
+
+func (w *benchRun) write(r schemas.Rows) {
+	if err := w.ps.Write(context.Background(), r.Table()); err != nil {
+		w.b.Fatal(err)
+	}
 }
 
 // BenchmarkTimelineHour8GPU: the timeline of a 1 h × 8 GPU run at 50 Hz,
