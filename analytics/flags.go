@@ -116,6 +116,10 @@ func flagRun(r *RunResult) {
 			c.Flags = appendFlag(c.Flags, FlagNegativeDynamic)
 			r.Flags = appendFlag(r.Flags, FlagNegativeDynamic)
 		}
+		if c.Pacing != nil && !c.Pacing.Held {
+			c.Flags = appendFlag(c.Flags, FlagScheduleSlip)
+			r.Flags = appendFlag(r.Flags, FlagScheduleSlip)
+		}
 	}
 	if e := r.Summary["energy_j"]; e.N < MinCyclesForCI || len(r.Cycles) < MinCyclesForCI {
 		r.Flags = appendFlag(r.Flags, FlagTooFewCycles)

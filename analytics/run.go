@@ -60,6 +60,9 @@ type CycleResult struct {
 	// Attribution is the method that split this cycle among its requests
 	// (token-weighted where the power model fell back).
 	Attribution string
+	// Pacing is how closely an open-loop cycle's sends followed their
+	// schedule (nil for a closed loop).
+	Pacing *Pacing `json:",omitempty"`
 }
 
 // RunResult aggregates a run's cycles.
@@ -270,6 +273,7 @@ func AnalyzeRunWith(ctx context.Context, store Store, runID string, opt Options)
 			break
 		}
 		cr := cycleResult(c, s, e, res, devs, byCycle[c], toks)
+		cr.Pacing = pacing(res.Config, byCycle[c])
 		if err := attributeCycle(&cr, res, devs, byCycle[c], toks, opt.Method); err != nil {
 			return nil, err
 		}
@@ -909,11 +913,16 @@ func PrintRunWith(w io.Writer, r *RunResult, f Footprint) {
 			c.Bins, pair("tokens_per_s"), pair("requests_in_system"), pair("requests_decoding"), lag)
 	}
 	printStamps(w, r)
+	printPacing(w, r)
 	if len(r.Latency) > 0 {
 		fmt.Fprint(w, "latency over all cycles (p50 / p90 / p99 ms, bootstrap 95% CI):")
 		for _, name := range []string{"ttft_ms", "itl_ms", "tpot_ms", "e2e_ms"} {
 			fmt.Fprintf(w, "\n  %-8s", strings.TrimSuffix(name, "_ms"))
 			for _, p := range r.Latency[name] {
+				if math.IsNaN(p.Value) {
+					fmt.Fprint(w, "  —")
+					continue
+				}
 				fmt.Fprintf(w, "  %.4g [%.4g, %.4g]", p.Value, p.Low, p.High)
 			}
 		}

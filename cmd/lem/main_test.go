@@ -42,7 +42,8 @@ func TestMain(m *testing.M) {
 }
 
 // lemBin is the lem binary the tests that run real processes share,
-// built once per test run.
+// built once per test run, or the one named by LEM_TEST_BINARY (a compiled
+// test binary run where Go is not installed, as on the GPU machine).
 var lemBin struct {
 	once     sync.Once
 	dir, bin string
@@ -52,6 +53,10 @@ var lemBin struct {
 func buildLem(t testing.TB) string {
 	t.Helper()
 	lemBin.once.Do(func() {
+		if bin := os.Getenv("LEM_TEST_BINARY"); bin != "" {
+			lemBin.bin, lemBin.err = filepath.Abs(bin)
+			return
+		}
 		if lemBin.dir, lemBin.err = os.MkdirTemp("", "lem-bin-"); lemBin.err != nil {
 			return
 		}

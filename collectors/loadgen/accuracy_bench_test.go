@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llm-energy-measure/lem/internal/gof"
 	"github.com/llm-energy-measure/lem/internal/pacedserver"
 	"github.com/llm-energy-measure/lem/schemas"
 )
@@ -123,7 +124,7 @@ func BenchmarkPoissonKS(b *testing.B) {
 						b.Fatal(err)
 					}
 					sort.Slice(sent, func(i, j int) bool { return sent[i] < sent[j] })
-					ks = append(ks, KSExponential(sent, rate))
+					ks = append(ks, gof.KSExponential(sent, rate))
 				}
 				b.ReportMetric(quantile(ks, 0.5), "KS")
 				b.ReportMetric(1.63/math.Sqrt(float64(n)), "KS-crit-1%")

@@ -198,24 +198,3 @@ func parseTrace(r io.Reader, path string) ([]float64, error) {
 	}
 	return ts, nil
 }
-
-// KSExponential is the Kolmogorov–Smirnov statistic of the gaps between
-// offsets (ns) against the exponential distribution of rate: how far a
-// schedule, as sent, is from a Poisson process.
-func KSExponential(offsets []int64, rate float64) float64 {
-	if len(offsets) < 2 {
-		return math.NaN()
-	}
-	gaps := make([]float64, len(offsets)-1)
-	for i := 1; i < len(offsets); i++ {
-		gaps[i-1] = float64(offsets[i]-offsets[i-1]) / 1e9
-	}
-	sort.Float64s(gaps)
-	n := float64(len(gaps))
-	var d float64
-	for i, g := range gaps {
-		f := 1 - math.Exp(-rate*g)
-		d = math.Max(d, math.Max(f-float64(i)/n, float64(i+1)/n-f))
-	}
-	return d
-}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/llm-energy-measure/lem/internal/gof"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -22,14 +23,14 @@ func TestArrivalSchedules(t *testing.T) {
 	n := 20000
 	p, _ := Arrival{Process: ArrivalPoisson, Rate: 500}.Schedule(n, rng)
 	// Critical value at α = 0.01: 1.63/√n.
-	if ks := KSExponential(p, 500); ks > 1.63/math.Sqrt(float64(n)) {
+	if ks := gof.KSExponential(p, 500); ks > 1.63/math.Sqrt(float64(n)) {
 		t.Errorf("poisson KS %.4f", ks)
 	}
 	if mean := float64(p[n-1]) / 1e9 / float64(n); math.Abs(mean-1.0/500)/(1.0/500) > 0.03 {
 		t.Errorf("poisson mean gap %v", mean)
 	}
 	c, _ := Arrival{Process: ArrivalConstant, Rate: 500}.Schedule(n, rng)
-	if ks := KSExponential(c, 500); ks < 0.3 {
+	if ks := gof.KSExponential(c, 500); ks < 0.3 {
 		t.Errorf("constant arrivals look Poisson: KS %.3f", ks)
 	}
 	for _, cv := range []float64{0.5, 1, 3} {
