@@ -194,6 +194,12 @@ func Execute(ctx context.Context, c *Config, d Deps) ([]Executed, error) {
 	if err != nil {
 		return nil, err
 	}
+	if n, src, warn := backend.ModelParameters(ctx, b); n > 0 {
+		inventory["model_parameters"], inventory["model_parameters_source"] = n, src
+		if warn != "" {
+			log.Warn().Msg(warn)
+		}
+	}
 
 	// 3. Runs, prompts drawn before anything is measured.
 	runs, err := c.Runs()

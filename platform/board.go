@@ -103,6 +103,7 @@ var sortKeys = map[string]func(e *Entry) (float64, string, bool){
 	"ttft_p99_ms":   numKey(func(e *Entry) *float64 { return e.TTFTp99 }),
 	"itl_p50_ms":    numKey(func(e *Entry) *float64 { return e.ITLp50 }),
 	"mean_power_w":  numKey(func(e *Entry) *float64 { return e.MeanPowerW }),
+	"parameters":    numKey(func(e *Entry) *float64 { return e.Parameters }),
 	"gpus":          func(e *Entry) (float64, string, bool) { return float64(e.GPUs), "", true },
 	"started_ns":    func(e *Entry) (float64, string, bool) { return float64(e.StartedNS), "", true },
 	"published_ns":  func(e *Entry) (float64, string, bool) { return float64(e.PublishedNS), "", true },

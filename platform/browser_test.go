@@ -124,6 +124,15 @@ func TestBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.srv.Board().Put(hostile)
+	// A run whose model's parameter count was recorded (the H200 runs
+	// predate it): the efficiency scatter sizes it, the others are rings.
+	sized := Entry{RunID: "sized-example", Model: "example-8b (test entry)", Backend: "vllm", Hardware: "NVIDIA H200", GPUs: 1,
+		Workload: "sharegpt, 8 in flight (test entry)", Verification: "recomputed", Submitter: "test", Flags: []string{},
+		JPerToken: fp(0.35), TokensPerS: fp(900), Parameters: fp(8.03e9), ParametersSource: "declared (backend.model_parameters)"}
+	if err := p.state.Publish(context.Background(), Published{Entry: sized}); err != nil {
+		t.Fatal(err)
+	}
+	p.srv.Board().Put(sized)
 	// The timeline needs the events stored: wait for ingest.
 	deadline := time.Now().Add(30 * time.Second)
 	for {

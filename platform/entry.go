@@ -49,6 +49,11 @@ type Entry struct {
 	MeanPowerW     *float64 `json:"mean_power_w"`
 	EnergyJ        *float64 `json:"energy_j"`
 	WorkloadDetail string   `json:"workload_detail"`
+	// Parameters is the model's parameter count as the run recorded it
+	// (the server's report, the weights' headers, or a declaration: the
+	// source says which); null when nothing told.
+	Parameters       *float64 `json:"parameters"`
+	ParametersSource string   `json:"parameters_source,omitempty"`
 }
 
 func fp(v float64) *float64 {
@@ -121,12 +126,17 @@ func NewEntry(r *analytics.RunResult, ev schemas.RunEvent, deviceNames []string)
 	}
 	sort.Strings(hw)
 	e.Hardware = strings.Join(hw, " + ")
+	var inv struct {
+		GPU              string  `json:"gpu"`
+		Parameters       float64 `json:"model_parameters"`
+		ParametersSource string  `json:"model_parameters_source"`
+	}
+	_ = json.Unmarshal([]byte(ev.Inventory), &inv)
 	if e.Hardware == "" {
-		var inv struct {
-			GPU string `json:"gpu"`
-		}
-		_ = json.Unmarshal([]byte(ev.Inventory), &inv)
 		e.Hardware = inv.GPU
+	}
+	if inv.Parameters > 0 {
+		e.Parameters, e.ParametersSource = fp(inv.Parameters), inv.ParametersSource
 	}
 	if e.Hardware == "" {
 		e.Hardware = "unknown"

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"math"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/llm-energy-measure/lem/platform"
 	pqstore "github.com/llm-energy-measure/lem/store/parquet"
 
 	"github.com/rs/zerolog"
@@ -236,6 +238,20 @@ collectors: {gpu: sim, rapl: "off"}
 		if q.PromptTokens < 64 || q.PromptTokens > 65 || q.ServerPrefill <= 0 || q.ServerDecode <= 0 {
 			t.Fatalf("request %+v", q)
 		}
+	}
+	// The model's parameter count, as the server reported it, travels with
+	// the run (and sizes it on the platform's scatter).
+	evs, err := store.Parquet(cfg.Output.Parquet).RunEvents(context.Background(), r.RunID)
+	if err != nil || len(evs) == 0 {
+		t.Fatal(err)
+	}
+	var inv struct {
+		N   float64 `json:"model_parameters"`
+		Src string  `json:"model_parameters_source"`
+	}
+	json.Unmarshal([]byte(evs[0].Inventory), &inv)
+	if e := platform.NewEntry(r, evs[0], nil); inv.N < 1e6 || !strings.Contains(inv.Src, "/v1/models") || e.Parameters == nil || *e.Parameters != inv.N {
+		t.Errorf("parameters %v from %q; leaderboard entry %v", inv.N, inv.Src, e.Parameters)
 	}
 }
 

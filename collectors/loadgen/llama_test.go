@@ -2,12 +2,16 @@ package loadgen
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/llm-energy-measure/lem/collectors/loadgen/backend"
 	"github.com/llm-energy-measure/lem/internal/pacedserver"
 	"github.com/llm-energy-measure/lem/internal/testenv"
 	"github.com/llm-energy-measure/lem/schemas"
@@ -139,5 +143,36 @@ func TestServerSideTruthFromLlamaServer(t *testing.T) {
 	}
 	if err := b.Validate(0, 1<<62); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// llama.cpp reports its model's parameters in /v1/models: lem reads them
+// as the count of the model's weights (the tiny model's shape is in its
+// name: embedding 256, 4 layers, 4 heads, feed-forward 688).
+func TestLlamaServerParameters(t *testing.T) {
+	url := testenv.LlamaServer(t)
+	n, src, warn := backend.ModelParameters(context.Background(), &backend.Config{Kind: backend.External, Endpoint: url, Model: "tiny"})
+	resp, err := http.Get(url + "/v1/models")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var list struct {
+		Data []struct {
+			Meta struct {
+				NVocab float64 `json:"n_vocab"`
+			} `json:"meta"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil || len(list.Data) != 1 {
+		t.Fatalf("/v1/models: %v %+v", err, list)
+	}
+	const e, layers, ff = 256, 4, 688
+	v := list.Data[0].Meta.NVocab
+	// token embedding and output head, per layer q/k/v/o, gate/up/down and
+	// two norms, and the final norm
+	want := 2*v*e + layers*(4*e*e+3*e*ff+2*e) + e
+	if n != want || !strings.Contains(src, "/v1/models") || warn != "" {
+		t.Errorf("%v parameters from %q (warn %q); the model's shape gives %v", n, src, warn, want)
 	}
 }

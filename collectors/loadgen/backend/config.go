@@ -7,6 +7,7 @@ package backend
 
 import (
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"time"
@@ -40,7 +41,11 @@ type Config struct {
 	Parallelism  Parallelism   `yaml:"parallelism"`
 	LoRA         []LoRA        `yaml:"lora"`
 	MaxModelLen  int           `yaml:"max_model_len"`
-	Seed         *int          `yaml:"seed"`
+	// ModelParameters declares the model's parameter count (8.03e9) for
+	// servers that do not report it and weights not on this host; lem
+	// records it with the run (the platform sizes its scatter by it).
+	ModelParameters float64 `yaml:"model_parameters"`
+	Seed            *int    `yaml:"seed"`
 
 	VLLM     *VLLMConfig     `yaml:"vllm"`
 	TRTLLM   *TRTLLMConfig   `yaml:"tensorrt_llm"`
@@ -276,6 +281,9 @@ func (c *Config) Validate() Problems {
 	if !contains(Kinds, c.Kind) {
 		bad("backend.kind", fmt.Sprintf("unknown backend %q", c.Kind), "one of "+strings.Join(Kinds, ", "))
 		return ps
+	}
+	if m := c.ModelParameters; m < 0 || math.IsNaN(m) || math.IsInf(m, 0) {
+		bad("backend.model_parameters", fmt.Sprintf("%v is no parameter count", m), "the model's parameter count, e.g. 8.03e9, or leave it out")
 	}
 	if c.Kind == External {
 		if c.Endpoint == "" {

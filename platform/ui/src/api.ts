@@ -8,6 +8,7 @@ export interface Entry {
   j_per_token: number | null; j_per_token_ci95: number | null; j_per_request: number | null; j_per_request_ci95: number | null;
   tokens_per_s: number | null; ttft_p50_ms: number | null; ttft_p99_ms: number | null; itl_p50_ms: number | null;
   mean_power_w: number | null; energy_j: number | null;
+  parameters: number | null; parameters_source?: string;
 }
 
 export interface Facet { value: string; count: number }

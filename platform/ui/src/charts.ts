@@ -1,9 +1,10 @@
 // Charts drawn as SVG (small, exportable, readable by screen readers
 // through their titles): the efficiency scatter, histograms, bars with
 // confidence intervals, box plots over cycles.
-import { s, num, colourOf, palette } from './dom';
+import { s, num, colourOf, palette, params } from './dom';
 
-export interface Point { x: number; y: number; label: string; group: string; href?: string }
+// size, where given (null: unknown), scales the marker's area.
+export interface Point { x: number; y: number; label: string; group: string; href?: string; size?: number | null }
 
 interface Frame { w: number; h: number; l: number; r: number; t: number; b: number }
 const frame: Frame = { w: 640, h: 300, l: 64, r: 16, t: 16, b: 44 };
@@ -62,8 +63,21 @@ export function scatter(points: Point[], xl: string, yl: string, title: string, 
   const x = scale(x0, x1, f.l, f.w - f.r - legendW), y = scale(y0, y1, f.h - f.b, f.t);
   axes(svg, x, y, ticks(x0, x1), ticks(y0, y1), xl, yl, f.w - f.r - legendW);
   const groups = [...new Set(points.map((p) => p.group))].sort();
-  for (const p of points) {
-    const c = s('circle', { cx: x(p.x), cy: y(p.y), r: 6, fill: colourOf(groups, p.group), class: 'dot', tabindex: 0, 'data-group': p.group });
+  // Sized points: area proportional to size (radius ∝ √size), the largest
+  // 14 px; a point whose size is unknown is a hollow ring of the default
+  // radius, never a guessed size.
+  const sizes = points.map((p) => p.size).filter((v): v is number => typeof v === 'number' && v > 0);
+  const sized = points.some((p) => p.size !== undefined);
+  const maxSize = Math.max(...sizes, 0);
+  const radius = (v: number) => Math.max(2.5, 14 * Math.sqrt(v / maxSize));
+  // Big markers first, so small ones stay on top and clickable.
+  const order = [...points].sort((a, b) => (b.size ?? 0) - (a.size ?? 0));
+  for (const p of order) {
+    const known = typeof p.size === 'number' && p.size > 0;
+    const colour = colourOf(groups, p.group);
+    const attrs: Record<string, string | number> = !sized ? { r: 6, fill: colour } : known ? { r: radius(p.size as number), fill: colour, 'fill-opacity': 0.75 } : { r: 6, fill: 'none' };
+    const c = s('circle', { cx: x(p.x), cy: y(p.y), ...attrs, class: sized && !known ? 'dot ring' : 'dot', tabindex: 0, 'data-group': p.group });
+    if (sized && !known) c.style.stroke = colour; // the stylesheet's white outline is for discs
     c.appendChild(s('title', {}, `${p.label}\n${xl}: ${num(p.x)}\n${yl}: ${num(p.y)}`));
     if (p.href) {
       const href = p.href;
@@ -93,6 +107,25 @@ export function scatter(points: Point[], xl: string, yl: string, title: string, 
     });
     svg.appendChild(item);
   });
+  if (sized) {
+    // Size key: the largest and a tenth of it, and the hollow ring.
+    let ly = f.t + 10 + groups.length * 16 + 14;
+    const lx = f.w - f.r - legendW + 16;
+    svg.appendChild(s('text', { x: lx - 6, y: ly, class: 'legend' }, 'area: parameters'));
+    ly += 8;
+    if (maxSize > 0) {
+      for (const v of [maxSize, maxSize / 10]) {
+        const r = radius(v);
+        svg.appendChild(s('circle', { cx: lx + 8, cy: ly + r, r, fill: '#9aa0a6', 'fill-opacity': 0.6 }));
+        svg.appendChild(s('text', { x: lx + 26, y: ly + r + 4, class: 'legend' }, params(v)));
+        ly += 2 * r + 6;
+      }
+    }
+    if (sizes.length < points.length) {
+      svg.appendChild(s('circle', { cx: lx + 8, cy: ly + 6, r: 6, fill: 'none', stroke: '#5f6368', 'stroke-width': 2 }));
+      svg.appendChild(s('text', { x: lx + 26, y: ly + 10, class: 'legend' }, 'not recorded'));
+    }
+  }
   return svg;
 }
 

@@ -43,6 +43,15 @@ export function num(v: number | null | undefined, n = 3): string {
   return Number(v.toPrecision(n)).toString();
 }
 
+// params formats a parameter count: 3.30 M, 8.03 B; — when unknown.
+export function params(v: number | null | undefined): string {
+  if (v === null || v === undefined || !(v > 0)) return '—';
+  for (const [unit, div] of [['T', 1e12], ['B', 1e9], ['M', 1e6], ['K', 1e3]] as const) {
+    if (v >= div) return `${Number((v / div).toPrecision(3))} ${unit}`;
+  }
+  return String(Math.round(v));
+}
+
 // withCI formats a mean and its 95% half-width at the CI's precision.
 export function withCI(m: number | null | undefined, ci: number | null | undefined): string {
   if (m === null || m === undefined) return '—';

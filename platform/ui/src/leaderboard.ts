@@ -1,6 +1,6 @@
 // The leaderboard: every query parameter lives in the URL (shareable);
 // sorting, filtering and paging happen on the server.
-import { h, num, withCI, date, clear } from './dom';
+import { h, num, withCI, date, clear, params as paramCount } from './dom';
 import { get, Leaderboard, Entry } from './api';
 import { scatter, heatmap } from './charts';
 import { navigate } from './main';
@@ -26,6 +26,8 @@ const columns: Column[] = [
   { key: 'itl_p50_ms', label: 'ITL p50 ms', title: 'inter-token latency, median', sort: 'itl_p50_ms', num: true, cell: (e) => num(e.itl_p50_ms) },
   { key: 'mean_power_w', label: 'Power W', title: 'mean power of the run\'s devices over the cycles', sort: 'mean_power_w', num: true, cell: (e) => num(e.mean_power_w) },
   { key: 'gpus', label: 'GPUs', title: 'devices measured', sort: 'gpus', num: true, cell: (e) => String(e.gpus) },
+  { key: 'parameters', label: 'Params', title: 'the model\'s parameter count as the run recorded it (hover for its source)', sort: 'parameters', num: true,
+    cell: (e) => h('span', { title: e.parameters_source ?? 'not recorded: the server did not report it, its weights were not on the host, and backend.model_parameters was not set' }, paramCount(e.parameters)) },
   { key: 'badges', label: 'Quality', title: 'quality flags and verification', cell: (e) => badges(e) },
   { key: 'submitter', label: 'Submitter', title: 'who published it', sort: 'submitter', cell: (e) => e.submitter },
   { key: 'started_ns', label: 'Date', title: 'when the run started', sort: 'started_ns', cell: (e) => date(e.started_ns) },
@@ -88,8 +90,9 @@ export async function leaderboard(root: HTMLElement, params: URLSearchParams): P
 
   // The efficiency scatter of this page's runs.
   const pts = lb.rows.filter((e) => e.j_per_token !== null && e.tokens_per_s !== null)
-    .map((e) => ({ x: 1 / (e.j_per_token as number), y: e.tokens_per_s as number, label: `${e.model} · ${e.backend} · ${e.hardware}`, group: e.backend, href: `/runs/${encodeURIComponent(e.run_id)}` }));
-  const eff = scatter(pts, 'tokens per joule (higher is more efficient)', 'output tokens/s', 'Efficiency against throughput, coloured by backend', navigate);
+    .map((e) => ({ x: 1 / (e.j_per_token as number), y: e.tokens_per_s as number, label: `${e.model} (${paramCount(e.parameters)} parameters) · ${e.backend} · ${e.hardware}`,
+      group: e.backend, size: e.parameters, href: `/runs/${encodeURIComponent(e.run_id)}` }));
+  const eff = scatter(pts, 'tokens per joule (higher is more efficient)', 'output tokens/s', 'Efficiency against throughput, coloured by backend, sized by model parameters', navigate);
   const scale = lb.rows.filter((e) => e.j_per_token !== null)
     .map((e) => ({ x: e.gpus, y: 1 / (e.j_per_token as number), label: `${e.model} · ${e.hardware} · ${e.gpus} GPUs`, group: e.model, href: `/runs/${encodeURIComponent(e.run_id)}` }));
   const sc = scatter(scale, 'GPUs', 'tokens per joule', 'Efficiency against the number of GPUs, coloured by model', navigate);
@@ -106,7 +109,7 @@ export async function leaderboard(root: HTMLElement, params: URLSearchParams): P
   const hm = heatmap([...acc.values()].map((c) => ({ row: c.row, col: c.col, value: c.sum / c.n, n: c.n })), 'load', 'precision', 'tokens/J', 'Tokens per joule by load and precision');
   root.appendChild(h('div', { class: 'charts' },
     h('figure', { class: 'chartbox' }, hm, h('figcaption', {}, 'Load × precision: mean tokens per joule of this page\'s runs in each cell, with how many runs it averages. ', exportable(hm, 'load-precision'))),
-    h('figure', { class: 'chartbox' }, eff, h('figcaption', {}, 'Efficiency against throughput of the runs on this page, coloured by backend. Select a point to open its run. ', exportable(eff, 'efficiency'))),
+    h('figure', { class: 'chartbox' }, eff, h('figcaption', {}, 'Efficiency against throughput of the runs on this page, coloured by backend; a disc’s area is the model’s parameter count, a ring a run that did not record it. Select a point to open its run. ', exportable(eff, 'efficiency'))),
     h('figure', { class: 'chartbox' }, sc, h('figcaption', {}, 'Hardware scaling: efficiency against GPU count, coloured by model. ', exportable(sc, 'scaling')))));
 
   // The table.

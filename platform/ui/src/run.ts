@@ -2,7 +2,7 @@
 // and flags, the statistics over cycles, latency, the prefill/decode
 // split, the per-request energy distribution, what else was happening,
 // the verification report and the power timeline.
-import { h, num, withCI, date, clear } from './dom';
+import { h, num, withCI, date, clear, params } from './dom';
 import { get, RunPage, Cycle } from './api';
 import { histogram, boxes, bars } from './charts';
 import { badges } from './leaderboard';
@@ -38,6 +38,9 @@ export async function runPage(root: HTMLElement, id: string): Promise<void> {
   document.title = `${e.model} on ${e.hardware} — lem`;
   root.appendChild(h('p', { class: 'crumbs' }, h('a', { href: '/' }, '← leaderboard')));
   root.appendChild(h('h1', {}, `${e.model} · ${e.backend} · ${e.hardware}`));
+  root.appendChild(h('p', { class: 'runmeta' }, e.parameters !== null
+    ? `${params(e.parameters)} parameters (${num(e.parameters, 4)}; from ${e.parameters_source})`
+    : 'parameter count not recorded (the server did not report it, its weights were not on the host, and backend.model_parameters was not set)'));
   root.appendChild(h('p', { class: 'runmeta' }, badges(e), ` run ${e.run_id} · experiment ${e.experiment} · ${date(e.started_ns)} · submitted by ${e.submitter}`));
   if (e.simulated) root.appendChild(h('p', { class: 'notice' }, 'Simulated power: these figures exercise the pipeline and are not a measurement.'));
 

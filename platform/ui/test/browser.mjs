@@ -85,6 +85,18 @@ await step('leaderboard-all-workloads', async () => {
   if (!(hidden < before) || (await dots()) !== before) throw new Error(`legend toggle: ${before} → ${hidden} → ${await dots()} points`);
   const text = await page.textContent('table.board');
   if (!text.includes('<script>')) throw new Error('the hostile model name is not shown as text');
+  // The efficiency scatter is sized by parameters: the run that recorded
+  // them is a disc larger than the default marker, the others rings, and
+  // the key says so; the table shows the count.
+  const eff = await page.$$eval('figure svg', (svgs) => svgs.filter((svg) => svg.querySelector('title')?.textContent.startsWith('Efficiency against throughput')).map((svg) => ({
+    key: svg.textContent,
+    discs: [...svg.querySelectorAll('circle.dot')].filter((c) => c.getAttribute('fill') !== 'none').map((c) => +c.getAttribute('r')),
+    rings: svg.querySelectorAll('circle.dot[fill="none"]').length,
+  }))[0] ?? { key: 'no efficiency scatter', discs: [], rings: 0 });
+  if (!eff.key.includes('area: parameters') || !eff.key.includes('not recorded') || eff.discs.length !== 1 || !(eff.discs[0] > 6) || eff.rings < 2) {
+    throw new Error(`efficiency scatter sizes: ${JSON.stringify(eff)}`);
+  }
+  if (!text.includes('8.03 B')) throw new Error('the parameter count is not in the table');
 });
 
 // 3. Sorting: by J/token descending through the header button; the URL holds it.
@@ -92,8 +104,10 @@ await step('leaderboard-sorted', async () => {
   await page.click('th[aria-sort] button:has-text("J/token")');
   await page.waitForFunction(() => location.search.includes('order=desc'));
   await page.waitForSelector('th[aria-sort=descending]');
-  const vals = await page.$$eval('table.board tbody tr td:nth-child(5)', (tds) => tds.map((t) => parseFloat(t.textContent)));
+  const col = await page.$$eval('table.board thead th', (ths) => ths.findIndex((th) => th.textContent.startsWith('J/token')) + 1);
+  const vals = await page.$$eval(`table.board tbody tr td:nth-child(${col})`, (tds) => tds.map((t) => parseFloat(t.textContent)));
   const known = vals.filter((v) => !Number.isNaN(v));
+  if (col < 1 || known.length < 2) throw new Error(`J/token column ${col}: ${vals}`);
   for (let i = 1; i < known.length; i++) if (known[i] > known[i - 1]) throw new Error(`not descending: ${vals}`);
   // Reload: the state comes back from the URL.
   await page.reload();
@@ -104,7 +118,7 @@ await step('leaderboard-sorted', async () => {
 await step('compare', async () => {
   await page.goto(base + '/?workload=*');
   await page.waitForSelector('table.board tbody tr');
-  const picks = await page.$$('tr:not([data-run=hostile]) input.pick');
+  const picks = await page.$$('tr:not([data-run=hostile]):not([data-run=sized-example]) input.pick');
   if (picks.length < 2) throw new Error(`${picks.length} runs to choose from`);
   await picks[0].check();
   await picks[1].check();

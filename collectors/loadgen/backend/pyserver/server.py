@@ -301,6 +301,10 @@ class TorchModel:
         if not args.quantization and not self.tp:
             self.model.to(self.dev)
         self.model.eval()
+        # Reported in /v1/models as llama.cpp does (meta.n_params); lem
+        # records it with the run. num_parameters counts 4-bit weights
+        # unpacked.
+        self.n_params = int(self.model.num_parameters())
         if args.torch_compile:
             self.model.forward = torch.compile(self.model.forward)
         self.lora = LoRA()
@@ -553,6 +557,8 @@ def make_handler(args, engine, tok, served):
                 return self.send_json(200, {"status": "ok"})
             if self.path == "/v1/models":
                 data = [{"id": served, "object": "model", "owned_by": "lem-reference", "note": engine.model.name_note}]
+                if getattr(engine.model, "n_params", 0):
+                    data[0]["meta"] = {"n_params": engine.model.n_params}
                 for a in engine.model.adapters:
                     data.append({"id": a, "object": "model", "owned_by": "lem-reference", "parent": served, "note": "LoRA adapter"})
                 return self.send_json(200, {"object": "list", "data": data})
