@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"flag"
 	"io/fs"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -152,4 +153,35 @@ func TestBrowser(t *testing.T) {
 		t.Fatalf("no first contentful paint reported")
 	}
 	t.Logf("leaderboard first contentful paint: %.0f ms; screenshots in %s", *m.FCP, out)
+}
+
+// A moderator decides on a held upload in the browser: refused without a
+// reason, changes requested with one, approved onto the leaderboard; the
+// audit log lists both decisions.
+func TestBrowserModeration(t *testing.T) {
+	chromium, uiDir := needBrowser(t)
+	data, _, _, run := h200Bundle(t)
+	p := newTestPlatformTB(t, func(c *Config) { c.Moderate = true; c.Moderators = []string{"test:mod"} })
+	alice := p.user(t, "alice", RoleUser)
+	if code, out := p.upload(t, alice, data); code != http.StatusCreated {
+		t.Fatalf("upload: %d %v", code, out)
+	}
+	cookie, _, _, err := p.state.SignIn(context.Background(), User{ID: "test:mod", Login: "mod", Name: "A. Moderator", Provider: "test"}, nil, p.cfg.Moderators)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	if *updateScreenshots {
+		out, _ = filepath.Abs(filepath.Join("..", "docs", "platform"))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", "test/browser.mjs", "moderate", p.http.URL, run, out)
+	cmd.Dir = uiDir
+	cmd.Env = append(os.Environ(), "LEM_CHROMIUM="+chromium, "LEM_SESSION="+cookie)
+	res, err := cmd.CombinedOutput()
+	t.Logf("%s", res)
+	if err != nil {
+		t.Fatalf("browser: %v", err)
+	}
 }

@@ -79,6 +79,8 @@ func describeUpload(base string, u Upload, again bool) string {
 	var b strings.Builder
 	if again {
 		fmt.Fprintf(&b, "run %s was already verified with this content: nothing to do\n", u.RunID)
+	} else if u.Reason == AwaitingModeration {
+		fmt.Fprintf(&b, "run %s verified (every figure recomputed from its events); it is public once a moderator approves it\n", u.RunID)
 	} else {
 		fmt.Fprintf(&b, "run %s verified and published (every figure recomputed from its events)\n", u.RunID)
 	}

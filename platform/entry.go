@@ -54,6 +54,10 @@ type Entry struct {
 	// source says which); null when nothing told.
 	Parameters       *float64 `json:"parameters"`
 	ParametersSource string   `json:"parameters_source,omitempty"`
+	// Moderation is the submission's state on a moderated platform
+	// (pending, approved, rejected, changes_requested); empty where none
+	// is needed (no moderation, or the operator's own runs).
+	Moderation string `json:"moderation,omitempty"`
 }
 
 func fp(v float64) *float64 {

@@ -61,6 +61,9 @@ type Config struct {
 	// PartsDir holds bundles being uploaded in parts (resumable uploads);
 	// empty: only whole uploads.
 	PartsDir string
+	// Moderate holds every verified upload for a moderator's decision:
+	// only approved runs are on the public leaderboard.
+	Moderate bool
 	// WarmOverviews builds, in the background after start, the power
 	// overviews of the most recently published runs, so that their pages'
 	// first timeline is as fast as the next.
@@ -80,6 +83,7 @@ type Server struct {
 	analyses atomic.Int64
 	uploads  map[string][]time.Time // per user, the last hour's
 	busy     map[string]bool        // runs being uploaded
+	held     map[string]Entry       // submitted runs not public (awaiting or refused a moderator's approval)
 	ovs      overviews
 	lbCache  map[string][]byte // leaderboard answers of board generation lbGen
 	lbGen    uint64
@@ -104,7 +108,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		cfg.UploadsPerHour = 20
 	}
 	s := &Server{cfg: cfg, board: NewBoard(), details: map[string]*detail{}, lbCache: map[string][]byte{}, uploads: map[string][]time.Time{},
-		busy: map[string]bool{}, key: make([]byte, 32), signins: newLimiter(30, time.Minute)}
+		busy: map[string]bool{}, held: map[string]Entry{}, key: make([]byte, 32), signins: newLimiter(30, time.Minute)}
 	if _, err := rand.Read(s.key); err != nil {
 		return nil, err
 	}
@@ -113,7 +117,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("loading published runs: %w", err)
 	}
 	for _, p := range runs {
-		s.board.Put(p.Entry)
+		if p.Entry.Public() {
+			s.board.Put(p.Entry)
+		} else {
+			s.held[p.Entry.RunID] = p.Entry
+		}
 	}
 	s.routes()
 	if cfg.WarmOverviews {
@@ -161,6 +169,10 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /api/tokens", s.authed(s.handleTokens))
 	m.HandleFunc("POST /api/tokens", s.authed(s.handleCreateToken))
 	m.HandleFunc("DELETE /api/tokens/{hash}", s.authed(s.handleRevokeToken))
+	m.HandleFunc("GET /api/moderation", s.moderator(s.handleQueue))
+	m.HandleFunc("POST /api/moderation/{id}", s.moderator(s.handleDecide))
+	m.HandleFunc("GET /api/moderation/log", s.moderator(s.handleAuditLog))
+	m.HandleFunc("GET /api/users/{id}", s.handleProfile)
 	m.HandleFunc("GET /auth/providers", s.handleProviders)
 	m.HandleFunc("GET /auth/login/{provider}", s.handleLogin)
 	m.HandleFunc("GET /auth/callback/{provider}", s.handleCallback)
@@ -173,7 +185,8 @@ func (s *Server) routes() {
 var routeList = []string{"GET /api/health", "GET /api/openapi.json", "GET /api/leaderboard", "GET /api/runs/{id}",
 	"GET /api/runs/{id}/timeline", "GET /api/runs/{id}/bundle", "GET /api/runs/{id}/dataset", "POST /api/uploads", "GET /api/uploads/{id}",
 	"GET /api/uploads/parts/{hash}", "PUT /api/uploads/parts/{hash}", "POST /api/uploads/parts/{hash}/complete", "GET /api/me", "GET /api/tokens",
-	"POST /api/tokens", "DELETE /api/tokens/{hash}", "GET /auth/providers", "GET /auth/login/{provider}",
+	"POST /api/tokens", "DELETE /api/tokens/{hash}", "GET /api/moderation", "POST /api/moderation/{id}", "GET /api/moderation/log",
+	"GET /api/users/{id}", "GET /auth/providers", "GET /auth/login/{provider}",
 	"GET /auth/callback/{provider}", "POST /auth/logout"}
 
 // apiError is every error response's body.
@@ -367,7 +380,10 @@ func (s *Server) remember(runID string, d *detail) {
 }
 
 func (s *Server) handleRun(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
+	id, ok := s.publishedRun(w, r)
+	if !ok {
+		return
+	}
 	p, ok, err := s.cfg.State.Run(r.Context(), id)
 	if err != nil {
 		writeErr(w, http.StatusInternalServerError, "reading run %s: %v", id, err)
@@ -382,11 +398,18 @@ func (s *Server) handleRun(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusInternalServerError, "recomputing run %s: %v", id, err)
 		return
 	}
+	// The moderators' decisions and reasons are for the submitter and the
+	// moderators.
+	var decisions []Decision
+	if v, err := s.who(r); err == nil && (v.User.ID == p.Entry.Submitter || v.User.Role == RoleModerator || v.User.Role == RoleAdmin) {
+		decisions = p.Decisions
+	}
 	writeJSON(w, http.StatusOK, struct {
-		Entry  Entry           `json:"entry"`
-		Report *Report         `json:"report"`
-		Result json.RawMessage `json:"result"`
-	}{p.Entry, p.Report, b})
+		Entry     Entry           `json:"entry"`
+		Report    *Report         `json:"report"`
+		Decisions []Decision      `json:"decisions,omitempty"`
+		Result    json.RawMessage `json:"result"`
+	}{p.Entry, p.Report, decisions, b})
 }
 
 func (s *Server) handleUploadState(w http.ResponseWriter, r *http.Request) {
@@ -572,16 +595,28 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, tok Token, body 
 		return
 	}
 	e.Verification, e.Submitter = "verified", tok.User
+	if s.cfg.Moderate {
+		e.Moderation = ModerationPending
+	}
 	if err := s.cfg.State.Publish(ctx, Published{Entry: e, Report: rep}); err != nil {
 		writeErr(w, http.StatusServiceUnavailable, "%v", err)
 		return
 	}
 	up.State = "verified"
+	if !e.Public() {
+		up.Reason = AwaitingModeration
+	}
 	if err := s.cfg.State.SetUpload(ctx, up); err != nil {
 		writeErr(w, http.StatusServiceUnavailable, "%v", err)
 		return
 	}
-	s.board.Put(e)
+	if e.Public() {
+		s.board.Put(e)
+	} else {
+		s.mu.Lock()
+		s.held[id] = e
+		s.mu.Unlock()
+	}
 	if err := s.warmOverview(ctx, b.Store(), id); err != nil {
 		s.cfg.Log.Warn().Err(err).Str("run", id).Msg("power overview not built")
 	}
@@ -736,9 +771,18 @@ func checkSignature(r *http.Request, hash string) (string, error) {
 // run is published.
 func (s *Server) publishedRun(w http.ResponseWriter, r *http.Request) (string, bool) {
 	id := r.PathValue("id")
-	if _, ok := s.board.Get(id); !ok {
-		writeErr(w, http.StatusNotFound, "no published run %q", id)
-		return "", false
+	if _, ok := s.board.Get(id); ok {
+		return id, true
 	}
-	return id, true
+	// A held submission is shown to its submitter and the moderators.
+	s.mu.Lock()
+	e, held := s.held[id]
+	s.mu.Unlock()
+	if held {
+		if p, err := s.who(r); err == nil && (p.User.ID == e.Submitter || p.User.Role == RoleModerator || p.User.Role == RoleAdmin) {
+			return id, true
+		}
+	}
+	writeErr(w, http.StatusNotFound, "no published run %q", id)
+	return "", false
 }

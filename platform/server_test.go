@@ -36,11 +36,12 @@ type testPlatform struct {
 	http  *httptest.Server
 	state *State
 	store *store.Store
+	cfg   Config
 }
 
 func newTestPlatform(t *testing.T) *testPlatform { return newTestPlatformTB(t) }
 
-func newTestPlatformTB(t testing.TB) *testPlatform {
+func newTestPlatformTB(t testing.TB, opts ...func(*Config)) *testPlatform {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	_, nc, js := testenv.JetStream(t)
@@ -58,13 +59,17 @@ func newTestPlatformTB(t testing.TB) *testPlatform {
 		t.Fatal(err)
 	}
 	st := store.Parquet(dir)
-	srv, err := New(ctx, Config{Store: st, State: state, Publisher: pub, ToolVersion: "test", Log: zerolog.Nop()})
+	cfg := Config{Store: st, State: state, Publisher: pub, ToolVersion: "test", Log: zerolog.Nop()}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	srv, err := New(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
-	return &testPlatform{srv: srv, http: hs, state: state, store: st}
+	return &testPlatform{srv: srv, http: hs, state: state, store: st, cfg: cfg}
 }
 
 // newHTTPServer serves h until the test ends and returns its URL.

@@ -35,6 +35,8 @@ const (
 type Published struct {
 	Entry  Entry   `json:"entry"`
 	Report *Report `json:"report"`
+	// Decisions are the moderators' verdicts on it, oldest first.
+	Decisions []Decision `json:"decisions,omitempty"`
 }
 
 // Token is an API token as stored: only its hash.
@@ -240,6 +242,25 @@ func (s *State) SetUpload(ctx context.Context, u Upload) error {
 		return err
 	}
 	return put(ctx, s.uploads, kvKey(u.RunID), u)
+}
+
+// Uploads returns every submission's latest state.
+func (s *State) Uploads(ctx context.Context) ([]Upload, error) {
+	keys, err := s.uploads.ListKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []Upload
+	for k := range keys.Keys() {
+		u, ok, err := get[Upload](ctx, s.uploads, k)
+		if err != nil {
+			return nil, fmt.Errorf("upload %s: %w", k, err)
+		}
+		if ok {
+			out = append(out, u)
+		}
+	}
+	return out, nil
 }
 
 // Upload returns a run's submission.

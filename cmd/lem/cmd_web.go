@@ -46,6 +46,7 @@ type webCmd struct {
 	ghSecretFile   *string
 	ghWeb, ghAPI   *string
 	admins, mods   *string
+	moderate       *bool
 	stc            func() store.Config
 	logger         func() zerolog.Logger
 }
@@ -71,6 +72,7 @@ func newWebCmd(fs *flag.FlagSet) func([]string) error {
 		ghAPI:          fs.String("github-api-url", "https://api.github.com", "GitHub's API address (GitHub Enterprise: https://HOST/api/v3)"),
 		admins:         fs.String("admins", "", "comma-separated users made admins at sign-in (github:LOGIN, an e-mail, or a user id)"),
 		mods:           fs.String("moderators", "", "comma-separated users made moderators at sign-in"),
+		moderate:       fs.Bool("moderate", false, "hold every verified upload until a moderator approves it; only approved runs are on the public leaderboard"),
 		stc:            storeFlags(fs, "", "Parquet store of the platform's runs (default <data>/store)"),
 		logger:         logFlags(fs),
 	}
@@ -119,7 +121,7 @@ func (opt *webCmd) run(_ []string) error {
 	srv, err := platform.New(ctx, platform.Config{Store: st, State: state, Publisher: pub, Limits: lim,
 		UploadsPerHour: *opt.uploadsPerHour, ToolVersion: version, Log: log, Providers: providers,
 		Admins: splitList(*opt.admins), Moderators: splitList(*opt.mods), SecureCookies: strings.HasPrefix(public, "https://"),
-		WarmOverviews: true, PartsDir: filepath.Join(*opt.data, "parts")})
+		Moderate: *opt.moderate, WarmOverviews: true, PartsDir: filepath.Join(*opt.data, "parts")})
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,8 @@ interface Token { hash: string; name: string; user: string; scopes: string[]; cr
 
 let me: Me | null = null;
 
+export function currentUser(): Me | null { return me; }
+
 export async function loadMe(): Promise<Me | null> {
   const r = await fetch('/api/me', { headers: { Accept: 'application/json' } });
   const body = r.ok ? ((await r.json()) as Me) : null;
@@ -17,7 +19,7 @@ export async function loadMe(): Promise<Me | null> {
 }
 
 // send makes a state-changing request with the session's CSRF token.
-async function send<T>(method: string, path: string, body?: unknown): Promise<T> {
+export async function send<T>(method: string, path: string, body?: unknown): Promise<T> {
   const r = await fetch(path, {
     method, headers: { 'Content-Type': 'application/json', Accept: 'application/json', 'X-CSRF-Token': me?.csrf ?? '' },
     body: body === undefined ? undefined : JSON.stringify(body),
@@ -32,6 +34,8 @@ export async function accountBox(): Promise<HTMLElement> {
   const cur = await loadMe();
   if (cur) {
     box.appendChild(h('span', { class: 'who', title: `${cur.user.id} (${cur.user.role})` }, `${cur.user.name} · ${cur.user.role}`));
+    if (cur.user.role === 'moderator' || cur.user.role === 'admin') box.appendChild(h('a', { href: '/moderation', id: 'nav-moderation' }, 'Moderation'));
+    box.appendChild(h('a', { href: `/users/${encodeURIComponent(cur.user.id)}` }, 'My runs'));
     box.appendChild(h('a', { href: '/tokens' }, 'API tokens'));
     box.appendChild(h('button', { type: 'button', id: 'signout', onclick: async () => { await send('POST', '/auth/logout'); location.assign('/'); } }, 'Sign out'));
     return box;

@@ -9,7 +9,11 @@ export interface Entry {
   tokens_per_s: number | null; ttft_p50_ms: number | null; ttft_p99_ms: number | null; itl_p50_ms: number | null;
   mean_power_w: number | null; energy_j: number | null;
   parameters: number | null; parameters_source?: string;
+  moderation?: 'pending' | 'approved' | 'rejected' | 'changes_requested';
 }
+
+export interface Decision { run_id: string; decision: string; reason?: string; moderator: string; at_ns: number }
+export interface Published { entry: Entry; report: Report | null; decisions?: Decision[] }
 
 export interface Facet { value: string; count: number }
 
@@ -45,7 +49,7 @@ export interface RunResult {
   Chunks: number; KernelStamped: number;
 }
 
-export interface RunPage { entry: Entry; report: Report | null; result: RunResult }
+export interface RunPage { entry: Entry; report: Report | null; decisions?: Decision[]; result: RunResult }
 
 export interface Series { device: string; source: string; raw: boolean; t: number[]; min: number[]; max: number[]; mean: number[]; n: number }
 export interface Timeline {

@@ -5,6 +5,7 @@ import { leaderboard } from './leaderboard';
 import { runPage } from './run';
 import { accountBox, tokensPage } from './account';
 import { comparePage } from './compare';
+import { moderationPage, userPage } from './moderation';
 
 const app = document.getElementById('app') as HTMLElement;
 
@@ -24,7 +25,10 @@ async function route(): Promise<void> {
   const path = location.pathname;
   try {
     const m = path.match(/^\/runs\/([^/]+)$/);
+    const u = path.match(/^\/users\/([^/]+)$/);
     if (m) await runPage(main, decodeURIComponent(m[1]));
+    else if (u) await userPage(main, decodeURIComponent(u[1]));
+    else if (path === '/moderation') await moderationPage(main);
     else if (path === '/') await leaderboard(main, new URLSearchParams(location.search));
     else if (path === '/tokens') await tokensPage(main);
     else if (path === '/compare') await comparePage(main, new URLSearchParams(location.search));

@@ -43,6 +43,13 @@ export async function runPage(root: HTMLElement, id: string): Promise<void> {
     : 'parameter count not recorded (the server did not report it, its weights were not on the host, and backend.model_parameters was not set)'));
   root.appendChild(h('p', { class: 'runmeta' }, badges(e), ` run ${e.run_id} · experiment ${e.experiment} · ${date(e.started_ns)} · submitted by ${e.submitter}`));
   if (e.simulated) root.appendChild(h('p', { class: 'notice' }, 'Simulated power: these figures exercise the pipeline and are not a measurement.'));
+  if (e.moderation && e.moderation !== 'approved') {
+    const state = { pending: 'awaiting a moderator’s decision', rejected: 'rejected by a moderator', changes_requested: 'sent back for changes by a moderator' }[e.moderation];
+    root.appendChild(h('p', { class: 'notice', id: 'moderation-state' }, `Not public: ${state}. Only you and the moderators see this page.`));
+  }
+  if (p.decisions && p.decisions.length > 0) {
+    root.appendChild(h('ul', { class: 'decisions' }, p.decisions.map((d) => h('li', {}, `${date(d.at_ns)}: ${d.decision.replace('_', ' ')} by ${d.moderator}`, d.reason ? ` — “${d.reason}”` : ''))));
+  }
 
   // Headline figures.
   const stat = (k: string) => r.Summary[k];

@@ -5,6 +5,7 @@
 //
 //   node test/browser.mjs signin BASE_URL OUT_DIR   (prints {"secret": …})
 //   node test/browser.mjs browse BASE_URL RUN_ID OUT_DIR
+//   node test/browser.mjs moderate BASE_URL RUN_ID OUT_DIR   (LEM_SESSION: a moderator's session cookie)
 import { chromium } from 'playwright-core';
 
 const mode = process.argv[2];
@@ -23,6 +24,45 @@ const step = async (name, f) => {
   try { await f(); } catch (e) { fail(`${name}: ${e.message}`); }
   await page.screenshot({ path: `${out}/${name}.png` });
 };
+
+if (mode === 'moderate') {
+  // A moderator decides on a held submission in the UI; it reaches the
+  // leaderboard only when approved.
+  await page.context().addCookies([{ name: 'lem_session', value: process.env.LEM_SESSION, url: base }]);
+  const onBoard = async () => {
+    await page.goto(base + '/?workload=*');
+    await page.waitForSelector('table.board');
+    return (await page.$$eval('table.board tbody tr', (rs) => rs.map((r) => r.getAttribute('data-run')))).includes(runID);
+  };
+  await step('moderation-queue', async () => {
+    if (await onBoard()) throw new Error('a held run is on the leaderboard');
+    await page.click('#nav-moderation');
+    await page.waitForSelector(`section.submission[data-run="${runID}"]`);
+    const report = await page.textContent(`section.submission[data-run="${runID}"] table.report`);
+    if (!report.includes('recomputed')) throw new Error(`the queue shows no verification report: ${report}`);
+    // Rejecting without a reason is refused, and says why.
+    await page.click(`section.submission[data-run="${runID}"] button.reject`);
+    await page.waitForSelector(`section.submission[data-run="${runID}"] .error`);
+    const msg = await page.textContent(`section.submission[data-run="${runID}"] .error`);
+    if (!msg.includes('needs a reason')) throw new Error(`reject without a reason: ${msg}`);
+    await page.fill(`section.submission[data-run="${runID}"] textarea`, 'state the server version in the run notes');
+    await page.click(`section.submission[data-run="${runID}"] button.changes`);
+    await page.waitForSelector(`section.submission[data-run="${runID}"] ul.decisions li`);
+  });
+  await step('moderation-approved', async () => {
+    await page.click(`section.submission[data-run="${runID}"] button.approve`);
+    await page.waitForSelector('#queue .notice');
+    const log = await page.$$eval('#audit tbody tr', (rs) => rs.map((r) => r.textContent));
+    if (log.length !== 2 || !log[0].includes('approved') || !log[1].includes('state the server version')) throw new Error(`audit log: ${log}`);
+    if (!(await onBoard())) throw new Error('the approved run is not on the leaderboard');
+  });
+  await browser.close();
+  // The refusal of a reasonless rejection is a 400 the page shows: expected.
+  const unexpected = errors.filter((e) => !e.startsWith('400 ') || !e.includes('/api/moderation/'));
+  if (unexpected.length) fail('page errors: ' + unexpected.join('; '));
+  console.log('{}');
+  process.exit();
+}
 
 if (mode === 'signin') {
   // Sign in at the OpenID Connect provider, make an API token in the UI.

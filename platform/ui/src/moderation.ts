@@ -1,0 +1,90 @@
+// Moderation (moderators): the queue of held submissions with their
+// verification reports and a decision form each; the audit log. And a
+// user's page: their submissions and how many passed.
+import { h, clear, date, num, withCI } from './dom';
+import { get, Published, Decision, Entry } from './api';
+import { send, currentUser } from './account';
+import { badges } from './leaderboard';
+
+const label: Record<string, string> = { pending: 'awaiting a decision', approved: 'approved', rejected: 'rejected', changes_requested: 'changes requested' };
+
+function reportTable(p: Published): HTMLElement {
+  if (!p.report) return h('p', {}, 'no verification report');
+  return h('table', { class: 'report' }, h('caption', {}, 'verification report'),
+    h('thead', {}, h('tr', {}, ['check', 'result', 'detail'].map((x) => h('th', { scope: 'col' }, x)))),
+    h('tbody', {}, p.report.checks.map((c) => h('tr', {}, h('th', { scope: 'row' }, c.name), h('td', { class: `check-${c.status}` }, c.status), h('td', {}, c.detail)))));
+}
+
+function decisionsList(ds: Decision[] | undefined): HTMLElement | string {
+  if (!ds || ds.length === 0) return '';
+  return h('ul', { class: 'decisions' }, ds.map((d) => h('li', {}, `${date(d.at_ns)}: ${label[d.decision] ?? d.decision} by ${d.moderator}`, d.reason ? ` — “${d.reason}”` : '')));
+}
+
+export async function moderationPage(root: HTMLElement): Promise<void> {
+  clear(root);
+  document.title = 'Moderation — lem';
+  root.appendChild(h('h1', {}, 'Moderation'));
+  const me = currentUser();
+  if (!me || (me.user.role !== 'moderator' && me.user.role !== 'admin')) {
+    root.appendChild(h('p', {}, 'Moderators only: sign in with an account the operator made a moderator (lem web -moderators).'));
+    return;
+  }
+  const q = await get<{ moderated: boolean; queue: Published[] }>('/api/moderation');
+  root.appendChild(h('p', { class: 'lede' }, q.moderated
+    ? 'Every verified upload waits here until a moderator approves it; only approved runs are on the public leaderboard. A rejection is final; “request changes” tells the submitter what to fix. Reasons are shown to the submitter.'
+    : 'This platform does not hold uploads for moderation (lem web -moderate): verified uploads are public at once.'));
+  const list = h('div', { id: 'queue' });
+  root.appendChild(list);
+  if (q.queue.length === 0) list.appendChild(h('p', { class: 'notice', role: 'status' }, 'Nothing awaits a decision.'));
+  for (const p of q.queue) {
+    const e = p.entry;
+    const status = h('p', { role: 'status', class: 'decision-status' });
+    const reason = h('textarea', { id: `reason-${e.run_id}`, rows: 2, maxlength: 2000, placeholder: 'reason (needed to reject or request changes; the submitter sees it)' }) as HTMLTextAreaElement;
+    const decide = async (decision: string) => {
+      clear(status);
+      try {
+        await send('POST', `/api/moderation/${encodeURIComponent(e.run_id)}`, { decision, reason: reason.value });
+        await moderationPage(root);
+      } catch (err) {
+        status.appendChild(h('span', { class: 'error', role: 'alert' }, (err as Error).message));
+      }
+    };
+    list.appendChild(h('section', { class: 'submission', 'data-run': e.run_id },
+      h('h2', {}, h('a', { href: `/runs/${encodeURIComponent(e.run_id)}` }, `${e.model} · ${e.backend} · ${e.hardware}`)),
+      h('p', { class: 'runmeta' }, badges(e), ` ${label[e.moderation ?? ''] ?? ''} · run ${e.run_id} · submitted by `,
+        h('a', { href: `/users/${encodeURIComponent(e.submitter)}` }, e.submitter), ` · ${date(e.published_ns)} · J/token ${withCI(e.j_per_token, e.j_per_token_ci95)} · ${num(e.tokens_per_s)} tokens/s`),
+      decisionsList(p.decisions),
+      reportTable(p),
+      h('label', { for: `reason-${e.run_id}` }, 'reason', reason),
+      h('div', { class: 'decide' },
+        h('button', { type: 'button', class: 'approve', onclick: () => decide('approved') }, 'Approve'),
+        h('button', { type: 'button', class: 'changes', onclick: () => decide('changes_requested') }, 'Request changes'),
+        h('button', { type: 'button', class: 'reject', onclick: () => decide('rejected') }, 'Reject')),
+      status));
+  }
+  const log = await get<Decision[]>('/api/moderation/log');
+  root.appendChild(h('h2', {}, 'Audit log'));
+  root.appendChild(h('div', { class: 'tablewrap' }, h('table', { id: 'audit' }, h('caption', {}, `${log.length === 1 ? '1 decision' : `${log.length} decisions`}, from the platform's events`),
+    h('thead', {}, h('tr', {}, ['when', 'run', 'decision', 'moderator', 'reason'].map((x) => h('th', { scope: 'col' }, x)))),
+    h('tbody', {}, log.slice().reverse().map((d) => h('tr', {}, h('td', {}, date(d.at_ns)), h('td', {}, d.run_id), h('td', {}, label[d.decision] ?? d.decision), h('td', {}, d.moderator), h('td', {}, d.reason ?? '')))))));
+}
+
+interface UserPage { user: string; login?: string; submissions: Published[]; verified: number; public: number; refused: number }
+
+export async function userPage(root: HTMLElement, id: string): Promise<void> {
+  clear(root);
+  const u = await get<UserPage>(`/api/users/${encodeURIComponent(id)}`);
+  document.title = `${u.login || u.user} — lem`;
+  root.appendChild(h('h1', {}, u.login || u.user));
+  root.appendChild(h('dl', { class: 'headline' }, ([['verified uploads', u.verified], ['on the leaderboard', u.public], ['refused by verification', u.refused]] as [string, number][])
+    .map(([k, v]) => h('div', {}, h('dt', {}, k), h('dd', {}, String(v))))));
+  const row = (p: Published) => {
+    const e: Entry = p.entry;
+    return h('tr', {}, h('th', { scope: 'row' }, h('a', { href: `/runs/${encodeURIComponent(e.run_id)}` }, e.model)), h('td', {}, e.backend), h('td', {}, e.hardware),
+      h('td', {}, withCI(e.j_per_token, e.j_per_token_ci95)), h('td', {}, badges(e)), h('td', {}, e.moderation ? (label[e.moderation] ?? e.moderation) : 'public'),
+      h('td', {}, date(e.published_ns)));
+  };
+  root.appendChild(h('div', { class: 'tablewrap' }, h('table', { id: 'submissions' }, h('caption', {}, `${u.submissions.length} submissions shown`),
+    h('thead', {}, h('tr', {}, ['model', 'backend', 'hardware', 'J/token', 'quality', 'state', 'published'].map((x) => h('th', { scope: 'col' }, x)))),
+    h('tbody', {}, u.submissions.map(row)))));
+}
