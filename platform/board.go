@@ -87,6 +87,17 @@ func (b *Board) Get(runID string) (Entry, bool) {
 }
 
 // Len is the number of entries.
+// All returns a copy of every entry.
+func (b *Board) All() []Entry {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	out := make([]Entry, 0, len(b.entries))
+	for _, it := range b.entries {
+		out = append(out, *it.e)
+	}
+	return out
+}
+
 func (b *Board) Len() int {
 	b.mu.RLock()
 	defer b.mu.RUnlock()

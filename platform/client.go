@@ -22,8 +22,25 @@ import (
 // It returns what the platform said, for people; a refusal is an error
 // that carries the platform's reason and report.
 func Send(ctx context.Context, base, token, path, hash string, sig ...Signature) (string, error) {
+	o := SendOptions{}
+	if len(sig) > 0 {
+		o.Signature = &sig[0]
+	}
+	return SendWith(ctx, base, token, path, hash, o)
+}
+
+// SendOptions are an upload's optional headers.
+type SendOptions struct {
+	Signature *Signature
+	// Job names the job whose run this is (a worker's upload, with a
+	// token of scope worker).
+	Job string
+}
+
+// SendWith is Send with options.
+func SendWith(ctx context.Context, base, token, path, hash string, o SendOptions) (string, error) {
 	if fi, err := os.Stat(path); err == nil && fi.Size() > PartThreshold {
-		return sendParts(ctx, base, token, path, hash, fi.Size(), sig...)
+		return sendParts(ctx, base, token, path, hash, fi.Size(), o)
 	}
 	url := strings.TrimSuffix(base, "/") + "/api/uploads"
 	var last error
@@ -49,7 +66,7 @@ func Send(ctx context.Context, base, token, path, hash string, sig ...Signature)
 		req.Header.Set("Authorization", "Bearer "+token)
 		req.Header.Set("Content-Type", "application/vnd.lem.bundle")
 		req.Header.Set("X-Lem-Content-Hash", hash)
-		setSignature(req, sig)
+		o.set(req)
 		resp, err := http.DefaultClient.Do(req)
 		f.Close()
 		if err != nil {
@@ -110,7 +127,7 @@ var (
 	retryWait           = time.Second // the first wait after a failure (doubling to 30 s)
 )
 
-func sendParts(ctx context.Context, base, token, path, hash string, size int64, sig ...Signature) (string, error) {
+func sendParts(ctx context.Context, base, token, path, hash string, size int64, o SendOptions) (string, error) {
 	url := strings.TrimSuffix(base, "/") + "/api/uploads/parts/" + hash
 	do := func(method, u string, body io.Reader, n int64) (*http.Response, []byte, error) {
 		req, err := http.NewRequestWithContext(ctx, method, u, body)
@@ -119,7 +136,7 @@ func sendParts(ctx context.Context, base, token, path, hash string, size int64, 
 		}
 		req.ContentLength = n
 		req.Header.Set("Authorization", "Bearer "+token)
-		setSignature(req, sig)
+		o.set(req)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			return nil, nil, err
@@ -236,9 +253,12 @@ func Sign(seed []byte, hash string) (Signature, error) {
 	return Signature{pub, sig}, err
 }
 
-func setSignature(req *http.Request, sig []Signature) {
-	if len(sig) > 0 {
-		req.Header.Set("X-Lem-Signer", sig[0].Signer)
-		req.Header.Set("X-Lem-Signature", base64.RawURLEncoding.EncodeToString(sig[0].Sig))
+func (o SendOptions) set(req *http.Request) {
+	if o.Job != "" {
+		req.Header.Set(JobHeader, o.Job)
+	}
+	if sig := o.Signature; sig != nil {
+		req.Header.Set("X-Lem-Signer", sig.Signer)
+		req.Header.Set("X-Lem-Signature", base64.RawURLEncoding.EncodeToString(sig.Sig))
 	}
 }

@@ -61,6 +61,10 @@ type Config struct {
 	// PartsDir holds bundles being uploaded in parts (resumable uploads);
 	// empty: only whole uploads.
 	PartsDir string
+	// Jobs is the remote-execution queue (nil: the platform runs no jobs).
+	Jobs *Jobs
+	// Prices price job estimates.
+	Prices Prices
 	// Moderate holds every verified upload for a moderator's decision:
 	// only approved runs are on the public leaderboard.
 	Moderate bool
@@ -173,6 +177,11 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /api/moderation/{id}", s.moderator(s.handleDecide))
 	m.HandleFunc("GET /api/moderation/log", s.moderator(s.handleAuditLog))
 	m.HandleFunc("GET /api/users/{id}", s.handleProfile)
+	m.HandleFunc("GET /api/jobs", s.withJobs(s.handleJobs))
+	m.HandleFunc("POST /api/jobs", s.withJobs(s.handleSubmitJob))
+	m.HandleFunc("GET /api/jobs/{id}", s.withJobs(s.handleJob))
+	m.HandleFunc("POST /api/jobs/{id}/confirm", s.withJobs(s.handleConfirmJob))
+	m.HandleFunc("POST /api/jobs/{id}/cancel", s.withJobs(s.handleCancelJob))
 	m.HandleFunc("GET /auth/providers", s.handleProviders)
 	m.HandleFunc("GET /auth/login/{provider}", s.handleLogin)
 	m.HandleFunc("GET /auth/callback/{provider}", s.handleCallback)
@@ -186,7 +195,8 @@ var routeList = []string{"GET /api/health", "GET /api/openapi.json", "GET /api/l
 	"GET /api/runs/{id}/timeline", "GET /api/runs/{id}/bundle", "GET /api/runs/{id}/dataset", "POST /api/uploads", "GET /api/uploads/{id}",
 	"GET /api/uploads/parts/{hash}", "PUT /api/uploads/parts/{hash}", "POST /api/uploads/parts/{hash}/complete", "GET /api/me", "GET /api/tokens",
 	"POST /api/tokens", "DELETE /api/tokens/{hash}", "GET /api/moderation", "POST /api/moderation/{id}", "GET /api/moderation/log",
-	"GET /api/users/{id}", "GET /auth/providers", "GET /auth/login/{provider}",
+	"GET /api/users/{id}", "GET /api/jobs", "POST /api/jobs", "GET /api/jobs/{id}", "POST /api/jobs/{id}/confirm", "POST /api/jobs/{id}/cancel",
+	"GET /auth/providers", "GET /auth/login/{provider}",
 	"GET /auth/callback/{provider}", "POST /auth/logout"}
 
 // apiError is every error response's body.
@@ -565,6 +575,25 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, tok Token, body 
 			return
 		}
 	}
+	// A worker's upload of a job's run is published in the submitter's
+	// name; only worker tokens may name a job.
+	submitter, jobID := tok.User, r.Header.Get(JobHeader)
+	if jobID != "" {
+		if s.cfg.Jobs == nil || !slices.Contains(tok.Scopes, ScopeWorker) {
+			writeErr(w, http.StatusForbidden, "only a worker's token (scope worker) uploads a job's run")
+			return
+		}
+		job, ok, err := s.cfg.Jobs.Get(ctx, jobID)
+		if err != nil || !ok {
+			writeErr(w, http.StatusBadRequest, "job %q: not found (%v)", jobID, err)
+			return
+		}
+		if job.State != JobRunning {
+			writeErr(w, http.StatusConflict, "job %s is %s, not running: its runs are not taken", jobID, job.State)
+			return
+		}
+		submitter = job.User
+	}
 	res, rep, err := Verify(ctx, b.Store(), id, b.Manifest.Results)
 	if err != nil {
 		writeErr(w, http.StatusBadRequest, "%v", err)
@@ -576,7 +605,7 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, tok Token, body 
 	} else {
 		rep.Checks = append(rep.Checks, Check{Name: "signature", Status: "n/a", Detail: "unsigned (lem upload -nkey signs with the host's NKey)"})
 	}
-	up := Upload{RunID: id, Hash: b.Hash, User: tok.User, Signer: signer, Report: rep, AtNS: time.Now().UnixNano()}
+	up := Upload{RunID: id, Hash: b.Hash, User: submitter, Signer: signer, Report: rep, AtNS: time.Now().UnixNano(), Job: jobID}
 	if !rep.Passed() {
 		up.State, up.Reason = "refused", rep.Failures()
 		if err := s.cfg.State.SetUpload(ctx, up); err != nil {
@@ -594,7 +623,7 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, tok Token, body 
 		writeErr(w, http.StatusInternalServerError, "%v", err)
 		return
 	}
-	e.Verification, e.Submitter = "verified", tok.User
+	e.Verification, e.Submitter = "verified", submitter
 	if s.cfg.Moderate {
 		e.Moderation = ModerationPending
 	}
@@ -619,6 +648,9 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, tok Token, body 
 	}
 	if err := s.warmOverview(ctx, b.Store(), id); err != nil {
 		s.cfg.Log.Warn().Err(err).Str("run", id).Msg("power overview not built")
+	}
+	if err := s.jobUploaded(ctx, jobID, tok.User, e); err != nil {
+		s.cfg.Log.Warn().Err(err).Str("run", id).Str("job", jobID).Msg("job not updated")
 	}
 	if _, err := s.keep(ctx, id, res); err != nil {
 		s.cfg.Log.Warn().Err(err).Str("run", id).Msg("figures not kept")

@@ -60,6 +60,7 @@ type Upload struct {
 	Reason string  `json:"reason,omitempty"`
 	Report *Report `json:"report,omitempty"`
 	AtNS   int64   `json:"at_ns"`
+	Job    string  `json:"job,omitempty"` // the job whose worker uploaded it
 }
 
 // State is the platform's JetStream state.
@@ -273,6 +274,9 @@ const (
 	ScopeUpload = "upload"
 	ScopeRead   = "read"
 	ScopeAdmin  = "admin"
+	// ScopeWorker lets a GPU worker upload runs for the jobs it ran (in
+	// their submitters' names).
+	ScopeWorker = "worker"
 )
 
 var secretEnc = base32.StdEncoding.WithPadding(base32.NoPadding)
@@ -281,8 +285,8 @@ var secretEnc = base32.StdEncoding.WithPadding(base32.NoPadding)
 // once and only its hash is kept.
 func (s *State) CreateToken(ctx context.Context, user, name string, scopes []string, ttl time.Duration) (string, Token, error) {
 	for _, sc := range scopes {
-		if !slices.Contains([]string{ScopeUpload, ScopeRead, ScopeAdmin}, sc) {
-			return "", Token{}, fmt.Errorf("unknown token scope %q (upload, read, admin)", sc)
+		if !slices.Contains([]string{ScopeUpload, ScopeRead, ScopeAdmin, ScopeWorker}, sc) {
+			return "", Token{}, fmt.Errorf("unknown token scope %q (upload, read, admin, worker)", sc)
 		}
 	}
 	raw := make([]byte, 32)

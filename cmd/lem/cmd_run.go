@@ -106,6 +106,12 @@ type experimentRun struct {
 	footprint analytics.Footprint
 	// stamp names the runs (UTC time of start unless set).
 	stamp string
+	// Hooks of a remote worker: progress events (instead of the terminal
+	// display), each streamed chunk, and the devices' power probe once the
+	// collectors are open.
+	onProgress func(experiment.Progress)
+	onChunk    func()
+	onProbe    func(experiment.Probe)
 }
 
 // plan prints what a run would do.
@@ -214,12 +220,21 @@ func (e *experimentRun) execute(ctx context.Context) ([]*analytics.RunResult, er
 	deps := experiment.Deps{Publisher: pub, Collectors: gc.collectors, Probe: gc.probe, Devices: gc.devices,
 		Inventory: gc.inventory, Host: host, Stamp: e.stamp, Log: log, InFlight: gc.setInFlight,
 		Progress: progressDisplay(os.Stderr, log, e.quiet)}
-	if e.showTokens {
+	if e.onProgress != nil {
+		deps.Progress = e.onProgress
+	}
+	if e.onProbe != nil && gc.probe != nil {
+		e.onProbe(gc.probe)
+	}
+	switch {
+	case e.showTokens:
 		deps.OnText = func(reqID, text string) {
 			if strings.HasSuffix(reqID, "-r0") {
 				fmt.Fprint(os.Stderr, text)
 			}
 		}
+	case e.onChunk != nil:
+		deps.OnText = func(string, string) { e.onChunk() }
 	}
 	fmt.Fprintf(e.out, "experiment %s: idle baseline %v\n", c.Experiment, c.Measurement.Baseline.Duration)
 	runs, err := experiment.Execute(ctx, c, deps)

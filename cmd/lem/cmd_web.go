@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,51 +31,59 @@ func init() {
 
 // webCmd holds the flags of `lem web`.
 type webCmd struct {
-	fs             *flag.FlagSet
-	listen, data   *string
-	natsListen     *string
-	publishLocal   *bool
-	adminTokenFile *string
-	uploadsPerHour *int
-	maxBundle      *int64
-	publicURL      *string
-	oidcIssuer     *string
-	oidcClientID   *string
-	oidcSecretFile *string
-	oidcName       *string
-	ghClientID     *string
-	ghSecretFile   *string
-	ghWeb, ghAPI   *string
-	admins, mods   *string
-	moderate       *bool
-	stc            func() store.Config
-	logger         func() zerolog.Logger
+	fs              *flag.FlagSet
+	listen, data    *string
+	natsListen      *string
+	publishLocal    *bool
+	adminTokenFile  *string
+	uploadsPerHour  *int
+	maxBundle       *int64
+	publicURL       *string
+	oidcIssuer      *string
+	oidcClientID    *string
+	oidcSecretFile  *string
+	oidcName        *string
+	ghClientID      *string
+	ghSecretFile    *string
+	ghWeb, ghAPI    *string
+	admins, mods    *string
+	moderate        *bool
+	workerTokenFile *string
+	gpuHourPrices   *string
+	kwhPrice        *float64
+	currency        *string
+	stc             func() store.Config
+	logger          func() zerolog.Logger
 }
 
 func newWebCmd(fs *flag.FlagSet) func([]string) error {
 	opt := &webCmd{
-		fs:             fs,
-		listen:         fs.String("listen", "127.0.0.1:8080", "HTTP address of the platform"),
-		data:           fs.String("data", "lem-web", "directory of the platform's JetStream state (<dir>/nats) and, without -parquet or -clickhouse, its store (<dir>/store)"),
-		natsListen:     fs.String("nats-listen", "127.0.0.1:-1", "client address of the platform's embedded JetStream (-1: a free port)"),
-		publishLocal:   fs.Bool("publish-local", true, "publish the store's own runs that are not yet on the platform (recomputed, marked as not uploaded)"),
-		adminTokenFile: fs.String("admin-token-file", "", "when this file does not exist, create an admin API token (upload, read, admin) and write it there (mode 0600)"),
-		uploadsPerHour: fs.Int("uploads-per-hour", 20, "uploads allowed per user per hour"),
-		maxBundle:      fs.Int64("max-bundle-bytes", platform.DefaultLimits.MaxBytes, "largest bundle accepted"),
-		publicURL:      fs.String("public-url", "", "the platform's address as browsers reach it (sign-in redirects; https:// makes cookies Secure); default http://<listen>"),
-		oidcIssuer:     fs.String("oidc-issuer", "", "sign in with this OpenID Connect provider (its issuer URL; discovery at /.well-known/openid-configuration)"),
-		oidcClientID:   fs.String("oidc-client-id", "", "the platform's client id at the OpenID Connect provider"),
-		oidcSecretFile: fs.String("oidc-client-secret-file", "", "file holding the OpenID Connect client secret (or set LEM_OIDC_CLIENT_SECRET)"),
-		oidcName:       fs.String("oidc-name", "", "the OpenID Connect provider's name on the sign-in button (default: the issuer)"),
-		ghClientID:     fs.String("github-client-id", "", "sign in with GitHub: the OAuth app's client id (callback <public-url>/auth/callback/github)"),
-		ghSecretFile:   fs.String("github-client-secret-file", "", "file holding the GitHub OAuth app's client secret (or set LEM_GITHUB_CLIENT_SECRET)"),
-		ghWeb:          fs.String("github-url", "https://github.com", "GitHub's web address (GitHub Enterprise: yours)"),
-		ghAPI:          fs.String("github-api-url", "https://api.github.com", "GitHub's API address (GitHub Enterprise: https://HOST/api/v3)"),
-		admins:         fs.String("admins", "", "comma-separated users made admins at sign-in (github:LOGIN, an e-mail, or a user id)"),
-		mods:           fs.String("moderators", "", "comma-separated users made moderators at sign-in"),
-		moderate:       fs.Bool("moderate", false, "hold every verified upload until a moderator approves it; only approved runs are on the public leaderboard"),
-		stc:            storeFlags(fs, "", "Parquet store of the platform's runs (default <data>/store)"),
-		logger:         logFlags(fs),
+		fs:              fs,
+		listen:          fs.String("listen", "127.0.0.1:8080", "HTTP address of the platform"),
+		data:            fs.String("data", "lem-web", "directory of the platform's JetStream state (<dir>/nats) and, without -parquet or -clickhouse, its store (<dir>/store)"),
+		natsListen:      fs.String("nats-listen", "127.0.0.1:-1", "client address of the platform's embedded JetStream (-1: a free port)"),
+		publishLocal:    fs.Bool("publish-local", true, "publish the store's own runs that are not yet on the platform (recomputed, marked as not uploaded)"),
+		adminTokenFile:  fs.String("admin-token-file", "", "when this file does not exist, create an admin API token (upload, read, admin) and write it there (mode 0600)"),
+		workerTokenFile: fs.String("worker-token-file", "", "when this file does not exist, create an API token for GPU workers (worker, upload, read) and write it there (mode 0600)"),
+		uploadsPerHour:  fs.Int("uploads-per-hour", 20, "uploads allowed per user per hour"),
+		maxBundle:       fs.Int64("max-bundle-bytes", platform.DefaultLimits.MaxBytes, "largest bundle accepted"),
+		publicURL:       fs.String("public-url", "", "the platform's address as browsers reach it (sign-in redirects; https:// makes cookies Secure); default http://<listen>"),
+		oidcIssuer:      fs.String("oidc-issuer", "", "sign in with this OpenID Connect provider (its issuer URL; discovery at /.well-known/openid-configuration)"),
+		oidcClientID:    fs.String("oidc-client-id", "", "the platform's client id at the OpenID Connect provider"),
+		oidcSecretFile:  fs.String("oidc-client-secret-file", "", "file holding the OpenID Connect client secret (or set LEM_OIDC_CLIENT_SECRET)"),
+		oidcName:        fs.String("oidc-name", "", "the OpenID Connect provider's name on the sign-in button (default: the issuer)"),
+		ghClientID:      fs.String("github-client-id", "", "sign in with GitHub: the OAuth app's client id (callback <public-url>/auth/callback/github)"),
+		ghSecretFile:    fs.String("github-client-secret-file", "", "file holding the GitHub OAuth app's client secret (or set LEM_GITHUB_CLIENT_SECRET)"),
+		ghWeb:           fs.String("github-url", "https://github.com", "GitHub's web address (GitHub Enterprise: yours)"),
+		ghAPI:           fs.String("github-api-url", "https://api.github.com", "GitHub's API address (GitHub Enterprise: https://HOST/api/v3)"),
+		admins:          fs.String("admins", "", "comma-separated users made admins at sign-in (github:LOGIN, an e-mail, or a user id)"),
+		mods:            fs.String("moderators", "", "comma-separated users made moderators at sign-in"),
+		gpuHourPrices:   fs.String("gpu-hour-price", "", "job estimates' GPU-hour prices by hardware profile, e.g. h200-sxm=3.5,l4=0.7 (none: estimates show no cost)"),
+		kwhPrice:        fs.Float64("kwh-price", 0, "job estimates' electricity price per kWh"),
+		currency:        fs.String("currency", "USD", "the prices' currency"),
+		moderate:        fs.Bool("moderate", false, "hold every verified upload until a moderator approves it; only approved runs are on the public leaderboard"),
+		stc:             storeFlags(fs, "", "Parquet store of the platform's runs (default <data>/store)"),
+		logger:          logFlags(fs),
 	}
 	return opt.run
 }
@@ -118,7 +127,16 @@ func (opt *webCmd) run(_ []string) error {
 	if err != nil {
 		return err
 	}
-	srv, err := platform.New(ctx, platform.Config{Store: st, State: state, Publisher: pub, Limits: lim,
+	jobs, err := platform.OpenJobs(ctx, bb.nc, pub.JetStream(), state, platform.JobsConfig{})
+	if err != nil {
+		return err
+	}
+	go jobs.WatchMaxDeliveries(ctx)
+	prices, err := parsePrices(*opt.gpuHourPrices, *opt.kwhPrice, *opt.currency)
+	if err != nil {
+		return err
+	}
+	srv, err := platform.New(ctx, platform.Config{Store: st, State: state, Publisher: pub, Limits: lim, Jobs: jobs, Prices: prices,
 		UploadsPerHour: *opt.uploadsPerHour, ToolVersion: version, Log: log, Providers: providers,
 		Admins: splitList(*opt.admins), Moderators: splitList(*opt.mods), SecureCookies: strings.HasPrefix(public, "https://"),
 		Moderate: *opt.moderate, WarmOverviews: true, PartsDir: filepath.Join(*opt.data, "parts")})
@@ -138,6 +156,19 @@ func (opt *webCmd) run(_ []string) error {
 			fmt.Printf("created an admin API token in %s\n", *opt.adminTokenFile)
 		}
 	}
+	if *opt.workerTokenFile != "" {
+		if _, err := os.Stat(*opt.workerTokenFile); errors.Is(err, os.ErrNotExist) {
+			secret, _, err := state.CreateToken(ctx, "worker", "created by lem web -worker-token-file",
+				[]string{platform.ScopeWorker, platform.ScopeUpload, platform.ScopeRead}, 0)
+			if err != nil {
+				return err
+			}
+			if err := os.WriteFile(*opt.workerTokenFile, []byte(secret+"\n"), 0o600); err != nil {
+				return err
+			}
+			fmt.Printf("created a worker API token in %s\n", *opt.workerTokenFile)
+		}
+	}
 	if *opt.publishLocal {
 		n, err := srv.PublishLocal(ctx, "local store")
 		if err != nil {
@@ -152,7 +183,7 @@ func (opt *webCmd) run(_ []string) error {
 		return err
 	}
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	fmt.Printf("lem web: the results platform is at http://%s/ (%d runs; store %s)\n", ln.Addr(), srv.Board().Len(), st.Describe())
+	fmt.Printf("lem web: the results platform is at http://%s/ (%d runs; store %s); workers connect to %s\n", ln.Addr(), srv.Board().Len(), st.Describe(), bb.url)
 	go func() {
 		<-ctx.Done()
 		sctx, c := context.WithTimeout(context.Background(), 10*time.Second)
@@ -304,4 +335,22 @@ func (opt *uploadCmd) run(args []string) error {
 	}
 	fmt.Print(res)
 	return nil
+}
+
+// parsePrices reads -gpu-hour-price PROFILE=PRICE,… into job estimates'
+// prices.
+func parsePrices(list string, kwh float64, currency string) (platform.Prices, error) {
+	p := platform.Prices{GPUHour: map[string]float64{}, PerKWh: kwh, Currency: currency}
+	for _, kv := range splitList(list) {
+		k, v, ok := strings.Cut(kv, "=")
+		f, err := strconv.ParseFloat(v, 64)
+		if !ok || err != nil || f < 0 {
+			return p, fmt.Errorf("-gpu-hour-price: %q is not PROFILE=PRICE", kv)
+		}
+		p.GPUHour[k] = f
+	}
+	if kwh < 0 {
+		return p, errors.New("-kwh-price: negative")
+	}
+	return p, nil
 }

@@ -1,0 +1,447 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/llm-energy-measure/lem/analytics"
+	"github.com/llm-energy-measure/lem/collectors"
+	"github.com/llm-energy-measure/lem/collectors/nvml"
+	"github.com/llm-energy-measure/lem/experiment"
+	"github.com/llm-energy-measure/lem/internal/bus"
+	"github.com/llm-energy-measure/lem/platform"
+	"github.com/llm-energy-measure/lem/store"
+)
+
+func init() {
+	register(&command{
+		name: "worker",
+		summary: "Run jobs from a results platform on this GPU host: announce its hardware profile, pull the jobs of that profile " +
+			"from the platform's JetStream one at a time, run each experiment with the normal collectors, upload the runs for verification.",
+		setup: newWorkerCmd,
+	})
+}
+
+type workerCmd struct {
+	natsURL, platformURL, tokenFile, profile, data, id *string
+	lease                                              *time.Duration
+	once                                               *bool
+	natsOpts                                           func() ([]nats.Option, error)
+	logger                                             func() zerolog.Logger
+}
+
+func newWorkerCmd(fs *flag.FlagSet) func([]string) error {
+	opt := &workerCmd{
+		natsURL:     fs.String("nats", "nats://127.0.0.1:4222", "the platform's NATS server (lem web -nats-listen)"),
+		platformURL: fs.String("platform", "http://127.0.0.1:8080", "the platform's address (uploads)"),
+		tokenFile:   fs.String("token-file", "", "file holding an API token with the worker and upload scopes (or set LEM_TOKEN)"),
+		profile:     fs.String("profile", "auto", "hardware profile of this host's jobs: auto (from NVML), sim (simulated GPU), or a standard profile id"),
+		data:        fs.String("data", "lem-worker", "directory for each job's logs and local store"),
+		id:          fs.String("id", "", "this worker's name (default host-pid)"),
+		lease:       fs.Duration("lease", platform.DefaultLease, "a job is handed to another worker when this one has not heartbeat for this long"),
+		once:        fs.Bool("once", false, "exit after one job"),
+		natsOpts:    natsFlags(fs),
+		logger:      logFlags(fs),
+	}
+	return opt.run
+}
+
+// detectProfile matches this host's first GPU to a standard profile; an
+// unknown board is an error, never a guess.
+func detectProfile(log zerolog.Logger) (string, int, error) {
+	host, _ := os.Hostname()
+	col, err := nvml.Build(nvml.Config{}, collectors.Env{Host: host, Log: log})
+	if err != nil {
+		return "", 0, fmt.Errorf("-profile auto: %w (give -profile)", err)
+	}
+	rd := col.(*nvml.Collector).Reader()
+	defer rd.Close()
+	if len(rd.GPUs) == 0 {
+		return "", 0, errors.New("-profile auto: no GPU")
+	}
+	p, ok := platform.MatchProfile(rd.GPUs[0].ID.Name, 0)
+	if !ok {
+		return "", 0, fmt.Errorf("-profile auto: %q matches no standard profile; an operator adds it, or give -profile", rd.GPUs[0].ID.Name)
+	}
+	return p.ID, len(rd.GPUs), nil
+}
+
+func (opt *workerCmd) run(args []string) error {
+	if len(args) != 0 {
+		return errUsage
+	}
+	log := opt.logger()
+	token, err := readSecret("LEM_TOKEN", *opt.tokenFile, "API token")
+	if err != nil {
+		return err
+	}
+	if token == "" {
+		return errors.New("no API token: give -token-file or set LEM_TOKEN (a token with the worker and upload scopes)")
+	}
+	profile, gpus := *opt.profile, 1
+	if profile == "auto" {
+		if profile, gpus, err = detectProfile(log); err != nil {
+			return err
+		}
+	}
+	host, _ := os.Hostname()
+	id := *opt.id
+	if id == "" {
+		id = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	nopts, err := opt.natsOpts()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	nc, err := bus.Connect(*opt.natsURL, "lem-worker "+id, log, nopts...)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	state, err := platform.OpenState(ctx, js)
+	if err != nil {
+		return err
+	}
+	jobs, err := platform.OpenJobs(ctx, nc, js, state, platform.JobsConfig{Lease: *opt.lease})
+	if err != nil {
+		return err
+	}
+	w := &worker{id: id, host: host, profile: profile, gpus: gpus, jobs: jobs, js: js, token: token, platformURL: *opt.platformURL,
+		data: *opt.data, log: log.With().Str("worker", id).Logger()}
+	return w.loop(ctx, *opt.once)
+}
+
+type worker struct {
+	id, host, profile, token, platformURL, data string
+	gpus                                        int
+	jobs                                        *platform.Jobs
+	js                                          jetstream.JetStream
+	log                                         zerolog.Logger
+	current                                     atomic.Value // string: the job running now
+}
+
+func (w *worker) beat(ctx context.Context) {
+	job, _ := w.current.Load().(string)
+	if err := w.jobs.Heartbeat(ctx, platform.Worker{ID: w.id, Host: w.host, Profile: w.profile, GPUs: w.gpus, Job: job, Version: version}); err != nil {
+		w.log.Warn().Err(err).Msg("heartbeat")
+	}
+}
+
+// loop pulls one job at a time until ctx ends.
+func (w *worker) loop(ctx context.Context, once bool) error {
+	cons, err := w.jobs.Consumer(ctx, w.profile)
+	if err != nil {
+		return err
+	}
+	w.current.Store("")
+	w.beat(ctx)
+	go func() {
+		t := time.NewTicker(platform.WorkerHeartbeatTTL / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				w.beat(ctx)
+			}
+		}
+	}()
+	w.log.Info().Str("profile", w.profile).Dur("lease", w.jobs.Lease()).Msg("worker ready")
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			w.log.Warn().Err(err).Msg("fetching a job")
+			time.Sleep(time.Second)
+			continue
+		}
+		for m := range batch.Messages() {
+			w.handle(ctx, m)
+			if once {
+				return nil
+			}
+		}
+	}
+	return nil
+}
+
+// handle runs one delivered job: it heartbeats the message while the job
+// runs (in-progress acknowledgements), watches for cancellation, and
+// acknowledges only once the job's end is recorded, so a worker that dies
+// leaves the job to be redelivered after the lease.
+func (w *worker) handle(ctx context.Context, m jetstream.Msg) {
+	jobID := string(m.Data())
+	md, _ := m.Metadata()
+	delivery := 1
+	if md != nil {
+		delivery = int(md.NumDelivered)
+	}
+	log := w.log.With().Str("job", jobID).Int("delivery", delivery).Logger()
+	job, ok, err := w.jobs.Get(ctx, jobID)
+	if err != nil {
+		log.Warn().Err(err).Msg("reading the job; leaving it for redelivery")
+		return
+	}
+	if !ok || job.Done() || job.CancelRequested {
+		// Ended (canceled before it started, or finished by an earlier
+		// delivery whose acknowledgement was lost): nothing to run twice.
+		log.Info().Bool("known", ok).Str("state", job.State).Msg("job needs no run")
+		m.Ack()
+		return
+	}
+	if len(job.RunIDs) > 0 {
+		// A run of it was uploaded by a delivery that died before
+		// recording the end: it counts; running it again would count twice.
+		w.finish(ctx, jobID, platform.JobSucceeded, "", "", job.RunIDs)
+		m.Ack()
+		return
+	}
+	jctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	started := time.Now()
+	if _, err := w.jobs.Update(ctx, jobID, "worker:"+w.id, func(j *platform.Job) error {
+		j.State, j.Worker, j.Deliveries, j.StartedNS = platform.JobRunning, w.id, delivery, started.UnixNano()
+		j.Error = ""
+		return nil
+	}); err != nil {
+		log.Warn().Err(err).Msg("marking the job running; leaving it for redelivery")
+		return
+	}
+	w.current.Store(jobID)
+	w.beat(ctx)
+	defer func() { w.current.Store(""); w.beat(ctx) }()
+
+	// Heartbeat the message and watch the job's record for cancellation.
+	var canceled atomic.Bool
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(w.jobs.Lease() / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-jctx.Done():
+				return
+			case <-t.C:
+				if err := m.InProgress(); err != nil {
+					log.Warn().Err(err).Msg("heartbeat of the job")
+				}
+				if j, ok, _ := w.jobs.Get(jctx, jobID); ok && j.CancelRequested && !canceled.Load() {
+					log.Info().Msg("cancel requested: stopping the backend")
+					canceled.Store(true)
+					cancel()
+				}
+			}
+		}
+	}()
+	runIDs, tail, err := w.run(jctx, job, delivery)
+	cancel()
+	wg.Wait()
+	switch {
+	case canceled.Load():
+		w.finish(ctx, jobID, platform.JobCanceled, "canceled at the submitter's request", tail, runIDs)
+		m.Ack()
+	case err != nil && ctx.Err() != nil:
+		// This worker is stopping: leave the job to another delivery.
+		log.Info().Msg("stopping; the job will be redelivered")
+		m.Nak()
+	case err != nil && delivery >= w.jobs.MaxDeliver():
+		w.finish(ctx, jobID, platform.JobFailed, err.Error(), tail, runIDs)
+		m.Term()
+	case err != nil:
+		log.Warn().Err(err).Msg("job failed; it will be redelivered")
+		w.jobs.Update(ctx, jobID, "worker:"+w.id, func(j *platform.Job) error {
+			j.State, j.Error, j.LogTail = platform.JobQueued, err.Error(), tail
+			return nil
+		})
+		m.NakWithDelay(time.Second)
+	default:
+		w.finish(ctx, jobID, platform.JobSucceeded, "", tail, runIDs)
+		m.Ack()
+	}
+}
+
+// finish records a job's end, with what it took.
+func (w *worker) finish(ctx context.Context, jobID, state, why, tail string, runIDs []string) {
+	j, err := w.jobs.Update(ctx, jobID, "worker:"+w.id, func(j *platform.Job) error {
+		j.State, j.EndedNS, j.Error, j.LogTail = state, time.Now().UnixNano(), why, tail
+		if j.StartedNS > 0 {
+			j.ActualS = float64(j.EndedNS-j.StartedNS) / 1e9
+		}
+		for _, r := range runIDs {
+			if !contains(j.RunIDs, r) {
+				j.RunIDs = append(j.RunIDs, r)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		w.log.Error().Err(err).Str("job", jobID).Msg("recording the job's end")
+		return
+	}
+	w.publish(ctx, platform.Progress{JobID: jobID, State: j.State, EndOfJob: true, Message: why, ElapsedS: j.ActualS, LogTail: tail})
+	w.log.Info().Str("job", jobID).Str("state", j.State).Strs("runs", j.RunIDs).Msg("job ended")
+}
+
+func contains(xs []string, x string) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+// publish sends a progress update of a job to its subject.
+func (w *worker) publish(ctx context.Context, p platform.Progress) {
+	p.AtNS, p.WorkerID = time.Now().UnixNano(), w.id
+	b, _ := json.Marshal(p)
+	if _, err := w.js.Publish(ctx, platform.ProgressSubject(p.JobID), b); err != nil {
+		w.log.Debug().Err(err).Msg("progress not published")
+	}
+}
+
+// logTail keeps the last lines of a job's log.
+type logTail struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (t *logTail) Write(b []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, l := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+		t.lines = append(t.lines, l)
+	}
+	if len(t.lines) > 40 {
+		t.lines = t.lines[len(t.lines)-40:]
+	}
+	return len(b), nil
+}
+
+func (t *logTail) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.Join(t.lines, "\n")
+}
+
+// run executes the job's experiment as lem run does (embedded JetStream,
+// local store under the worker's data directory), publishes live
+// progress, and uploads each run with the job's id. It returns the runs
+// uploaded and the log's tail.
+func (w *worker) run(ctx context.Context, job platform.Job, delivery int) ([]string, string, error) {
+	tail := &logTail{}
+	log := zerolog.New(zerolog.MultiLevelWriter(tail, zerolog.ConsoleWriter{Out: os.Stderr, NoColor: true})).Level(zerolog.InfoLevel).With().Timestamp().Str("job", job.ID).Logger()
+	cfg, problems := platform.CheckJob([]byte(job.Config))
+	if len(problems) > 0 {
+		return nil, tail.String(), fmt.Errorf("the experiment file: %s", strings.Join(problems, "; "))
+	}
+	dir := filepath.Join(w.data, job.ID, fmt.Sprintf("delivery-%d", delivery))
+	cfg.Out = dir
+	cfg.Output.Parquet = filepath.Join(dir, "store")
+	started := time.Now()
+	var chunks atomic.Int64
+	var probe atomic.Pointer[experiment.Probe]
+	var last atomic.Pointer[platform.Progress]
+	var runsTotal int
+	if runs, err := cfg.Runs(); err == nil {
+		runsTotal = len(runs)
+	}
+	report := func(p experiment.Progress) {
+		pr := platform.Progress{JobID: job.ID, Phase: string(p.Phase), Run: p.Run, RunID: p.RunID, Cycle: p.Cycle, Cycles: p.Cycles,
+			Done: p.Done, Total: p.Total, Failed: p.Failed, ElapsedS: time.Since(started).Seconds(), Delivery: delivery, RunsTotal: runsTotal}
+		last.Store(&pr)
+		w.publish(ctx, pr)
+	}
+	// Every second: the devices' power and the chunk rate, with an ETA
+	// from the estimate's range scaled by the progress so far.
+	tickDone := make(chan struct{})
+	tctx, stopTicks := context.WithCancel(ctx)
+	defer stopTicks()
+	go func() {
+		defer close(tickDone)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		prev := int64(0)
+		for {
+			select {
+			case <-tctx.Done():
+				return
+			case <-t.C:
+			}
+			pr := platform.Progress{JobID: job.ID, Phase: "running", ElapsedS: time.Since(started).Seconds(), Delivery: delivery, RunsTotal: runsTotal}
+			if l := last.Load(); l != nil {
+				pr = *l
+				pr.ElapsedS = time.Since(started).Seconds()
+			}
+			n := chunks.Load()
+			pr.ChunksPS, prev = float64(n-prev), n
+			if f := probe.Load(); f != nil {
+				if watts, _, ok := (*f)(); ok {
+					pr.PowerW = watts
+				}
+			}
+			mid := (job.Estimate.DurationS[0] + job.Estimate.DurationS[1]) / 2
+			pr.ETAS = max(0, mid-pr.ElapsedS)
+			w.publish(ctx, pr)
+		}
+	}()
+	e := &experimentRun{cfg: cfg, log: log, quiet: true, out: tail, footprint: analytics.DefaultFootprint,
+		onProgress: report, onChunk: func() { chunks.Add(1) }, onProbe: func(p experiment.Probe) { probe.Store(&p) }}
+	results, err := e.execute(ctx)
+	stopTicks()
+	<-tickDone
+	if err != nil {
+		return nil, tail.String(), err
+	}
+	st, err := openStore(context.Background(), store.Config{Parquet: cfg.Output.Parquet}, false, log)
+	if err != nil {
+		return nil, tail.String(), err
+	}
+	defer st.Close()
+	var uploaded []string
+	for _, r := range results {
+		path := filepath.Join(dir, r.RunID+".lemb")
+		f, err := os.Create(path)
+		if err != nil {
+			return uploaded, tail.String(), err
+		}
+		_, hash, err := platform.WriteBundle(ctx, st, r.RunID, version, f)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return uploaded, tail.String(), fmt.Errorf("bundle of %s: %w", r.RunID, err)
+		}
+		msg, err := platform.SendWith(ctx, w.platformURL, w.token, path, hash, platform.SendOptions{Job: job.ID})
+		if err != nil {
+			return uploaded, tail.String(), fmt.Errorf("uploading %s: %w", r.RunID, err)
+		}
+		log.Info().Str("run", r.RunID).Msg(strings.TrimSpace(strings.SplitN(msg, "\n", 2)[0]))
+		uploaded = append(uploaded, r.RunID)
+	}
+	return uploaded, tail.String(), nil
+}

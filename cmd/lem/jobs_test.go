@@ -1,0 +1,208 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/llm-energy-measure/lem/platform"
+)
+
+// bgProc is a lem process a test runs in the background.
+type bgProc struct {
+	cmd *exec.Cmd
+	mu  sync.Mutex
+	out bytes.Buffer
+}
+
+func (p *bgProc) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.Write(b)
+}
+
+func (p *bgProc) String() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
+func startProc(t *testing.T, bin string, args ...string) *bgProc {
+	t.Helper()
+	p := &bgProc{cmd: exec.Command(bin, args...)}
+	p.cmd.Stdout, p.cmd.Stderr = p, p
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { p.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			p.cmd.Process.Kill()
+		}
+		if t.Failed() {
+			t.Logf("lem %s:\n%s", args[0], p.String())
+		}
+	})
+	return p
+}
+
+// waitFor polls until f holds or the time is up.
+func waitFor(t *testing.T, what string, limit time.Duration, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !f() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// Remote execution end to end with real processes: lem web with its job
+// queue, lem worker on the simulated GPU running the reference server,
+// lem submit. A job runs and its run is verified onto the leaderboard in
+// the submitter's name; a worker SIGKILLed mid-job leaves it to another
+// worker after the lease, and the job counts one run; a job canceled while
+// running stops; a job no worker can run waits and says why.
+func TestRemoteJobs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	bin := buildLem(t)
+	dir := t.TempDir()
+	natsPort, webPort := freePort(t), freePort(t)
+	base := fmt.Sprintf("http://127.0.0.1:%d", webPort)
+	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
+	adminTok, workerTok := filepath.Join(dir, "admin.token"), filepath.Join(dir, "worker.token")
+	web := startProc(t, bin, "web", "-listen", fmt.Sprintf("127.0.0.1:%d", webPort), "-nats-listen", fmt.Sprintf("127.0.0.1:%d", natsPort),
+		"-data", filepath.Join(dir, "web"), "-admin-token-file", adminTok, "-worker-token-file", workerTok, "-publish-local=false")
+	waitFor(t, "lem web", time.Minute, func() bool { return strings.Contains(web.String(), "the results platform is at") })
+	tokB, _ := os.ReadFile(adminTok)
+	token := strings.TrimSpace(string(tokB))
+	ctx := context.Background()
+	worker := func(name string) *bgProc {
+		return startProc(t, bin, "worker", "-nats", natsURL, "-platform", base, "-token-file", workerTok, "-profile", "sim",
+			"-data", filepath.Join(dir, "w-"+name), "-id", name, "-lease", "4s", "-log-format", "console")
+	}
+	experimentFile := func(name string, requests int, tokens int) string {
+		path := filepath.Join(dir, name+".yaml")
+		os.WriteFile(path, []byte(fmt.Sprintf(`experiment: %s
+backend: {kind: pytorch, model: "toy:", port: %d, pytorch: {max_batch_size: 4, batching: dynamic}}
+workload:
+  requests: %d
+  arrival: {concurrency: 4}
+  dataset: {prompt_tokens: {mean: 16}, output_tokens: {mean: %d}}
+measurement: {cycles: 3, baseline: 1s, settle: 200ms, cooldown: {min: 100ms, max: 300ms}}
+collectors: {gpu: sim, rapl: "off", scrape: {enabled: false}}
+`, name, freePort(t), requests, tokens)), 0o644)
+		return path
+	}
+	submit := func(args ...string) (string, string) {
+		t.Helper()
+		sctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		out, err := exec.CommandContext(sctx, bin, append([]string{"submit", "-to", base, "-token-file", adminTok, "-yes"}, args...)...).CombinedOutput()
+		if err != nil && !strings.Contains(strings.Join(args, " "), "-wait") {
+			t.Fatalf("submit %v: %v\n%s", args, err, out)
+		}
+		m := regexp.MustCompile(`job (\S+):`).FindSubmatch(out)
+		if m == nil {
+			t.Fatalf("submit %v printed no job:\n%s", args, out)
+		}
+		return string(m[1]), string(out)
+	}
+	getJob := func(id string) (j struct {
+		platform.Job
+		Waiting string `json:"waiting"`
+	}) {
+		t.Helper()
+		if _, err := apiCall(ctx, http.MethodGet, base+"/api/jobs/"+id, token, nil, &j); err != nil {
+			t.Fatal(err)
+		}
+		return j
+	}
+
+	// A job no worker can run waits, and says why.
+	nvmlFile := filepath.Join(dir, "h200.yaml")
+	os.WriteFile(nvmlFile, bytes.ReplaceAll(must(os.ReadFile(experimentFile("h200", 4, 4))), []byte("gpu: sim"), []byte("gpu: nvml")), 0o644)
+	waiting, _ := submit("-profile", "h200-sxm", nvmlFile)
+	if j := getJob(waiting); j.State != platform.JobQueued || !strings.Contains(j.Waiting, "no worker with the h200-sxm profile") {
+		t.Errorf("a job for an absent profile: %s, %q", j.State, j.Waiting)
+	}
+	// Refused before it is queued: a command of the submitter's choosing.
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("backend: {kind: vllm, model: m, command: [sh, -c, 'rm -rf /']}\ncollectors: {gpu: sim}\n"), 0o644)
+	if out, err := exec.Command(bin, "submit", "-to", base, "-token-file", adminTok, "-yes", "-profile", "sim", bad).CombinedOutput(); err == nil ||
+		!strings.Contains(string(out), "backend.command") {
+		t.Errorf("a job with its own command: %v\n%s", err, out)
+	}
+
+	// 1. A job runs to the leaderboard.
+	wa := worker("a")
+	id, out := submit("-profile", "sim", "-wait", experimentFile("remote-ok", 8, 8))
+	j := getJob(id)
+	if j.State != platform.JobSucceeded || len(j.RunIDs) != 1 || !strings.Contains(out, "/runs/"+j.RunIDs[0]) || j.ActualS <= 0 || j.ActualEnergyJ == nil {
+		t.Fatalf("job %s: %+v\n%s", id, j.Job, out)
+	}
+	var lb struct {
+		Total int
+		Rows  []platform.Entry
+	}
+	if _, err := apiCall(ctx, http.MethodGet, base+"/api/leaderboard?workload=*", token, nil, &lb); err != nil || lb.Total != 1 ||
+		lb.Rows[0].RunID != j.RunIDs[0] || lb.Rows[0].Submitter != "admin" || lb.Rows[0].Verification != "verified" {
+		t.Fatalf("leaderboard after the job: %v %+v", err, lb)
+	}
+
+	// 2. Canceled while running: the backend stops, no run counts.
+	id, _ = submit("-profile", "sim", experimentFile("remote-cancel", 400, 64))
+	waitFor(t, "the job to run", time.Minute, func() bool { return getJob(id).State == platform.JobRunning })
+	if _, err := apiCall(ctx, http.MethodPost, base+"/api/jobs/"+id+"/cancel", token, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the job to stop", time.Minute, func() bool { return getJob(id).State == platform.JobCanceled })
+	if j := getJob(id); len(j.RunIDs) != 0 {
+		t.Errorf("a canceled job has runs: %v", j.RunIDs)
+	}
+
+	// 3. The worker is killed mid-job: another takes it after the lease;
+	// the job has exactly one run.
+	id, _ = submit("-profile", "sim", experimentFile("remote-kill", 60, 32))
+	waitFor(t, "the job to run", time.Minute, func() bool { return getJob(id).State == platform.JobRunning })
+	time.Sleep(time.Second)
+	first := getJob(id).Worker
+	if first != "a" {
+		t.Fatalf("worker %q runs the job, want a", first)
+	}
+	wa.cmd.Process.Kill()
+	worker("b")
+	waitFor(t, "the job to end on worker b", 3*time.Minute, func() bool { return getJob(id).Done() })
+	j = getJob(id)
+	if j.State != platform.JobSucceeded || j.Worker != "b" || j.Deliveries != 2 || len(j.RunIDs) != 1 {
+		t.Fatalf("after the kill: %+v", j.Job)
+	}
+	if _, err := apiCall(ctx, http.MethodGet, base+"/api/leaderboard?workload=*", token, nil, &lb); err != nil || lb.Total != 2 {
+		t.Fatalf("leaderboard after the redelivered job: %v %d runs, want 2", err, lb.Total)
+	}
+}
+
+func must(b []byte, err error) []byte {
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
