@@ -268,9 +268,9 @@ type Progress struct {
 	Done      int     `json:"done"`
 	Total     int     `json:"total"`
 	Failed    int     `json:"failed"`
-	PowerW    float64 `json:"power_w,omitempty"`    // the devices' power now (sum)
+	PowerW    float64 `json:"power_w,omitempty"`      // the devices' power now (sum)
 	ChunksPS  float64 `json:"chunks_per_s,omitempty"` // streamed chunks per second over the last report interval
-	ETAS      float64 `json:"eta_s,omitempty"`      // seconds left, from the estimate and the progress so far
+	ETAS      float64 `json:"eta_s,omitempty"`        // seconds left, from the estimate and the progress so far
 	ElapsedS  float64 `json:"elapsed_s"`
 	State     string  `json:"state,omitempty"` // set on the job's last update
 	Message   string  `json:"message,omitempty"`

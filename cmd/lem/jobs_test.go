@@ -205,4 +205,3 @@ func must(b []byte, err error) []byte {
 	}
 	return b
 }
-
