@@ -16,6 +16,8 @@ import (
 
 	"github.com/llm-energy-measure/lem/internal/testenv"
 	"github.com/llm-energy-measure/lem/store"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 var updateScreenshots = flag.Bool("update", false, "write the browser test's screenshots to docs/platform/")
@@ -161,7 +163,10 @@ func TestBrowser(t *testing.T) {
 func TestBrowserModeration(t *testing.T) {
 	chromium, uiDir := needBrowser(t)
 	data, _, _, run := h200Bundle(t)
-	p := newTestPlatformTB(t, func(c *Config) { c.Moderate = true; c.Moderators = []string{"test:mod"} })
+	p := newTestPlatformTB(t, func(c *Config, _ *nats.Conn, _ jetstream.JetStream) {
+		c.Moderate = true
+		c.Moderators = []string{"test:mod"}
+	})
 	alice := p.user(t, "alice", RoleUser)
 	if code, out := p.upload(t, alice, data); code != http.StatusCreated {
 		t.Fatalf("upload: %d %v", code, out)

@@ -13,6 +13,8 @@ import (
 
 	"github.com/llm-energy-measure/lem/internal/testenv"
 	"github.com/llm-energy-measure/lem/store"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // call makes an API request with a bearer token and decodes the answer.
@@ -56,7 +58,7 @@ func (p *testPlatform) user(t *testing.T, id, role string) string {
 // reads them back from the stream), and survive a restart.
 func TestModeration(t *testing.T) {
 	data, _, _, run := h200Bundle(t)
-	p := newTestPlatformTB(t, func(c *Config) { c.Moderate = true })
+	p := newTestPlatformTB(t, func(c *Config, _ *nats.Conn, _ jetstream.JetStream) { c.Moderate = true })
 	alice, bob, mod := p.user(t, "alice", RoleUser), p.user(t, "bob", RoleUser), p.user(t, "mod", RoleModerator)
 
 	code, up := p.upload(t, alice, data)

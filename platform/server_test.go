@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/llm-energy-measure/lem/analytics"
@@ -41,7 +43,11 @@ type testPlatform struct {
 
 func newTestPlatform(t *testing.T) *testPlatform { return newTestPlatformTB(t) }
 
-func newTestPlatformTB(t testing.TB, opts ...func(*Config)) *testPlatform {
+// platformOption adjusts a test platform's configuration (with its NATS
+// connection at hand).
+type platformOption func(c *Config, nc *nats.Conn, js jetstream.JetStream)
+
+func newTestPlatformTB(t testing.TB, opts ...platformOption) *testPlatform {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	_, nc, js := testenv.JetStream(t)
@@ -61,7 +67,7 @@ func newTestPlatformTB(t testing.TB, opts ...func(*Config)) *testPlatform {
 	st := store.Parquet(dir)
 	cfg := Config{Store: st, State: state, Publisher: pub, ToolVersion: "test", Log: zerolog.Nop()}
 	for _, o := range opts {
-		o(&cfg)
+		o(&cfg, nc, js)
 	}
 	srv, err := New(ctx, cfg)
 	if err != nil {
