@@ -94,6 +94,7 @@ type Server struct {
 	partsMu  sync.Mutex // serialises writes of upload parts
 	key      []byte     // signs sign-in cookies (per process)
 	signins  *limiter   // sign-in attempts per client address
+	live     live       // jobs' progress feeds
 }
 
 type detail struct {
@@ -182,6 +183,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /api/jobs/{id}", s.withJobs(s.handleJob))
 	m.HandleFunc("POST /api/jobs/{id}/confirm", s.withJobs(s.handleConfirmJob))
 	m.HandleFunc("POST /api/jobs/{id}/cancel", s.withJobs(s.handleCancelJob))
+	m.HandleFunc("GET /api/jobs/{id}/live", s.withJobs(s.handleLive))
 	m.HandleFunc("GET /auth/providers", s.handleProviders)
 	m.HandleFunc("GET /auth/login/{provider}", s.handleLogin)
 	m.HandleFunc("GET /auth/callback/{provider}", s.handleCallback)
@@ -196,6 +198,7 @@ var routeList = []string{"GET /api/health", "GET /api/openapi.json", "GET /api/l
 	"GET /api/uploads/parts/{hash}", "PUT /api/uploads/parts/{hash}", "POST /api/uploads/parts/{hash}/complete", "GET /api/me", "GET /api/tokens",
 	"POST /api/tokens", "DELETE /api/tokens/{hash}", "GET /api/moderation", "POST /api/moderation/{id}", "GET /api/moderation/log",
 	"GET /api/users/{id}", "GET /api/jobs", "POST /api/jobs", "GET /api/jobs/{id}", "POST /api/jobs/{id}/confirm", "POST /api/jobs/{id}/cancel",
+	"GET /api/jobs/{id}/live",
 	"GET /auth/providers", "GET /auth/login/{provider}",
 	"GET /auth/callback/{provider}", "POST /auth/logout"}
 
