@@ -112,6 +112,7 @@ bench: clickhouse
 	@# The results platform: leaderboard over 100,000 runs, the timeline of 1 h x 8 GPUs, 200 concurrent clients, bundle verification.
 	TMPDIR=$(CGO_TMP) $(GO) test -run XXX -bench 'LeaderboardP95|LeaderboardAfterUpload|TimelineHour8GPU|ConcurrentClients|VerifyBundle|ReadBundleHour8GPU|RunPageAfterRestart' -benchtime 20x ./platform
 	TMPDIR=$(CGO_TMP) $(GO) test -run XXX -bench 'VerifyHour8GPU' -benchtime 1x -timeout 20m ./platform
+	TMPDIR=$(CGO_TMP) $(GO) test -run XXX -bench 'JobDispatch|LiveFanout' -benchtime 3x ./platform
 
 fuzz:
 	@mkdir -p $(CGO_TMP)
