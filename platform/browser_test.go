@@ -190,3 +190,65 @@ func TestBrowserModeration(t *testing.T) {
 		t.Fatalf("browser: %v", err)
 	}
 }
+
+// The jobs pages in the browser: the builder shows a broken file's
+// problems and a good one's estimate as it is typed; submitted and
+// confirmed, the job's page follows its live progress (a simulated worker
+// here: cmd/lem's TestRemoteJobs runs the real one) to the end.
+func TestBrowserJobs(t *testing.T) {
+	chromium, uiDir := needBrowser(t)
+	p := newTestPlatformTB(t, withJobs(JobsConfig{Memory: true}))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cookie, _, _, err := p.state.SignIn(ctx, User{ID: "test:ada", Login: "ada", Name: "Ada", Provider: "test"}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jobs := p.srv.cfg.Jobs
+	go func() { // the worker
+		cons, err := jobs.Consumer(ctx, SimProfile)
+		if err != nil {
+			return
+		}
+		for ctx.Err() == nil {
+			b, err := cons.Fetch(1, jetstream.FetchMaxWait(time.Second))
+			if err != nil {
+				continue
+			}
+			for m := range b.Messages() {
+				id := string(m.Data())
+				jobs.Update(ctx, id, "worker:sim", func(j *Job) error {
+					j.State, j.Worker, j.StartedNS = JobRunning, "sim-1", time.Now().UnixNano()
+					return nil
+				})
+				for i := 1; i <= 5; i++ {
+					time.Sleep(400 * time.Millisecond)
+					b, _ := json.Marshal(Progress{JobID: id, Phase: "cycle", Cycle: 0, Cycles: 1, Done: i, Total: 5, PowerW: 310 + float64(i), ChunksPS: 40, ElapsedS: float64(i) * 0.4, ETAS: float64(5-i) * 0.4, AtNS: time.Now().UnixNano()})
+					jobs.js.Publish(ctx, ProgressSubject(id), b)
+				}
+				j, _ := jobs.Update(ctx, id, "worker:sim", func(j *Job) error {
+					j.State, j.EndedNS = JobSucceeded, time.Now().UnixNano()
+					j.ActualS = float64(j.EndedNS-j.StartedNS) / 1e9
+					return nil
+				})
+				b, _ := json.Marshal(Progress{JobID: id, State: j.State, EndOfJob: true, Done: 5, Total: 5, Cycles: 1, PowerW: 300, AtNS: time.Now().UnixNano()})
+				jobs.js.Publish(ctx, ProgressSubject(id), b)
+				m.Ack()
+			}
+		}
+	}()
+	out := t.TempDir()
+	if *updateScreenshots {
+		out, _ = filepath.Abs(filepath.Join("..", "docs", "platform"))
+	}
+	cctx, ccancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer ccancel()
+	cmd := exec.CommandContext(cctx, "node", "test/browser.mjs", "jobs", p.http.URL, "-", out)
+	cmd.Dir = uiDir
+	cmd.Env = append(os.Environ(), "LEM_CHROMIUM="+chromium, "LEM_SESSION="+cookie, "LEM_JOB_YAML="+simJob)
+	res, err := cmd.CombinedOutput()
+	t.Logf("%s", res)
+	if err != nil {
+		t.Fatalf("browser: %v", err)
+	}
+}

@@ -22,6 +22,7 @@ import (
 	"github.com/llm-energy-measure/lem/analytics"
 	"github.com/llm-energy-measure/lem/collectors/loadgen"
 	"github.com/llm-energy-measure/lem/collectors/loadgen/backend"
+	"github.com/llm-energy-measure/lem/deploy"
 	"github.com/llm-energy-measure/lem/experiment"
 )
 
@@ -490,37 +491,70 @@ const maxJobBytes = 256 << 10
 // MaxQueuedPerUser bounds a user's jobs waiting or running at once.
 const MaxQueuedPerUser = 10
 
-func (s *Server) handleSubmitJob(w http.ResponseWriter, r *http.Request, p *principal) {
-	var req struct {
-		Profile    string `json:"profile"`
-		Experiment string `json:"experiment"` // the experiment file (YAML)
-	}
+// jobRequest is a submission (and a check).
+type jobRequest struct {
+	Profile    string `json:"profile"`
+	Experiment string `json:"experiment"` // the experiment file (YAML)
+}
+
+// checkJobRequest decodes a submission and checks it, answering the
+// problems itself (false) when there are any.
+func (s *Server) checkJobRequest(w http.ResponseWriter, r *http.Request) (jobRequest, *experiment.Config, Profile, bool) {
+	var req jobRequest
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxJobBytes)).Decode(&req); err != nil {
 		writeErr(w, http.StatusBadRequest, "job: %v", err)
-		return
+		return req, nil, Profile{}, false
 	}
 	prof, ok := profileByID(req.Profile)
 	if !ok || !profileID.MatchString(req.Profile) {
-		ids := []string{SimProfile}
-		for _, p := range Profiles {
-			ids = append(ids, p.ID)
-		}
-		writeErr(w, http.StatusBadRequest, "profile %q: not a hardware profile (one of %s)", req.Profile, strings.Join(ids, ", "))
-		return
+		writeErr(w, http.StatusBadRequest, "profile %q: not a hardware profile (one of %s)", req.Profile, strings.Join(profileIDs(), ", "))
+		return req, nil, Profile{}, false
 	}
 	cfg, problems := CheckJob([]byte(req.Experiment))
+	if cfg != nil && len(problems) == 0 {
+		switch {
+		case prof.ID == SimProfile && cfg.Collectors.GPU != "sim":
+			problems = append(problems, "collectors.gpu: the sim profile's workers have simulated GPUs only; set gpu: sim (or choose a real profile)")
+		case prof.ID != SimProfile && cfg.Collectors.GPU == "sim":
+			problems = append(problems, fmt.Sprintf("collectors.gpu: sim on a %s worker would publish simulated power as a measurement of it; use nvml", prof.ID))
+		}
+	}
 	if len(problems) > 0 {
 		writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"error": "the experiment file has problems", "problems": problems})
+		return req, nil, Profile{}, false
+	}
+	return req, cfg, prof, true
+}
+
+func profileIDs() []string {
+	ids := []string{SimProfile}
+	for _, p := range Profiles {
+		ids = append(ids, p.ID)
+	}
+	return ids
+}
+
+// handleCheckJob answers what a submission would: its problems, or its
+// estimate — for the config builder, as the user types.
+func (s *Server) handleCheckJob(w http.ResponseWriter, r *http.Request, _ *principal) {
+	_, cfg, prof, ok := s.checkJobRequest(w, r)
+	if !ok {
 		return
 	}
-	if prof.ID == SimProfile && cfg.Collectors.GPU != "sim" {
-		writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"error": "the experiment file has problems",
-			"problems": []string{"collectors.gpu: the sim profile's workers have simulated GPUs only; set gpu: sim (or choose a real profile)"}})
-		return
-	}
-	if prof.ID != SimProfile && cfg.Collectors.GPU == "sim" {
-		writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"error": "the experiment file has problems",
-			"problems": []string{fmt.Sprintf("collectors.gpu: sim on a %s worker would publish simulated power as a measurement of it; use nvml", prof.ID)}})
+	writeJSON(w, http.StatusOK, map[string]any{"problems": []string{}, "estimate": estimate(cfg, prof, s.board.All(), s.cfg.Prices)})
+}
+
+// handleTemplates lists the example experiment files and the profiles.
+func (s *Server) handleTemplates(w http.ResponseWriter, r *http.Request, _ *principal) {
+	var profs []Profile
+	profs = append(profs, Profile{ID: SimProfile, Name: "simulated GPU (tests, demos)"})
+	profs = append(profs, Profiles...)
+	writeJSON(w, http.StatusOK, map[string]any{"templates": deploy.ExperimentTemplates(), "profiles": profs})
+}
+
+func (s *Server) handleSubmitJob(w http.ResponseWriter, r *http.Request, p *principal) {
+	req, cfg, prof, ok := s.checkJobRequest(w, r)
+	if !ok {
 		return
 	}
 	jobs, err := s.cfg.Jobs.List(r.Context())

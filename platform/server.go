@@ -180,6 +180,8 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /api/users/{id}", s.handleProfile)
 	m.HandleFunc("GET /api/jobs", s.withJobs(s.handleJobs))
 	m.HandleFunc("POST /api/jobs", s.withJobs(s.handleSubmitJob))
+	m.HandleFunc("POST /api/jobs/check", s.withJobs(s.handleCheckJob))
+	m.HandleFunc("GET /api/jobs/templates", s.withJobs(s.handleTemplates))
 	m.HandleFunc("GET /api/jobs/{id}", s.withJobs(s.handleJob))
 	m.HandleFunc("POST /api/jobs/{id}/confirm", s.withJobs(s.handleConfirmJob))
 	m.HandleFunc("POST /api/jobs/{id}/cancel", s.withJobs(s.handleCancelJob))
@@ -198,7 +200,7 @@ var routeList = []string{"GET /api/health", "GET /api/openapi.json", "GET /api/l
 	"GET /api/uploads/parts/{hash}", "PUT /api/uploads/parts/{hash}", "POST /api/uploads/parts/{hash}/complete", "GET /api/me", "GET /api/tokens",
 	"POST /api/tokens", "DELETE /api/tokens/{hash}", "GET /api/moderation", "POST /api/moderation/{id}", "GET /api/moderation/log",
 	"GET /api/users/{id}", "GET /api/jobs", "POST /api/jobs", "GET /api/jobs/{id}", "POST /api/jobs/{id}/confirm", "POST /api/jobs/{id}/cancel",
-	"GET /api/jobs/{id}/live",
+	"GET /api/jobs/{id}/live", "POST /api/jobs/check", "GET /api/jobs/templates",
 	"GET /auth/providers", "GET /auth/login/{provider}",
 	"GET /auth/callback/{provider}", "POST /auth/logout"}
 

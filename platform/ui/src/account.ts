@@ -35,6 +35,7 @@ export async function accountBox(): Promise<HTMLElement> {
   if (cur) {
     box.appendChild(h('span', { class: 'who', title: `${cur.user.id} (${cur.user.role})` }, `${cur.user.name} · ${cur.user.role}`));
     if (cur.user.role === 'moderator' || cur.user.role === 'admin') box.appendChild(h('a', { href: '/moderation', id: 'nav-moderation' }, 'Moderation'));
+    box.appendChild(h('a', { href: '/jobs', id: 'nav-jobs' }, 'Jobs'));
     box.appendChild(h('a', { href: `/users/${encodeURIComponent(cur.user.id)}` }, 'My runs'));
     box.appendChild(h('a', { href: '/tokens' }, 'API tokens'));
     box.appendChild(h('button', { type: 'button', id: 'signout', onclick: async () => { await send('POST', '/auth/logout'); location.assign('/'); } }, 'Sign out'));

@@ -6,6 +6,7 @@ import { runPage } from './run';
 import { accountBox, tokensPage } from './account';
 import { comparePage } from './compare';
 import { moderationPage, userPage } from './moderation';
+import { jobsPage, jobPage } from './jobs';
 
 const app = document.getElementById('app') as HTMLElement;
 
@@ -26,8 +27,11 @@ async function route(): Promise<void> {
   try {
     const m = path.match(/^\/runs\/([^/]+)$/);
     const u = path.match(/^\/users\/([^/]+)$/);
+    const j = path.match(/^\/jobs\/([^/]+)$/);
     if (m) await runPage(main, decodeURIComponent(m[1]));
     else if (u) await userPage(main, decodeURIComponent(u[1]));
+    else if (j) await jobPage(main, decodeURIComponent(j[1]));
+    else if (path === '/jobs') await jobsPage(main);
     else if (path === '/moderation') await moderationPage(main);
     else if (path === '/') await leaderboard(main, new URLSearchParams(location.search));
     else if (path === '/tokens') await tokensPage(main);

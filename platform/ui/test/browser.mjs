@@ -6,6 +6,7 @@
 //   node test/browser.mjs signin BASE_URL OUT_DIR   (prints {"secret": …})
 //   node test/browser.mjs browse BASE_URL RUN_ID OUT_DIR
 //   node test/browser.mjs moderate BASE_URL RUN_ID OUT_DIR   (LEM_SESSION: a moderator's session cookie)
+//   node test/browser.mjs jobs BASE_URL - OUT_DIR   (LEM_SESSION: a user's session cookie; LEM_JOB_YAML: the experiment)
 import { chromium } from 'playwright-core';
 
 const mode = process.argv[2];
@@ -24,6 +25,41 @@ const step = async (name, f) => {
   try { await f(); } catch (e) { fail(`${name}: ${e.message}`); }
   await page.screenshot({ path: `${out}/${name}.png` });
 };
+
+if (mode === 'jobs') {
+  // The config builder checks as the user types; a broken file shows its
+  // problems, a good one its estimate; submitted and confirmed, the job's
+  // page shows its live progress to the end.
+  await page.context().addCookies([{ name: 'lem_session', value: process.env.LEM_SESSION, url: base }]);
+  await step('jobs-builder', async () => {
+    await page.goto(base + '/');
+    await page.click('#nav-jobs');
+    await page.waitForSelector('#job-yaml');
+    await page.selectOption('#job-profile', 'sim');
+    await page.fill('#job-yaml', 'backend: {kind: vllm, model: m, command: [sh]}\nworkload: {requests: many}\n');
+    await page.waitForSelector('#job-check ul.problems li');
+    const problems = await page.textContent('#job-check');
+    if (!problems.includes('workload.requests')) throw new Error(`problems shown: ${problems}`);
+    await page.fill('#job-yaml', process.env.LEM_JOB_YAML);
+    await page.waitForSelector('#job-check .estimate');
+    if (await page.isDisabled('#job-submit')) throw new Error('submit disabled for a good file');
+    await page.click('#job-submit');
+    await page.waitForSelector('#job-confirm');
+  });
+  await step('job-live', async () => {
+    await page.click('#job-confirm');
+    await page.waitForSelector('#job-live dd');
+    await page.waitForFunction(() => document.querySelector('#job-state')?.textContent.startsWith('succeeded'), null, { timeout: 30000 });
+    const liveText = await page.textContent('#job-live');
+    if (!liveText.includes('5 / 5') || !liveText.includes('W')) throw new Error(`live progress: ${liveText}`);
+    const runs = await page.textContent('#job-runs');
+    if (!runs.includes('Took')) throw new Error(`job end: ${runs}`);
+  });
+  await browser.close();
+  if (errors.filter((e) => !e.startsWith('422 ')).length) fail('page errors: ' + errors.join('; '));
+  console.log('{}');
+  process.exit();
+}
 
 if (mode === 'moderate') {
   // A moderator decides on a held submission in the UI; it reaches the
