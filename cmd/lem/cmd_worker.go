@@ -354,7 +354,7 @@ func (t *logTail) String() string {
 // uploaded and the log's tail.
 func (w *worker) run(ctx context.Context, job platform.Job, delivery int) ([]string, string, error) {
 	tail := &logTail{}
-	log := zerolog.New(zerolog.MultiLevelWriter(tail, zerolog.ConsoleWriter{Out: os.Stderr, NoColor: true})).Level(zerolog.InfoLevel).With().Timestamp().Str("job", job.ID).Logger()
+	log := zerolog.New(zerolog.MultiLevelWriter(tail, zerolog.ConsoleWriter{Out: os.Stderr, NoColor: true, TimeFormat: "15:04:05.000"})).Level(zerolog.InfoLevel).With().Timestamp().Str("job", job.ID).Logger()
 	cfg, problems := platform.CheckJob([]byte(job.Config))
 	if len(problems) > 0 {
 		return nil, tail.String(), fmt.Errorf("the experiment file: %s", strings.Join(problems, "; "))

@@ -6,6 +6,7 @@
 //   node test/browser.mjs signin BASE_URL OUT_DIR   (prints {"secret": …})
 //   node test/browser.mjs browse BASE_URL RUN_ID OUT_DIR
 //   node test/browser.mjs moderate BASE_URL RUN_ID OUT_DIR   (LEM_SESSION: a moderator's session cookie)
+//   node test/browser.mjs shots BASE_URL RUN_ID OUT_DIR   (the leaderboard and a run's page, nothing checked: for docs/validation)
 //   node test/browser.mjs jobs BASE_URL - OUT_DIR   (LEM_SESSION: a user's session cookie; LEM_JOB_YAML: the experiment)
 import { chromium } from 'playwright-core';
 
@@ -25,6 +26,20 @@ const step = async (name, f) => {
   try { await f(); } catch (e) { fail(`${name}: ${e.message}`); }
   await page.screenshot({ path: `${out}/${name}.png` });
 };
+
+if (mode === 'shots') {
+  await step('leaderboard', async () => {
+    await page.goto(base + '/?workload=*');
+    await page.waitForSelector('table.board tbody tr');
+  });
+  await step('run', async () => {
+    await page.goto(base + '/runs/' + encodeURIComponent(runID));
+    await page.waitForSelector('.timeline canvas', { timeout: 30000 });
+  });
+  await browser.close();
+  console.log('{}');
+  process.exit();
+}
 
 if (mode === 'jobs') {
   // The config builder checks as the user types; a broken file shows its
