@@ -88,8 +88,9 @@ func TestRemoteJobs(t *testing.T) {
 	base := fmt.Sprintf("http://127.0.0.1:%d", webPort)
 	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
 	adminTok, workerTok := filepath.Join(dir, "admin.token"), filepath.Join(dir, "worker.token")
-	web := startProc(t, bin, "web", "-listen", fmt.Sprintf("127.0.0.1:%d", webPort), "-nats-listen", fmt.Sprintf("127.0.0.1:%d", natsPort),
-		"-data", filepath.Join(dir, "web"), "-admin-token-file", adminTok, "-worker-token-file", workerTok, "-publish-local=false")
+	webArgs := []string{"web", "-listen", fmt.Sprintf("127.0.0.1:%d", webPort), "-nats-listen", fmt.Sprintf("127.0.0.1:%d", natsPort),
+		"-data", filepath.Join(dir, "web"), "-admin-token-file", adminTok, "-worker-token-file", workerTok, "-publish-local=false"}
+	web := startProc(t, bin, webArgs...)
 	waitFor(t, "lem web", time.Minute, func() bool { return strings.Contains(web.String(), "the results platform is at") })
 	tokB, _ := os.ReadFile(adminTok)
 	token := strings.TrimSpace(string(tokB))
@@ -196,6 +197,23 @@ collectors: {gpu: sim, rapl: "off", scrape: {enabled: false}}
 	}
 	if _, err := apiCall(ctx, http.MethodGet, base+"/api/leaderboard?workload=*", token, nil, &lb); err != nil || lb.Total != 2 {
 		t.Fatalf("leaderboard after the redelivered job: %v %d runs, want 2", err, lb.Total)
+	}
+
+	// 4. The platform restarts mid-job (its JetStream with it): the worker
+	// reconnects, finishes and uploads; the job ends with one run, counted
+	// once.
+	id, _ = submit("-profile", "sim", experimentFile("remote-restart", 60, 32))
+	waitFor(t, "the job to run", time.Minute, func() bool { return getJob(id).State == platform.JobRunning })
+	web.cmd.Process.Signal(syscall.SIGTERM)
+	web.cmd.Wait()
+	web = startProc(t, bin, webArgs...)
+	waitFor(t, "lem web again", time.Minute, func() bool { return strings.Contains(web.String(), "the results platform is at") })
+	waitFor(t, "the job to end after the restart", 3*time.Minute, func() bool { return getJob(id).Done() })
+	if j := getJob(id); j.State != platform.JobSucceeded || len(j.RunIDs) != 1 {
+		t.Fatalf("after the platform's restart: %+v", j.Job)
+	}
+	if _, err := apiCall(ctx, http.MethodGet, base+"/api/leaderboard?workload=*", token, nil, &lb); err != nil || lb.Total != 3 {
+		t.Fatalf("leaderboard after the restart: %v %d runs, want 3", err, lb.Total)
 	}
 }
 
