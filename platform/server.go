@@ -186,6 +186,8 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /api/jobs/{id}/confirm", s.withJobs(s.handleConfirmJob))
 	m.HandleFunc("POST /api/jobs/{id}/cancel", s.withJobs(s.handleCancelJob))
 	m.HandleFunc("GET /api/jobs/{id}/live", s.withJobs(s.handleLive))
+	m.HandleFunc("GET /embed/badge.svg", s.handleBadge)
+	m.HandleFunc("GET /embed/leaderboard", s.handleEmbedBoard)
 	m.HandleFunc("GET /auth/providers", s.handleProviders)
 	m.HandleFunc("GET /auth/login/{provider}", s.handleLogin)
 	m.HandleFunc("GET /auth/callback/{provider}", s.handleCallback)
@@ -200,7 +202,7 @@ var routeList = []string{"GET /api/health", "GET /api/openapi.json", "GET /api/l
 	"GET /api/uploads/parts/{hash}", "PUT /api/uploads/parts/{hash}", "POST /api/uploads/parts/{hash}/complete", "GET /api/me", "GET /api/tokens",
 	"POST /api/tokens", "DELETE /api/tokens/{hash}", "GET /api/moderation", "POST /api/moderation/{id}", "GET /api/moderation/log",
 	"GET /api/users/{id}", "GET /api/jobs", "POST /api/jobs", "GET /api/jobs/{id}", "POST /api/jobs/{id}/confirm", "POST /api/jobs/{id}/cancel",
-	"GET /api/jobs/{id}/live", "POST /api/jobs/check", "GET /api/jobs/templates",
+	"GET /api/jobs/{id}/live", "POST /api/jobs/check", "GET /api/jobs/templates", "GET /embed/badge.svg", "GET /embed/leaderboard",
 	"GET /auth/providers", "GET /auth/login/{provider}",
 	"GET /auth/callback/{provider}", "POST /auth/logout"}
 
