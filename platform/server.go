@@ -63,6 +63,8 @@ type Config struct {
 	PartsDir string
 	// Jobs is the remote-execution queue (nil: the platform runs no jobs).
 	Jobs *Jobs
+	// Notifier delivers webhooks and e-mail (nil: none).
+	Notifier *Notifier
 	// Prices price job estimates.
 	Prices Prices
 	// Moderate holds every verified upload for a moderator's decision:
@@ -186,6 +188,11 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /api/jobs/{id}/confirm", s.withJobs(s.handleConfirmJob))
 	m.HandleFunc("POST /api/jobs/{id}/cancel", s.withJobs(s.handleCancelJob))
 	m.HandleFunc("GET /api/jobs/{id}/live", s.withJobs(s.handleLive))
+	m.HandleFunc("GET /api/notifications", s.withNotifier(s.handleSubscriptions))
+	m.HandleFunc("POST /api/notifications/webhooks", s.withNotifier(s.handleAddWebhook))
+	m.HandleFunc("DELETE /api/notifications/webhooks/{id}", s.withNotifier(s.handleDeleteWebhook))
+	m.HandleFunc("GET /api/notifications/deliveries/{id}", s.withNotifier(s.handleDeliveries))
+	m.HandleFunc("PUT /api/notifications/email", s.withNotifier(s.handleEmail))
 	m.HandleFunc("GET /embed/badge.svg", s.handleBadge)
 	m.HandleFunc("GET /embed/leaderboard", s.handleEmbedBoard)
 	m.HandleFunc("GET /auth/providers", s.handleProviders)
@@ -203,6 +210,8 @@ var routeList = []string{"GET /api/health", "GET /api/openapi.json", "GET /api/l
 	"POST /api/tokens", "DELETE /api/tokens/{hash}", "GET /api/moderation", "POST /api/moderation/{id}", "GET /api/moderation/log",
 	"GET /api/users/{id}", "GET /api/jobs", "POST /api/jobs", "GET /api/jobs/{id}", "POST /api/jobs/{id}/confirm", "POST /api/jobs/{id}/cancel",
 	"GET /api/jobs/{id}/live", "POST /api/jobs/check", "GET /api/jobs/templates", "GET /embed/badge.svg", "GET /embed/leaderboard",
+	"GET /api/notifications", "POST /api/notifications/webhooks", "DELETE /api/notifications/webhooks/{id}", "GET /api/notifications/deliveries/{id}",
+	"PUT /api/notifications/email",
 	"GET /auth/providers", "GET /auth/login/{provider}",
 	"GET /auth/callback/{provider}", "POST /auth/logout"}
 

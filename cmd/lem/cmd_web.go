@@ -31,29 +31,31 @@ func init() {
 
 // webCmd holds the flags of `lem web`.
 type webCmd struct {
-	fs              *flag.FlagSet
-	listen, data    *string
-	natsListen      *string
-	publishLocal    *bool
-	adminTokenFile  *string
-	uploadsPerHour  *int
-	maxBundle       *int64
-	publicURL       *string
-	oidcIssuer      *string
-	oidcClientID    *string
-	oidcSecretFile  *string
-	oidcName        *string
-	ghClientID      *string
-	ghSecretFile    *string
-	ghWeb, ghAPI    *string
-	admins, mods    *string
-	moderate        *bool
-	workerTokenFile *string
-	gpuHourPrices   *string
-	kwhPrice        *float64
-	currency        *string
-	stc             func() store.Config
-	logger          func() zerolog.Logger
+	fs                                               *flag.FlagSet
+	listen, data                                     *string
+	natsListen                                       *string
+	publishLocal                                     *bool
+	adminTokenFile                                   *string
+	uploadsPerHour                                   *int
+	maxBundle                                        *int64
+	publicURL                                        *string
+	oidcIssuer                                       *string
+	oidcClientID                                     *string
+	oidcSecretFile                                   *string
+	oidcName                                         *string
+	ghClientID                                       *string
+	ghSecretFile                                     *string
+	ghWeb, ghAPI                                     *string
+	admins, mods                                     *string
+	moderate                                         *bool
+	workerTokenFile                                  *string
+	smtpAddr, smtpFrom, smtpUser, smtpPwFile, smtpCA *string
+	webhookPrivate                                   *bool
+	gpuHourPrices                                    *string
+	kwhPrice                                         *float64
+	currency                                         *string
+	stc                                              func() store.Config
+	logger                                           func() zerolog.Logger
 }
 
 func newWebCmd(fs *flag.FlagSet) func([]string) error {
@@ -132,11 +134,25 @@ func (opt *webCmd) run(_ []string) error {
 		return err
 	}
 	go jobs.WatchMaxDeliveries(ctx)
+	smtpPw, err := readSecret("LEM_SMTP_PASSWORD", *opt.smtpPwFile, "SMTP password")
+	if err != nil {
+		return err
+	}
+	notifier, err := platform.OpenNotifier(ctx, pub.JetStream(), state, platform.NotifyConfig{PublicURL: public, AllowPrivate: *opt.webhookPrivate,
+		SMTP: platform.SMTPConfig{Addr: *opt.smtpAddr, From: *opt.smtpFrom, User: *opt.smtpUser, Password: smtpPw, CAFile: *opt.smtpCA}})
+	if err != nil {
+		return err
+	}
+	go func() {
+		if err := notifier.Run(ctx); err != nil {
+			log.Error().Err(err).Msg("notifications stopped")
+		}
+	}()
 	prices, err := parsePrices(*opt.gpuHourPrices, *opt.kwhPrice, *opt.currency)
 	if err != nil {
 		return err
 	}
-	srv, err := platform.New(ctx, platform.Config{Store: st, State: state, Publisher: pub, Limits: lim, Jobs: jobs, Prices: prices,
+	srv, err := platform.New(ctx, platform.Config{Store: st, State: state, Publisher: pub, Limits: lim, Jobs: jobs, Prices: prices, Notifier: notifier,
 		UploadsPerHour: *opt.uploadsPerHour, ToolVersion: version, Log: log, Providers: providers,
 		Admins: splitList(*opt.admins), Moderators: splitList(*opt.mods), SecureCookies: strings.HasPrefix(public, "https://"),
 		Moderate: *opt.moderate, WarmOverviews: true, PartsDir: filepath.Join(*opt.data, "parts")})

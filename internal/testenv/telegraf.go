@@ -40,20 +40,26 @@ func Telegraf(tb testing.TB) string {
 }
 
 func buildTelegraf() (string, error) {
+	return buildFromProxy("github.com/influxdata/telegraf", TelegrafVersion, "./cmd/telegraf", "telegraf", telegrafTags)
+}
+
+// buildFromProxy builds a program of a module version from the Go module
+// proxy into the repository's .cache (once: later calls reuse the
+// binary): the module's source copied out of the read-only module cache,
+// built as its own module with its own dependencies, without cgo.
+func buildFromProxy(module, version, pkg, name, tags string) (string, error) {
 	root, err := repoRoot()
 	if err != nil {
 		return "", err
 	}
-	dir := filepath.Join(root, ".cache", "telegraf-"+TelegrafVersion)
-	bin := filepath.Join(dir, "telegraf")
+	dir := filepath.Join(root, ".cache", name+"-"+version)
+	bin := filepath.Join(dir, name)
 	if _, err := os.Stat(bin); err == nil {
 		return bin, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	// The module's source, from the proxy, copied out of the read-only
-	// module cache.
-	out, err := exec.CommandContext(ctx, "go", "mod", "download", "-json", "github.com/influxdata/telegraf@"+TelegrafVersion).Output()
+	out, err := exec.CommandContext(ctx, "go", "mod", "download", "-json", module+"@"+version).Output()
 	if err != nil {
 		return "", fmt.Errorf("go mod download: %w", err)
 	}
@@ -72,7 +78,11 @@ func buildTelegraf() (string, error) {
 	if out, err := exec.CommandContext(ctx, "chmod", "-R", "u+w", src).CombinedOutput(); err != nil {
 		return "", fmt.Errorf("chmod: %v: %s", err, out)
 	}
-	cmd := exec.CommandContext(ctx, "go", "build", "-tags", telegrafTags, "-o", bin, "./cmd/telegraf")
+	args := []string{"build"}
+	if tags != "" {
+		args = append(args, "-tags", tags)
+	}
+	cmd := exec.CommandContext(ctx, "go", append(args, "-o", bin, pkg)...)
 	cmd.Dir = src
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
