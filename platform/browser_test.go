@@ -191,15 +191,20 @@ func TestBrowserModeration(t *testing.T) {
 	}
 }
 
-// The jobs pages in the browser: the builder shows a broken file's
+// The jobs pages in the browser: a webhook added on the settings page
+// (its secret shown once) hears of the job's end and its log says so; the
+// builder shows a broken file's
 // problems and a good one's estimate as it is typed; submitted and
 // confirmed, the job's page follows its live progress (a simulated worker
 // here: cmd/lem's TestRemoteJobs runs the real one) to the end.
 func TestBrowserJobs(t *testing.T) {
 	chromium, uiDir := needBrowser(t)
-	p := newTestPlatformTB(t, withJobs(JobsConfig{Memory: true}))
+	p := newTestPlatformTB(t, withJobs(JobsConfig{Memory: true}), withNotifier(NotifyConfig{Memory: true, AllowPrivate: true, Backoff: 100 * time.Millisecond}))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	go p.srv.cfg.Notifier.Run(ctx)
+	hook := &receiver{}
+	hookURL := newHTTPServer(t, hook)
 	cookie, _, _, err := p.state.SignIn(ctx, User{ID: "test:ada", Login: "ada", Name: "Ada", Provider: "test"}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -245,7 +250,7 @@ func TestBrowserJobs(t *testing.T) {
 	defer ccancel()
 	cmd := exec.CommandContext(cctx, "node", "test/browser.mjs", "jobs", p.http.URL, "-", out)
 	cmd.Dir = uiDir
-	cmd.Env = append(os.Environ(), "LEM_CHROMIUM="+chromium, "LEM_SESSION="+cookie, "LEM_JOB_YAML="+simJob)
+	cmd.Env = append(os.Environ(), "LEM_CHROMIUM="+chromium, "LEM_SESSION="+cookie, "LEM_JOB_YAML="+simJob, "LEM_HOOK_URL="+hookURL+"/lem")
 	res, err := cmd.CombinedOutput()
 	t.Logf("%s", res)
 	if err != nil {

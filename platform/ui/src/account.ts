@@ -91,4 +91,61 @@ export async function tokensPage(root: HTMLElement): Promise<void> {
         h('td', {}, t.revoked ? '' : h('button', { type: 'button', onclick: async () => { await send('DELETE', `/api/tokens/${t.hash}`); await list(); } }, 'Revoke')))))));
   };
   await list();
+  await notificationsSection(root);
+}
+
+interface Hook { id: string; url: string; secret?: string; created_ns: number }
+interface Attempt { notification: string; type: string; attempt: number; at_ns: number; status?: number; ok: boolean; error?: string; gave_up?: boolean }
+
+// notificationsSection: the user's webhooks (secret shown once, a delivery
+// log each) and e-mail, where the platform has them.
+async function notificationsSection(root: HTMLElement): Promise<void> {
+  const r = await fetch('/api/notifications');
+  if (!r.ok) return; // this platform sends none
+  const box = h('section', { id: 'notifications' });
+  root.appendChild(box);
+  const render = async () => {
+    const n = await fetch('/api/notifications').then((x) => x.json() as Promise<{ webhooks: Hook[]; email: string; email_available: boolean; events: string[] }>);
+    clear(box);
+    box.appendChild(h('h2', {}, 'Notifications'));
+    box.appendChild(h('p', { class: 'lede' }, `You hear of: ${n.events.join(', ')}. Each webhook delivery is a JSON POST signed with the hook's secret (X-Lem-Signature: sha256=HMAC-SHA256 of the body), retried with doubling delays when your endpoint fails.`));
+    const out = h('div', { id: 'hook-result', role: 'status' });
+    const url = h('input', { id: 'hook-url', type: 'search', placeholder: 'https://example.org/lem-hook' }) as HTMLInputElement;
+    const form = h('form', { class: 'filters', id: 'hook-form' }, h('label', { for: 'hook-url' }, 'webhook URL', url), h('button', { type: 'submit' }, 'Add webhook'));
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      clear(out);
+      try {
+        const hk = await send<Hook>('POST', '/api/notifications/webhooks', { url: url.value });
+        await render();
+        document.getElementById('hook-result')?.appendChild(h('p', { class: 'notice' }, 'Its secret, shown once: ', h('code', { id: 'hook-secret' }, hk.secret ?? '')));
+      } catch (err) {
+        out.appendChild(h('p', { class: 'error', role: 'alert' }, (err as Error).message));
+      }
+    });
+    box.appendChild(form);
+    box.appendChild(out);
+    const logBox = h('div', { id: 'hook-log' });
+    const showLog = async (id: string, label: string) => {
+      const l = await fetch(`/api/notifications/deliveries/${encodeURIComponent(id)}`).then((x) => x.json() as Promise<Attempt[]>);
+      clear(logBox).appendChild(h('table', {}, h('caption', {}, `Deliveries to ${label} (last ${l.length})`),
+        h('thead', {}, h('tr', {}, ['when', 'event', 'try', 'result'].map((x) => h('th', { scope: 'col' }, x)))),
+        h('tbody', {}, l.slice().reverse().map((a) => h('tr', {}, h('td', {}, date(a.at_ns)), h('td', {}, a.type), h('td', {}, String(a.attempt)),
+          h('td', { class: a.ok ? 'check-pass' : 'check-fail' }, a.ok ? `delivered${a.status ? ` (${a.status})` : ''}` : `${a.error ?? 'failed'}${a.gave_up ? ' — gave up' : ''}`))))));
+    };
+    if (n.webhooks.length > 0) {
+      box.appendChild(h('table', { id: 'hooks' }, h('thead', {}, h('tr', {}, ['webhook', 'added', '', ''].map((x) => h('th', { scope: 'col' }, x)))),
+        h('tbody', {}, n.webhooks.map((w) => h('tr', {}, h('th', { scope: 'row' }, w.url), h('td', {}, date(w.created_ns)),
+          h('td', {}, h('button', { type: 'button', onclick: () => showLog(w.id, w.url) }, 'Deliveries')),
+          h('td', {}, h('button', { type: 'button', onclick: async () => { await send('DELETE', `/api/notifications/webhooks/${encodeURIComponent(w.id)}`); await render(); } }, 'Remove')))))));
+    }
+    if (n.email_available || n.email) {
+      const cb = h('input', { type: 'checkbox', id: 'email-on', checked: n.email !== '' }) as HTMLInputElement;
+      cb.addEventListener('change', async () => { await send('PUT', '/api/notifications/email', { enabled: cb.checked }); await render(); });
+      box.appendChild(h('p', {}, h('label', { for: 'email-on', class: 'check' }, cb, ` e-mail me${n.email ? ` (${n.email})` : ''}`),
+        n.email ? h('button', { type: 'button', onclick: () => showLog(`email:${me?.user.id}`, n.email) }, 'Deliveries') : ''));
+    }
+    box.appendChild(logBox);
+  };
+  await render();
 }

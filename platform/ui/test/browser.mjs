@@ -46,6 +46,14 @@ if (mode === 'jobs') {
   // problems, a good one its estimate; submitted and confirmed, the job's
   // page shows its live progress to the end.
   await page.context().addCookies([{ name: 'lem_session', value: process.env.LEM_SESSION, url: base }]);
+  await step('notifications', async () => {
+    await page.goto(base + '/tokens');
+    await page.waitForSelector('#hook-form');
+    await page.fill('#hook-url', process.env.LEM_HOOK_URL);
+    await page.click('#hook-form button[type=submit]');
+    await page.waitForSelector('#hook-secret');
+    if (!(await page.textContent('#hook-secret')).startsWith('whsec_')) throw new Error('no webhook secret shown');
+  });
   await step('jobs-builder', async () => {
     await page.goto(base + '/');
     await page.click('#nav-jobs');
@@ -69,6 +77,15 @@ if (mode === 'jobs') {
     if (!liveText.includes('5 / 5') || !liveText.includes('W')) throw new Error(`live progress: ${liveText}`);
     const runs = await page.textContent('#job-runs');
     if (!runs.includes('Took')) throw new Error(`job end: ${runs}`);
+  });
+  await step('notification-log', async () => {
+    await page.goto(base + '/tokens');
+    await page.waitForSelector('#hooks');
+    await page.waitForFunction(async () => {
+      document.querySelector('#hooks button')?.click();
+      await new Promise((r) => setTimeout(r, 300));
+      return document.querySelector('#hook-log td.check-pass')?.textContent.includes('delivered');
+    }, null, { timeout: 20000, polling: 500 });
   });
   await browser.close();
   if (errors.filter((e) => !e.startsWith('422 ')).length) fail('page errors: ' + errors.join('; '));
