@@ -193,6 +193,8 @@ func (s *Server) routes() {
 	m.HandleFunc("DELETE /api/notifications/webhooks/{id}", s.withNotifier(s.handleDeleteWebhook))
 	m.HandleFunc("GET /api/notifications/deliveries/{id}", s.withNotifier(s.handleDeliveries))
 	m.HandleFunc("PUT /api/notifications/email", s.withNotifier(s.handleEmail))
+	m.HandleFunc("GET /api/dataset", s.handleDatasetInfo)
+	m.HandleFunc("GET /api/dataset.zip", s.handlePublicDataset)
 	m.HandleFunc("GET /embed/badge.svg", s.handleBadge)
 	m.HandleFunc("GET /embed/leaderboard", s.handleEmbedBoard)
 	m.HandleFunc("GET /auth/providers", s.handleProviders)
@@ -209,7 +211,7 @@ var routeList = []string{"GET /api/health", "GET /api/openapi.json", "GET /api/l
 	"GET /api/uploads/parts/{hash}", "PUT /api/uploads/parts/{hash}", "POST /api/uploads/parts/{hash}/complete", "GET /api/me", "GET /api/tokens",
 	"POST /api/tokens", "DELETE /api/tokens/{hash}", "GET /api/moderation", "POST /api/moderation/{id}", "GET /api/moderation/log",
 	"GET /api/users/{id}", "GET /api/jobs", "POST /api/jobs", "GET /api/jobs/{id}", "POST /api/jobs/{id}/confirm", "POST /api/jobs/{id}/cancel",
-	"GET /api/jobs/{id}/live", "POST /api/jobs/check", "GET /api/jobs/templates", "GET /embed/badge.svg", "GET /embed/leaderboard",
+	"GET /api/jobs/{id}/live", "POST /api/jobs/check", "GET /api/jobs/templates", "GET /embed/badge.svg", "GET /embed/leaderboard", "GET /api/dataset", "GET /api/dataset.zip",
 	"GET /api/notifications", "POST /api/notifications/webhooks", "DELETE /api/notifications/webhooks/{id}", "GET /api/notifications/deliveries/{id}",
 	"PUT /api/notifications/email",
 	"GET /auth/providers", "GET /auth/login/{provider}",

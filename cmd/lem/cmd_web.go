@@ -51,6 +51,7 @@ type webCmd struct {
 	workerTokenFile                                  *string
 	smtpAddr, smtpFrom, smtpUser, smtpPwFile, smtpCA *string
 	webhookPrivate                                   *bool
+	datasetEvery                                     *time.Duration
 	gpuHourPrices                                    *string
 	kwhPrice                                         *float64
 	currency                                         *string
@@ -83,6 +84,13 @@ func newWebCmd(fs *flag.FlagSet) func([]string) error {
 		gpuHourPrices:   fs.String("gpu-hour-price", "", "job estimates' GPU-hour prices by hardware profile, e.g. h200-sxm=3.5,l4=0.7 (none: estimates show no cost)"),
 		kwhPrice:        fs.Float64("kwh-price", 0, "job estimates' electricity price per kWh"),
 		currency:        fs.String("currency", "USD", "the prices' currency"),
+		smtpAddr:        fs.String("smtp", "", "send e-mail notifications through this SMTP server (host:port; STARTTLS required)"),
+		smtpFrom:        fs.String("smtp-from", "lem@localhost", "the notifications' From address"),
+		smtpUser:        fs.String("smtp-user", "", "SMTP user; the password from LEM_SMTP_PASSWORD or -smtp-password-file"),
+		smtpPwFile:      fs.String("smtp-password-file", "", "file holding the SMTP password"),
+		smtpCA:          fs.String("smtp-ca", "", "PEM of the CA that signed the SMTP server's certificate (default: the system's)"),
+		webhookPrivate:  fs.Bool("webhook-allow-private", false, "let webhooks reach loopback and private addresses (a lab's internal services)"),
+		datasetEvery:    fs.Duration("dataset-every", time.Hour, "rebuild the public dataset (every public run as a Hugging Face dataset, /api/dataset.zip) this often when the board changed; 0: never"),
 		moderate:        fs.Bool("moderate", false, "hold every verified upload until a moderator approves it; only approved runs are on the public leaderboard"),
 		stc:             storeFlags(fs, "", "Parquet store of the platform's runs (default <data>/store)"),
 		logger:          logFlags(fs),
@@ -184,6 +192,9 @@ func (opt *webCmd) run(_ []string) error {
 			}
 			fmt.Printf("created a worker API token in %s\n", *opt.workerTokenFile)
 		}
+	}
+	if *opt.datasetEvery > 0 {
+		go srv.RunDatasetSchedule(ctx, *opt.datasetEvery)
 	}
 	if *opt.publishLocal {
 		n, err := srv.PublishLocal(ctx, "local store")

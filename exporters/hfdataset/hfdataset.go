@@ -40,6 +40,9 @@ type Options struct {
 	RowGroupRows, ShardBytes int64
 	Progress                 func(table string, rows int)
 	Footprint                analytics.Footprint
+	// Provenance, when set, is the card's section on where the runs come
+	// from and how they were checked (a platform's verification policy).
+	Provenance string
 }
 
 // Export writes the runs' data (data/<table>/part-NNNNN.parquet, every
@@ -84,7 +87,7 @@ func Export(ctx context.Context, src analytics.TableReader, store analytics.Stor
 	if fp.GridGPerKWh == 0 {
 		fp = analytics.DefaultFootprint
 	}
-	return sum, os.WriteFile(filepath.Join(dir, "README.md"), []byte(card(sum, results, toolVersion, fp)), 0o644)
+	return sum, os.WriteFile(filepath.Join(dir, "README.md"), []byte(card(sum, results, toolVersion, fp, o.Provenance)), 0o644)
 }
 
 func sizeCategory(n int) string {
@@ -179,7 +182,7 @@ func Unit(table, col string) string {
 	return ""
 }
 
-func card(s Summary, results []*analytics.RunResult, version string, fp analytics.Footprint) string {
+func card(s Summary, results []*analytics.RunResult, version string, fp analytics.Footprint, provenance string) string {
 	var b strings.Builder
 	total := 0
 	var present []string
@@ -286,20 +289,27 @@ func card(s Summary, results []*analytics.RunResult, version string, fp analytic
 cumulative energy counter (refreshes every ~100 ms) is the reference, and the
 driver's 20 ms power buffer places that energy in time. Token arrivals were`)
 	b.WriteString(`
-stamped by the load generator when each streamed chunk was read, on a
-monotonic clock anchored to wall time. See docs/methodology.md of
-llm-energy-measure for every formula.
-
+stamped with the kernel's receive time of the segment that carried each
+streamed chunk where the kernel gives one (requests.kernel_stamped counts
+them per request), else when the load generator read it, on a monotonic
+clock anchored to wall time. See docs/methodology.md and docs/streaming.md
+of llm-energy-measure for every formula.
+`)
+	if provenance != "" {
+		b.WriteString("\n## Provenance and verification\n\n" + strings.TrimSpace(provenance) + "\n")
+	}
+	b.WriteString(`
 ## Uncertainty
 
 Every energy figure carries a systematic uncertainty of ±5% of reading (the
 sensor's gain error, which differs between boards), a random uncertainty from
 the counter's 100 ms refresh at the window edges, and a quality label: ok,
 or the flags that apply (no_power, gaps, low_resolution, too_short,
-negative_dynamic, too_few_cycles, outlier_cycle, trend; docs/methodology.md
+negative_dynamic, too_few_cycles, outlier_cycle, trend, schedule_slip;
+docs/methodology.md
 of llm-energy-measure defines each); figures computed from the simulator are
 marked simulated. A figure that could not be computed is null in
-results.json and NaN in the Parquet tables, never 0.
+results.json and in the exported results, never 0.
 
 ## Units
 
