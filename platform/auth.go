@@ -1,6 +1,7 @@
 package platform
 
 import (
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -157,21 +158,17 @@ func (s *State) SignOut(ctx context.Context, secret string) error {
 
 // Tokens returns user's tokens (all users' for "").
 func (s *State) Tokens(ctx context.Context, user string) ([]Token, error) {
-	keys, err := s.tokens.ListKeys(ctx)
+	all, err := list[Token](ctx, s.tokens)
 	if err != nil {
 		return nil, err
 	}
 	out := []Token{}
-	for k := range keys.Keys() {
-		t, ok, err := get[Token](ctx, s.tokens, k)
-		if err != nil {
-			return nil, err
-		}
-		if ok && (user == "" || t.User == user) {
+	for _, t := range all {
+		if user == "" || t.User == user {
 			out = append(out, t)
 		}
 	}
-	slices.SortFunc(out, func(a, b Token) int { return int(b.CreatedNS - a.CreatedNS) })
+	slices.SortFunc(out, func(a, b Token) int { return cmp.Compare(b.CreatedNS, a.CreatedNS) })
 	return out, nil
 }
 

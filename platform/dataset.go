@@ -1,17 +1,14 @@
 package platform
 
 import (
-	"archive/zip"
 	"bytes"
 	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"time"
@@ -107,28 +104,7 @@ func (s *Server) BuildDataset(ctx context.Context) (DatasetInfo, error) {
 		return DatasetInfo{}, err
 	}
 	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
-	err = filepath.WalkDir(dir, func(path string, de fs.DirEntry, err error) error {
-		if err != nil || de.IsDir() {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, path)
-		f, err := zw.Create(filepath.ToSlash(rel))
-		if err != nil {
-			return err
-		}
-		src, err := os.Open(path)
-		if err != nil {
-			return err
-		}
-		defer src.Close()
-		_, err = io.Copy(f, src)
-		return err
-	})
-	if err == nil {
-		err = zw.Close()
-	}
-	if err != nil {
+	if err := zipDir(&buf, dir, ""); err != nil {
 		return DatasetInfo{}, err
 	}
 	ob, err := s.datasetStore(ctx)

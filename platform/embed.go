@@ -37,6 +37,19 @@ func embedQuery(r *http.Request, rows int) (Query, error) {
 	return q, nil
 }
 
+// embedResult answers an embed's query from the board (400 for a bad one).
+func (s *Server) embedResult(w http.ResponseWriter, r *http.Request, rows int) (Result, bool) {
+	q, err := embedQuery(r, rows)
+	if err == nil {
+		var res Result
+		if res, err = s.board.Query(q); err == nil {
+			return res, true
+		}
+	}
+	writeErr(w, http.StatusBadRequest, "%v", err)
+	return Result{}, false
+}
+
 // serveCached writes body with an ETag, answering 304 to a matching
 // If-None-Match; caches may keep it for five minutes.
 func serveCached(w http.ResponseWriter, r *http.Request, contentType string, body []byte) {
@@ -55,14 +68,8 @@ func serveCached(w http.ResponseWriter, r *http.Request, contentType string, bod
 // handleBadge draws the best J/token among the public runs the filters
 // select as a badge: "J/token | 0.236 ± 0.062 · model · hardware".
 func (s *Server) handleBadge(w http.ResponseWriter, r *http.Request) {
-	q, err := embedQuery(r, 1)
-	if err != nil {
-		writeErr(w, http.StatusBadRequest, "%v", err)
-		return
-	}
-	res, err := s.board.Query(q)
-	if err != nil {
-		writeErr(w, http.StatusBadRequest, "%v", err)
+	res, ok := s.embedResult(w, r, 1)
+	if !ok {
 		return
 	}
 	label, value, colour := "lem J/token", "no verified run", "#9f9f9f"
@@ -116,14 +123,8 @@ func (s *Server) handleEmbedBoard(w http.ResponseWriter, r *http.Request) {
 		}
 		rows = n
 	}
-	q, err := embedQuery(r, rows)
-	if err != nil {
-		writeErr(w, http.StatusBadRequest, "%v", err)
-		return
-	}
-	res, err := s.board.Query(q)
-	if err != nil {
-		writeErr(w, http.StatusBadRequest, "%v", err)
+	res, ok := s.embedResult(w, r, rows)
+	if !ok {
 		return
 	}
 	var b bytes.Buffer

@@ -209,42 +209,13 @@ func (j *Jobs) create(ctx context.Context, job Job) error {
 
 // List returns every job, newest first.
 func (j *Jobs) List(ctx context.Context) ([]Job, error) {
-	keys, err := j.jobs.ListKeys(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var out []Job
-	for k := range keys.Keys() {
-		job, ok, err := get[Job](ctx, j.jobs, k)
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			out = append(out, job)
-		}
-	}
+	out, err := list[Job](ctx, j.jobs)
 	slices.SortFunc(out, func(a, b Job) int { return cmp.Compare(b.CreatedNS, a.CreatedNS) })
-	return out, nil
+	return out, err
 }
 
 // Workers returns the workers seen within their heartbeat TTL.
-func (j *Jobs) Workers(ctx context.Context) ([]Worker, error) {
-	keys, err := j.workers.ListKeys(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var out []Worker
-	for k := range keys.Keys() {
-		w, ok, err := get[Worker](ctx, j.workers, k)
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			out = append(out, w)
-		}
-	}
-	return out, nil
-}
+func (j *Jobs) Workers(ctx context.Context) ([]Worker, error) { return list[Worker](ctx, j.workers) }
 
 // Heartbeat records that a worker is alive (and what it runs).
 func (j *Jobs) Heartbeat(ctx context.Context, w Worker) error {

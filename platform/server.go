@@ -770,28 +770,7 @@ func (s *Server) handleDataset(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/zip")
 	w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", id+"-dataset.zip"))
-	zw := zip.NewWriter(w)
-	err = filepath.WalkDir(dir, func(path string, de fs.DirEntry, err error) error {
-		if err != nil || de.IsDir() {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, path)
-		f, err := zw.Create(filepath.ToSlash(filepath.Join(id, rel)))
-		if err != nil {
-			return err
-		}
-		src, err := os.Open(path)
-		if err != nil {
-			return err
-		}
-		defer src.Close()
-		_, err = io.Copy(f, src)
-		return err
-	})
-	if err == nil {
-		err = zw.Close()
-	}
-	if err != nil {
+	if err := zipDir(w, dir, id); err != nil {
 		s.cfg.Log.Warn().Err(err).Str("run", id).Msg("dataset download cut short")
 	}
 }
@@ -835,4 +814,31 @@ func (s *Server) publishedRun(w http.ResponseWriter, r *http.Request) (string, b
 	}
 	writeErr(w, http.StatusNotFound, "no published run %q", id)
 	return "", false
+}
+
+// zipDir writes the files under dir to w as a zip, their names under
+// prefix ("" for none).
+func zipDir(w io.Writer, dir, prefix string) error {
+	zw := zip.NewWriter(w)
+	err := filepath.WalkDir(dir, func(path string, de fs.DirEntry, err error) error {
+		if err != nil || de.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, path)
+		f, err := zw.Create(filepath.ToSlash(filepath.Join(prefix, rel)))
+		if err != nil {
+			return err
+		}
+		src, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer src.Close()
+		_, err = io.Copy(f, src)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return zw.Close()
 }

@@ -219,19 +219,22 @@ func (s *State) Run(ctx context.Context, runID string) (Published, bool, error) 
 }
 
 // Runs returns every published run.
-func (s *State) Runs(ctx context.Context) ([]Published, error) {
-	keys, err := s.runs.ListKeys(ctx)
+func (s *State) Runs(ctx context.Context) ([]Published, error) { return list[Published](ctx, s.runs) }
+
+// list returns every value of a bucket.
+func list[T any](ctx context.Context, kv jetstream.KeyValue) ([]T, error) {
+	keys, err := kv.ListKeys(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var out []Published
+	var out []T
 	for k := range keys.Keys() {
-		p, ok, err := get[Published](ctx, s.runs, k)
+		v, ok, err := get[T](ctx, kv, k)
 		if err != nil {
-			return nil, fmt.Errorf("run %s: %w", k, err)
+			return nil, fmt.Errorf("%s: %w", k, err)
 		}
 		if ok {
-			out = append(out, p)
+			out = append(out, v)
 		}
 	}
 	return out, nil
@@ -246,23 +249,7 @@ func (s *State) SetUpload(ctx context.Context, u Upload) error {
 }
 
 // Uploads returns every submission's latest state.
-func (s *State) Uploads(ctx context.Context) ([]Upload, error) {
-	keys, err := s.uploads.ListKeys(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var out []Upload
-	for k := range keys.Keys() {
-		u, ok, err := get[Upload](ctx, s.uploads, k)
-		if err != nil {
-			return nil, fmt.Errorf("upload %s: %w", k, err)
-		}
-		if ok {
-			out = append(out, u)
-		}
-	}
-	return out, nil
-}
+func (s *State) Uploads(ctx context.Context) ([]Upload, error) { return list[Upload](ctx, s.uploads) }
 
 // Upload returns a run's submission.
 func (s *State) Upload(ctx context.Context, runID string) (Upload, bool, error) {

@@ -102,12 +102,9 @@ func (opt *submitCmd) run(args []string) error {
 	if len(args) != 1 {
 		return errUsage
 	}
-	token, err := readSecret("LEM_TOKEN", *opt.tokenFile, "API token")
+	token, err := apiToken(*opt.tokenFile, "the read scope")
 	if err != nil {
 		return err
-	}
-	if token == "" {
-		return errors.New("no API token: give -token-file or set LEM_TOKEN")
 	}
 	if *opt.profile == "" {
 		return errors.New("-profile: name the hardware profile to run on (sim for the simulated GPU)")

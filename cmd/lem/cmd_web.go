@@ -167,31 +167,11 @@ func (opt *webCmd) run(_ []string) error {
 	if err != nil {
 		return err
 	}
-	if *opt.adminTokenFile != "" {
-		if _, err := os.Stat(*opt.adminTokenFile); errors.Is(err, os.ErrNotExist) {
-			secret, _, err := state.CreateToken(ctx, "admin", "created by lem web -admin-token-file",
-				[]string{platform.ScopeUpload, platform.ScopeRead, platform.ScopeAdmin}, 0)
-			if err != nil {
-				return err
-			}
-			if err := os.WriteFile(*opt.adminTokenFile, []byte(secret+"\n"), 0o600); err != nil {
-				return err
-			}
-			fmt.Printf("created an admin API token in %s\n", *opt.adminTokenFile)
-		}
+	if err := ensureToken(ctx, state, *opt.adminTokenFile, "admin", "-admin-token-file", platform.ScopeUpload, platform.ScopeRead, platform.ScopeAdmin); err != nil {
+		return err
 	}
-	if *opt.workerTokenFile != "" {
-		if _, err := os.Stat(*opt.workerTokenFile); errors.Is(err, os.ErrNotExist) {
-			secret, _, err := state.CreateToken(ctx, "worker", "created by lem web -worker-token-file",
-				[]string{platform.ScopeWorker, platform.ScopeUpload, platform.ScopeRead}, 0)
-			if err != nil {
-				return err
-			}
-			if err := os.WriteFile(*opt.workerTokenFile, []byte(secret+"\n"), 0o600); err != nil {
-				return err
-			}
-			fmt.Printf("created a worker API token in %s\n", *opt.workerTokenFile)
-		}
+	if err := ensureToken(ctx, state, *opt.workerTokenFile, "worker", "-worker-token-file", platform.ScopeWorker, platform.ScopeUpload, platform.ScopeRead); err != nil {
+		return err
 	}
 	if *opt.datasetEvery > 0 {
 		go srv.RunDatasetSchedule(ctx, *opt.datasetEvery)
@@ -306,12 +286,9 @@ func (opt *uploadCmd) run(args []string) error {
 	if len(args) != 1 {
 		return errUsage
 	}
-	token, err := readSecret("LEM_TOKEN", *opt.tokenFile, "API token")
+	token, err := apiToken(*opt.tokenFile, "the upload scope")
 	if err != nil {
 		return err
-	}
-	if token == "" {
-		return errors.New("no API token: give -token-file or set LEM_TOKEN")
 	}
 	ctx, cancel := signalContext()
 	defer cancel()
@@ -380,4 +357,34 @@ func parsePrices(list string, kwh float64, currency string) (platform.Prices, er
 		return p, errors.New("-kwh-price: negative")
 	}
 	return p, nil
+}
+
+// ensureToken creates an API token for user with scopes and writes it to
+// file (mode 0600) when file is named and does not exist yet.
+func ensureToken(ctx context.Context, state *platform.State, file, user, flagName string, scopes ...string) error {
+	if file == "" {
+		return nil
+	}
+	if _, err := os.Stat(file); !errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	secret, _, err := state.CreateToken(ctx, user, "created by lem web "+flagName, scopes, 0)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(file, []byte(secret+"\n"), 0o600); err != nil {
+		return err
+	}
+	fmt.Printf("created an API token for %s (%s) in %s\n", user, strings.Join(scopes, ", "), file)
+	return nil
+}
+
+// apiToken reads the platform API token (LEM_TOKEN, else the file), which
+// must be given; need says what it must allow.
+func apiToken(file, need string) (string, error) {
+	token, err := readSecret("LEM_TOKEN", file, "API token")
+	if err == nil && token == "" {
+		err = fmt.Errorf("no API token: give -token-file or set LEM_TOKEN (a token with %s)", need)
+	}
+	return token, err
 }

@@ -84,12 +84,9 @@ func (opt *workerCmd) run(args []string) error {
 		return errUsage
 	}
 	log := opt.logger()
-	token, err := readSecret("LEM_TOKEN", *opt.tokenFile, "API token")
+	token, err := apiToken(*opt.tokenFile, "the worker and upload scopes")
 	if err != nil {
 		return err
-	}
-	if token == "" {
-		return errors.New("no API token: give -token-file or set LEM_TOKEN (a token with the worker and upload scopes)")
 	}
 	profile, gpus := *opt.profile, 1
 	if profile == "auto" {
