@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,29 +17,16 @@ import (
 	"github.com/llm-energy-measure/lem/platform"
 )
 
-// bgProc is a lem process a test runs in the background.
+// bgProc is a lem process a test runs in the background, its output kept.
 type bgProc struct {
 	cmd *exec.Cmd
-	mu  sync.Mutex
-	out bytes.Buffer
-}
-
-func (p *bgProc) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.Write(b)
-}
-
-func (p *bgProc) String() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.String()
+	syncBuffer
 }
 
 func startProc(t *testing.T, bin string, args ...string) *bgProc {
 	t.Helper()
 	p := &bgProc{cmd: exec.Command(bin, args...)}
-	p.cmd.Stdout, p.cmd.Stderr = p, p
+	p.cmd.Stdout, p.cmd.Stderr = &p.syncBuffer, &p.syncBuffer
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
