@@ -111,6 +111,15 @@ export async function jobsPage(root: HTMLElement): Promise<void> {
     h('thead', {}, h('tr', {}, ['job', 'experiment', 'profile', 'state', 'submitted'].map((x) => h('th', { scope: 'col' }, x)))),
     h('tbody', {}, list.jobs.map((j) => h('tr', {}, h('th', { scope: 'row' }, h('a', { href: `/jobs/${encodeURIComponent(j.id)}` }, j.id)),
       h('td', {}, j.experiment), h('td', {}, j.profile), h('td', {}, stateLabel[j.state] ?? j.state), h('td', {}, date(j.created_ns))))))));
+  const role = currentUser()?.user.role;
+  if (role === 'admin' || role === 'moderator') {
+    // Operators see how far the estimates were from the actual durations.
+    const all = await get<{ jobs: Job[]; estimator?: { jobs: number; actual_over_estimate_median?: number; within_range?: number } }>('/api/jobs?all=1');
+    const est = all.estimator;
+    root.appendChild(h('h2', {}, 'Estimator (all users\' finished jobs)'));
+    root.appendChild(h('p', { id: 'estimator' }, !est || est.jobs === 0 ? 'No finished job to compare its estimate with yet.'
+      : `${est.jobs} job(s): actual duration ÷ the estimate's middle, median ${num(est.actual_over_estimate_median ?? NaN)}; ${est.within_range ?? 0} of ${est.jobs} inside the estimated range.`));
+  }
   root.appendChild(h('h2', {}, 'Workers connected'));
   root.appendChild(list.workers.length === 0 ? h('p', {}, 'No worker is connected: jobs wait until one of their profile is (lem worker).')
     : h('div', { class: 'tablewrap' }, h('table', { id: 'workers' }, h('thead', {}, h('tr', {}, ['worker', 'profile', 'GPUs', 'running', 'seen'].map((x) => h('th', { scope: 'col' }, x)))),
