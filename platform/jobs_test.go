@@ -102,6 +102,22 @@ func TestJobAPI(t *testing.T) {
 	if code := p.call(t, "POST", "/api/jobs", bob, map[string]string{"profile": "sim", "experiment": simJob}, &e); code != http.StatusTooManyRequests {
 		t.Errorf("over the quota: %d %v", code, e)
 	}
+	// Operators see the estimator's accuracy over finished jobs.
+	p.srv.cfg.Jobs.Update(context.Background(), job.ID, "test", func(j *Job) error {
+		j.State, j.ActualS = JobSucceeded, (j.Estimate.DurationS[0]+j.Estimate.DurationS[1])/4
+		return nil
+	})
+	admin := p.user(t, "root", RoleAdmin)
+	var acc struct {
+		Estimator struct {
+			Jobs   int
+			Median float64 `json:"actual_over_estimate_median"`
+			Within int     `json:"within_range"`
+		}
+	}
+	if p.call(t, "GET", "/api/jobs?all=1", admin, nil, &acc); acc.Estimator.Jobs != 1 || acc.Estimator.Median != 0.5 || acc.Estimator.Within != 1 {
+		t.Errorf("estimator accuracy: %+v", acc.Estimator)
+	}
 	var list struct{ Jobs []Job }
 	if p.call(t, "GET", "/api/jobs", alice, nil, &list); len(list.Jobs) != 1 {
 		t.Errorf("alice sees %d jobs, want her 1", len(list.Jobs))
