@@ -539,13 +539,19 @@ func (s *Server) withNotifier(h func(w http.ResponseWriter, r *http.Request, p *
 	})
 }
 
+// handleSubscriptions answers the user's endpoints, or available: false
+// where the platform sends no notifications (the settings page asks).
 func (s *Server) handleSubscriptions(w http.ResponseWriter, r *http.Request, p *principal) {
+	if s.cfg.Notifier == nil {
+		writeJSON(w, http.StatusOK, map[string]any{"available": false})
+		return
+	}
 	subs, err := s.cfg.Notifier.Subscriptions(r.Context(), p.User.ID)
 	if err != nil {
 		writeErr(w, http.StatusServiceUnavailable, "%v", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"webhooks": subs.Webhooks, "email": subs.Email, "email_available": s.cfg.Notifier.cfg.SMTP.Addr != "" && p.User.Email != "",
+	writeJSON(w, http.StatusOK, map[string]any{"available": true, "webhooks": subs.Webhooks, "email": subs.Email, "email_available": s.cfg.Notifier.cfg.SMTP.Addr != "" && p.User.Email != "",
 		"events": []string{"job.succeeded", "job.failed", "job.canceled", "moderation.approved", "moderation.rejected", "moderation.changes_requested", "upload.refused"}})
 }
 

@@ -188,7 +188,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /api/jobs/{id}/confirm", s.withJobs(s.handleConfirmJob))
 	m.HandleFunc("POST /api/jobs/{id}/cancel", s.withJobs(s.handleCancelJob))
 	m.HandleFunc("GET /api/jobs/{id}/live", s.withJobs(s.handleLive))
-	m.HandleFunc("GET /api/notifications", s.withNotifier(s.handleSubscriptions))
+	m.HandleFunc("GET /api/notifications", s.authed(s.handleSubscriptions))
 	m.HandleFunc("POST /api/notifications/webhooks", s.withNotifier(s.handleAddWebhook))
 	m.HandleFunc("DELETE /api/notifications/webhooks/{id}", s.withNotifier(s.handleDeleteWebhook))
 	m.HandleFunc("GET /api/notifications/deliveries/{id}", s.withNotifier(s.handleDeliveries))

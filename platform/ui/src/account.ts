@@ -100,8 +100,8 @@ interface Attempt { notification: string; type: string; attempt: number; at_ns: 
 // notificationsSection: the user's webhooks (secret shown once, a delivery
 // log each) and e-mail, where the platform has them.
 async function notificationsSection(root: HTMLElement): Promise<void> {
-  const r = await fetch('/api/notifications');
-  if (!r.ok) return; // this platform sends none
+  const first = await fetch('/api/notifications').then((x) => x.json() as Promise<{ available: boolean }>).catch(() => ({ available: false }));
+  if (!first.available) return; // this platform sends none
   const box = h('section', { id: 'notifications' });
   root.appendChild(box);
   const render = async () => {
