@@ -60,9 +60,8 @@ if (mode === 'jobs') {
     await page.waitForSelector('#job-yaml');
     await page.selectOption('#job-profile', 'sim');
     await page.fill('#job-yaml', 'backend: {kind: vllm, model: m, command: [sh]}\nworkload: {requests: many}\n');
-    await page.waitForSelector('#job-check ul.problems li');
-    const problems = await page.textContent('#job-check');
-    if (!problems.includes('workload.requests')) throw new Error(`problems shown: ${problems}`);
+    // (choosing the profile checked the empty file first: wait for this file's answer)
+    await page.waitForFunction(() => document.querySelector('#job-check')?.textContent.includes('workload.requests'), null, { timeout: 10000 });
     await page.fill('#job-yaml', process.env.LEM_JOB_YAML);
     await page.waitForSelector('#job-check .estimate');
     if (await page.isDisabled('#job-submit')) throw new Error('submit disabled for a good file');
@@ -120,6 +119,8 @@ if (mode === 'moderate') {
   await step('moderation-approved', async () => {
     await page.click(`section.submission[data-run="${runID}"] button.approve`);
     await page.waitForSelector('#queue .notice');
+    // The page draws the queue, then asks for the audit log.
+    await page.waitForFunction(() => document.querySelectorAll('#audit tbody tr').length >= 2);
     const log = await page.$$eval('#audit tbody tr', (rs) => rs.map((r) => r.textContent));
     if (log.length !== 2 || !log[0].includes('approved') || !log[1].includes('state the server version')) throw new Error(`audit log: ${log}`);
     if (!(await onBoard())) throw new Error('the approved run is not on the leaderboard');
