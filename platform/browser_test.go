@@ -202,7 +202,7 @@ func TestBrowserJobs(t *testing.T) {
 	p := newTestPlatformTB(t, withJobs(JobsConfig{Memory: true}), withNotifier(NotifyConfig{Memory: true, AllowPrivate: true, Backoff: 100 * time.Millisecond}))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go p.srv.cfg.Notifier.Run(ctx)
+	startNotifier(t, ctx, p)
 	hook := &receiver{}
 	hookURL := newHTTPServer(t, hook)
 	cookie, _, _, err := p.state.SignIn(ctx, User{ID: "test:ada", Login: "ada", Name: "Ada", Provider: "test"}, nil, nil)

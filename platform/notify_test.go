@@ -26,6 +26,27 @@ func withNotifier(c NotifyConfig) platformOption {
 	}
 }
 
+// startNotifier runs the platform's notifier and waits until its consumer
+// of the platform's events exists (it takes new events only).
+func startNotifier(t *testing.T, ctx context.Context, p *testPlatform) {
+	t.Helper()
+	n := p.srv.cfg.Notifier
+	go n.Run(ctx)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		name, err := n.js.StreamNameBySubject(ctx, SubjectPlatform+".x")
+		if err == nil {
+			if _, err = n.js.Consumer(ctx, name, notifierConsumer); err == nil {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the notifier's consumer: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // receiver is a webhook endpoint that answers the first fail requests 500.
 type receiver struct {
 	mu   sync.Mutex
@@ -57,7 +78,7 @@ func TestWebhooks(t *testing.T) {
 		withNotifier(NotifyConfig{Memory: true, AllowPrivate: true, Backoff: 50 * time.Millisecond, MaxAttempts: 4, PublicURL: "https://lem.example"}))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go p.srv.cfg.Notifier.Run(ctx)
+	startNotifier(t, ctx, p)
 	alice, bob := p.user(t, "alice", RoleUser), p.user(t, "bob", RoleUser)
 	flaky, broken, bobs := &receiver{fail: 2}, &receiver{fail: 1000}, &receiver{}
 	var hooks []Webhook
@@ -79,8 +100,6 @@ func TestWebhooks(t *testing.T) {
 	if p.call(t, "GET", "/api/notifications", alice, nil, &subs); len(subs.Webhooks) != 2 || subs.Webhooks[0].Secret != "" {
 		t.Errorf("alice's webhooks: %+v (secrets are shown once)", subs.Webhooks)
 	}
-	// Wait for the notifier's consumer (it takes new events only).
-	time.Sleep(300 * time.Millisecond)
 	var job Job
 	p.call(t, "POST", "/api/jobs", alice, map[string]string{"profile": "sim", "experiment": simJob}, &job)
 	p.call(t, "POST", "/api/jobs/"+job.ID+"/cancel", alice, nil, &job)
@@ -124,14 +143,13 @@ func TestWebhookRefusesPrivateAddresses(t *testing.T) {
 	p := newTestPlatformTB(t, withJobs(JobsConfig{Memory: true}), withNotifier(NotifyConfig{Memory: true, Backoff: 10 * time.Millisecond, MaxAttempts: 1}))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go p.srv.cfg.Notifier.Run(ctx)
+	startNotifier(t, ctx, p)
 	alice := p.user(t, "alice", RoleUser)
 	rc := &receiver{}
 	srv := httptest.NewServer(rc)
 	defer srv.Close()
 	var h Webhook
 	p.call(t, "POST", "/api/notifications/webhooks", alice, map[string]string{"url": srv.URL}, &h)
-	time.Sleep(300 * time.Millisecond)
 	var job Job
 	p.call(t, "POST", "/api/jobs", alice, map[string]string{"profile": "sim", "experiment": simJob}, &job)
 	p.call(t, "POST", "/api/jobs/"+job.ID+"/cancel", alice, nil, &job)
@@ -156,7 +174,7 @@ func TestEmailNotification(t *testing.T) {
 			SMTP: SMTPConfig{Addr: mail.SMTP, From: "lem@lem.example", User: "lem", Password: "secret", CAFile: mail.CAFile}}))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go p.srv.cfg.Notifier.Run(ctx)
+	startNotifier(t, ctx, p)
 	if err := put(ctx, p.state.users, kvKey("alice"), User{ID: "alice", Login: "alice", Email: "alice@lab.example", Role: RoleUser}); err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +184,6 @@ func TestEmailNotification(t *testing.T) {
 	if code := p.call(t, "PUT", "/api/notifications/email", alice, map[string]bool{"enabled": true}, &e); code != 200 || e["email"] != "alice@lab.example" {
 		t.Fatalf("e-mail on: %d %v", code, e)
 	}
-	time.Sleep(300 * time.Millisecond)
 	if code, out := p.upload(t, alice, data); code != 201 {
 		t.Fatalf("upload: %d %v", code, out)
 	}
