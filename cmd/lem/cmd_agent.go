@@ -43,7 +43,7 @@ func runAgent(ctx context.Context, cols []collectors.Collector, natsURL string, 
 		defer nc.Close()
 	} else {
 		var bb *backbone
-		if bb, err = startBackbone("", natsDir, sc, log); err != nil {
+		if bb, err = startBackbone("", "", natsDir, sc, log); err != nil {
 			return err
 		}
 		nc, stop = bb.nc, bb.stop

@@ -169,7 +169,7 @@ func (e *experimentRun) execute(ctx context.Context) ([]*analytics.RunResult, er
 	var pub *bus.Publisher
 	var stopBackbone func()
 	if c.Output.NATS == "" {
-		bb, err := startBackbone("", pq+".nats", sc, log)
+		bb, err := startBackbone("", "", pq+".nats", sc, log)
 		if err != nil {
 			return nil, err
 		}

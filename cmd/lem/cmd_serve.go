@@ -32,8 +32,9 @@ type backbone struct {
 
 // startBackbone starts JetStream (its store under natsDir) with ingest
 // into the store sc names.
-func startBackbone(listen, natsDir string, sc store.Config, log zerolog.Logger) (*backbone, error) {
-	emb, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: natsDir, Listen: listen})
+// token, if set, is required of the clients that connect to listen.
+func startBackbone(listen, token, natsDir string, sc store.Config, log zerolog.Logger) (*backbone, error) {
+	emb, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: natsDir, Listen: listen, Token: token})
 	if err != nil {
 		return nil, err
 	}
@@ -76,21 +77,23 @@ func startBackbone(listen, natsDir string, sc store.Config, log zerolog.Logger) 
 
 // serveCmd holds the flags of `lem serve`.
 type serveCmd struct {
-	fs         *flag.FlagSet
-	listen     *string
-	withIngest *bool
-	stc        func() store.Config
-	logger     func() zerolog.Logger
+	fs          *flag.FlagSet
+	listen      *string
+	listenToken *string
+	withIngest  *bool
+	stc         func() store.Config
+	logger      func() zerolog.Logger
 }
 
 // newServeCmd registers the flags of `lem serve` on fs.
 func newServeCmd(fs *flag.FlagSet) func([]string) error {
 	opt := &serveCmd{
-		fs:         fs,
-		listen:     fs.String("listen", "127.0.0.1:4222", "NATS client address to listen on"),
-		withIngest: fs.Bool("ingest", true, "run ingest in-process (false: only the JetStream server, for a separate lem ingest)"),
-		stc:        storeFlags(fs, "lem-store", "Parquet store directory (unless -clickhouse); the JetStream store is <dir>.nats"),
-		logger:     logFlags(fs),
+		fs:          fs,
+		listen:      fs.String("listen", "127.0.0.1:4222", "NATS client address to listen on"),
+		listenToken: fs.String("listen-token-file", "", "file holding the token every client (agents, runners) must present (or set LEM_NATS_LISTEN_TOKEN); they give it with -nats-token-file"),
+		withIngest:  fs.Bool("ingest", true, "run ingest in-process (false: only the JetStream server, for a separate lem ingest)"),
+		stc:         storeFlags(fs, "lem-store", "Parquet store directory (unless -clickhouse); the JetStream store is <dir>.nats"),
+		logger:      logFlags(fs),
 	}
 	return opt.run
 }
@@ -99,7 +102,11 @@ func (opt *serveCmd) run(_ []string) error {
 	log := opt.logger()
 	natsDir := opt.fs.Lookup("parquet").Value.String() + ".nats"
 	if !*opt.withIngest {
-		emb, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: natsDir, Listen: *opt.listen})
+		token, err := readSecret("LEM_NATS_LISTEN_TOKEN", *opt.listenToken, "NATS listen token")
+		if err != nil {
+			return err
+		}
+		emb, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: natsDir, Listen: *opt.listen, Token: token})
 		if err != nil {
 			return err
 		}
@@ -110,7 +117,11 @@ func (opt *serveCmd) run(_ []string) error {
 		emb.Shutdown()
 		return nil
 	}
-	bb, err := startBackbone(*opt.listen, natsDir, opt.stc(), log)
+	token, err := readSecret("LEM_NATS_LISTEN_TOKEN", *opt.listenToken, "NATS listen token")
+	if err != nil {
+		return err
+	}
+	bb, err := startBackbone(*opt.listen, token, natsDir, opt.stc(), log)
 	if err != nil {
 		return err
 	}

@@ -34,6 +34,7 @@ type webCmd struct {
 	fs                                               *flag.FlagSet
 	listen, data                                     *string
 	natsListen                                       *string
+	natsListenToken                                  *string
 	publishLocal                                     *bool
 	adminTokenFile                                   *string
 	uploadsPerHour                                   *int
@@ -64,6 +65,7 @@ func newWebCmd(fs *flag.FlagSet) func([]string) error {
 		fs:              fs,
 		listen:          fs.String("listen", "127.0.0.1:8080", "HTTP address of the platform"),
 		data:            fs.String("data", "lem-web", "directory of the platform's JetStream state (<dir>/nats) and, without -parquet or -clickhouse, its store (<dir>/store)"),
+		natsListenToken: fs.String("nats-listen-token-file", "", "file holding the token every client of -nats-listen (workers) must present (or set LEM_NATS_LISTEN_TOKEN); workers give it with -nats-token-file"),
 		natsListen:      fs.String("nats-listen", "127.0.0.1:-1", "client address of the platform's embedded JetStream (-1: a free port)"),
 		publishLocal:    fs.Bool("publish-local", true, "publish the store's own runs that are not yet on the platform (recomputed, marked as not uploaded)"),
 		adminTokenFile:  fs.String("admin-token-file", "", "when this file does not exist, create an admin API token (upload, read, admin) and write it there (mode 0600)"),
@@ -109,7 +111,11 @@ func (opt *webCmd) run(_ []string) error {
 	}
 	ctx, cancel := signalContext()
 	defer cancel()
-	bb, err := startBackbone(*opt.natsListen, filepath.Join(*opt.data, "nats"), sc, log)
+	natsToken, err := readSecret("LEM_NATS_LISTEN_TOKEN", *opt.natsListenToken, "NATS listen token")
+	if err != nil {
+		return err
+	}
+	bb, err := startBackbone(*opt.natsListen, natsToken, filepath.Join(*opt.data, "nats"), sc, log)
 	if err != nil {
 		return err
 	}

@@ -74,15 +74,18 @@ func TestRemoteJobs(t *testing.T) {
 	base := fmt.Sprintf("http://127.0.0.1:%d", webPort)
 	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
 	adminTok, workerTok := filepath.Join(dir, "admin.token"), filepath.Join(dir, "worker.token")
+	// The workers' JetStream connection needs a token of its own.
+	natsTok := filepath.Join(dir, "nats.token")
+	os.WriteFile(natsTok, []byte("nats-secret\n"), 0o600)
 	webArgs := []string{"web", "-listen", fmt.Sprintf("127.0.0.1:%d", webPort), "-nats-listen", fmt.Sprintf("127.0.0.1:%d", natsPort),
-		"-data", filepath.Join(dir, "web"), "-admin-token-file", adminTok, "-worker-token-file", workerTok, "-publish-local=false"}
+		"-nats-listen-token-file", natsTok, "-data", filepath.Join(dir, "web"), "-admin-token-file", adminTok, "-worker-token-file", workerTok, "-publish-local=false"}
 	web := startProc(t, bin, webArgs...)
 	waitFor(t, "lem web", time.Minute, func() bool { return strings.Contains(web.String(), "the results platform is at") })
 	tokB, _ := os.ReadFile(adminTok)
 	token := strings.TrimSpace(string(tokB))
 	ctx := context.Background()
 	worker := func(name string) *bgProc {
-		return startProc(t, bin, "worker", "-nats", natsURL, "-platform", base, "-token-file", workerTok, "-profile", "sim",
+		return startProc(t, bin, "worker", "-nats", natsURL, "-nats-token-file", natsTok, "-platform", base, "-token-file", workerTok, "-profile", "sim",
 			"-data", filepath.Join(dir, "w-"+name), "-id", name, "-lease", "4s", "-log-format", "console")
 	}
 	experimentFile := func(name string, requests int, tokens int) string {

@@ -100,6 +100,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, c StreamConfig) 
 // Embedded is an in-process NATS server with JetStream.
 type Embedded struct {
 	Server *server.Server
+	token  string
 }
 
 // EmbeddedConfig configures StartEmbedded.
@@ -108,6 +109,9 @@ type EmbeddedConfig struct {
 	// Listen, if set (host:port, port 0 for a free one), also accepts TCP
 	// clients such as a separate `lem agent`. Empty: in-process only.
 	Listen string
+	// Token, if set, is required of every client (the in-process ones
+	// present it themselves).
+	Token string
 }
 
 // StartEmbedded starts an embedded JetStream server.
@@ -116,12 +120,13 @@ func StartEmbedded(c EmbeddedConfig) (*Embedded, error) {
 		return nil, errors.New("embedded nats: store dir required")
 	}
 	opts := &server.Options{
-		ServerName: "lem-embedded",
-		JetStream:  true,
-		StoreDir:   c.StoreDir,
-		DontListen: c.Listen == "",
-		NoSigs:     true,
-		MaxPayload: schemas.MaxMessageSize,
+		ServerName:    "lem-embedded",
+		JetStream:     true,
+		StoreDir:      c.StoreDir,
+		DontListen:    c.Listen == "",
+		NoSigs:        true,
+		MaxPayload:    schemas.MaxMessageSize,
+		Authorization: c.Token,
 	}
 	if c.Listen != "" {
 		host, port, err := splitHostPort(c.Listen)
@@ -142,12 +147,16 @@ func StartEmbedded(c EmbeddedConfig) (*Embedded, error) {
 		ns.Shutdown()
 		return nil, errors.New("embedded nats: not ready after 10s")
 	}
-	return &Embedded{Server: ns}, nil
+	return &Embedded{Server: ns, token: c.Token}, nil
 }
 
 // Connect returns an in-process client connection.
 func (e *Embedded) Connect(name string) (*nats.Conn, error) {
-	return nats.Connect("", nats.InProcessServer(e.Server), nats.Name(name), nats.MaxReconnects(-1))
+	opts := []nats.Option{nats.InProcessServer(e.Server), nats.Name(name), nats.MaxReconnects(-1)}
+	if e.token != "" {
+		opts = append(opts, nats.Token(e.token))
+	}
+	return nats.Connect("", opts...)
 }
 
 // ClientURL returns the TCP URL when the server listens, else "".
