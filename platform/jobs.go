@@ -707,8 +707,9 @@ func (s *Server) handleJobs(w http.ResponseWriter, r *http.Request, p *principal
 // --- the job an upload belongs to, and failure after the last delivery ---
 
 // jobUploaded records a verified upload that a worker made for a job: the
-// job has its run (so a redelivery does not run it again) and, once every
-// run of its experiment is in, it has succeeded with its actual cost.
+// job has its run (so a redelivery does not run it again) and the run's
+// measured energy adds to the job's actual cost. The worker records the
+// job's end once all its runs are in.
 func (s *Server) jobUploaded(ctx context.Context, jobID, worker string, e Entry) error {
 	if s.cfg.Jobs == nil || jobID == "" {
 		return nil
