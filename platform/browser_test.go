@@ -171,6 +171,8 @@ func TestBrowserModeration(t *testing.T) {
 	if code, out := p.upload(t, alice, data); code != http.StatusCreated {
 		t.Fatalf("upload: %d %v", code, out)
 	}
+	// A board no standard profile matches, seen in a run: proposed.
+	p.srv.proposeUnknown(context.Background(), "b200-run", map[string]deviceInfo{"GPU-b": {Name: "NVIDIA B200", LimitW: 1000}})
 	cookie, _, _, err := p.state.SignIn(context.Background(), User{ID: "test:mod", Login: "mod", Name: "A. Moderator", Provider: "test"}, nil, p.cfg.Moderators)
 	if err != nil {
 		t.Fatal(err)

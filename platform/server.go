@@ -179,6 +179,8 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /api/moderation", s.moderator(s.handleQueue))
 	m.HandleFunc("POST /api/moderation/{id}", s.moderator(s.handleDecide))
 	m.HandleFunc("GET /api/moderation/log", s.moderator(s.handleAuditLog))
+	m.HandleFunc("GET /api/moderation/profiles", s.moderator(s.handleProposals))
+	m.HandleFunc("POST /api/moderation/profiles/{key}", s.moderator(s.handleDecideProposal))
 	m.HandleFunc("GET /api/users/{id}", s.handleProfile)
 	m.HandleFunc("GET /api/jobs", s.withJobs(s.handleJobs))
 	m.HandleFunc("POST /api/jobs", s.withJobs(s.handleSubmitJob))
@@ -209,7 +211,7 @@ func (s *Server) routes() {
 var routeList = []string{"GET /api/health", "GET /api/openapi.json", "GET /api/leaderboard", "GET /api/runs/{id}",
 	"GET /api/runs/{id}/timeline", "GET /api/runs/{id}/bundle", "GET /api/runs/{id}/dataset", "POST /api/uploads", "GET /api/uploads/{id}",
 	"GET /api/uploads/parts/{hash}", "PUT /api/uploads/parts/{hash}", "POST /api/uploads/parts/{hash}/complete", "GET /api/me", "GET /api/tokens",
-	"POST /api/tokens", "DELETE /api/tokens/{hash}", "GET /api/moderation", "POST /api/moderation/{id}", "GET /api/moderation/log",
+	"POST /api/tokens", "DELETE /api/tokens/{hash}", "GET /api/moderation", "POST /api/moderation/{id}", "GET /api/moderation/log", "GET /api/moderation/profiles", "POST /api/moderation/profiles/{key}",
 	"GET /api/users/{id}", "GET /api/jobs", "POST /api/jobs", "GET /api/jobs/{id}", "POST /api/jobs/{id}/confirm", "POST /api/jobs/{id}/cancel",
 	"GET /api/jobs/{id}/live", "POST /api/jobs/check", "GET /api/jobs/templates", "GET /embed/badge.svg", "GET /embed/leaderboard", "GET /api/dataset", "GET /api/dataset.zip",
 	"GET /api/notifications", "POST /api/notifications/webhooks", "DELETE /api/notifications/webhooks/{id}", "GET /api/notifications/deliveries/{id}",
@@ -505,6 +507,7 @@ func (s *Server) entry(ctx context.Context, st *store.Store, r *analytics.RunRes
 	for _, d := range r.Devices {
 		ns = append(ns, info[d].label())
 	}
+	s.proposeUnknown(ctx, r.RunID, info)
 	e := NewEntry(r, evs[0], ns)
 	e.PublishedNS = time.Now().UnixNano()
 	return e, nil

@@ -68,6 +68,7 @@ type State struct {
 	js                    jetstream.JetStream
 	runs, tokens, uploads jetstream.KeyValue
 	users, sessions       jetstream.KeyValue
+	proposals             jetstream.KeyValue    // boards that match no standard profile
 	overviews             jetstream.ObjectStore // runs' power overviews (derived data, rebuilt when missing)
 	details               jetstream.ObjectStore // runs' recomputed figures as the run page shows them (derived data, by lem version)
 }
@@ -91,6 +92,11 @@ func OpenState(ctx context.Context, js jetstream.JetStream) (*State, error) {
 		}
 		*b.kv = kv
 	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BucketProposals, Description: "lem platform: boards seen that match no standard profile", History: 5})
+	if err != nil {
+		return nil, fmt.Errorf("opening bucket %s: %w", BucketProposals, err)
+	}
+	s.proposals = kv
 	if err := s.openAuthState(ctx); err != nil {
 		return nil, err
 	}

@@ -62,6 +62,26 @@ export async function moderationPage(root: HTMLElement): Promise<void> {
         h('button', { type: 'button', class: 'reject', onclick: () => decide('rejected') }, 'Reject')),
       status));
   }
+  // Boards seen that match no standard profile: proposed, never guessed.
+  interface Proposal { key: string; name: string; limit_w: number; runs: string[]; first_ns: number; last_ns: number; state: string; reason?: string; moderator?: string }
+  const props = await get<Proposal[]>('/api/moderation/profiles');
+  root.appendChild(h('h2', {}, 'Proposed hardware profiles'));
+  if (props.length === 0) root.appendChild(h('p', {}, 'Every board in the published runs matches a standard profile.'));
+  for (const pr of props) {
+    const reason = h('input', { type: 'search', id: `pr-${pr.key}`, placeholder: 'reason (required): the datasheet checked, or why not', size: 60 }) as HTMLInputElement;
+    const status = h('span', { role: 'status' });
+    const decide = async (decision: string) => {
+      clear(status);
+      try { await send('POST', `/api/moderation/profiles/${encodeURIComponent(pr.key)}`, { decision, reason: reason.value }); await moderationPage(root); } catch (err) { status.appendChild(h('span', { class: 'error', role: 'alert' }, (err as Error).message)); }
+    };
+    root.appendChild(h('section', { class: 'submission proposal', 'data-key': pr.key },
+      h('p', {}, h('strong', {}, pr.name), ` · power limit ${pr.limit_w ? `${num(pr.limit_w)} W` : 'unknown'} · ${pr.state}${pr.reason ? ` (${pr.moderator}: “${pr.reason}”)` : ''} · first seen ${date(pr.first_ns)} · runs: `,
+        ...pr.runs.map((r) => h('a', { href: `/runs/${encodeURIComponent(r)}`, class: 'runlink' }, r))),
+      pr.state === 'proposed' ? h('div', { class: 'decide' }, h('label', { for: `pr-${pr.key}` }, 'reason', reason),
+        h('button', { type: 'button', class: 'approve', onclick: () => decide('accepted') }, 'Accept for the standard profiles'),
+        h('button', { type: 'button', class: 'reject', onclick: () => decide('dismissed') }, 'Dismiss'), status) : ''));
+  }
+
   const log = await get<Decision[]>('/api/moderation/log');
   root.appendChild(h('h2', {}, 'Audit log'));
   root.appendChild(h('div', { class: 'tablewrap' }, h('table', { id: 'audit' }, h('caption', {}, `${log.length === 1 ? '1 decision' : `${log.length} decisions`}, from the platform's events`),

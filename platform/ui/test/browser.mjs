@@ -105,6 +105,8 @@ if (mode === 'moderate') {
     if (await onBoard()) throw new Error('a held run is on the leaderboard');
     await page.click('#nav-moderation');
     await page.waitForSelector(`section.submission[data-run="${runID}"]`);
+    const proposal = await page.textContent('section.proposal');
+    if (!proposal.includes('NVIDIA B200') || !proposal.includes('1,000 W')) throw new Error(`proposed profile: ${proposal}`);
     const report = await page.textContent(`section.submission[data-run="${runID}"] table.report`);
     if (!report.includes('recomputed')) throw new Error(`the queue shows no verification report: ${report}`);
     // Rejecting without a reason is refused, and says why.
