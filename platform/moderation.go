@@ -143,19 +143,31 @@ func (s *Server) handleQueue(w http.ResponseWriter, r *http.Request, _ *principa
 	writeJSON(w, http.StatusOK, map[string]any{"moderated": s.cfg.Moderate, "queue": queue})
 }
 
+// decisionRequest is a moderator's decision as a request carries it.
+type decisionRequest struct {
+	Decision string `json:"decision"`
+	Reason   string `json:"reason"` // trimmed
+}
+
+// readDecision decodes a decision (400 for a malformed one).
+func readDecision(w http.ResponseWriter, r *http.Request) (decisionRequest, bool) {
+	var req decisionRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10)).Decode(&req); err != nil {
+		writeErr(w, http.StatusBadRequest, "decision: %v", err)
+		return req, false
+	}
+	req.Reason = strings.TrimSpace(req.Reason)
+	return req, true
+}
+
 // handleDecide records a moderator's decision on one submission: approve
 // puts it on the leaderboard; reject and request changes need a reason,
 // which the submitter sees.
 func (s *Server) handleDecide(w http.ResponseWriter, r *http.Request, p *principal) {
-	var req struct {
-		Decision string `json:"decision"`
-		Reason   string `json:"reason"`
-	}
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10)).Decode(&req); err != nil {
-		writeErr(w, http.StatusBadRequest, "decision: %v", err)
+	req, ok := readDecision(w, r)
+	if !ok {
 		return
 	}
-	req.Reason = strings.TrimSpace(req.Reason)
 	switch req.Decision {
 	case ModerationApproved:
 	case ModerationRejected, ModerationChanges:

@@ -3,7 +3,6 @@ package platform
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
@@ -103,15 +102,10 @@ func (s *Server) handleProposals(w http.ResponseWriter, r *http.Request, _ *prin
 // handleDecideProposal accepts (for inclusion in the standard profiles)
 // or dismisses a proposed profile, with a reason.
 func (s *Server) handleDecideProposal(w http.ResponseWriter, r *http.Request, p *principal) {
-	var req struct {
-		Decision string `json:"decision"`
-		Reason   string `json:"reason"`
-	}
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10)).Decode(&req); err != nil {
-		writeErr(w, http.StatusBadRequest, "decision: %v", err)
+	req, ok := readDecision(w, r)
+	if !ok {
 		return
 	}
-	req.Reason = strings.TrimSpace(req.Reason)
 	if req.Decision != ProposalAccepted && req.Decision != ProposalDismissed {
 		writeErr(w, http.StatusBadRequest, "decision %q: want accepted or dismissed", req.Decision)
 		return
