@@ -79,9 +79,12 @@ type Job struct {
 	QueuedNS        int64    `json:"queued_ns,omitempty"`
 	StartedNS       int64    `json:"started_ns,omitempty"`
 	EndedNS         int64    `json:"ended_ns,omitempty"`
-	// ActualS and ActualEnergyJ are what the run took, beside the estimate.
+	// ActualS is how long the job took, beside the estimate;
+	// ActualEnergyJ the GPU energy of its runs' measured cycles (summed),
+	// unknown (EnergyUnknown) when a cycle has none.
 	ActualS       float64  `json:"actual_s,omitempty"`
 	ActualEnergyJ *float64 `json:"actual_energy_j,omitempty"`
+	EnergyUnknown bool     `json:"energy_unknown,omitempty"`
 }
 
 // Done says whether the job has ended.
@@ -200,7 +203,8 @@ func (j *Jobs) Update(ctx context.Context, id, actor string, f func(*Job) error)
 	return cur, put(ctx, j.jobs, kvKey(id), cur)
 }
 
-func (j *Jobs) create(ctx context.Context, job Job) error {
+// Create records a new job (an event and its record).
+func (j *Jobs) Create(ctx context.Context, job Job) error {
 	if err := j.state.record(ctx, "job."+job.State, job.ID, job.User, job); err != nil {
 		return err
 	}
@@ -545,7 +549,7 @@ func (s *Server) handleSubmitJob(w http.ResponseWriter, r *http.Request, p *prin
 	}
 	job := Job{ID: newJobID(), User: p.User.ID, Profile: prof.ID, Experiment: cfg.Experiment, Config: req.Experiment, State: JobAwaiting,
 		Estimate: estimate(cfg, prof, s.board.All(), s.cfg.Prices), CreatedNS: time.Now().UnixNano()}
-	if err := s.cfg.Jobs.create(r.Context(), job); err != nil {
+	if err := s.cfg.Jobs.Create(r.Context(), job); err != nil {
 		writeErr(w, http.StatusServiceUnavailable, "%v", err)
 		return
 	}
@@ -710,24 +714,40 @@ func (s *Server) handleJobs(w http.ResponseWriter, r *http.Request, p *principal
 // job has its run (so a redelivery does not run it again) and the run's
 // measured energy adds to the job's actual cost. The worker records the
 // job's end once all its runs are in.
-func (s *Server) jobUploaded(ctx context.Context, jobID, worker string, e Entry) error {
+func (s *Server) jobUploaded(ctx context.Context, jobID, worker string, r *analytics.RunResult) error {
 	if s.cfg.Jobs == nil || jobID == "" {
 		return nil
 	}
+	// The run's GPU energy is the sum of its cycles' (the measured
+	// windows); a cycle without energy leaves the job's total unknown,
+	// never short.
+	total := 0.0
+	for _, c := range r.Cycles {
+		total += c.EnergyJ
+	}
 	_, err := s.cfg.Jobs.Update(ctx, jobID, worker, func(j *Job) error {
-		if !slices.Contains(j.RunIDs, e.RunID) {
-			j.RunIDs = append(j.RunIDs, e.RunID)
-			if e.EnergyJ != nil {
-				sum := *e.EnergyJ
-				if j.ActualEnergyJ != nil {
-					sum += *j.ActualEnergyJ
-				}
-				j.ActualEnergyJ = &sum
-			}
+		if slices.Contains(j.RunIDs, r.RunID) {
+			return nil
+		}
+		j.RunIDs = append(j.RunIDs, r.RunID)
+		switch {
+		case j.EnergyUnknown:
+		case math.IsNaN(total) || len(r.Cycles) == 0:
+			j.EnergyUnknown, j.ActualEnergyJ = true, nil
+		default:
+			total += ptrOr(j.ActualEnergyJ, 0)
+			j.ActualEnergyJ = &total
 		}
 		return nil
 	})
 	return err
+}
+
+func ptrOr(p *float64, v float64) float64 {
+	if p == nil {
+		return v
+	}
+	return *p
 }
 
 // WatchMaxDeliveries marks failed every job whose last delivery ended

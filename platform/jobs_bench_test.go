@@ -33,7 +33,7 @@ func BenchmarkJobDispatch(b *testing.B) {
 		queued := make(map[string]int64, jobs)
 		for i := 0; i < jobs; i++ {
 			j := Job{ID: fmt.Sprintf("bench-%04d", i), User: "u", Profile: SimProfile, State: JobQueued}
-			if err := q.create(ctx, j); err != nil {
+			if err := q.Create(ctx, j); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -103,7 +103,7 @@ func BenchmarkLiveFanout(b *testing.B) {
 			b.Fatal(err)
 		}
 		job := Job{ID: "fanout", User: "u", Profile: SimProfile, State: JobRunning}
-		if err := p.srv.cfg.Jobs.create(ctx, job); err != nil {
+		if err := p.srv.cfg.Jobs.Create(ctx, job); err != nil {
 			b.Fatal(err)
 		}
 		url := strings.Replace(p.http.URL, "http://", "ws://", 1) + "/api/jobs/fanout/live"

@@ -670,7 +670,7 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, tok Token, body 
 	if err := s.warmOverview(ctx, b.Store(), id); err != nil {
 		s.cfg.Log.Warn().Err(err).Str("run", id).Msg("power overview not built")
 	}
-	if err := s.jobUploaded(ctx, jobID, tok.User, e); err != nil {
+	if err := s.jobUploaded(ctx, jobID, tok.User, res); err != nil {
 		s.cfg.Log.Warn().Err(err).Str("run", id).Str("job", jobID).Msg("job not updated")
 	}
 	if _, err := s.keep(ctx, id, res); err != nil {

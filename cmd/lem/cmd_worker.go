@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -209,9 +210,17 @@ func (w *worker) handle(ctx context.Context, m jetstream.Msg) {
 		return
 	}
 	if len(job.RunIDs) > 0 {
-		// A run of it was uploaded by a delivery that died before
-		// recording the end: it counts; running it again would count twice.
-		w.finish(ctx, jobID, platform.JobSucceeded, "", "", job.RunIDs)
+		// A delivery that died after uploading runs of it: they count, and
+		// running it again would count them twice. All of them in: it
+		// succeeded; only some (a sweep cut short): it failed, and says so.
+		state, why := platform.JobSucceeded, ""
+		if cfg, problems := platform.CheckJob([]byte(job.Config)); len(problems) == 0 {
+			if runs, err := cfg.Runs(); err == nil && len(job.RunIDs) < len(runs) {
+				state = platform.JobFailed
+				why = fmt.Sprintf("an earlier delivery died after uploading %d of its %d runs; running it again would count those twice (submit the rest as a new job)", len(job.RunIDs), len(runs))
+			}
+		}
+		w.finish(ctx, jobID, state, why, "", job.RunIDs)
 		m.Ack()
 		return
 	}
@@ -289,7 +298,7 @@ func (w *worker) finish(ctx context.Context, jobID, state, why, tail string, run
 			j.ActualS = float64(j.EndedNS-j.StartedNS) / 1e9
 		}
 		for _, r := range runIDs {
-			if !contains(j.RunIDs, r) {
+			if !slices.Contains(j.RunIDs, r) {
 				j.RunIDs = append(j.RunIDs, r)
 			}
 		}
@@ -301,15 +310,6 @@ func (w *worker) finish(ctx context.Context, jobID, state, why, tail string, run
 	}
 	w.publish(ctx, platform.Progress{JobID: jobID, State: j.State, EndOfJob: true, Message: why, ElapsedS: j.ActualS, LogTail: tail})
 	w.log.Info().Str("job", jobID).Str("state", j.State).Strs("runs", j.RunIDs).Msg("job ended")
-}
-
-func contains(xs []string, x string) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
 }
 
 // publish sends a progress update of a job to its subject.

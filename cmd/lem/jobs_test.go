@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,7 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llm-energy-measure/lem/internal/testenv"
 	"github.com/llm-energy-measure/lem/platform"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 )
 
 // bgProc is a lem process a test runs in the background, its output kept.
@@ -156,6 +160,10 @@ collectors: {gpu: sim, rapl: "off", scrape: {enabled: false}}
 		lb.Rows[0].RunID != j.RunIDs[0] || lb.Rows[0].Submitter != "admin" || lb.Rows[0].Verification != "verified" {
 		t.Fatalf("leaderboard after the job: %v %+v", err, lb)
 	}
+	// The job's energy is its run's cycles' total, not their mean.
+	if e := lb.Rows[0]; e.EnergyJ == nil || e.Cycles != 3 || math.Abs(*j.ActualEnergyJ-3**e.EnergyJ) > 1e-6**j.ActualEnergyJ {
+		t.Errorf("job energy %v J, run's mean cycle energy %v J over %d cycles", *j.ActualEnergyJ, e.EnergyJ, e.Cycles)
+	}
 
 	// 2. Canceled while running: the backend stops, no run counts.
 	id, _ = submit("-profile", "sim", experimentFile("remote-cancel", 400, 64))
@@ -211,4 +219,61 @@ func must(b []byte, err error) []byte {
 		panic(err)
 	}
 	return b
+}
+
+// A redelivered job that already has uploaded runs is not run again: with
+// all its runs in it succeeded; with only some of a sweep's it failed, and
+// says why (running it again would count the uploaded ones twice).
+func TestRedeliveredJobWithRuns(t *testing.T) {
+	_, nc, js := testenv.JetStream(t)
+	ctx := context.Background()
+	state, err := platform.OpenState(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jobs, err := platform.OpenJobs(ctx, nc, js, state, platform.JobsConfig{Memory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sweep := `experiment: sweep
+backend: {kind: pytorch, model: "toy:", port: 18999}
+workload: {requests: 4, arrival: {concurrency: 2}}
+sweep:
+  - name: a
+  - name: b
+    workload: {arrival: {concurrency: 4}}
+collectors: {gpu: sim}
+`
+	w := &worker{id: "w", profile: platform.SimProfile, jobs: jobs, js: js, log: zerolog.Nop()}
+	cons, err := jobs.Consumer(ctx, platform.SimProfile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		runs  []string
+		state string
+		says  string
+	}{
+		{[]string{"sweep-a", "sweep-b"}, platform.JobSucceeded, ""},
+		{[]string{"sweep-a"}, platform.JobFailed, "1 of its 2 runs"},
+	} {
+		id := fmt.Sprintf("redelivered-%d", len(c.runs))
+		if err := jobs.Create(ctx, platform.Job{ID: id, User: "u", Profile: platform.SimProfile, Config: sweep, State: platform.JobRunning, RunIDs: c.runs}); err != nil {
+			t.Fatal(err)
+		}
+		if err := jobs.Enqueue(ctx, platform.Job{ID: id, Profile: platform.SimProfile}); err != nil {
+			t.Fatal(err)
+		}
+		b, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range b.Messages() {
+			w.handle(ctx, m)
+		}
+		j, _, _ := jobs.Get(ctx, id)
+		if j.State != c.state || !strings.Contains(j.Error, c.says) || len(j.RunIDs) != len(c.runs) {
+			t.Errorf("%d of 2 runs in: %s %q %v", len(c.runs), j.State, j.Error, j.RunIDs)
+		}
+	}
 }

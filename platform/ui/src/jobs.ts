@@ -12,7 +12,7 @@ export interface Estimate {
 export interface Job {
   id: string; user: string; profile: string; experiment: string; config: string; state: string; cancel_requested?: boolean;
   estimate: Estimate; worker?: string; deliveries?: number; run_ids?: string[]; error?: string; log_tail?: string;
-  created_ns: number; queued_ns?: number; started_ns?: number; ended_ns?: number; actual_s?: number; actual_energy_j?: number | null;
+  created_ns: number; queued_ns?: number; started_ns?: number; ended_ns?: number; actual_s?: number; actual_energy_j?: number | null; energy_unknown?: boolean;
   waiting?: string;
 }
 interface Worker { id: string; host: string; profile: string; gpus: number; job?: string; version: string; seen_ns: number }
@@ -147,7 +147,7 @@ export async function jobPage(root: HTMLElement, id: string): Promise<void> {
     if (job.run_ids?.length) runs.appendChild(h('p', {}, 'Runs: ', ...job.run_ids.map((r) => h('a', { href: `/runs/${encodeURIComponent(r)}`, class: 'runlink' }, r))));
     if (job.error) runs.appendChild(h('p', { class: 'error' }, job.error));
     if (job.actual_s) runs.appendChild(h('p', {}, `Took ${dur(job.actual_s)} (estimated ${dur(job.estimate.duration_s[0])} – ${dur(job.estimate.duration_s[1])})` +
-      (job.actual_energy_j ? `; measured ${num(job.actual_energy_j / 3.6e6)} kWh on the GPUs (estimated ${num(job.estimate.energy_kwh[0])} – ${num(job.estimate.energy_kwh[1])})` : '')));
+      (job.energy_unknown ? '; GPU energy of its cycles unknown (a cycle has no power data)' : job.actual_energy_j ? `; GPU energy of its measured cycles ${num(job.actual_energy_j / 3.6e6)} kWh (the estimate, ${num(job.estimate.energy_kwh[0])} – ${num(job.estimate.energy_kwh[1])} kWh, covers the whole job)` : '')));
     if (job.log_tail) runs.appendChild(h('details', {}, h('summary', {}, 'log (last lines)'), h('pre', {}, job.log_tail)));
   };
   show();
