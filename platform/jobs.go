@@ -246,7 +246,7 @@ type Progress struct {
 	Failed    int     `json:"failed"`
 	PowerW    float64 `json:"power_w,omitempty"`      // the devices' power now (sum)
 	ChunksPS  float64 `json:"chunks_per_s,omitempty"` // streamed chunks per second over the last report interval
-	ETAS      float64 `json:"eta_s,omitempty"`        // seconds left, from the estimate and the progress so far
+	ETAS      float64 `json:"eta_s,omitempty"`        // seconds left: the estimate's middle less the time elapsed
 	ElapsedS  float64 `json:"elapsed_s"`
 	State     string  `json:"state,omitempty"` // set on the job's last update
 	Message   string  `json:"message,omitempty"`
@@ -257,8 +257,6 @@ type Progress struct {
 	Delivery  int     `json:"delivery,omitempty"`
 	EndOfJob  bool    `json:"end,omitempty"`
 	LogTail   string  `json:"log_tail,omitempty"`
-	Requests  int     `json:"requests,omitempty"`
-	RunsDone  int     `json:"runs_done,omitempty"`
 	RunsTotal int     `json:"runs_total,omitempty"`
 }
 

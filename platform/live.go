@@ -42,7 +42,7 @@ const FeedLinger = 30 * time.Second
 
 // watch returns the job's feed, starting its consumer for the first viewer;
 // done must be called when the viewer leaves.
-func (s *Server) watch(ctx context.Context, jobID string) (*feed, func(), error) {
+func (s *Server) watch(jobID string) (*feed, func(), error) {
 	l := &s.live
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -119,7 +119,7 @@ func (s *Server) handleLive(w http.ResponseWriter, r *http.Request, p *principal
 		writeErr(w, http.StatusBadRequest, "after: %v", err)
 		return
 	}
-	f, done, err := s.watch(r.Context(), job.ID)
+	f, done, err := s.watch(job.ID)
 	if err != nil {
 		writeErr(w, http.StatusServiceUnavailable, "%v", err)
 		return

@@ -373,8 +373,8 @@ func (w *worker) run(ctx context.Context, job platform.Job, delivery int) ([]str
 		last.Store(&pr)
 		w.publish(ctx, pr)
 	}
-	// Every second: the devices' power and the chunk rate, with an ETA
-	// from the estimate's range scaled by the progress so far.
+	// Every second: the devices' power, the chunk rate, and an ETA (the
+	// estimate's middle less the time elapsed).
 	tickDone := make(chan struct{})
 	tctx, stopTicks := context.WithCancel(ctx)
 	defer stopTicks()

@@ -3,7 +3,6 @@ package loadgen
 import (
 	"context"
 	"fmt"
-	"math"
 	"net"
 	"net/http"
 	"sort"
@@ -127,7 +126,7 @@ func BenchmarkPoissonKS(b *testing.B) {
 					ks = append(ks, gof.KSExponential(sent, rate))
 				}
 				b.ReportMetric(quantile(ks, 0.5), "KS")
-				b.ReportMetric(1.63/math.Sqrt(float64(n)), "KS-crit-1%")
+				b.ReportMetric(gof.Critical1(n-1), "KS-crit-1%")
 				b.ReportMetric(quantile(late, 0.5), "late-p50-ms")
 				b.ReportMetric(quantile(late, 0.99), "late-p99-ms")
 				b.ReportMetric(100*float64(kernel)/float64(len(late)), "tx-stamped-%")
