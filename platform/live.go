@@ -27,7 +27,6 @@ type feed struct {
 	changed chan struct{}
 	viewers int
 	stop    func()
-	err     error
 }
 
 // live holds the feeds of the jobs being watched.
