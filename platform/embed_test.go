@@ -55,7 +55,7 @@ func TestEmbeds(t *testing.T) {
 	}
 	resp, page := get("/embed/leaderboard?hardware=NVIDIA+H200+SXM+141+GB&rows=5")
 	csp := resp.Header.Get("Content-Security-Policy")
-	if resp.StatusCode != 200 || !strings.Contains(csp, "frame-ancestors *") || strings.Contains(csp, "script-src") && !strings.Contains(csp, "'none'") ||
+	if resp.StatusCode != 200 || !strings.Contains(csp, "frame-ancestors *") || !strings.Contains(csp, "default-src 'none'") ||
 		strings.Contains(page, "<script") || strings.Contains(page, "<b>8b") || strings.Index(page, "vllm") > strings.Index(page, "sglang") ||
 		strings.Contains(page, "tgi") || resp.Header.Get("Set-Cookie") != "" {
 		t.Fatalf("embedded leaderboard: %s %q\n%s", resp.Status, csp, page)
