@@ -213,7 +213,8 @@ func TestBrowserJobs(t *testing.T) {
 	}
 	jobs := p.srv.cfg.Jobs
 	go func() { // the worker
-		cons, err := jobs.Consumer(ctx, SimProfile)
+		jobs.Heartbeat(ctx, Worker{ID: "sim-1", Profile: SimProfile, GPUs: 1})
+		cons, err := jobs.Consumer(ctx, SimProfile, 1)
 		if err != nil {
 			return
 		}

@@ -12,12 +12,14 @@ import (
 	"net/http"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/llm-energy-measure/lem/analytics"
 	"github.com/llm-energy-measure/lem/collectors/loadgen"
@@ -71,14 +73,19 @@ type Job struct {
 	CancelRequested bool     `json:"cancel_requested,omitempty"`
 	Estimate        Estimate `json:"estimate"`
 	Worker          string   `json:"worker,omitempty"`
-	Deliveries      int      `json:"deliveries,omitempty"`
-	RunIDs          []string `json:"run_ids,omitempty"`
-	Error           string   `json:"error,omitempty"`
-	LogTail         string   `json:"log_tail,omitempty"`
-	CreatedNS       int64    `json:"created_ns"`
-	QueuedNS        int64    `json:"queued_ns,omitempty"`
-	StartedNS       int64    `json:"started_ns,omitempty"`
-	EndedNS         int64    `json:"ended_ns,omitempty"`
+	// DispatchedNS is when the dispatcher released the job to the workers
+	// (0: waiting for a free GPU set); SetGPUs the size of the GPU sets
+	// whose queue it went to.
+	DispatchedNS int64    `json:"dispatched_ns,omitempty"`
+	SetGPUs      int      `json:"set_gpus,omitempty"`
+	Deliveries   int      `json:"deliveries,omitempty"`
+	RunIDs       []string `json:"run_ids,omitempty"`
+	Error        string   `json:"error,omitempty"`
+	LogTail      string   `json:"log_tail,omitempty"`
+	CreatedNS    int64    `json:"created_ns"`
+	QueuedNS     int64    `json:"queued_ns,omitempty"`
+	StartedNS    int64    `json:"started_ns,omitempty"`
+	EndedNS      int64    `json:"ended_ns,omitempty"`
 	// ActualS is how long the job took, beside the estimate;
 	// ActualEnergyJ the GPU energy of its runs' measured cycles (summed),
 	// unknown (EnergyUnknown) when a cycle has none.
@@ -92,13 +99,15 @@ func (j Job) Done() bool {
 	return j.State == JobSucceeded || j.State == JobFailed || j.State == JobCanceled
 }
 
-// Worker is a GPU host that runs jobs, as it announces itself.
+// Worker is one GPU set of a host that runs jobs (a host with several sets
+// announces each), as it announces itself.
 type Worker struct {
 	ID      string `json:"id"`
 	Host    string `json:"host"`
 	Profile string `json:"profile"`
-	GPUs    int    `json:"gpus"`
-	Job     string `json:"job,omitempty"` // running now
+	GPUs    int    `json:"gpus"`              // the set's size: it runs jobs of at most this many GPUs
+	Devices []int  `json:"devices,omitempty"` // the set's GPU indices on its host
+	Job     string `json:"job,omitempty"`     // running now
 	Version string `json:"version"`
 	SeenNS  int64  `json:"seen_ns"`
 }
@@ -114,7 +123,8 @@ type Jobs struct {
 	progress jetstream.Stream
 	lease    time.Duration
 	maxDel   int
-	mu       sync.Mutex // serialises a job's read-modify-write
+	log      zerolog.Logger
+	kick     chan struct{}
 }
 
 // JobsConfig tunes the queue.
@@ -122,6 +132,7 @@ type JobsConfig struct {
 	Lease      time.Duration // a worker's heartbeat must come within it (DefaultLease)
 	MaxDeliver int           // deliveries before a job fails (DefaultMaxDeliver)
 	Memory     bool          // streams in memory (tests)
+	Log        zerolog.Logger
 }
 
 // OpenJobs creates (or opens) the job streams and buckets.
@@ -136,7 +147,7 @@ func OpenJobs(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, st *St
 	if c.Memory {
 		storage = jetstream.MemoryStorage
 	}
-	j := &Jobs{js: js, nc: nc, state: st, lease: c.Lease, maxDel: c.MaxDeliver}
+	j := &Jobs{js: js, nc: nc, state: st, lease: c.Lease, maxDel: c.MaxDeliver, log: c.Log, kick: make(chan struct{}, 1)}
 	var err error
 	if j.queue, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: JobStream, Description: "lem platform: confirmed jobs, one subject per hardware profile",
 		Subjects: []string{JobSubjectRoot + ".>"}, Retention: jetstream.WorkQueuePolicy, Storage: storage, Duplicates: 10 * time.Minute}); err != nil {
@@ -156,13 +167,16 @@ func OpenJobs(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, st *St
 	return j, nil
 }
 
-// ConsumerName is the durable pull consumer the workers of a profile
-// share.
-func ConsumerName(profile string) string { return "workers-" + profile }
+// ConsumerName is the durable pull consumer that the workers of a profile
+// with GPU sets of one size share.
+func ConsumerName(profile string, setGPUs int) string {
+	return "workers-" + profile + "-g" + strconv.Itoa(max(setGPUs, 1))
+}
 
-// Consumer returns (creating) the shared consumer of a profile's jobs.
-func (j *Jobs) Consumer(ctx context.Context, profile string) (jetstream.Consumer, error) {
-	return j.queue.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: ConsumerName(profile), FilterSubject: JobSubjectRoot + "." + profile,
+// Consumer returns (creating) the shared consumer of the jobs released to
+// a profile's GPU sets of a size.
+func (j *Jobs) Consumer(ctx context.Context, profile string, setGPUs int) (jetstream.Consumer, error) {
+	return j.queue.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: ConsumerName(profile, setGPUs), FilterSubject: QueueSubject(profile, setGPUs),
 		AckPolicy: jetstream.AckExplicitPolicy, AckWait: j.lease, MaxDeliver: j.maxDel, MaxAckPending: 1000})
 }
 
@@ -179,28 +193,41 @@ func (j *Jobs) Get(ctx context.Context, id string) (Job, bool, error) {
 
 // Update applies f to the job's current state and records the result as
 // a platform event (job.<state>) when f changes it; f returning an error
-// leaves the job as it was.
+// leaves the job as it was. The platform and the workers update jobs from
+// different processes: the write succeeds only over the revision f saw
+// (compare and set), else f is applied again to the newer state, so no
+// process's change is lost to another's.
 func (j *Jobs) Update(ctx context.Context, id, actor string, f func(*Job) error) (Job, error) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	cur, ok, err := j.Get(ctx, id)
-	if err != nil {
-		return Job{}, err
+	for attempt := 0; ; attempt++ {
+		e, err := j.jobs.Get(ctx, kvKey(id))
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return Job{}, fmt.Errorf("no job %q", id)
+		}
+		if err != nil {
+			return Job{}, err
+		}
+		var cur Job
+		if err := json.Unmarshal(e.Value(), &cur); err != nil {
+			return Job{}, fmt.Errorf("job %s: %w", id, err)
+		}
+		if err := f(&cur); err != nil {
+			return cur, err
+		}
+		after, err := json.Marshal(cur)
+		if err != nil {
+			return Job{}, err
+		}
+		if string(after) == string(e.Value()) {
+			return cur, nil
+		}
+		if _, err := j.jobs.Update(ctx, kvKey(id), after, e.Revision()); err != nil {
+			if errors.Is(err, jetstream.ErrKeyRevisionMismatch) && attempt < 100 {
+				continue // another process wrote first: apply f to its state
+			}
+			return Job{}, fmt.Errorf("job %s: %w", id, err)
+		}
+		return cur, j.state.record(ctx, "job."+cur.State, cur.ID, actor, cur)
 	}
-	if !ok {
-		return Job{}, fmt.Errorf("no job %q", id)
-	}
-	before, _ := json.Marshal(cur)
-	if err := f(&cur); err != nil {
-		return cur, err
-	}
-	if after, _ := json.Marshal(cur); string(after) == string(before) {
-		return cur, nil
-	}
-	if err := j.state.record(ctx, "job."+cur.State, cur.ID, actor, cur); err != nil {
-		return Job{}, err
-	}
-	return cur, put(ctx, j.jobs, kvKey(id), cur)
 }
 
 // Create records a new job (an event and its record).
@@ -227,10 +254,11 @@ func (j *Jobs) Heartbeat(ctx context.Context, w Worker) error {
 	return put(ctx, j.workers, kvKey(w.ID), w)
 }
 
-// Enqueue puts a confirmed job on its profile's queue; the message id is
-// the job id, so a repeated confirmation is dropped by the stream.
+// Enqueue puts a job on the queue of its profile's GPU sets of its
+// SetGPUs size (the dispatcher's release); the message id is the job id,
+// so a repeated release is dropped by the stream.
 func (j *Jobs) Enqueue(ctx context.Context, job Job) error {
-	_, err := j.js.Publish(ctx, JobSubjectRoot+"."+job.Profile, []byte(job.ID), jetstream.WithMsgID("job-"+job.ID))
+	_, err := j.js.Publish(ctx, QueueSubject(job.Profile, job.SetGPUs), []byte(job.ID), jetstream.WithMsgID("job-"+job.ID))
 	return err
 }
 
@@ -493,10 +521,48 @@ func (s *Server) checkJobRequest(w http.ResponseWriter, r *http.Request) (jobReq
 		}
 	}
 	if len(problems) > 0 {
-		writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"error": "the experiment file has problems", "problems": problems})
+		writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"error": "the experiment file has problems", "problems": problems, "doc": yamlDoc(req.Experiment)})
 		return req, nil, Profile{}, false
 	}
 	return req, cfg, prof, true
+}
+
+// yamlDoc is the experiment file as a JSON value (what the config builder's
+// form shows), or nil when it is not YAML.
+func yamlDoc(src string) any {
+	var v any
+	if yaml.Unmarshal([]byte(src), &v) != nil {
+		return nil
+	}
+	if _, ok := v.(map[string]any); !ok {
+		return nil
+	}
+	return v
+}
+
+// HostChosen lists the experiment settings a remote job leaves to its
+// worker or may not set (remoteSafe, the worker's run): the config
+// builder's form leaves them out.
+var HostChosen = []string{"out", "output", "backend.command", "backend.env", "backend.log_file", "backend.endpoint", "backend.host", "backend.port",
+	"backend.parallelism.devices", "collectors.devices", "collectors.rapl", "workload.dataset.path", "workload.arrival.trace",
+	"sweep.workload.dataset.path", "sweep.workload.arrival.trace"}
+
+// handleSchema serves the JSON Schema of experiment files (for editors
+// and the config builder's form), with the settings a job leaves to the
+// worker.
+func (s *Server) handleSchema(w http.ResponseWriter, r *http.Request) {
+	b, err := experiment.JSONSchema()
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, "%v", err)
+		return
+	}
+	if r.URL.Path == "/experiment.schema.json" {
+		w.Header().Set("Content-Type", "application/schema+json")
+		w.Header().Set("Cache-Control", "public, max-age=3600")
+		w.Write(b)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"schema": json.RawMessage(b), "host_chosen": HostChosen})
 }
 
 func profileIDs() []string {
@@ -510,11 +576,11 @@ func profileIDs() []string {
 // handleCheckJob answers what a submission would: its problems, or its
 // estimate — for the config builder, as the user types.
 func (s *Server) handleCheckJob(w http.ResponseWriter, r *http.Request, _ *principal) {
-	_, cfg, prof, ok := s.checkJobRequest(w, r)
+	req, cfg, prof, ok := s.checkJobRequest(w, r)
 	if !ok {
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"problems": []string{}, "estimate": estimate(cfg, prof, s.board.All(), s.cfg.Prices)})
+	writeJSON(w, http.StatusOK, map[string]any{"problems": []string{}, "estimate": estimate(cfg, prof, s.board.All(), s.cfg.Prices), "doc": yamlDoc(req.Experiment)})
 }
 
 // handleTemplates lists the example experiment files and the profiles.
@@ -578,32 +644,20 @@ func (s *Server) handleJob(w http.ResponseWriter, r *http.Request, p *principal)
 	}
 }
 
-// waiting says why a queued job has not started: no worker of its profile
-// has been seen, or all of them are busy.
+// waiting says why a queued job has not started (whyWaiting).
 func (s *Server) waiting(ctx context.Context, job Job) string {
 	if job.State != JobQueued {
+		return ""
+	}
+	jobs, err := s.cfg.Jobs.List(ctx)
+	if err != nil {
 		return ""
 	}
 	ws, err := s.cfg.Jobs.Workers(ctx)
 	if err != nil {
 		return ""
 	}
-	n, busy := 0, 0
-	for _, w := range ws {
-		if w.Profile == job.Profile {
-			n++
-			if w.Job != "" {
-				busy++
-			}
-		}
-	}
-	switch {
-	case n == 0:
-		return fmt.Sprintf("no worker with the %s profile is connected (none heartbeat within %v); the job waits until one is", job.Profile, WorkerHeartbeatTTL)
-	case busy == n:
-		return fmt.Sprintf("all %d worker(s) with the %s profile are busy", n, job.Profile)
-	}
-	return ""
+	return whyWaiting(job, jobs, ws)
 }
 
 func (s *Server) handleConfirmJob(w http.ResponseWriter, r *http.Request, p *principal) {
@@ -629,10 +683,7 @@ func (s *Server) handleConfirmJob(w http.ResponseWriter, r *http.Request, p *pri
 		writeErr(w, http.StatusConflict, "%v", err)
 		return
 	}
-	if err := s.cfg.Jobs.Enqueue(r.Context(), job); err != nil {
-		writeErr(w, http.StatusServiceUnavailable, "queueing job %s: %v (confirm again)", job.ID, err)
-		return
-	}
+	s.cfg.Jobs.Kick() // the dispatcher releases it when a GPU set that fits is free
 	writeJSON(w, http.StatusOK, job)
 }
 

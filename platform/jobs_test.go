@@ -74,19 +74,32 @@ func TestJobAPI(t *testing.T) {
 	if code := p.call(t, "POST", "/api/jobs/"+job.ID+"/confirm", alice, nil, &job); code != 200 || job.State != JobQueued {
 		t.Fatalf("confirm: %d %+v", code, job)
 	}
-	if code := p.call(t, "POST", "/api/jobs/"+job.ID+"/confirm", alice, nil, &job); code != 200 {
-		t.Errorf("a second confirmation: %d", code)
-	}
-	info, err := p.srv.cfg.Jobs.queue.Info(context.Background())
-	if err != nil || info.State.Msgs != 1 {
-		t.Fatalf("queue: %v, %d messages (a repeated confirmation must not queue twice)", err, info.State.Msgs)
-	}
 	var st struct {
 		Job
 		Waiting string
 	}
 	if p.call(t, "GET", "/api/jobs/"+job.ID, alice, nil, &st); !strings.Contains(st.Waiting, "no worker with the sim profile") {
 		t.Errorf("waiting: %q", st.Waiting)
+	}
+	// No worker: nothing is released to the queue. One connects: the job
+	// is released once, however often it is confirmed.
+	ctx := context.Background()
+	if info, err := p.srv.cfg.Jobs.queue.Info(ctx); err != nil || info.State.Msgs != 0 {
+		t.Fatalf("queue without a worker: %v, %v", err, info)
+	}
+	if err := p.srv.cfg.Jobs.Heartbeat(ctx, Worker{ID: "w1", Profile: SimProfile, GPUs: 1}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the job's release", func() bool { j, _, _ := p.srv.cfg.Jobs.Get(ctx, job.ID); return j.DispatchedNS > 0 })
+	if code := p.call(t, "POST", "/api/jobs/"+job.ID+"/confirm", alice, nil, &job); code != 200 {
+		t.Errorf("a second confirmation: %d", code)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if info, err := p.srv.cfg.Jobs.queue.Info(ctx); err != nil || info.State.Msgs != 1 {
+		t.Fatalf("queue: %v, %d messages (a repeated confirmation must not queue twice)", err, info.State.Msgs)
+	}
+	if p.call(t, "GET", "/api/jobs/"+job.ID, alice, nil, &st); !strings.Contains(st.Waiting, "released to the workers") {
+		t.Errorf("waiting once released: %q", st.Waiting)
 	}
 	if code := p.call(t, "POST", "/api/jobs/"+job.ID+"/cancel", alice, nil, &job); code != 200 || job.State != JobCanceled {
 		t.Errorf("cancel a queued job: %d %+v", code, job)
@@ -166,7 +179,8 @@ func TestJobFailsAfterMaxDeliveries(t *testing.T) {
 	var job Job
 	p.call(t, "POST", "/api/jobs", alice, map[string]string{"profile": "sim", "experiment": simJob}, &job)
 	p.call(t, "POST", "/api/jobs/"+job.ID+"/confirm", alice, nil, &job)
-	cons, err := jobs.Consumer(ctx, SimProfile)
+	jobs.Heartbeat(ctx, Worker{ID: "dead", Profile: SimProfile, GPUs: 1})
+	cons, err := jobs.Consumer(ctx, SimProfile, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -131,6 +131,15 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}
 	s.routes()
+	if cfg.Jobs != nil {
+		// Confirmed jobs wait for a free GPU set and are released in fair
+		// order (dispatch.go).
+		go func() {
+			if err := cfg.Jobs.RunDispatcher(ctx); err != nil {
+				cfg.Log.Error().Err(err).Msg("the job dispatcher stopped")
+			}
+		}()
+	}
 	if cfg.WarmOverviews {
 		slices.SortFunc(runs, func(a, b Published) int { return cmp.Compare(b.Entry.PublishedNS, a.Entry.PublishedNS) })
 		go func() {
@@ -186,6 +195,8 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /api/jobs", s.withJobs(s.handleSubmitJob))
 	m.HandleFunc("POST /api/jobs/check", s.withJobs(s.handleCheckJob))
 	m.HandleFunc("GET /api/jobs/templates", s.withJobs(s.handleTemplates))
+	m.HandleFunc("GET /api/jobs/schema", s.handleSchema)
+	m.HandleFunc("GET /experiment.schema.json", s.handleSchema)
 	m.HandleFunc("GET /api/jobs/{id}", s.withJobs(s.handleJob))
 	m.HandleFunc("POST /api/jobs/{id}/confirm", s.withJobs(s.handleConfirmJob))
 	m.HandleFunc("POST /api/jobs/{id}/cancel", s.withJobs(s.handleCancelJob))
@@ -213,7 +224,7 @@ var routeList = []string{"GET /api/health", "GET /api/openapi.json", "GET /api/l
 	"GET /api/uploads/parts/{hash}", "PUT /api/uploads/parts/{hash}", "POST /api/uploads/parts/{hash}/complete", "GET /api/me", "GET /api/tokens",
 	"POST /api/tokens", "DELETE /api/tokens/{hash}", "GET /api/moderation", "POST /api/moderation/{id}", "GET /api/moderation/log", "GET /api/moderation/profiles", "POST /api/moderation/profiles/{key}",
 	"GET /api/users/{id}", "GET /api/jobs", "POST /api/jobs", "GET /api/jobs/{id}", "POST /api/jobs/{id}/confirm", "POST /api/jobs/{id}/cancel",
-	"GET /api/jobs/{id}/live", "POST /api/jobs/check", "GET /api/jobs/templates", "GET /embed/badge.svg", "GET /embed/leaderboard", "GET /api/dataset", "GET /api/dataset.zip",
+	"GET /api/jobs/{id}/live", "POST /api/jobs/check", "GET /api/jobs/templates", "GET /api/jobs/schema", "GET /experiment.schema.json", "GET /embed/badge.svg", "GET /embed/leaderboard", "GET /api/dataset", "GET /api/dataset.zip",
 	"GET /api/notifications", "POST /api/notifications/webhooks", "DELETE /api/notifications/webhooks/{id}", "GET /api/notifications/deliveries/{id}",
 	"PUT /api/notifications/email",
 	"GET /auth/providers", "GET /auth/login/{provider}",

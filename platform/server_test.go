@@ -417,6 +417,12 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 			}
 			continue
 		}
+		if path == "/experiment.schema.json" { // for editors: a JSON Schema document
+			if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || ct != "application/schema+json" {
+				t.Errorf("%s: %s, %q", r, resp.Status, ct)
+			}
+			continue
+		}
 		if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
 			t.Errorf("%s: content type %q (not routed to the API?)", r, ct)
 		}

@@ -143,7 +143,7 @@ func (opt *webCmd) run(_ []string) error {
 	if err != nil {
 		return err
 	}
-	jobs, err := platform.OpenJobs(ctx, bb.nc, pub.JetStream(), state, platform.JobsConfig{})
+	jobs, err := platform.OpenJobs(ctx, bb.nc, pub.JetStream(), state, platform.JobsConfig{Log: log})
 	if err != nil {
 		return err
 	}

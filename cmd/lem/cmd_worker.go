@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/llm-energy-measure/lem/analytics"
 	"github.com/llm-energy-measure/lem/collectors"
+	"github.com/llm-energy-measure/lem/collectors/loadgen/backend"
 	"github.com/llm-energy-measure/lem/collectors/nvml"
 	"github.com/llm-energy-measure/lem/experiment"
 	"github.com/llm-energy-measure/lem/internal/bus"
@@ -37,11 +39,13 @@ func init() {
 }
 
 type workerCmd struct {
-	natsURL, platformURL, tokenFile, profile, data, id *string
-	lease                                              *time.Duration
-	once                                               *bool
-	natsOpts                                           func() ([]nats.Option, error)
-	logger                                             func() zerolog.Logger
+	natsURL, platformURL, tokenFile, profile, data, id, sets *string
+	lease                                                    *time.Duration
+	once                                                     *bool
+	commands                                                 map[string][]string // backend kind → this host's executable
+	models                                                   map[string]string   // model name → this host's file or folder
+	natsOpts                                                 func() ([]nats.Option, error)
+	logger                                                   func() zerolog.Logger
 }
 
 func newWorkerCmd(fs *flag.FlagSet) func([]string) error {
@@ -52,11 +56,37 @@ func newWorkerCmd(fs *flag.FlagSet) func([]string) error {
 		profile:     fs.String("profile", "auto", "hardware profile of this host's jobs: auto (from NVML), sim (simulated GPU), or a standard profile id"),
 		data:        fs.String("data", "lem-worker", "directory for each job's logs and local store"),
 		id:          fs.String("id", "", "this worker's name (default host-pid)"),
-		lease:       fs.Duration("lease", platform.DefaultLease, "a job is handed to another worker when this one has not heartbeat for this long"),
-		once:        fs.Bool("once", false, "exit after one job"),
-		natsOpts:    natsFlags(fs),
-		logger:      logFlags(fs),
+		sets: fs.String("gpu-sets", "", "the GPU sets that each run one job at a time, as GPU indices: \"0,1 2,3\" is two sets of two "+
+			"(default: one set of all the host's GPUs); a set takes jobs of at most its size"),
+		lease:    fs.Duration("lease", platform.DefaultLease, "a job is handed to another worker when this one has not heartbeat for this long"),
+		once:     fs.Bool("once", false, "exit after one job"),
+		natsOpts: natsFlags(fs),
+		logger:   logFlags(fs),
+		commands: map[string][]string{},
+		models:   map[string]string{},
 	}
+	fs.Func("backend-command", "KIND=COMMAND: the executable this host runs for a backend kind, e.g. "+
+		"'llama.cpp=/opt/llama/bin/llama-server' (repeatable; default: the kind's usual executable on PATH)", func(v string) error {
+		k, c, ok := strings.Cut(v, "=")
+		kind, err := backend.Canonical(strings.TrimSpace(k))
+		if !ok || len(strings.Fields(c)) == 0 {
+			return fmt.Errorf("want KIND=COMMAND, got %q", v)
+		}
+		if err != nil {
+			return err
+		}
+		opt.commands[kind] = strings.Fields(c)
+		return nil
+	})
+	fs.Func("model", "NAME=PATH: a model this host serves from a local file or folder; a job naming NAME as its backend.model runs PATH "+
+		"and is recorded under NAME (repeatable)", func(v string) error {
+		name, path, ok := strings.Cut(v, "=")
+		if !ok || strings.TrimSpace(name) == "" || strings.TrimSpace(path) == "" {
+			return fmt.Errorf("want NAME=PATH, got %q", v)
+		}
+		opt.models[strings.TrimSpace(name)] = strings.TrimSpace(path)
+		return nil
+	})
 	return opt.run
 }
 
@@ -95,6 +125,10 @@ func (opt *workerCmd) run(args []string) error {
 			return err
 		}
 	}
+	sets, err := parseGPUSets(*opt.sets, gpus)
+	if err != nil {
+		return err
+	}
 	host, _ := os.Hostname()
 	id := *opt.id
 	if id == "" {
@@ -123,14 +157,71 @@ func (opt *workerCmd) run(args []string) error {
 	if err != nil {
 		return err
 	}
-	w := &worker{id: id, host: host, profile: profile, gpus: gpus, jobs: jobs, js: js, token: token, platformURL: *opt.platformURL,
-		data: *opt.data, log: log.With().Str("worker", id).Logger()}
-	return w.loop(ctx, *opt.once)
+	// One loop per GPU set, each announced as a worker of its own.
+	errs := make(chan error, len(sets))
+	for _, set := range sets {
+		wid := id
+		if len(sets) > 1 {
+			wid = fmt.Sprintf("%s-gpu%s", id, joinInts(set, "-"))
+		}
+		w := &worker{id: wid, host: host, profile: profile, gpus: len(set), devices: set, jobs: jobs, js: js, token: token,
+			commands: opt.commands, models: opt.models,
+			platformURL: *opt.platformURL, data: filepath.Join(*opt.data, wid), log: log.With().Str("worker", wid).Logger()}
+		go func() { errs <- w.loop(ctx, *opt.once) }()
+	}
+	var first error
+	for range sets {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+			cancel()
+		}
+	}
+	return first
+}
+
+// parseGPUSets reads -gpu-sets: sets separated by spaces or semicolons,
+// indices within a set by commas. Empty: one set of the host's gpus GPUs.
+// A GPU in two sets is refused.
+func parseGPUSets(s string, gpus int) ([][]int, error) {
+	if strings.TrimSpace(s) == "" {
+		set := make([]int, max(gpus, 1))
+		for i := range set {
+			set[i] = i
+		}
+		return [][]int{set}, nil
+	}
+	var sets [][]int
+	seen := map[int]bool{}
+	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ' ' || r == ';' }) {
+		set, err := parseIndices(f)
+		if err != nil || len(set) == 0 {
+			return nil, fmt.Errorf("-gpu-sets %q: %q is not a comma-separated list of GPU indices", s, f)
+		}
+		for _, d := range set {
+			if seen[d] {
+				return nil, fmt.Errorf("-gpu-sets %q: GPU %d is in two sets", s, d)
+			}
+			seen[d] = true
+		}
+		sets = append(sets, set)
+	}
+	return sets, nil
+}
+
+func joinInts(xs []int, sep string) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = fmt.Sprint(x)
+	}
+	return strings.Join(s, sep)
 }
 
 type worker struct {
 	id, host, profile, token, platformURL, data string
 	gpus                                        int
+	devices                                     []int // this worker's GPU set
+	commands                                    map[string][]string
+	models                                      map[string]string
 	jobs                                        *platform.Jobs
 	js                                          jetstream.JetStream
 	log                                         zerolog.Logger
@@ -139,14 +230,14 @@ type worker struct {
 
 func (w *worker) beat(ctx context.Context) {
 	job, _ := w.current.Load().(string)
-	if err := w.jobs.Heartbeat(ctx, platform.Worker{ID: w.id, Host: w.host, Profile: w.profile, GPUs: w.gpus, Job: job, Version: version}); err != nil {
+	if err := w.jobs.Heartbeat(ctx, platform.Worker{ID: w.id, Host: w.host, Profile: w.profile, GPUs: w.gpus, Devices: w.devices, Job: job, Version: version}); err != nil {
 		w.log.Warn().Err(err).Msg("heartbeat")
 	}
 }
 
 // loop pulls one job at a time until ctx ends.
 func (w *worker) loop(ctx context.Context, once bool) error {
-	cons, err := w.jobs.Consumer(ctx, w.profile)
+	cons, err := w.jobs.Consumer(ctx, w.profile, w.gpus)
 	if err != nil {
 		return err
 	}
@@ -164,7 +255,7 @@ func (w *worker) loop(ctx context.Context, once bool) error {
 			}
 		}
 	}()
-	w.log.Info().Str("profile", w.profile).Dur("lease", w.jobs.Lease()).Msg("worker ready")
+	w.log.Info().Str("profile", w.profile).Ints("gpus", w.devices).Dur("lease", w.jobs.Lease()).Msg("worker ready")
 	for ctx.Err() == nil {
 		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
@@ -356,6 +447,32 @@ func (w *worker) run(ctx context.Context, job platform.Job, delivery int) ([]str
 	if len(problems) > 0 {
 		return nil, tail.String(), fmt.Errorf("the experiment file: %s", strings.Join(problems, "; "))
 	}
+	// The host's side of the job is the worker's to choose: its GPU set
+	// (the file's devices, if any, are replaced) and a free port for the
+	// backend (another set's job may be running on the file's).
+	n := max(cfg.Backend.Parallelism.GPUs(), 1)
+	if n > len(w.devices) {
+		return nil, tail.String(), fmt.Errorf("the job needs %d GPUs; this worker's set has %d (%v)", n, len(w.devices), w.devices)
+	}
+	if d := cfg.Backend.Parallelism.Devices; len(d) > 0 && !slices.Equal(d, w.devices[:n]) {
+		log.Info().Ints("file", d).Ints("set", w.devices[:n]).Msg("the job runs on this worker's GPU set, not on the devices its file names")
+	}
+	cfg.Backend.Parallelism.Devices = slices.Clone(w.devices[:n])
+	cfg.Collectors.Devices = slices.Clone(w.devices[:n])
+	port, err := freeTCPPort()
+	if err != nil {
+		return nil, tail.String(), err
+	}
+	cfg.Backend.Port = port
+	if c, ok := w.commands[cfg.Backend.Kind]; ok {
+		cfg.Backend.Command = slices.Clone(c)
+	}
+	if path, ok := w.models[cfg.Backend.Model]; ok {
+		if cfg.Backend.ServedName == "" {
+			cfg.Backend.ServedName = cfg.Backend.Model
+		}
+		cfg.Backend.Model = path
+	}
 	dir := filepath.Join(w.data, job.ID, fmt.Sprintf("delivery-%d", delivery))
 	cfg.Out = dir
 	cfg.Output.Parquet = filepath.Join(dir, "store")
@@ -441,4 +558,14 @@ func (w *worker) run(ctx context.Context, job platform.Job, delivery int) ([]str
 		uploaded = append(uploaded, r.RunID)
 	}
 	return uploaded, tail.String(), nil
+}
+
+// freeTCPPort asks the kernel for a loopback port nobody listens on.
+func freeTCPPort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("finding a free port for the backend: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }

@@ -62,6 +62,65 @@ func waitFor(t *testing.T, what string, limit time.Duration, f func() bool) {
 	}
 }
 
+// testPlatform is a lem web with its job queue, run as a process.
+type testPlatform struct {
+	proc                                              *bgProc
+	args                                              []string
+	base, natsURL, natsTok, adminTok, workerTok, token string
+}
+
+// startPlatform starts lem web with its JetStream listening for workers
+// (with a token of its own), an admin and a worker token.
+func startPlatform(t *testing.T, bin, dir string) *testPlatform {
+	t.Helper()
+	natsPort, webPort := freePort(t), freePort(t)
+	p := &testPlatform{base: fmt.Sprintf("http://127.0.0.1:%d", webPort), natsURL: fmt.Sprintf("nats://127.0.0.1:%d", natsPort),
+		adminTok: filepath.Join(dir, "admin.token"), workerTok: filepath.Join(dir, "worker.token"), natsTok: filepath.Join(dir, "nats.token")}
+	os.WriteFile(p.natsTok, []byte("nats-secret\n"), 0o600)
+	p.args = []string{"web", "-listen", fmt.Sprintf("127.0.0.1:%d", webPort), "-nats-listen", fmt.Sprintf("127.0.0.1:%d", natsPort),
+		"-nats-listen-token-file", p.natsTok, "-data", filepath.Join(dir, "web"), "-admin-token-file", p.adminTok, "-worker-token-file", p.workerTok, "-publish-local=false"}
+	p.proc = startProc(t, bin, p.args...)
+	waitFor(t, "lem web", time.Minute, func() bool { return strings.Contains(p.proc.String(), "the results platform is at") })
+	tok, _ := os.ReadFile(p.adminTok)
+	p.token = strings.TrimSpace(string(tok))
+	return p
+}
+
+// worker starts lem worker on the simulated GPU (extra flags appended).
+func (p *testPlatform) worker(t *testing.T, bin, dir, name string, extra ...string) *bgProc {
+	return startProc(t, bin, append([]string{"worker", "-nats", p.natsURL, "-nats-token-file", p.natsTok, "-platform", p.base, "-token-file", p.workerTok,
+		"-profile", "sim", "-data", filepath.Join(dir, "w-"+name), "-id", name, "-lease", "4s", "-log-format", "console"}, extra...)...)
+}
+
+// submit runs lem submit as the admin and returns the job and the output.
+func (p *testPlatform) submit(t *testing.T, bin string, args ...string) (string, string) {
+	t.Helper()
+	sctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(sctx, bin, append([]string{"submit", "-to", p.base, "-token-file", p.adminTok, "-yes"}, args...)...).CombinedOutput()
+	if err != nil && !strings.Contains(strings.Join(args, " "), "-wait") {
+		t.Fatalf("submit %v: %v\n%s", args, err, out)
+	}
+	m := regexp.MustCompile(`job (\S+):`).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("submit %v printed no job:\n%s", args, out)
+	}
+	return string(m[1]), string(out)
+}
+
+type jobView struct {
+	platform.Job
+	Waiting string `json:"waiting"`
+}
+
+func (p *testPlatform) job(t *testing.T, id string) (j jobView) {
+	t.Helper()
+	if _, err := apiCall(context.Background(), http.MethodGet, p.base+"/api/jobs/"+id, p.token, nil, &j); err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
 // Remote execution end to end with real processes: lem web with its job
 // queue, lem worker on the simulated GPU running the reference server,
 // lem submit. A job runs and its run is verified onto the leaderboard in
@@ -74,24 +133,10 @@ func TestRemoteJobs(t *testing.T) {
 	}
 	bin := buildLem(t)
 	dir := t.TempDir()
-	natsPort, webPort := freePort(t), freePort(t)
-	base := fmt.Sprintf("http://127.0.0.1:%d", webPort)
-	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
-	adminTok, workerTok := filepath.Join(dir, "admin.token"), filepath.Join(dir, "worker.token")
-	// The workers' JetStream connection needs a token of its own.
-	natsTok := filepath.Join(dir, "nats.token")
-	os.WriteFile(natsTok, []byte("nats-secret\n"), 0o600)
-	webArgs := []string{"web", "-listen", fmt.Sprintf("127.0.0.1:%d", webPort), "-nats-listen", fmt.Sprintf("127.0.0.1:%d", natsPort),
-		"-nats-listen-token-file", natsTok, "-data", filepath.Join(dir, "web"), "-admin-token-file", adminTok, "-worker-token-file", workerTok, "-publish-local=false"}
-	web := startProc(t, bin, webArgs...)
-	waitFor(t, "lem web", time.Minute, func() bool { return strings.Contains(web.String(), "the results platform is at") })
-	tokB, _ := os.ReadFile(adminTok)
-	token := strings.TrimSpace(string(tokB))
+	pl := startPlatform(t, bin, dir)
+	web, webArgs, base, token, adminTok := pl.proc, pl.args, pl.base, pl.token, pl.adminTok
 	ctx := context.Background()
-	worker := func(name string) *bgProc {
-		return startProc(t, bin, "worker", "-nats", natsURL, "-nats-token-file", natsTok, "-platform", base, "-token-file", workerTok, "-profile", "sim",
-			"-data", filepath.Join(dir, "w-"+name), "-id", name, "-lease", "4s", "-log-format", "console")
-	}
+	worker := func(name string) *bgProc { return pl.worker(t, bin, dir, name) }
 	experimentFile := func(name string, requests int, tokens int) string {
 		path := filepath.Join(dir, name+".yaml")
 		os.WriteFile(path, []byte(fmt.Sprintf(`experiment: %s
@@ -105,30 +150,8 @@ collectors: {gpu: sim, rapl: "off", scrape: {enabled: false}}
 `, name, freePort(t), requests, tokens)), 0o644)
 		return path
 	}
-	submit := func(args ...string) (string, string) {
-		t.Helper()
-		sctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		out, err := exec.CommandContext(sctx, bin, append([]string{"submit", "-to", base, "-token-file", adminTok, "-yes"}, args...)...).CombinedOutput()
-		if err != nil && !strings.Contains(strings.Join(args, " "), "-wait") {
-			t.Fatalf("submit %v: %v\n%s", args, err, out)
-		}
-		m := regexp.MustCompile(`job (\S+):`).FindSubmatch(out)
-		if m == nil {
-			t.Fatalf("submit %v printed no job:\n%s", args, out)
-		}
-		return string(m[1]), string(out)
-	}
-	getJob := func(id string) (j struct {
-		platform.Job
-		Waiting string `json:"waiting"`
-	}) {
-		t.Helper()
-		if _, err := apiCall(ctx, http.MethodGet, base+"/api/jobs/"+id, token, nil, &j); err != nil {
-			t.Fatal(err)
-		}
-		return j
-	}
+	submit := func(args ...string) (string, string) { t.Helper(); return pl.submit(t, bin, args...) }
+	getJob := func(id string) jobView { t.Helper(); return pl.job(t, id) }
 
 	// A job no worker can run waits, and says why.
 	nvmlFile := filepath.Join(dir, "h200.yaml")
@@ -245,7 +268,7 @@ sweep:
 collectors: {gpu: sim}
 `
 	w := &worker{id: "w", profile: platform.SimProfile, jobs: jobs, js: js, log: zerolog.Nop()}
-	cons, err := jobs.Consumer(ctx, platform.SimProfile)
+	cons, err := jobs.Consumer(ctx, platform.SimProfile, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,6 +297,75 @@ collectors: {gpu: sim}
 		j, _, _ := jobs.Get(ctx, id)
 		if j.State != c.state || !strings.Contains(j.Error, c.says) || len(j.RunIDs) != len(c.runs) {
 			t.Errorf("%d of 2 runs in: %s %q %v", len(c.runs), j.State, j.Error, j.RunIDs)
+		}
+	}
+}
+
+// A worker with two GPU sets runs two jobs at once, one on each set, with
+// the operator's own llama.cpp executable and model file (the submitter
+// names the model; the worker maps it to its file): llama.cpp's real
+// server, launched per job on a port the worker chose. Both runs are
+// verified onto the leaderboard under the model's name; a job needing
+// more GPUs than any set waits and says so.
+func TestWorkerGPUSetsRunLlamaCpp(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	root, model := testenv.LlamaRoot(t)
+	bin := buildLem(t)
+	dir := t.TempDir()
+	pl := startPlatform(t, bin, dir)
+	pl.worker(t, bin, dir, "host", "-gpu-sets", "0 1", "-backend-command", "llama-server=chroot "+root+" llama-server", "-model", "tiny="+model)
+	file := func(name string, extra string) string {
+		path := filepath.Join(dir, name+".yaml")
+		os.WriteFile(path, []byte(fmt.Sprintf(`experiment: %s
+backend:
+  kind: llama.cpp
+  model: tiny
+  port: 8080
+  llama_cpp: {ctx_size: 2048, parallel: 2}%s
+workload:
+  requests: 24
+  arrival: {concurrency: 2}
+  dataset: {prompt_tokens: {mean: 32}, output_tokens: {mean: 24}}
+measurement: {cycles: 3, baseline: 1s, settle: 200ms, cooldown: {min: 100ms, max: 300ms}}
+collectors: {gpu: sim, rapl: "off"}
+`, name, extra)), 0o644)
+		return path
+	}
+	a, _ := pl.submit(t, bin, "-profile", "sim", file("set-a", ""))
+	b, _ := pl.submit(t, bin, "-profile", "sim", file("set-b", ""))
+	big, _ := pl.submit(t, bin, "-profile", "sim", file("set-big", "\n  parallelism: {tensor: 2}"))
+	// Both run at the same time, on different sets.
+	waitFor(t, "both jobs running at once", 2*time.Minute, func() bool {
+		ja, jb := pl.job(t, a), pl.job(t, b)
+		if ja.Done() || jb.Done() {
+			t.Fatalf("a job ended before the other started: %s %s (%s %s)", ja.State, jb.State, ja.Error, jb.Error)
+		}
+		return ja.State == platform.JobRunning && jb.State == platform.JobRunning
+	})
+	if ja, jb := pl.job(t, a), pl.job(t, b); ja.Worker == jb.Worker || !strings.HasPrefix(ja.Worker, "host-gpu") || !strings.HasPrefix(jb.Worker, "host-gpu") {
+		t.Errorf("workers %q and %q: want the host's two sets", ja.Worker, jb.Worker)
+	}
+	if j := pl.job(t, big); j.State != platform.JobQueued || !strings.Contains(j.Waiting, "needs 2 GPUs") {
+		t.Errorf("a 2-GPU job on sets of one: %s %q", j.State, j.Waiting)
+	}
+	for _, id := range []string{a, b} {
+		waitFor(t, "job "+id+" to end", 3*time.Minute, func() bool { return pl.job(t, id).Done() })
+		if j := pl.job(t, id); j.State != platform.JobSucceeded || len(j.RunIDs) != 1 {
+			t.Fatalf("job %s: %s %q\n%s", id, j.State, j.Error, j.LogTail)
+		}
+	}
+	var lb struct {
+		Total int
+		Rows  []platform.Entry
+	}
+	if _, err := apiCall(context.Background(), http.MethodGet, pl.base+"/api/leaderboard?workload=*", pl.token, nil, &lb); err != nil || lb.Total != 2 {
+		t.Fatalf("leaderboard: %v %d runs, want 2", err, lb.Total)
+	}
+	for _, e := range lb.Rows {
+		if e.Model != "tiny" || e.Verification != "verified" || e.Backend != "llama.cpp" {
+			t.Errorf("row %s: model %q backend %q %s", e.RunID, e.Model, e.Backend, e.Verification)
 		}
 	}
 }

@@ -211,13 +211,7 @@ func (c *Config) Normalize() []string {
 			*p = v
 		}
 	}
-	k := strings.ToLower(strings.TrimSpace(c.Kind))
-	for _, p := range plugins {
-		if contains(p.Aliases, k) {
-			k = p.Kind
-		}
-	}
-	set("backend.kind", &c.Kind, k)
+	set("backend.kind", &c.Kind, canonical(c.Kind))
 	if p, ok := precisionAliases[strings.ToLower(strings.TrimSpace(c.Precision))]; ok {
 		set("backend.precision", &c.Precision, p)
 	}

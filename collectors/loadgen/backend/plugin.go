@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 )
 
 // A Plugin is everything lem knows about one kind of inference server:
@@ -47,6 +48,28 @@ func register(p *Plugin) {
 	plugins[p.Kind] = p
 	Kinds = append(Kinds, p.Kind)
 	sort.SliceStable(Kinds, func(i, j int) bool { return plugins[Kinds[i]].Order < plugins[Kinds[j]].Order })
+}
+
+// canonical is a kind's own name for any of its spellings (lower-cased,
+// trimmed; an unknown name is returned as that).
+func canonical(kind string) string {
+	k := strings.ToLower(strings.TrimSpace(kind))
+	for _, p := range plugins {
+		if contains(p.Aliases, k) {
+			return p.Kind
+		}
+	}
+	return k
+}
+
+// Canonical returns a backend kind's own name for any of its spellings,
+// or an error naming the kinds.
+func Canonical(kind string) (string, error) {
+	k := canonical(kind)
+	if plugins[k] == nil {
+		return "", fmt.Errorf("unknown backend kind %q (one of %s)", kind, strings.Join(Kinds, ", "))
+	}
+	return k, nil
 }
 
 // Kinds lists every backend kind, in documentation order.
