@@ -64,8 +64,8 @@ func waitFor(t *testing.T, what string, limit time.Duration, f func() bool) {
 
 // testPlatform is a lem web with its job queue, run as a process.
 type testPlatform struct {
-	proc                                              *bgProc
-	args                                              []string
+	proc                                               *bgProc
+	args                                               []string
 	base, natsURL, natsTok, adminTok, workerTok, token string
 }
 
