@@ -45,6 +45,13 @@ var (
 // enums are the closed sets of values lem accepts for some string keys.
 var enums = map[string][]string{
 	"loadgen.Arrival.process": {loadgen.ArrivalPoisson, loadgen.ArrivalConstant, loadgen.ArrivalGamma, loadgen.ArrivalConcurrency, loadgen.ArrivalTrace},
+	"experiment.Collectors.gpu": {"nvml", "sim", "none"},
+}
+
+// examples are the usual values of keys that also take other spellings
+// (a backend kind's aliases): editors and the config builder offer them.
+var examples = map[string]func() []string{
+	"backend.Config.kind": func() []string { return backend.Kinds },
 }
 
 func (g *schemaGen) of(t reflect.Type) map[string]any {
@@ -77,6 +84,9 @@ func (g *schemaGen) of(t reflect.Type) map[string]any {
 				s := g.of(fields[k])
 				if e, ok := enums[name+"."+k]; ok {
 					s = map[string]any{"type": "string", "enum": e}
+				}
+				if e, ok := examples[name+"."+k]; ok {
+					s = map[string]any{"type": "string", "examples": e()}
 				}
 				props[k] = s
 			}

@@ -120,7 +120,10 @@ func (s *Server) handleMe(w http.ResponseWriter, r *http.Request) {
 	out := struct {
 		User *User  `json:"user"`
 		CSRF string `json:"csrf,omitempty"`
-	}{}
+		// Jobs: this platform runs jobs on GPU workers (the UI offers
+		// the jobs pages only then).
+		Jobs bool `json:"jobs"`
+	}{Jobs: s.cfg.Jobs != nil}
 	p, err := s.who(r)
 	if err != nil {
 		_, cookie := r.Cookie(sessionCookie)

@@ -8,8 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -19,32 +17,12 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/llm-energy-measure/lem/internal/testenv"
 	"github.com/rs/zerolog"
-	"github.com/zitadel/oidc/v3/example/server/exampleop"
-	"github.com/zitadel/oidc/v3/example/server/storage"
-	"github.com/zitadel/oidc/v3/pkg/op"
 )
 
-// startOIDC runs zitadel/oidc's example OpenID Provider (a complete
-// provider: discovery, JWKS, authorization code flow with PKCE, signed ID
-// tokens, its own login page) on a loopback port, with lem registered as a
-// web client redirecting to callback. Its users: test-user@127.0.0.1 and
-// test-user2, password verysecure.
-func startOIDC(t testing.TB, callback string) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	issuer := fmt.Sprintf("http://%s/", ln.Addr())
-	storage.RegisterClients(storage.WebClient("lem", "lem-secret", callback))
-	st := storage.NewStorage(storage.NewUserStore(issuer))
-	router := exampleop.SetupServer(issuer, st, slog.New(slog.NewTextHandler(io.Discard, nil)), false, op.WithAllowInsecure())
-	srv := &http.Server{Handler: router}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return issuer
-}
+// startOIDC runs a real OpenID Provider (testenv.OIDC).
+func startOIDC(t testing.TB, callback string) string { return testenv.OIDC(t, callback) }
 
 // startGitHub serves GitHub's documented OAuth web flow and user API
 // (/login/oauth/authorize, /login/oauth/access_token with PKCE, /user)

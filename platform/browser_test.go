@@ -22,37 +22,16 @@ import (
 
 var updateScreenshots = flag.Bool("update", false, "write the browser test's screenshots to docs/platform/")
 
-// needBrowser returns the Chromium binary and the UI's node_modules, or
-// skips (fails with LEM_E2E=1) when the machine lacks them: Debian's
-// chromium (make chromium) and npm.
+// needBrowser returns the Chromium binary and the UI's folder with its
+// node_modules, or skips (fails with LEM_E2E=1) when the machine lacks
+// them (testenv.Browser) or this test binary lacks the built front end.
 func needBrowser(t *testing.T) (chromium, uiDir string) {
 	t.Helper()
-	miss := func(format string, a ...any) {
-		t.Helper()
-		if os.Getenv("LEM_E2E") == "1" {
-			t.Fatalf(format, a...)
-		}
-		t.Skipf(format+" (LEM_E2E=1 makes this a failure)", a...)
-	}
 	if _, err := fs.Stat(uiFiles, "ui/dist/index.html"); err != nil {
-		miss("the front end is not built into this test binary: run make ui first")
-	}
-	chromium = os.Getenv("LEM_CHROMIUM")
-	if chromium == "" {
-		chromium = "/usr/bin/chromium"
-	}
-	if _, err := os.Stat(chromium); err != nil {
-		miss("no Chromium at %s: install Debian's chromium (make chromium)", chromium)
+		testenv.Miss(t, "the front end is not built into this test binary: run make ui first")
 	}
 	uiDir, _ = filepath.Abs("ui")
-	if _, err := os.Stat(filepath.Join(uiDir, "node_modules", "playwright-core")); err != nil {
-		cmd := exec.Command("npm", "ci", "--no-audit", "--no-fund")
-		cmd.Dir = uiDir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			miss("npm ci in platform/ui: %v: %s", err, out)
-		}
-	}
-	return chromium, uiDir
+	return testenv.Browser(t, uiDir), uiDir
 }
 
 // TestBrowser uses the platform in headless Chromium as a person would:

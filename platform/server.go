@@ -45,7 +45,11 @@ type Config struct {
 	Store     *store.Store // where runs' events and results are read
 	State     *State
 	Publisher EventPublisher
-	Limits    Limits
+	// Stored waits until the events published so far are in Store (ingest
+	// caught up; bus.WaitIngested): a run is published only once its page,
+	// timeline and bundle can read them. Nil: no wait.
+	Stored func(ctx context.Context) error
+	Limits Limits
 	// UploadsPerHour bounds each user's uploads (0: 20).
 	UploadsPerHour int
 	ToolVersion    string
@@ -649,6 +653,15 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, tok Token, body 
 	if err := s.store(ctx, b); err != nil {
 		writeErr(w, http.StatusServiceUnavailable, "storing run %s: %v (nothing published; upload again)", id, err)
 		return
+	}
+	if s.cfg.Stored != nil {
+		wctx, cancel := context.WithTimeout(ctx, time.Minute)
+		err := s.cfg.Stored(wctx)
+		cancel()
+		if err != nil {
+			writeErr(w, http.StatusServiceUnavailable, "run %s is on the event stream but not yet readable from the store: %v (nothing published; upload again)", id, err)
+			return
+		}
 	}
 	e, err := s.entry(ctx, b.Store(), res)
 	if err != nil {

@@ -65,7 +65,8 @@ func newTestPlatformTB(t testing.TB, opts ...platformOption) *testPlatform {
 		t.Fatal(err)
 	}
 	st := store.Parquet(dir)
-	cfg := Config{Store: st, State: state, Publisher: pub, ToolVersion: "test", Log: zerolog.Nop()}
+	cfg := Config{Store: st, State: state, Publisher: pub, ToolVersion: "test", Log: zerolog.Nop(),
+		Stored: func(ctx context.Context) error { return bus.WaitIngested(ctx, js) }}
 	for _, o := range opts {
 		o(&cfg, nc, js)
 	}
@@ -169,6 +170,12 @@ func TestUploadVerifyPublish(t *testing.T) {
 	e := lb.Rows[0]
 	if e.JPerToken == nil || *e.JPerToken != m.Results["j_per_token"] || e.TTFTp50 == nil || e.Hardware != "NVIDIA H200 SXM 141 GB" || e.Simulated {
 		t.Fatalf("entry: %+v", e)
+	}
+	// Published means readable: the run's timeline answers at once (the
+	// upload waited for ingest to store the events).
+	var now Timeline
+	if code := getJSON(t, p.http.URL+"/api/runs/"+run+"/timeline", &now); code != http.StatusOK || len(now.Series) == 0 {
+		t.Fatalf("the timeline right after publication: %d, %d series", code, len(now.Series))
 	}
 	// Again: a no-op. Other content under the same run id: refused.
 	if code, out := p.upload(t, up, data); code != http.StatusOK {
@@ -414,6 +421,12 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		if strings.HasPrefix(path, "/embed/") { // an image and a page for other sites
 			if resp.StatusCode != http.StatusOK {
 				t.Errorf("%s: %s", r, resp.Status)
+			}
+			continue
+		}
+		if path == "/experiment.schema.json" { // for editors: a JSON Schema document
+			if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || ct != "application/schema+json" {
+				t.Errorf("%s: %s, %q", r, resp.Status, ct)
 			}
 			continue
 		}

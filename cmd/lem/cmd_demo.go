@@ -29,7 +29,6 @@ import (
 	"github.com/llm-energy-measure/lem/ingest"
 	"github.com/llm-energy-measure/lem/internal/bus"
 	"github.com/llm-energy-measure/lem/internal/chserver"
-	"github.com/llm-energy-measure/lem/schemas"
 	"github.com/llm-energy-measure/lem/store"
 	chstore "github.com/llm-energy-measure/lem/store/clickhouse"
 )
@@ -346,32 +345,9 @@ func (d *demo) openStore(ctx context.Context) (*store.Store, error) {
 // stopPrevious stops a server an earlier demo left in dir.
 func stopPrevious(dir string) { stopPreviousProcess(filepath.Join(dir, "pid"), "clickhouse") }
 
-// waitIngested returns once every ingest consumer has acknowledged all
-// messages of its subject.
+// waitIngested returns once ingest has stored everything on the stream.
 func waitIngested(ctx context.Context, js jetstream.JetStream) error {
-	for {
-		done := true
-		for _, k := range schemas.Kinds {
-			c, err := js.Consumer(ctx, bus.EventStream, "ingest-"+k.String())
-			if err != nil {
-				done = false
-				break
-			}
-			ci, err := c.Info(ctx)
-			if err != nil || ci.NumPending > 0 || ci.NumAckPending > 0 {
-				done = false
-				break
-			}
-		}
-		if done {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return errors.New("ingest did not catch up within a minute")
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	return bus.WaitIngested(ctx, js)
 }
 
 func (d *demo) printNext(runID, storeName string) {

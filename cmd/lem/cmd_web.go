@@ -166,7 +166,8 @@ func (opt *webCmd) run(_ []string) error {
 	if err != nil {
 		return err
 	}
-	srv, err := platform.New(ctx, platform.Config{Store: st, State: state, Publisher: pub, Limits: lim, Jobs: jobs, Prices: prices, Notifier: notifier,
+	srv, err := platform.New(ctx, platform.Config{Store: st, State: state, Publisher: pub, Limits: lim,
+		Stored: func(ctx context.Context) error { return bus.WaitIngested(ctx, pub.JetStream()) }, Jobs: jobs, Prices: prices, Notifier: notifier,
 		UploadsPerHour: *opt.uploadsPerHour, ToolVersion: version, Log: log, Providers: providers,
 		Admins: splitList(*opt.admins), Moderators: splitList(*opt.mods), SecureCookies: strings.HasPrefix(public, "https://"),
 		Moderate: *opt.moderate, WarmOverviews: true, PartsDir: filepath.Join(*opt.data, "parts")})

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"math"
 	"net/http"
@@ -20,6 +21,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
+
+var updateScreenshots = flag.Bool("update-screenshots", false, "write TestBrowserRemoteJob's screenshots to docs/platform/")
 
 // bgProc is a lem process a test runs in the background, its output kept.
 type bgProc struct {
@@ -70,8 +73,9 @@ type testPlatform struct {
 }
 
 // startPlatform starts lem web with its JetStream listening for workers
-// (with a token of its own), an admin and a worker token.
-func startPlatform(t *testing.T, bin, dir string) *testPlatform {
+// (with a token of its own), an admin and a worker token; extra, given the
+// platform's address, adds flags.
+func startPlatform(t *testing.T, bin, dir string, extra ...func(base string) []string) *testPlatform {
 	t.Helper()
 	natsPort, webPort := freePort(t), freePort(t)
 	p := &testPlatform{base: fmt.Sprintf("http://127.0.0.1:%d", webPort), natsURL: fmt.Sprintf("nats://127.0.0.1:%d", natsPort),
@@ -79,6 +83,9 @@ func startPlatform(t *testing.T, bin, dir string) *testPlatform {
 	os.WriteFile(p.natsTok, []byte("nats-secret\n"), 0o600)
 	p.args = []string{"web", "-listen", fmt.Sprintf("127.0.0.1:%d", webPort), "-nats-listen", fmt.Sprintf("127.0.0.1:%d", natsPort),
 		"-nats-listen-token-file", p.natsTok, "-data", filepath.Join(dir, "web"), "-admin-token-file", p.adminTok, "-worker-token-file", p.workerTok, "-publish-local=false"}
+	for _, f := range extra {
+		p.args = append(p.args, f(p.base)...)
+	}
 	p.proc = startProc(t, bin, p.args...)
 	waitFor(t, "lem web", time.Minute, func() bool { return strings.Contains(p.proc.String(), "the results platform is at") })
 	tok, _ := os.ReadFile(p.adminTok)
@@ -367,5 +374,69 @@ collectors: {gpu: sim, rapl: "off"}
 		if e.Model != "tiny" || e.Verification != "verified" || e.Backend != "llama.cpp" {
 			t.Errorf("row %s: model %q backend %q %s", e.RunID, e.Model, e.Backend, e.Verification)
 		}
+	}
+}
+
+// The whole remote path in the browser, as a person uses it: sign in at
+// the lab's OpenID Connect provider, fill in the config builder's form
+// (generated from the experiment schema; the YAML beside it follows), see
+// the estimate, submit and confirm, watch the job's live progress while a
+// real lem worker runs llama.cpp's real server on the simulated GPU, and
+// open the verified run it produced. The leaderboard then holds that run
+// in the signed-in user's name.
+func TestBrowserRemoteJob(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	uiDir, _ := filepath.Abs(filepath.Join("..", "..", "platform", "ui"))
+	if _, err := os.Stat(filepath.Join(uiDir, "dist", "index.html")); err != nil {
+		testenv.Miss(t, "the front end is not built (make ui), so lem embeds none")
+	}
+	chromium := testenv.Browser(t, uiDir)
+	root, model := testenv.LlamaRoot(t)
+	bin := buildLem(t)
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "oidc.secret")
+	os.WriteFile(secret, []byte("lem-secret\n"), 0o600)
+	pl := startPlatform(t, bin, dir, func(base string) []string {
+		issuer := testenv.OIDC(t, base+"/auth/callback/oidc")
+		return []string{"-public-url", base, "-oidc-issuer", issuer, "-oidc-client-id", "lem", "-oidc-client-secret-file", secret, "-oidc-name", "Lab login"}
+	})
+	pl.worker(t, bin, dir, "gpu-box", "-backend-command", "llama.cpp=chroot "+root+" llama-server", "-model", "tiny="+model)
+	out := t.TempDir()
+	if *updateScreenshots {
+		out, _ = filepath.Abs(filepath.Join("..", "..", "docs", "platform"))
+	}
+	yaml := `experiment: browser-remote
+backend:
+  kind: llama.cpp
+  model: tiny
+  llama_cpp: {ctx_size: 2048, parallel: 4}
+workload:
+  requests: 40
+  arrival: {concurrency: 4}
+  dataset: {prompt_tokens: {mean: 32}, output_tokens: {mean: 32}}
+measurement: {cycles: 3, baseline: 1s, settle: 200ms, cooldown: {min: 100ms, max: 300ms}}
+collectors: {gpu: sim, rapl: "off"}
+`
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", "test/browser.mjs", "remote-job", pl.base, "-", out)
+	cmd.Dir = uiDir
+	cmd.Env = append(os.Environ(), "LEM_CHROMIUM="+chromium, "LEM_JOB_YAML="+yaml)
+	res, err := cmd.CombinedOutput()
+	t.Logf("%s", res)
+	if err != nil {
+		t.Fatalf("browser: %v", err)
+	}
+	var lb struct {
+		Total int
+		Rows  []platform.Entry
+	}
+	if _, err := apiCall(context.Background(), http.MethodGet, pl.base+"/api/leaderboard?workload=*", pl.token, nil, &lb); err != nil || lb.Total != 1 {
+		t.Fatalf("leaderboard: %v %+v", err, lb)
+	}
+	if e := lb.Rows[0]; e.Model != "tiny" || e.Verification != "verified" || !strings.HasPrefix(e.Submitter, "oidc:") || !strings.HasPrefix(e.WorkloadDetail, "24 requests") {
+		t.Errorf("the job's run on the leaderboard: model %q, %s, submitter %q, %q (the form set 24 requests)", e.Model, e.Verification, e.Submitter, e.WorkloadDetail)
 	}
 }

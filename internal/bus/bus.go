@@ -230,3 +230,43 @@ func WaitConnected(ctx context.Context, nc *nats.Conn) error {
 	}
 	return nil
 }
+
+// WaitIngested returns once ingest has stored every event that was on the
+// event stream when it was called: each ingest consumer (ingest-<kind>)
+// has acknowledged — it acknowledges only what its sink has written — up
+// to the stream's last sequence then, or has nothing left at all. An
+// error when ctx ends first.
+func WaitIngested(ctx context.Context, js jetstream.JetStream) error {
+	st, err := js.Stream(ctx, EventStream)
+	if err != nil {
+		return err
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return err
+	}
+	last := info.State.LastSeq
+	for {
+		done := true
+		for _, k := range schemas.Kinds {
+			c, err := st.Consumer(ctx, "ingest-"+k.String())
+			if err != nil {
+				done = false
+				break
+			}
+			ci, err := c.Info(ctx)
+			if err != nil || !(ci.AckFloor.Stream >= last || ci.NumPending == 0 && ci.NumAckPending == 0) {
+				done = false
+				break
+			}
+		}
+		if done {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("ingest has not stored the event stream up to sequence %d: %w", last, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}

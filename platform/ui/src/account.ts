@@ -3,7 +3,7 @@
 import { h, clear, date } from './dom';
 import { APIError } from './api';
 
-export interface Me { user: { id: string; login: string; name: string; role: string; provider: string }; csrf?: string }
+export interface Me { user: { id: string; login: string; name: string; role: string; provider: string }; csrf?: string; jobs?: boolean }
 interface Provider { id: string; name: string; url: string }
 interface Token { hash: string; name: string; user: string; scopes: string[]; created_ns: number; expires_ns: number; revoked: boolean }
 
@@ -35,7 +35,7 @@ export async function accountBox(): Promise<HTMLElement> {
   if (cur) {
     box.appendChild(h('span', { class: 'who', title: `${cur.user.id} (${cur.user.role})` }, `${cur.user.name} · ${cur.user.role}`));
     if (cur.user.role === 'moderator' || cur.user.role === 'admin') box.appendChild(h('a', { href: '/moderation', id: 'nav-moderation' }, 'Moderation'));
-    box.appendChild(h('a', { href: '/jobs', id: 'nav-jobs' }, 'Jobs'));
+    if (cur.jobs) box.appendChild(h('a', { href: '/jobs', id: 'nav-jobs' }, 'Jobs')); // only where the platform runs jobs
     box.appendChild(h('a', { href: `/users/${encodeURIComponent(cur.user.id)}` }, 'My runs'));
     box.appendChild(h('a', { href: '/tokens' }, 'API tokens'));
     box.appendChild(h('button', { type: 'button', id: 'signout', onclick: async () => { await send('POST', '/auth/logout'); location.assign('/'); } }, 'Sign out'));

@@ -4,6 +4,7 @@
 import { h, clear, date, num } from './dom';
 import { get } from './api';
 import { send, currentUser } from './account';
+import { schemaForm, toYAML, prune, type Doc, type Schema } from './schemaform';
 
 export interface Estimate {
   duration_s: [number, number]; gpus: number; gpu_hours: [number, number]; energy_kwh: [number, number]; co2_kg: [number, number];
@@ -52,9 +53,22 @@ export async function jobsPage(root: HTMLElement): Promise<void> {
     root.appendChild(h('p', {}, 'Sign in to submit jobs (top right).'));
     return;
   }
-  const t = await get<{ templates: { name: string; yaml: string }[]; profiles: Profile[] }>('/api/jobs/templates');
-  root.appendChild(h('p', { class: 'lede' }, 'Write or pick an experiment file; the platform checks it as you type with the rules of lem check-config and of remote execution (no commands, environment, paths or endpoints of your own), and estimates what it will cost. It is queued for the workers of the chosen hardware profile only when you confirm.'));
-  const editor = h('textarea', { id: 'job-yaml', rows: 18, spellcheck: 'false', 'aria-label': 'experiment file (YAML)' }) as HTMLTextAreaElement;
+  const [t, sc] = await Promise.all([get<{ templates: { name: string; yaml: string }[]; profiles: Profile[] }>('/api/jobs/templates'),
+    get<{ schema: Schema; host_chosen: string[] }>('/api/jobs/schema')]);
+  root.appendChild(h('p', { class: 'lede' }, 'Fill in the form or write the experiment file (YAML) beside it — each follows the other. The platform checks it as you type with the rules of lem check-config and of remote execution (no commands, environment, paths or endpoints of your own: the worker chooses its GPUs and ports), and estimates what it will cost. It is queued for the workers of the chosen hardware profile only when you confirm.'));
+  const editor = h('textarea', { id: 'job-yaml', rows: 24, spellcheck: 'false', 'aria-label': 'experiment file (YAML)' }) as HTMLTextAreaElement;
+  // The form is generated from the experiment schema; the YAML is the
+  // form's document written out, and typing YAML redraws the form from
+  // the platform's reading of it.
+  let doc: Doc = {};
+  const formBox = h('div', { id: 'job-form' });
+  const drawForm = () => formBox.replaceChildren(schemaForm(sc.schema, doc, { hidden: sc.host_chosen, onChange: (d) => {
+    doc = d;
+    editor.value = toYAML(prune(doc));
+    fromYAML = false;
+    schedule();
+  } }));
+  let fromYAML = false;
   const profile = h('select', { id: 'job-profile' }, t.profiles.map((p) => h('option', { value: p.id }, `${p.id} — ${p.name}`))) as HTMLSelectElement;
   const template = h('select', { id: 'job-template' }, h('option', { value: '' }, 'start from an example…'),
     t.templates.map((x) => h('option', { value: x.name }, x.name))) as HTMLSelectElement;
@@ -63,7 +77,7 @@ export async function jobsPage(root: HTMLElement): Promise<void> {
   const result = h('div', { id: 'job-result' });
   template.addEventListener('change', () => {
     const x = t.templates.find((y) => y.name === template.value);
-    if (x) { editor.value = x.yaml; schedule(); }
+    if (x) { editor.value = x.yaml; fromYAML = true; schedule(); }
   });
   let timer = 0;
   let seq = 0;
@@ -73,6 +87,7 @@ export async function jobsPage(root: HTMLElement): Promise<void> {
       body: JSON.stringify({ profile: profile.value, experiment: editor.value }) });
     const body = await r.json().catch(() => null);
     if (mine !== seq) return; // a newer check is under way
+    if (fromYAML && body?.doc) { doc = body.doc as Doc; drawForm(); }
     clear(checks);
     if (r.ok) {
       checks.appendChild(h('p', { class: 'ok-note' }, 'No problems. Estimate:'));
@@ -85,7 +100,7 @@ export async function jobsPage(root: HTMLElement): Promise<void> {
     }
   };
   const schedule = () => { window.clearTimeout(timer); timer = window.setTimeout(check, 300); };
-  editor.addEventListener('input', schedule);
+  editor.addEventListener('input', () => { fromYAML = true; schedule(); });
   profile.addEventListener('change', schedule);
   submit.addEventListener('click', async () => {
     clear(result);
@@ -103,7 +118,12 @@ export async function jobsPage(root: HTMLElement): Promise<void> {
   });
   root.appendChild(h('div', { class: 'builder' },
     h('div', { class: 'filters' }, h('label', { for: 'job-profile' }, 'hardware profile', profile), h('label', { for: 'job-template' }, 'example', template)),
-    h('label', { for: 'job-yaml' }, 'experiment file (YAML; schema: /docs/experiment.schema.json in the repository)'), editor, checks, submit, result));
+    h('div', { class: 'builder-panes' },
+      h('section', { 'aria-label': 'form' }, h('h2', {}, 'Settings'), h('p', { class: 'hint' }, 'Empty fields take lem\'s defaults. Generated from the experiment schema (',
+        h('a', { href: '/experiment.schema.json' }, 'experiment.schema.json'), '; editors validate YAML with it).'), formBox),
+      h('section', { 'aria-label': 'YAML' }, h('h2', {}, h('label', { for: 'job-yaml' }, 'Experiment file (YAML)')), editor)),
+    checks, submit, result));
+  drawForm();
 
   const list = await get<{ jobs: Job[]; workers: Worker[] }>('/api/jobs');
   root.appendChild(h('h2', {}, 'Your jobs'));

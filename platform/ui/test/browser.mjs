@@ -8,6 +8,7 @@
 //   node test/browser.mjs moderate BASE_URL RUN_ID OUT_DIR   (LEM_SESSION: a moderator's session cookie)
 //   node test/browser.mjs shots BASE_URL RUN_ID OUT_DIR   (the leaderboard and a run's page, nothing checked: for docs/validation)
 //   node test/browser.mjs jobs BASE_URL - OUT_DIR   (LEM_SESSION: a user's session cookie; LEM_JOB_YAML: the experiment)
+//   node test/browser.mjs remote-job BASE_URL - OUT_DIR   (LEM_JOB_YAML; a real lem web and lem worker: cmd/lem's TestBrowserRemoteJob)
 import { chromium } from 'playwright-core';
 
 const mode = process.argv[2];
@@ -21,7 +22,9 @@ const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
 const errors = [];
 page.on('pageerror', (e) => errors.push(e.message));
 // Failed requests to the platform (the provider's own pages are not ours).
-page.on('response', (r) => { if (r.url().startsWith(base) && r.status() >= 400) errors.push(`${r.status()} ${r.url()}`); });
+page.on('response', async (r) => {
+  if (r.url().startsWith(base) && r.status() >= 400) errors.push(`${r.status()} ${r.url()}: ${(await r.text().catch(() => '')).slice(0, 300)}`);
+});
 const step = async (name, f) => {
   try { await f(); } catch (e) { fail(`${name}: ${e.message}`); }
   await page.screenshot({ path: `${out}/${name}.png` });
@@ -37,6 +40,58 @@ if (mode === 'shots') {
     await page.waitForSelector('.timeline canvas', { timeout: 30000 });
   });
   await browser.close();
+  console.log('{}');
+  process.exit();
+}
+
+if (mode === 'remote-job') {
+  // Sign in, build the experiment in the form, submit and confirm, watch
+  // it run on a real worker, open the verified run.
+  await step('remote-signin', async () => {
+    await page.goto(base + '/');
+    await page.click('a.signin:has-text("Lab login")');
+    await page.waitForSelector('#username');
+    await page.fill('#username', 'test-user@127.0.0.1');
+    await page.fill('#password', 'verysecure');
+    await page.click('button[type=submit]');
+    await page.waitForSelector('.account .who');
+  });
+  await step('remote-builder', async () => {
+    await page.click('#nav-jobs');
+    await page.waitForSelector('#job-form [data-path="backend.kind"]');
+    await page.selectOption('#job-profile', 'sim');
+    // YAML typed in: the form follows it.
+    await page.fill('#job-yaml', process.env.LEM_JOB_YAML);
+    await page.waitForFunction(() => document.querySelector('[data-path="workload.requests"]')?.value === '40', null, { timeout: 10000 });
+    if (await page.inputValue('[data-path="backend.model"]') !== 'tiny') throw new Error('the form did not take the model from the YAML');
+    // The form changed: the YAML follows it, and the check runs again.
+    await page.fill('[data-path="workload.requests"]', '24');
+    await page.waitForFunction(() => document.querySelector('#job-yaml')?.value.includes('requests: 24'), null, { timeout: 5000 });
+    // A host setting is not in the form (the worker chooses ports).
+    if (await page.$('[data-path="backend.port"]')) throw new Error('the form offers backend.port');
+    await page.waitForSelector('#job-check .estimate');
+    if (await page.isDisabled('#job-submit')) throw new Error('submit disabled for a good file');
+  });
+  await step('remote-estimate', async () => {
+    await page.click('#job-submit');
+    await page.waitForSelector('#job-confirm');
+  });
+  await step('remote-live', async () => {
+    await page.click('#job-confirm');
+    await page.waitForFunction(() => /\/ 24/.test(document.querySelector('#job-live')?.textContent ?? ''), null, { timeout: 120000 });
+  });
+  await step('remote-done', async () => {
+    await page.waitForFunction(() => document.querySelector('#job-state')?.textContent.startsWith('succeeded'), null, { timeout: 240000 });
+    await page.waitForSelector('#job-runs a.runlink');
+  });
+  await step('remote-run', async () => {
+    await page.click('#job-runs a.runlink');
+    await page.waitForSelector('.badges .v-verified');
+    const meta = await page.textContent('.runmeta:has(.badges)');
+    if (!meta.includes('submitted by oidc:')) throw new Error(`run page: ${meta}`);
+  });
+  await browser.close();
+  if (errors.length) fail('page errors: ' + errors.join('; '));
   console.log('{}');
   process.exit();
 }
