@@ -41,7 +41,8 @@ export async function runPage(root: HTMLElement, id: string): Promise<void> {
   root.appendChild(h('p', { class: 'runmeta' }, e.parameters !== null
     ? `${params(e.parameters)} parameters (${num(e.parameters, 4)}; from ${e.parameters_source})`
     : 'parameter count not recorded (the server did not report it, its weights were not on the host, and backend.model_parameters was not set)'));
-  root.appendChild(h('p', { class: 'runmeta' }, badges(e), ` run ${e.run_id} · experiment ${e.experiment} · ${date(e.started_ns)} · submitted by ${e.submitter}`));
+  root.appendChild(h('p', { class: 'runmeta' }, badges(e), ` run ${e.run_id} · experiment ${e.experiment} · ${date(e.started_ns)} · submitted by `,
+    e.submitter ? h('a', { href: `/users/${encodeURIComponent(e.submitter)}`, class: 'submitter' }, e.submitter) : '—'));
   if (e.simulated) root.appendChild(h('p', { class: 'notice' }, 'Simulated power: these figures exercise the pipeline and are not a measurement.'));
   if (e.moderation && e.moderation !== 'approved') {
     const state = { pending: 'awaiting a moderator’s decision', rejected: 'rejected by a moderator', changes_requested: 'sent back for changes by a moderator' }[e.moderation];

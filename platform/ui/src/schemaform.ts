@@ -44,11 +44,13 @@ export function prune(v: unknown): unknown {
 
 // --- YAML ---
 
-const plain = /^[A-Za-z_][A-Za-z0-9_.\-/]*$/;
-const reserved = /^(true|false|yes|no|on|off|null|~|y|n)$/i;
+// A string is written bare when YAML would read it back as that string:
+// no punctuation YAML gives meaning to, not a number, not a boolean or null.
+const plain = /^[A-Za-z0-9_][A-Za-z0-9_.\-/]*$/;
+const reserved = /^(true|false|yes|no|on|off|null|~|y|n|\.inf|\.nan)$/i;
 
 function scalar(v: unknown): string {
-  if (typeof v === 'string') return plain.test(v) && !reserved.test(v) ? v : JSON.stringify(v);
+  if (typeof v === 'string') return plain.test(v) && !reserved.test(v) && Number.isNaN(Number(v)) ? v : JSON.stringify(v);
   if (v === null || v === undefined) return 'null';
   return String(v);
 }
