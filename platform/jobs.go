@@ -477,7 +477,7 @@ func profileByID(id string) (Profile, bool) {
 	if id == SimProfile {
 		return Profile{ID: SimProfile, Name: "simulated GPU"}, true
 	}
-	for _, p := range Profiles {
+	for _, p := range AllProfiles() {
 		if p.ID == id {
 			return p, true
 		}
@@ -567,7 +567,7 @@ func (s *Server) handleSchema(w http.ResponseWriter, r *http.Request) {
 
 func profileIDs() []string {
 	ids := []string{SimProfile}
-	for _, p := range Profiles {
+	for _, p := range AllProfiles() {
 		ids = append(ids, p.ID)
 	}
 	return ids
@@ -587,7 +587,7 @@ func (s *Server) handleCheckJob(w http.ResponseWriter, r *http.Request, _ *princ
 func (s *Server) handleTemplates(w http.ResponseWriter, r *http.Request, _ *principal) {
 	var profs []Profile
 	profs = append(profs, Profile{ID: SimProfile, Name: "simulated GPU (tests, demos)"})
-	profs = append(profs, Profiles...)
+	profs = append(profs, AllProfiles()...)
 	writeJSON(w, http.StatusOK, map[string]any{"templates": deploy.ExperimentTemplates(), "profiles": profs})
 }
 

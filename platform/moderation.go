@@ -147,6 +147,9 @@ func (s *Server) handleQueue(w http.ResponseWriter, r *http.Request, _ *principa
 type decisionRequest struct {
 	Decision string `json:"decision"`
 	Reason   string `json:"reason"` // trimmed
+	// Profile: accepting a proposed hardware profile gives its datasheet
+	// figures (id, name, memory_gb, limit_w).
+	Profile *Profile `json:"profile,omitempty"`
 }
 
 // readDecision decodes a decision (400 for a malformed one).

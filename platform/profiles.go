@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
 
 	"github.com/llm-energy-measure/lem/analytics"
 	"github.com/llm-energy-measure/lem/schemas"
@@ -52,12 +54,55 @@ var Profiles = []Profile{
 	pr("rtx-4090", "NVIDIA GeForce RTX 4090 24 GB", 24, 450, `RTX 4090`),
 }
 
+// accepted holds the profiles this platform's moderators accepted from
+// proposals, with the datasheet figures given in the decision: they match
+// their board's exact NVML name, after the standard ones.
+var accepted struct {
+	sync.RWMutex
+	ps []Profile
+}
+
+// acceptedProfile is a proposal's accepted profile as a matchable one.
+func acceptedProfile(prop ProfileProposal) Profile {
+	p := *prop.Profile
+	p.match = regexp.MustCompile(`(?i)^` + regexp.QuoteMeta(prop.Name) + `$`)
+	return p
+}
+
+// LoadAcceptedProfiles makes the profiles accepted on the platform (its
+// proposals bucket) matchable in this process: the platform at start, a
+// worker before it detects its own.
+func LoadAcceptedProfiles(ctx context.Context, st *State) error {
+	props, err := list[ProfileProposal](ctx, st.proposals)
+	if err != nil {
+		return err
+	}
+	var ps []Profile
+	for _, pr := range props {
+		if pr.State == ProposalAccepted && pr.Profile != nil {
+			ps = append(ps, acceptedProfile(pr))
+		}
+	}
+	slices.SortFunc(ps, func(a, b Profile) int { return strings.Compare(a.ID, b.ID) })
+	accepted.Lock()
+	accepted.ps = ps
+	accepted.Unlock()
+	return nil
+}
+
+// AllProfiles are the standard profiles and then the accepted ones.
+func AllProfiles() []Profile {
+	accepted.RLock()
+	defer accepted.RUnlock()
+	return append(slices.Clone(Profiles), accepted.ps...)
+}
+
 // MatchProfile returns the profile of a device by its NVML product name
 // and enforced power limit (W, 0 when unknown): the first profile whose
 // pattern matches the name and whose limit is not below the enforced one.
 // No match is "not known", never a guess.
 func MatchProfile(name string, limitW float64) (Profile, bool) {
-	for _, p := range Profiles {
+	for _, p := range AllProfiles() {
 		if p.match.MatchString(name) && (limitW == 0 || limitW <= p.LimitW*1.001) {
 			return p, true
 		}

@@ -40,6 +40,9 @@ type ProfileProposal struct {
 	State     string   `json:"state"`
 	Reason    string   `json:"reason,omitempty"`
 	Moderator string   `json:"moderator,omitempty"`
+	// Profile is the accepted profile (the moderator's datasheet figures);
+	// runs on this board are labelled with it from then on.
+	Profile *Profile `json:"profile,omitempty"`
 }
 
 func proposalKey(name string, limitW float64) string {
@@ -127,6 +130,17 @@ func (s *Server) handleDecideProposal(w http.ResponseWriter, r *http.Request, p 
 		writeErr(w, http.StatusNotFound, "no proposed profile %q", key)
 		return
 	}
+	if prop.State != ProposalOpen {
+		writeErr(w, http.StatusConflict, "proposed profile %s was %s already", key, prop.State)
+		return
+	}
+	if req.Decision == ProposalAccepted {
+		if msg := checkAccepted(req.Profile, prop); msg != "" {
+			writeErr(w, http.StatusBadRequest, "accepting %s: %s", prop.Name, msg)
+			return
+		}
+		prop.Profile = &Profile{ID: req.Profile.ID, Name: strings.TrimSpace(req.Profile.Name), MemoryGB: req.Profile.MemoryGB, LimitW: req.Profile.LimitW}
+	}
 	prop.State, prop.Reason, prop.Moderator = req.Decision, req.Reason, p.User.ID
 	if err := s.cfg.State.record(ctx, "profile."+req.Decision, key, p.User.ID, prop); err != nil {
 		writeErr(w, http.StatusServiceUnavailable, "%v", err)
@@ -136,5 +150,60 @@ func (s *Server) handleDecideProposal(w http.ResponseWriter, r *http.Request, p 
 		writeErr(w, http.StatusServiceUnavailable, "%v", err)
 		return
 	}
+	if prop.Profile != nil {
+		if err := LoadAcceptedProfiles(ctx, s.cfg.State); err != nil {
+			s.cfg.Log.Warn().Err(err).Msg("accepted profiles not reloaded")
+		}
+		s.relabel(ctx, prop)
+	}
 	writeJSON(w, http.StatusOK, prop)
+}
+
+// checkAccepted says what is wrong with an accepted profile's figures
+// ("" when nothing).
+func checkAccepted(p *Profile, prop ProfileProposal) string {
+	switch {
+	case p == nil:
+		return "give the profile's datasheet figures: profile {id, name, memory_gb, limit_w}"
+	case !profileID.MatchString(p.ID):
+		return fmt.Sprintf("profile id %q: lower-case letters, digits and dashes (e.g. b200-sxm)", p.ID)
+	case strings.TrimSpace(p.Name) == "" || len(p.Name) > 100:
+		return "profile name: the model, form factor and memory as people know it (e.g. NVIDIA B200 SXM 180 GB)"
+	case !(p.MemoryGB > 0 && p.MemoryGB < 10000):
+		return fmt.Sprintf("memory_gb %v: the board's memory in GB from its datasheet", p.MemoryGB)
+	case !(p.LimitW > 0 && p.LimitW < 10000):
+		return fmt.Sprintf("limit_w %v: the board's default power limit in W from its datasheet", p.LimitW)
+	case prop.LimitW > p.LimitW*1.001:
+		return fmt.Sprintf("limit_w %v W is below the %v W enforced in its runs: a board's limit can be lowered, not raised", p.LimitW, prop.LimitW)
+	}
+	if _, ok := profileByID(p.ID); ok {
+		return fmt.Sprintf("profile id %q is taken", p.ID)
+	}
+	return ""
+}
+
+// relabel gives the runs on a newly accepted board its profile's name
+// (published again, so a restart keeps it).
+func (s *Server) relabel(ctx context.Context, prop ProfileProposal) {
+	old := deviceInfo{Name: prop.Name}.label()
+	runs, err := s.cfg.State.Runs(ctx)
+	if err != nil {
+		s.cfg.Log.Warn().Err(err).Msg("runs not relabelled")
+		return
+	}
+	for _, pub := range runs {
+		if pub.Entry.Hardware != old {
+			continue
+		}
+		pub.Entry.Hardware = prop.Profile.Name
+		if err := s.cfg.State.Publish(ctx, pub); err != nil {
+			s.cfg.Log.Warn().Err(err).Str("run", pub.Entry.RunID).Msg("run not relabelled")
+			continue
+		}
+		if pub.Entry.Public() {
+			s.board.Put(pub.Entry)
+		} else {
+			s.held[pub.Entry.RunID] = pub.Entry
+		}
+	}
 }

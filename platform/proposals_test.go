@@ -2,6 +2,7 @@ package platform
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -57,9 +58,67 @@ func TestUnknownBoardsProposed(t *testing.T) {
 	if code := p.call(t, "POST", "/api/moderation/profiles/nope", mod, map[string]string{"decision": "dismissed", "reason": "x"}, &e); code != 404 {
 		t.Errorf("unknown proposal: %d", code)
 	}
+	// A run on the unknown board, labelled so on the board.
+	unknown := Entry{RunID: "run-1", Model: "m", Hardware: deviceInfo{Name: "NVIDIA B200"}.label(), Verification: "verified", Submitter: "alice"}
+	if err := p.srv.cfg.State.Publish(ctx, Published{Entry: unknown}); err != nil {
+		t.Fatal(err)
+	}
+	p.srv.board.Put(unknown)
+	// Accepting needs the datasheet's figures, checked.
+	reason := "B200 SXM datasheet: 1000 W, 180 GB"
+	fig := func(id string, mem, limit float64) map[string]any {
+		return map[string]any{"decision": "accepted", "reason": reason, "profile": map[string]any{"id": id, "name": "NVIDIA B200 SXM 180 GB", "memory_gb": mem, "limit_w": limit}}
+	}
+	for _, c := range []struct {
+		body map[string]any
+		says string
+	}{
+		{map[string]any{"decision": "accepted", "reason": reason}, "datasheet figures"},
+		{fig("B200!", 180, 1000), "profile id"},
+		{fig("h200-sxm", 180, 1000), "taken"},
+		{fig("b200-sxm", 0, 1000), "memory_gb"},
+		{fig("b200-sxm", 180, 900), "below the 1000 W enforced"},
+	} {
+		e = nil
+		if code := p.call(t, "POST", "/api/moderation/profiles/"+key, mod, c.body, &e); code != http.StatusBadRequest || !strings.Contains(fmt.Sprint(e["error"]), c.says) {
+			t.Errorf("%v: %d %v, want 400 …%s…", c.body["profile"], code, e, c.says)
+		}
+	}
+	if _, ok := MatchProfile("NVIDIA B200", 1000); ok {
+		t.Fatal("a board matched before its profile was accepted")
+	}
 	var got ProfileProposal
-	if code := p.call(t, "POST", "/api/moderation/profiles/"+key, mod, map[string]string{"decision": "accepted", "reason": "B200 SXM datasheet: 1000 W, 180 GB"}, &got); code != 200 ||
-		got.State != ProposalAccepted || got.Moderator != "mod" || !strings.Contains(got.Reason, "datasheet") {
-		t.Errorf("accept: %d %+v", code, got)
+	if code := p.call(t, "POST", "/api/moderation/profiles/"+key, mod, fig("b200-sxm", 180, 1000), &got); code != 200 ||
+		got.State != ProposalAccepted || got.Moderator != "mod" || !strings.Contains(got.Reason, "datasheet") || got.Profile == nil || got.Profile.ID != "b200-sxm" {
+		t.Fatalf("accept: %d %+v", code, got)
+	}
+	// From now on the board is that profile: matched, offered to jobs, and
+	// the runs on it relabelled (kept across a restart).
+	if pr, ok := MatchProfile("NVIDIA B200", 1000); !ok || pr.ID != "b200-sxm" || pr.MemoryGB != 180 {
+		t.Errorf("match after acceptance: %+v %v", pr, ok)
+	}
+	if _, ok := MatchProfile("NVIDIA B200 Ultra", 1000); ok {
+		t.Error("an accepted profile matched another board's name")
+	}
+	if e, ok := p.srv.board.Get("run-1"); !ok || e.Hardware != "NVIDIA B200 SXM 180 GB" {
+		t.Errorf("the run on the board after acceptance: %q", e.Hardware)
+	}
+	if code := p.call(t, "POST", "/api/moderation/profiles/"+key, mod, map[string]string{"decision": "dismissed", "reason": "changed my mind"}, &e); code != http.StatusConflict {
+		t.Errorf("a second decision: %d", code)
+	}
+	accepted.Lock()
+	accepted.ps = nil
+	accepted.Unlock()
+	if _, err := New(ctx, p.cfg); err != nil {
+		t.Fatal(err)
+	}
+	if pr, ok := MatchProfile("NVIDIA B200", 1000); !ok || pr.ID != "b200-sxm" {
+		t.Errorf("after a restart: %+v %v", pr, ok)
+	}
+	runs, _ := p.srv.cfg.State.Runs(ctx)
+	for _, r := range runs {
+		if r.Entry.RunID == "run-1" && r.Entry.Hardware != "NVIDIA B200 SXM 180 GB" {
+			t.Errorf("the kept run's label: %q", r.Entry.Hardware)
+		}
 	}
 }

@@ -127,6 +127,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loading published runs: %w", err)
 	}
+	if err := LoadAcceptedProfiles(ctx, cfg.State); err != nil {
+		return nil, fmt.Errorf("loading accepted hardware profiles: %w", err)
+	}
 	for _, p := range runs {
 		if p.Entry.Public() {
 			s.board.Put(p.Entry)

@@ -56,6 +56,8 @@ func newTestPlatformTB(t testing.TB, opts ...platformOption) *testPlatform {
 	done := make(chan struct{})
 	go func() { defer close(done); ingest.New(js, sink, ingest.Config{}, nil, zerolog.Nop()).Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
+	// Profiles accepted on this platform are process-wide: not the next test's.
+	t.Cleanup(func() { accepted.Lock(); accepted.ps = nil; accepted.Unlock() })
 	pub, err := bus.NewPublisher(nc, 0)
 	if err != nil {
 		t.Fatal(err)

@@ -119,16 +119,6 @@ func (opt *workerCmd) run(args []string) error {
 	if err != nil {
 		return err
 	}
-	profile, gpus := *opt.profile, 1
-	if profile == "auto" {
-		if profile, gpus, err = detectProfile(log); err != nil {
-			return err
-		}
-	}
-	sets, err := parseGPUSets(*opt.sets, gpus)
-	if err != nil {
-		return err
-	}
 	host, _ := os.Hostname()
 	id := *opt.id
 	if id == "" {
@@ -157,6 +147,21 @@ func (opt *workerCmd) run(args []string) error {
 	if err != nil {
 		return err
 	}
+	// Boards the platform's moderators accepted are profiles too.
+	if err := platform.LoadAcceptedProfiles(ctx, state); err != nil {
+		return err
+	}
+	profile, gpus := *opt.profile, 1
+	if profile == "auto" {
+		if profile, gpus, err = detectProfile(log); err != nil {
+			return err
+		}
+	}
+	sets, err := parseGPUSets(*opt.sets, gpus)
+	if err != nil {
+		return err
+	}
+
 	// One loop per GPU set, each announced as a worker of its own.
 	errs := make(chan error, len(sets))
 	for _, set := range sets {

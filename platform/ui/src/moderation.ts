@@ -63,22 +63,34 @@ export async function moderationPage(root: HTMLElement): Promise<void> {
       status));
   }
   // Boards seen that match no standard profile: proposed, never guessed.
-  interface Proposal { key: string; name: string; limit_w: number; runs: string[]; first_ns: number; last_ns: number; state: string; reason?: string; moderator?: string }
+  interface Proposal { key: string; name: string; limit_w: number; runs: string[]; first_ns: number; last_ns: number; state: string; reason?: string; moderator?: string;
+    profile?: { id: string; name: string; memory_gb: number; limit_w: number } }
   const props = await get<Proposal[]>('/api/moderation/profiles');
   root.appendChild(h('h2', {}, 'Proposed hardware profiles'));
   if (props.length === 0) root.appendChild(h('p', {}, 'Every board in the published runs matches a standard profile.'));
   for (const pr of props) {
     const reason = h('input', { type: 'search', id: `pr-${pr.key}`, placeholder: 'reason (required): the datasheet checked, or why not', size: 60 }) as HTMLInputElement;
     const status = h('span', { role: 'status' });
+    // Accepting makes the board a profile here and now, with the
+    // datasheet's figures (the platform checks them).
+    const fid = h('input', { type: 'search', class: 'p-id', value: pr.name.toLowerCase().replace(/^nvidia\s+/, '').replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, ''), size: 14, 'aria-label': 'profile id' }) as HTMLInputElement;
+    const fname = h('input', { type: 'search', class: 'p-name', value: pr.name, size: 30, 'aria-label': 'profile name' }) as HTMLInputElement;
+    const fmem = h('input', { type: 'number', class: 'p-mem', min: 1, step: 'any', size: 6, 'aria-label': 'memory (GB)' }) as HTMLInputElement;
+    const flim = h('input', { type: 'number', class: 'p-limit', min: 1, step: 'any', value: pr.limit_w || '', size: 6, 'aria-label': 'power limit (W)' }) as HTMLInputElement;
     const decide = async (decision: string) => {
       clear(status);
-      try { await send('POST', `/api/moderation/profiles/${encodeURIComponent(pr.key)}`, { decision, reason: reason.value }); await moderationPage(root); } catch (err) { status.appendChild(h('span', { class: 'error', role: 'alert' }, (err as Error).message)); }
+      const profile = decision === 'accepted' ? { id: fid.value.trim(), name: fname.value.trim(), memory_gb: Number(fmem.value), limit_w: Number(flim.value) } : undefined;
+      try { await send('POST', `/api/moderation/profiles/${encodeURIComponent(pr.key)}`, { decision, reason: reason.value, profile }); await moderationPage(root); } catch (err) { status.appendChild(h('span', { class: 'error', role: 'alert' }, (err as Error).message)); }
     };
     root.appendChild(h('section', { class: 'submission proposal', 'data-key': pr.key },
       h('p', {}, h('strong', {}, pr.name), ` · power limit ${pr.limit_w ? `${num(pr.limit_w)} W` : 'unknown'} · ${pr.state}${pr.reason ? ` (${pr.moderator}: “${pr.reason}”)` : ''} · first seen ${date(pr.first_ns)} · runs: `,
         ...pr.runs.map((r) => h('a', { href: `/runs/${encodeURIComponent(r)}`, class: 'runlink' }, r))),
-      pr.state === 'proposed' ? h('div', { class: 'decide' }, h('label', { for: `pr-${pr.key}` }, 'reason', reason),
-        h('button', { type: 'button', class: 'approve', onclick: () => decide('accepted') }, 'Accept for the standard profiles'),
+      pr.profile ? h('p', {}, `Profile ${pr.profile.id}: ${pr.profile.name}, ${num(pr.profile.memory_gb)} GB, ${num(pr.profile.limit_w)} W`) : '',
+      pr.state === 'proposed' ? h('div', { class: 'decide' },
+        h('p', { class: 'hint' }, 'To accept, give the profile from the board\'s datasheet: id, name, memory (GB), default power limit (W).'),
+        h('label', {}, 'id ', fid), ' ', h('label', {}, 'name ', fname), ' ', h('label', {}, 'memory GB ', fmem), ' ', h('label', {}, 'limit W ', flim),
+        h('br'), h('label', { for: `pr-${pr.key}` }, 'reason', reason),
+        h('button', { type: 'button', class: 'approve', onclick: () => decide('accepted') }, 'Accept as a profile'),
         h('button', { type: 'button', class: 'reject', onclick: () => decide('dismissed') }, 'Dismiss'), status) : ''));
   }
 

@@ -182,6 +182,15 @@ if (mode === 'moderate') {
     if (log.length !== 2 || !log[0].includes('approved') || !log[1].includes('state the server version')) throw new Error(`audit log: ${log}`);
     if (!(await onBoard())) throw new Error('the approved run is not on the leaderboard');
   });
+  await step('profile-accepted', async () => {
+    // The unknown board becomes a profile with its datasheet's figures.
+    await page.click('#nav-moderation');
+    await page.waitForSelector('section.proposal .p-mem');
+    await page.fill('section.proposal .p-mem', '180');
+    await page.fill('section.proposal input[id^="pr-"]', 'B200 SXM datasheet: 1000 W, 180 GB');
+    await page.click('section.proposal button.approve');
+    await page.waitForFunction(() => /Profile b200: NVIDIA B200, 180 GB, 1,000 W/.test(document.querySelector('section.proposal')?.textContent ?? ''), null, { timeout: 10000 });
+  });
   await browser.close();
   // The refusal of a reasonless rejection is a 400 the page shows: expected.
   const unexpected = errors.filter((e) => !e.startsWith('400 ') || !e.includes('/api/moderation/'));
