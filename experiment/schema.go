@@ -44,7 +44,7 @@ var (
 
 // enums are the closed sets of values lem accepts for some string keys.
 var enums = map[string][]string{
-	"loadgen.Arrival.process": {loadgen.ArrivalPoisson, loadgen.ArrivalConstant, loadgen.ArrivalGamma, loadgen.ArrivalConcurrency, loadgen.ArrivalTrace},
+	"loadgen.Arrival.process":   {loadgen.ArrivalPoisson, loadgen.ArrivalConstant, loadgen.ArrivalGamma, loadgen.ArrivalConcurrency, loadgen.ArrivalTrace},
 	"experiment.Collectors.gpu": {"nvml", "sim", "none"},
 }
 
