@@ -98,12 +98,15 @@ func Slices(rs []Reading, ps []schemas.PowerSample, hold, from, to int64) []Slic
 // calibrator integrates the calibrated timeline over successive,
 // non-decreasing windows, caching each counter interval's scale.
 type calibrator struct {
-	pts   []point
-	ps    []schemas.PowerSample
-	hold  int64
-	i     int // current counter interval: [pts[i-1], pts[i]]
-	scale float64
-	lin   bool // interval has no samples: counter interpolated
+	pts  []point
+	ps   []schemas.PowerSample
+	hold int64
+	i    int // current counter interval: [pts[i-1], pts[i]]
+	// resid is the interval's correction (counter − samples, J) and
+	// weight its samples' calibration weight (roughness) over it.
+	resid, weight float64
+	scale         float64 // counter ÷ samples: where the weight is 0
+	lin           bool    // interval has no samples: counter interpolated
 }
 
 func newCalibrator(pts []point, ps []schemas.PowerSample, hold int64) *calibrator {
@@ -116,7 +119,9 @@ func (c *calibrator) load(i int) {
 	sampJ, _ := IntegratePower(c.ps, a.t, b.t, c.hold)
 	c.lin = sampJ <= 0
 	if !c.lin {
-		c.scale = (b.e - a.e) / 1e6 / sampJ
+		counterJ := (b.e - a.e) / 1e6
+		c.scale, c.resid = counterJ/sampJ, counterJ-sampJ
+		c.weight = roughness(c.ps, a.t, b.t, c.hold)
 	}
 }
 
@@ -154,7 +159,12 @@ func (c *calibrator) energy(lo, hi int64) float64 {
 			j += (b.e - a.e) / 1e6 * float64(end-lo) / float64(b.t-a.t)
 		} else {
 			e, _ := IntegratePower(c.ps, lo, end, c.hold)
-			j += e * c.scale
+			if c.weight > 0 {
+				e += c.resid * roughness(c.ps, lo, end, c.hold) / c.weight
+			} else {
+				e *= c.scale
+			}
+			j += e
 		}
 		lo = end
 	}
