@@ -96,8 +96,9 @@ type Collectors struct {
 	// CounterCPUBudget is the NVML agent's CPU share per GPU (0.004).
 	CounterCPUBudget float64 `yaml:"counter_cpu_budget"`
 	// AlignedCounter reads the energy counter aligned to its refresh
-	// (stamped within a few ms, about twice the CPU per reading).
-	AlignedCounter bool   `yaml:"aligned_counter"`
+	// (stamped within a few ms; default true); false reads it whenever its
+	// timer fires (±50 ms).
+	AlignedCounter *bool  `yaml:"aligned_counter"`
 	Scrape         Scrape `yaml:"scrape"`
 }
 
@@ -179,7 +180,7 @@ func Defaults() Config {
 			Settle: backend.Duration{Duration: 5 * time.Second}, Shuffle: &t, Seed: 1,
 			CoolDown: CoolDown{Min: backend.Duration{Duration: 5 * time.Second}, Max: backend.Duration{Duration: time.Minute},
 				PowerWithin: 0.10, TempWithinC: 3}},
-		Collectors: Collectors{GPU: "nvml", CounterCPUBudget: 0.004,
+		Collectors: Collectors{GPU: "nvml", CounterCPUBudget: 0.004, AlignedCounter: &t,
 			Scrape: Scrape{Enabled: &t, Path: "/metrics", Interval: backend.Duration{Duration: time.Second}}},
 		Output: Output{Store: "parquet", Database: "lem"},
 	}
@@ -240,6 +241,9 @@ func (c *Config) Normalize() []string {
 	}
 	if col.CounterCPUBudget == 0 {
 		col.CounterCPUBudget = d.Collectors.CounterCPUBudget
+	}
+	if col.AlignedCounter == nil {
+		col.AlignedCounter = d.Collectors.AlignedCounter
 	}
 	if len(col.Devices) == 0 {
 		col.Devices = append(col.Devices, c.Backend.Parallelism.Devices...)

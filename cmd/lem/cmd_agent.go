@@ -180,7 +180,7 @@ func newAgentCmd(fs *flag.FlagSet) func([]string) error {
 		metricsAddr:    fs.String("metrics", "127.0.0.1:9465", "listen address of /metrics (empty: off)"),
 		raplRoot:       fs.String("rapl", "/sys/class/powercap", "powercap root for CPU/DRAM energy (empty: off)"),
 		alsoInstant:    fs.Bool("instant", false, "also read instant power (field 186) at 10 Hz beside the buffer, for validation"),
-		alignedCounter: fs.Bool("aligned-counter", false, "read the energy counter aligned to its 100 ms refresh (stamped within a few ms, source nvml.counter.aligned; about twice the CPU per reading) instead of whenever its timer fires (value 0-100 ms old)"),
+		alignedCounter: fs.Bool("aligned-counter", true, "read the energy counter aligned to its 100 ms refresh (stamped within a few ms, source nvml.counter.aligned); -aligned-counter=false reads it whenever its timer fires (value 0-100 ms old, ±50 ms)"),
 		stc:            storeFlags(fs, "lem-agent-store", "with the embedded server: Parquet store directory (unless -clickhouse)"),
 		natsOpts:       natsFlags(fs),
 		logger:         logFlags(fs),

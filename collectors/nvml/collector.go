@@ -39,11 +39,15 @@ type Config struct {
 	Clock time.Duration `yaml:"clock"`
 	// AlignedCounter reads the counter aligned to its refresh
 	// (ReadEnergyAligned, source nvml.counter.aligned: stamped within a few
-	// ms) instead of whenever the timer fires (source nvml.counter, the
-	// default: one call, value 0–100 ms old). Aligned reads cost about
-	// twice the CPU per reading (docs/validation/nvml-h200.md).
-	AlignedCounter bool `yaml:"aligned_counter"`
+	// ms; the default, nil) or, false, whenever the timer fires (source
+	// nvml.counter: one call, its value 0–100 ms old). Once the refresh
+	// grid is locked most aligned reads are one call like a plain one
+	// (verifyEvery); the CPU budget holds either way.
+	AlignedCounter *bool `yaml:"aligned_counter"`
 }
+
+// Aligned says whether the counter is read aligned to its refresh.
+func (c Config) Aligned() bool { return c.AlignedCounter == nil || *c.AlignedCounter }
 
 // SampleConfig is sample.yaml: every setting with its default.
 //
@@ -121,7 +125,7 @@ func NewCollector(rd *Reader, cfg Config, log zerolog.Logger) *Collector {
 		b.power = schemas.PowerBatch{Origin: schemas.Origin{Host: rd.Host, Source: SourceBuffer}, Device: g.ID}
 		b.instant = schemas.PowerBatch{Origin: schemas.Origin{Host: rd.Host, Source: SourceInstant}, Device: g.ID}
 		ctr := SourceCounterAligned
-		if !c.cfg.AlignedCounter {
+		if !c.cfg.Aligned() {
 			ctr = SourceCounter
 		}
 		b.energy = schemas.EnergyBatch{Origin: schemas.Origin{Host: rd.Host, Source: ctr}, Device: g.ID}
@@ -191,7 +195,7 @@ func (c *Collector) Run(ctx context.Context, pub collectors.Publisher) error {
 		case <-ctrT.C:
 			c.readCounters()
 			next := c.nextCounterPeriod(c.cpu(), time.Now())
-			if c.cfg.AlignedCounter {
+			if c.cfg.Aligned() {
 				// An aligned read waits for the refresh itself: wake half a
 				// refresh early so that a 100 ms period reads every refresh.
 				next = max(next-refreshGuess/2, time.Millisecond)
@@ -214,7 +218,7 @@ func (c *Collector) Run(ctx context.Context, pub collectors.Publisher) error {
 func (c *Collector) readCounters() {
 	for i, g := range c.rd.GPUs {
 		read := c.rd.ReadEnergyAligned
-		if !c.cfg.AlignedCounter {
+		if !c.cfg.Aligned() {
 			read = c.rd.ReadEnergy
 		}
 		if err := read(g, &c.st[i].energy); err != nil {

@@ -345,7 +345,7 @@ func (r *recorder) Publish(subject, _ string, ev schemas.Event) error {
 func TestCollectorPublishesEachKind(t *testing.T) {
 	f := &fakeDriver{nowUS: 1_795_757_000_000_000, power: 400_000, energy: 10, refreshUS: 100_000, refreshPhaseUS: 37_000, ctrCallUS: 3_000}
 	rd := open(t, newServer(t, f), f)
-	c := NewCollector(rd, Config{AlignedCounter: true}, zerolog.Nop())
+	c := NewCollector(rd, Config{AlignedCounter: ptrTo(true)}, zerolog.Nop())
 	c.readCounters()
 	f.advance(1_000_000)
 	c.readCounters()
@@ -386,11 +386,15 @@ func TestCollectorPublishesEachKind(t *testing.T) {
 	}
 }
 
-// Plain reads (the default) take the counter whenever the timer fires.
-func TestPlainCounterDefault(t *testing.T) {
+// Aligned reads are the default (Config{} brackets the refresh); plain
+// reads, asked for, take the counter whenever the timer fires.
+func TestPlainCounterWhenAsked(t *testing.T) {
+	if !(Config{}).Aligned() || (Config{AlignedCounter: ptrTo(false)}).Aligned() {
+		t.Fatal("aligned reads are not the default")
+	}
 	f := &fakeDriver{nowUS: 1_795_757_000_000_000, power: 400_000, energy: 10}
 	rd := open(t, newServer(t, f), f)
-	c := NewCollector(rd, Config{}, zerolog.Nop())
+	c := NewCollector(rd, Config{AlignedCounter: ptrTo(false)}, zerolog.Nop())
 	c.readCounters()
 	f.advance(1_000_000)
 	c.readCounters()
@@ -574,3 +578,5 @@ func TestCounterBudgetIsTheCollectorsOwn(t *testing.T) {
 		t.Errorf("reads costing 5 ms of CPU each every 50 ms (10%% of a core, budget 0.4%%): period %v, want stretched", p)
 	}
 }
+
+func ptrTo[T any](v T) *T { return &v }

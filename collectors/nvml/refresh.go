@@ -38,7 +38,7 @@ const (
 	alignMisses = 3
 	// verifyEvery is how often a read brackets the refresh once the grid
 	// is locked (after lockAfter brackets); the others are predicted.
-	verifyEvery = 4
+	verifyEvery = 8
 	lockAfter   = 4
 	// settle is how long after a predicted refresh its single read comes,
 	// beyond twice the grid's jitter.

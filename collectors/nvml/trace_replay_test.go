@@ -92,7 +92,7 @@ func TestH200TraceReplayThroughCollector(t *testing.T) {
 		t.Fatal(err)
 	}
 	rd.sleep = func(d time.Duration) { rp.now += int64(d) }
-	c := NewCollector(rd, Config{AlignedCounter: true}, zerolog.Nop())
+	c := NewCollector(rd, Config{AlignedCounter: ptrTo(true)}, zerolog.Nop())
 	rec := &recorder{}
 	end := tr.counter[len(tr.counter)-1].TSBefore
 	for i := 0; rp.now < end; i++ {
