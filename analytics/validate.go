@@ -161,6 +161,8 @@ func ComparePhases(ctx context.Context, st interface {
 				aligned, _, _ := AlignSeries(own, buf, 60e6)
 				pc.CalibratedJ = CalibratedEnergy(own, aligned, 60e6, p.From, p.To)
 				pc.CalibratedUncJ = CalibratedUncJ(own, aligned, 60e6, p.From, p.To)
+				// The reference's own edge uncertainty counts on its side.
+				pc.Covered = math.Abs(pc.CalibratedJ-pc.CounterJ) <= pc.CalibratedUncJ+pc.EdgeUncJ
 				// The buffer's coverage is judged as analyze judges it.
 				pc.Quality = worse(pc.Quality, calibratedQuality(own, aligned, 60e6, p.From, p.To))
 			}
@@ -220,11 +222,7 @@ func PrintPhaseChecks(w io.Writer, cs []PhaseCheck) {
 		}
 		covers := "—"
 		if !math.IsNaN(c.CalibratedJ) {
-			covers = "no"
-			// The reference's own edge uncertainty counts on its side.
-			if math.Abs(c.CalibratedJ-c.CounterJ) <= c.CalibratedUncJ+c.EdgeUncJ {
-				covers = "yes"
-			}
+			covers = map[bool]string{true: "yes", false: "no"}[c.Covered]
 		}
 		fmt.Fprintf(tw, " %s\t| %s\t| %s%%\t| %s\t| %d\t| %d\t| %s\t|\n", num(c.CalibratedJ, 1), num(c.CalibratedUncJ, 1),
 			signed(100*(c.CalibratedJ-c.CounterJ)/c.CounterJ, 2), covers, c.Expected, c.Gaps, c.Quality)
