@@ -26,7 +26,7 @@ type cadence struct {
 	aligned   bool    // reads just after a refresh (nvml.counter.aligned)
 }
 
-// coverageCadences: plain reads (the agent's default) on a regular 1 s
+// coverageCadences: plain reads (the agent's default until 2026-11-29) on a regular 1 s
 // ticker, at irregular ~2.2 s (the spacing inside `lem run` on the H200:
 // p50 2.16–2.30 s, max 3.3–4.5 s) and irregular ~5 s, and aligned reads
 // at 1 s.
