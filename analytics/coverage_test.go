@@ -254,6 +254,28 @@ func TestNodeEnergyFromRAPL(t *testing.T) {
 	if !strings.Contains(b.String(), "CPU package 500.0 J, DRAM 50.0 J") {
 		t.Errorf("not printed:\n%s", b.String())
 	}
+	// Stored with the results (cycle_results), and read back from the
+	// store: per cycle, and per output token.
+	if err := st.WriteResults(ctx, "r", ResultTables(r, 1)); err != nil {
+		t.Fatal(err)
+	}
+	cr := schemas.NewCycleResultRows()
+	if err := st.ReadTable(ctx, cr.Table(), schemas.Filter{RunIDs: []string{"r"}}); err != nil || len(cr.CPUPackageJ.V) != 1 {
+		t.Fatalf("cycle_results: %v, %d rows", err, len(cr.CPUPackageJ.V))
+	}
+	per := 550 / float64(r.Cycles[0].OutputTokens)
+	if r.Cycles[0].OutputTokens == 0 {
+		per = math.NaN()
+	}
+	if cr.CPUPackageJ.V[0] != 500 || cr.DRAMJ.V[0] != 50 || !(cr.CPUDRAMUncJ.V[0] > 0) || !sameFloat(cr.CPUDRAMJPerToken.V[0], per) {
+		t.Errorf("stored node energy: package %v, DRAM %v, ±%v, per token %v (want %v)", cr.CPUPackageJ.V[0], cr.DRAMJ.V[0], cr.CPUDRAMUncJ.V[0], cr.CPUDRAMJPerToken.V[0], per)
+	}
+	// Without RAPL the stored figures are unknown (NULL), never 0.
+	noNode := *r
+	noNode.Node = nil
+	if tb := ResultTables(&noNode, 1)[1]; !math.IsNaN(tb.Column("cpu_package_j").(*schemas.Col[float64]).V[0]) {
+		t.Error("a run without RAPL stores a CPU package energy")
+	}
 	// A host without a DRAM domain: DRAM unknown, not 0 J.
 	r2, err := AnalyzeRun(ctx, st, "r2")
 	if err != nil {
@@ -296,3 +318,6 @@ func TestCounterAtItsLongestPeriod(t *testing.T) {
 		t.Fatalf("window between readings 10.005 s apart: %s", q)
 	}
 }
+
+// sameFloat: equal, or both NaN.
+func sameFloat(a, b float64) bool { return a == b || math.IsNaN(a) && math.IsNaN(b) }

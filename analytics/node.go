@@ -133,6 +133,26 @@ func readPeriod(rs []Reading) int64 {
 	return int64(median(gaps))
 }
 
+// cycle returns cycle i's CPU package and DRAM energy, their uncertainty
+// and (package + DRAM, or package alone where the host has no DRAM
+// domain) per output token; NaN (NULL in the results) for a run without
+// RAPL.
+func (n *NodeEnergy) cycle(i int, outputTokens uint64) (pkg, dram, unc, perToken float64) {
+	if n == nil || i >= len(n.Cycles) {
+		nan := math.NaN()
+		return nan, nan, nan, nan
+	}
+	c := n.Cycles[i]
+	perToken = c.PackageJ / float64(outputTokens)
+	if !math.IsNaN(c.DRAMJ) {
+		perToken = (c.PackageJ + c.DRAMJ) / float64(outputTokens)
+	}
+	if outputTokens == 0 {
+		perToken = math.NaN()
+	}
+	return c.PackageJ, c.DRAMJ, c.UncJ, perToken
+}
+
 func (n *NodeEnergy) print(w io.Writer, r *RunResult) {
 	if n == nil {
 		fmt.Fprintln(w, "CPU/DRAM energy: not collected (no RAPL domains of this host in the store; lem agent and lem run read them where /sys/class/powercap is readable)")
@@ -141,10 +161,7 @@ func (n *NodeEnergy) print(w io.Writer, r *RunResult) {
 	fmt.Fprintf(w, "host %s, RAPL (%d domains; not in the GPU figures above):\n", n.Host, len(n.Domains))
 	for i, c := range n.Cycles {
 		cy := r.Cycles[i]
-		per := c.PackageJ / float64(cy.OutputTokens)
-		if !math.IsNaN(c.DRAMJ) {
-			per = (c.PackageJ + c.DRAMJ) / float64(cy.OutputTokens)
-		}
+		_, _, _, per := n.cycle(i, cy.OutputTokens)
 		fmt.Fprintf(w, "  cycle %d: CPU package %s J, DRAM %s J (±%s J), %s J/token CPU+DRAM, %s\n", cy.Cycle,
 			num(c.PackageJ, 1), num(c.DRAMJ, 1), num(c.UncJ, 1), num(per, 4), c.Quality)
 	}

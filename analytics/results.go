@@ -40,7 +40,12 @@ func ResultTables(r *RunResult, analyzedNS int64) []*schemas.Table {
 		rr.AnalyzedNS.Append(analyzedNS)
 	}
 	cr := schemas.NewCycleResultRows()
-	for _, c := range r.Cycles {
+	for i, c := range r.Cycles {
+		pkg, dram, unc, per := r.Node.cycle(i, c.OutputTokens)
+		cr.CPUPackageJ.Append(pkg)
+		cr.DRAMJ.Append(dram)
+		cr.CPUDRAMUncJ.Append(unc)
+		cr.CPUDRAMJPerToken.Append(per)
 		cr.RunID.Append(r.RunID)
 		cr.Cycle.Append(c.Cycle)
 		cr.From.Append(c.From)

@@ -53,7 +53,12 @@ type CycleResultRows struct {
 	JPerToken, TokensPerJ, RequestJp50                  *Col[float64]
 	TTFTp50, TTFTp99, ITLp50, ITLp99, TPOTp50, E2Ep50   *Col[float64]
 	Quality, Method                                     *Col[string]
-	AnalyzedNS                                          *Col[int64]
+	// The host's CPU package and DRAM energy over the cycle from RAPL,
+	// their interpolation uncertainty and (package + DRAM) per output
+	// token: NULL where the host's RAPL was not collected (or lacks the
+	// domain, or does not cover the cycle). Not in the GPU figures.
+	CPUPackageJ, DRAMJ, CPUDRAMUncJ, CPUDRAMJPerToken *Col[float64]
+	AnalyzedNS                                        *Col[int64]
 }
 
 // NewCycleResultRows returns an empty cycle_results builder.
@@ -68,11 +73,12 @@ func NewCycleResultRows() *CycleResultRows {
 		JPerToken: f("j_per_token"), TokensPerJ: f("tokens_per_j"), RequestJp50: f("request_j_p50"),
 		TTFTp50: f("ttft_p50_ms"), TTFTp99: f("ttft_p99_ms"), ITLp50: f("itl_p50_ms"), ITLp99: f("itl_p99_ms"),
 		TPOTp50: f("tpot_p50_ms"), E2Ep50: f("e2e_p50_ms"), Quality: newCol[string]("quality", "String"),
-		Method: newCol[string]("method", "String"), AnalyzedNS: newCol[int64]("analyzed_ns", "Int64")}
+		Method: newCol[string]("method", "String"), CPUPackageJ: f("cpu_package_j"), DRAMJ: f("dram_j"),
+		CPUDRAMUncJ: f("cpu_dram_unc_j"), CPUDRAMJPerToken: f("cpu_dram_j_per_token"), AnalyzedNS: newCol[int64]("analyzed_ns", "Int64")}
 	r.t = Table{Name: TableCycleResults, Columns: []Column{r.RunID, r.Cycle, r.From, r.To, r.DurationS, r.EnergyJ, r.StaticJ,
 		r.DynamicJ, r.PrefillJ, r.DecodeJ, r.UnattributedJ, r.EdgeUncJ, r.SystemJ, r.Requests, r.Failed, r.PromptTokens,
 		r.OutputTokens, r.JPerToken, r.TokensPerJ, r.RequestJp50, r.TTFTp50, r.TTFTp99, r.ITLp50, r.ITLp99, r.TPOTp50, r.E2Ep50,
-		r.Quality, r.Method, r.AnalyzedNS}}
+		r.Quality, r.Method, r.CPUPackageJ, r.DRAMJ, r.CPUDRAMUncJ, r.CPUDRAMJPerToken, r.AnalyzedNS}}
 	return r
 }
 

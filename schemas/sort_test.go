@@ -2,6 +2,7 @@ package schemas
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"regexp"
 	"slices"
@@ -308,5 +309,16 @@ func TestSorterMetrics(t *testing.T) {
 			t.Fatal(err)
 		}
 		checkSorted(t, in, out)
+	}
+}
+
+// A nullable figure absent from older data (a column added since) reads
+// as unknown (NaN, NULL), a plain number as 0, as ClickHouse's defaults do.
+func TestAppendZeroOfNullableFigureIsUnknown(t *testing.T) {
+	nullable, plain := figure("x"), newCol[float64]("y", "Float64")
+	nullable.AppendZero()
+	plain.AppendZero()
+	if !math.IsNaN(nullable.V[0]) || plain.V[0] != 0 {
+		t.Errorf("nullable %v, plain %v", nullable.V[0], plain.V[0])
 	}
 }

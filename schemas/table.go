@@ -139,7 +139,13 @@ func NullableData(c Column) any {
 	}
 	return out
 }
-func (c *Col[T]) AppendZero() { var zero T; c.V = append(c.V, zero) }
+func (c *Col[T]) AppendZero() {
+	var zero T
+	if f, ok := any(&zero).(*float64); ok && strings.HasPrefix(c.chType, "Nullable(") {
+		*f = math.NaN() // a nullable figure absent from older data is unknown, never 0
+	}
+	c.V = append(c.V, zero)
+}
 
 func (c *Col[T]) empty() Column { return &Col[T]{name: c.name, chType: c.chType} }
 
