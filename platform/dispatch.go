@@ -229,31 +229,7 @@ func (j *Jobs) RunDispatcher(ctx context.Context) error {
 	}
 	defer ww.Stop()
 	jobs, workers := map[string]Job{}, map[string]Worker{}
-	apply := func(e jetstream.KeyValueEntry, into func(key string, b []byte)) {
-		switch {
-		case e == nil: // the watcher has delivered the current values
-		case e.Operation() == jetstream.KeyValuePut:
-			into(e.Key(), e.Value())
-		default: // deleted or purged
-			into(e.Key(), nil)
-		}
-	}
-	intoJobs := func(key string, b []byte) {
-		var v Job
-		if b == nil || json.Unmarshal(b, &v) != nil {
-			delete(jobs, key)
-			return
-		}
-		jobs[key] = v
-	}
-	intoWorkers := func(key string, b []byte) {
-		var v Worker
-		if b == nil || json.Unmarshal(b, &v) != nil {
-			delete(workers, key)
-			return
-		}
-		workers[key] = v
-	}
+	intoJobs, intoWorkers := follow(jobs), follow(workers)
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
 	for {
@@ -261,9 +237,9 @@ func (j *Jobs) RunDispatcher(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case e := <-jw.Updates():
-			apply(e, intoJobs)
+			intoJobs(e)
 		case e := <-ww.Updates():
-			apply(e, intoWorkers)
+			intoWorkers(e)
 		case <-j.kick:
 		case <-t.C:
 		}
@@ -273,9 +249,9 @@ func (j *Jobs) RunDispatcher(ctx context.Context) error {
 		for {
 			select {
 			case e := <-jw.Updates():
-				apply(e, intoJobs)
+				intoJobs(e)
 			case e := <-ww.Updates():
-				apply(e, intoWorkers)
+				intoWorkers(e)
 			default:
 				break drain
 			}
@@ -298,6 +274,24 @@ func (j *Jobs) RunDispatcher(ctx context.Context) error {
 		if err != nil && ctx.Err() == nil {
 			j.log.Warn().Err(err).Msg("dispatching jobs")
 		}
+	}
+}
+
+// follow returns what applies a bucket watcher's entry to m (keyed by the
+// bucket's keys): a put decodes into it, a delete or purge (or a value that
+// does not decode) removes it, nil (the watcher's end of the current
+// values) changes nothing.
+func follow[T any](m map[string]T) func(jetstream.KeyValueEntry) {
+	return func(e jetstream.KeyValueEntry) {
+		if e == nil {
+			return
+		}
+		var v T
+		if e.Operation() != jetstream.KeyValuePut || json.Unmarshal(e.Value(), &v) != nil {
+			delete(m, e.Key())
+			return
+		}
+		m[e.Key()] = v
 	}
 }
 

@@ -29,6 +29,15 @@ const step = async (name, f) => {
   try { await f(); } catch (e) { fail(`${name}: ${e.message}`); }
   await page.screenshot({ path: `${out}/${name}.png` });
 };
+// signIn goes through the OpenID Connect provider's own login page (the
+// tests' provider: testenv.OIDC) as its first user.
+const signIn = async () => {
+  await page.goto(base + '/');
+  await page.click('a.signin:has-text("Lab login")');
+  await page.waitForSelector('#username');
+  await page.fill('#username', 'test-user@127.0.0.1');
+  await page.fill('#password', 'verysecure');
+};
 
 if (mode === 'shots') {
   await step('leaderboard', async () => {
@@ -48,11 +57,7 @@ if (mode === 'remote-job') {
   // Sign in, build the experiment in the form, submit and confirm, watch
   // it run on a real worker, open the verified run.
   await step('remote-signin', async () => {
-    await page.goto(base + '/');
-    await page.click('a.signin:has-text("Lab login")');
-    await page.waitForSelector('#username');
-    await page.fill('#username', 'test-user@127.0.0.1');
-    await page.fill('#password', 'verysecure');
+    await signIn();
     await page.click('button[type=submit]');
     await page.waitForSelector('.account .who');
   });
@@ -202,13 +207,7 @@ if (mode === 'moderate') {
 if (mode === 'signin') {
   // Sign in at the OpenID Connect provider, make an API token in the UI.
   let secret = null;
-  await step('signin-provider', async () => {
-    await page.goto(base + '/');
-    await page.click('a.signin:has-text("Lab login")');
-    await page.waitForSelector('#username');
-    await page.fill('#username', 'test-user@127.0.0.1');
-    await page.fill('#password', 'verysecure');
-  });
+  await step('signin-provider', signIn);
   await step('signed-in', async () => {
     await page.click('button[type=submit]');
     await page.waitForSelector('.account .who');
