@@ -116,11 +116,33 @@ func New(js jetstream.JetStream, sink Sink, cfg Config, m *Metrics, log zerolog.
 // Run ingests until ctx ends, then flushes what it holds and returns. It
 // returns early only on a setup failure.
 func (in *Ingester) Run(ctx context.Context) error {
-	stream, err := in.js.Stream(ctx, bus.EventStream)
-	if err != nil {
-		return fmt.Errorf("ingest: stream %s: %w", bus.EventStream, err)
+	// JetStream answering nothing for a while (a cluster electing a leader,
+	// a node restarting) is waited for; anything else stops ingest.
+	retry := func(what string, f func() error) error {
+		for backoff := 250 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+			err := f()
+			if err == nil || ctx.Err() != nil || !bus.Transient(err) {
+				return err
+			}
+			in.log.Warn().Err(err).Dur("retry_in", backoff).Msg(what)
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(backoff):
+			}
+		}
 	}
-	info, err := stream.Info(ctx)
+	var info *jetstream.StreamInfo
+	err := retry("reading the stream", func() error {
+		stream, err := in.js.Stream(ctx, bus.EventStream)
+		if err == nil {
+			info, err = stream.Info(ctx)
+		}
+		return err
+	})
+	if ctx.Err() != nil {
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("ingest: stream %s: %w", bus.EventStream, err)
 	}
@@ -129,7 +151,11 @@ func (in *Ingester) Run(ctx context.Context) error {
 	epoch := info.Created.UnixNano()
 	ws := make([]*worker, 0, len(in.cfg.Kinds))
 	for _, k := range in.cfg.Kinds {
-		w, err := in.newWorker(ctx, k, epoch)
+		var w *worker
+		err := retry("setting up the consumer of "+k.String(), func() (err error) {
+			w, err = in.newWorker(ctx, k, epoch)
+			return err
+		})
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil // stopped while starting: nothing was taken, nothing is lost
@@ -148,6 +174,40 @@ func (in *Ingester) Run(ctx context.Context) error {
 	}
 	wg.Wait()
 	return nil
+}
+
+// consumerFrom (re)creates kind k's durable consumer to deliver from the
+// stored watermark wm on. The store, not the consumer, says where to
+// resume: a previous instance may have been killed holding delivered
+// messages it never stored, and a cluster node that died may have
+// delivered messages that never arrived. Left to the consumer, those
+// would come back only after AckWait — behind newer messages that advance
+// the watermark, so they would be skipped as stored — or be acknowledged
+// away by the next AckAll. So the consumer is recreated to deliver from
+// the watermark on.
+func (in *Ingester) consumerFrom(ctx context.Context, k schemas.Kind, wm uint64) (jetstream.Consumer, error) {
+	name := in.cfg.ConsumerPrefix + "-" + k.String()
+	if err := in.js.DeleteConsumer(ctx, bus.EventStream, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, fmt.Errorf("resetting consumer %s: %w", name, err)
+	}
+	cc := jetstream.ConsumerConfig{
+		Durable:       name,
+		Description:   "lem ingest into " + in.sink.Name() + " table " + schemas.TableFor(k),
+		FilterSubject: schemas.SubjectFilter(k),
+		AckPolicy:     jetstream.AckAllPolicy,
+		AckWait:       in.cfg.AckWait,
+		MaxAckPending: 100_000,
+		MaxDeliver:    -1,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+	if wm > 0 {
+		cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, wm+1
+	}
+	cons, err := in.js.CreateOrUpdateConsumer(ctx, bus.EventStream, cc)
+	if err != nil {
+		return nil, fmt.Errorf("creating consumer %s: %w", name, err)
+	}
+	return cons, nil
 }
 
 // A worker moves one event kind: it fetches and decodes messages into a
@@ -169,6 +229,13 @@ type worker struct {
 	// lastSeq is the highest sequence appended to any block: a message at
 	// or below it is stored or on its way (a redelivery: skipped).
 	lastSeq uint64
+	// dseq is the consumer sequence of the last delivery handled: each
+	// delivery must be the next one. A jump (deliveries that never arrived:
+	// a cluster node died holding them) or a step back (a new consumer
+	// leader that had not heard of the last deliveries) breaks the premise
+	// of the lastSeq skip, so the worker resyncs from the stored watermark.
+	dseq   uint64
+	resync bool
 	sorter  schemas.Sorter
 	log     zerolog.Logger
 	// rate-limits repeated error logs
@@ -192,32 +259,9 @@ func (in *Ingester) newWorker(ctx context.Context, k schemas.Kind, epoch int64) 
 	if err != nil {
 		return nil, fmt.Errorf("ingest %s: %w", k, err)
 	}
-	name := in.cfg.ConsumerPrefix + "-" + k.String()
-	// The store, not the consumer, says where to resume: a previous
-	// instance may have been killed holding delivered messages it never
-	// stored. Left to the consumer, those would come back only after
-	// AckWait — behind newer messages that advance the watermark, so they
-	// would be skipped as stored — or be acknowledged away by the next
-	// AckAll. So the consumer is recreated to deliver from the watermark on.
-	if err := in.js.DeleteConsumer(ctx, bus.EventStream, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return nil, fmt.Errorf("resetting consumer %s: %w", name, err)
-	}
-	cc := jetstream.ConsumerConfig{
-		Durable:       name,
-		Description:   "lem ingest into " + in.sink.Name() + " table " + table,
-		FilterSubject: schemas.SubjectFilter(k),
-		AckPolicy:     jetstream.AckAllPolicy,
-		AckWait:       in.cfg.AckWait,
-		MaxAckPending: 100_000,
-		MaxDeliver:    -1,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-	}
-	if wm > 0 {
-		cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, wm+1
-	}
-	cons, err := in.js.CreateOrUpdateConsumer(ctx, bus.EventStream, cc)
+	cons, err := in.consumerFrom(ctx, k, wm)
 	if err != nil {
-		return nil, fmt.Errorf("creating consumer %s: %w", name, err)
+		return nil, err
 	}
 	ev, _ := schemas.New(k)
 	w := &worker{in: in, kind: k, table: table, cons: cons, ev: ev, wm: wm, lastSeq: wm, epoch: epoch,
@@ -276,6 +320,10 @@ func (w *worker) run(ctx context.Context) {
 			if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
 				w.logErr(err, "fetch ended with error")
 			}
+			if w.resync && w.cur != nil {
+				w.resyncFromWatermark(ctx)
+				lastFlush = time.Now()
+			}
 		}
 		if w.cur != nil && time.Since(lastFlush) >= w.in.cfg.FlushInterval {
 			w.handOff(ctx)
@@ -288,6 +336,36 @@ func (w *worker) run(ctx context.Context) {
 	}
 	close(w.full)
 	<-done
+}
+
+// resyncFromWatermark stores what was received in order, waits until it
+// is written, and recreates the consumer to deliver from the stored
+// watermark on: nothing after it is lost (it comes again), nothing before
+// it is stored twice (the skip and the store's watermark).
+func (w *worker) resyncFromWatermark(ctx context.Context) {
+	w.handOff(ctx)
+	if w.cur == nil {
+		return // stopping
+	}
+	// Two blocks in all: the one left to the inserter is written once it
+	// is back among the free ones.
+	select {
+	case b := <-w.free:
+		w.free <- b
+	case <-ctx.Done():
+		return
+	}
+	for backoff := 250 * time.Millisecond; ctx.Err() == nil; backoff = min(2*backoff, 5*time.Second) {
+		cons, err := w.in.consumerFrom(ctx, w.kind, w.wm)
+		if err == nil {
+			w.cons, w.lastSeq, w.dseq, w.resync = cons, w.wm, 0, false
+			w.in.metrics.Resyncs.WithLabelValues(w.kind.String()).Inc()
+			w.log.Info().Uint64("watermark", w.wm).Msg("resynced: delivering from the stored watermark on")
+			return
+		}
+		w.logErr(err, "resync failed")
+		sleep.Ctx(ctx, backoff)
+	}
 }
 
 // fetchBytes bounds one fetch; it must admit the largest message.
@@ -336,6 +414,16 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 		w.logErr(err, "message without metadata")
 		return
 	}
+	if w.resync {
+		return // the rest of this fetch comes again from the new consumer
+	}
+	if w.dseq != 0 && meta.Sequence.Consumer != w.dseq+1 {
+		w.log.Warn().Uint64("expected", w.dseq+1).Uint64("got", meta.Sequence.Consumer).Uint64("stream_seq", meta.Sequence.Stream).
+			Msg("deliveries out of order (a JetStream node failed over): resyncing from the stored watermark")
+		w.resync = true
+		return
+	}
+	w.dseq = meta.Sequence.Consumer
 	w.cur.last = msg
 	seq := meta.Sequence.Stream
 	w.in.metrics.ConsumerLag.WithLabelValues(w.kind.String()).Set(float64(meta.NumPending))

@@ -7,6 +7,7 @@ type Metrics struct {
 	MessagesIn    *prometheus.CounterVec
 	RowsWritten   *prometheus.CounterVec
 	Skipped       *prometheus.CounterVec
+	Resyncs       *prometheus.CounterVec
 	DeadLettered  *prometheus.CounterVec
 	ConsumerLag   *prometheus.GaugeVec
 	InsertSeconds *prometheus.HistogramVec
@@ -31,6 +32,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lem_ingest_redelivered_skipped_total", Help: "Messages skipped because their rows were already stored.",
 		}, []string{"kind"}),
+		Resyncs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lem_ingest_resyncs_total", Help: "Consumers recreated from the stored watermark after deliveries came out of order (a JetStream node failed over), by kind.",
+		}, []string{"kind"}),
 		DeadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lem_ingest_dead_lettered_total", Help: "Messages sent to the dead-letter stream, by kind and reason class.",
 		}, []string{"kind", "reason"}),
@@ -54,7 +58,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"kind"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.MessagesIn, m.RowsWritten, m.Skipped, m.DeadLettered, m.ConsumerLag,
+		reg.MustRegister(m.MessagesIn, m.RowsWritten, m.Skipped, m.Resyncs, m.DeadLettered, m.ConsumerLag,
 			m.InsertSeconds, m.InsertErrors, m.Watermark, m.EndToEnd)
 	}
 	return m

@@ -106,8 +106,25 @@ func (opt *ingestCmd) run(_ []string) error {
 	if err := bus.WaitConnected(ctx, nc); err != nil {
 		return nil
 	}
-	if err := bus.EnsureStreams(ctx, js, bus.StreamConfig{Replicas: *opt.replicas}); err != nil {
-		return err
+	// A cluster electing its leaders (a node restarting, one lost) answers
+	// nothing for a while: wait and try again, as for a store that is down.
+	for backoff := 500 * time.Millisecond; ; backoff = min(2*backoff, 10*time.Second) {
+		err := bus.EnsureStreams(ctx, js, bus.StreamConfig{Replicas: *opt.replicas})
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !bus.Transient(err) {
+			return err
+		}
+		log.Warn().Err(err).Dur("retry_in", backoff).Msg("JetStream not ready for the streams")
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
 	}
 	// A store that is down at start is waited for, as one that
 	// goes down later is: events wait in JetStream meanwhile.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -34,7 +35,13 @@ type backbone struct {
 // into the store sc names.
 // token, if set, is required of the clients that connect to listen.
 func startBackbone(listen, token, natsDir string, sc store.Config, log zerolog.Logger) (*backbone, error) {
-	emb, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: natsDir, Listen: listen, Token: token})
+	return startBackboneWith(bus.EmbeddedConfig{StoreDir: natsDir, Listen: listen, Token: token}, bus.StreamConfig{}, sc, log)
+}
+
+// startBackboneWith is startBackbone for a server configured in full (a
+// cluster node) with its streams' configuration.
+func startBackboneWith(ec bus.EmbeddedConfig, strc bus.StreamConfig, sc store.Config, log zerolog.Logger) (*backbone, error) {
+	emb, err := bus.StartEmbedded(ec)
 	if err != nil {
 		return nil, err
 	}
@@ -53,7 +60,7 @@ func startBackbone(listen, token, natsDir string, sc store.Config, log zerolog.L
 		return fail(err)
 	}
 	js := pub.JetStream()
-	if err := bus.EnsureStreams(context.Background(), js, bus.StreamConfig{}); err != nil {
+	if err := bus.EnsureStreams(context.Background(), js, strc); err != nil {
 		return fail(err)
 	}
 	sink, err := openStore(context.Background(), sc, true, log)
@@ -81,6 +88,11 @@ type serveCmd struct {
 	listen      *string
 	listenToken *string
 	withIngest  *bool
+	serverName  *string
+	clusterName *string
+	clusterAt   *string
+	routes      *string
+	replicas    *int
 	stc         func() store.Config
 	logger      func() zerolog.Logger
 }
@@ -92,10 +104,27 @@ func newServeCmd(fs *flag.FlagSet) func([]string) error {
 		listen:      fs.String("listen", "127.0.0.1:4222", "NATS client address to listen on"),
 		listenToken: fs.String("listen-token-file", "", "file holding the token every client (agents, runners) must present (or set LEM_NATS_LISTEN_TOKEN); they give it with -nats-token-file"),
 		withIngest:  fs.Bool("ingest", true, "run ingest in-process (false: only the JetStream server, for a separate lem ingest)"),
+		clusterAt:   fs.String("cluster-listen", "", "make this server a node of a JetStream cluster: host:port for routes from the other nodes"),
+		clusterName: fs.String("cluster-name", "lem", "the cluster's name, the same on every node"),
+		serverName:  fs.String("server-name", "", "this node's name, unique in the cluster (default: the cluster listen address)"),
+		routes:      fs.String("routes", "", "comma-separated route URLs of the other nodes, e.g. nats://10.0.0.2:6222,nats://10.0.0.3:6222"),
+		replicas:    fs.Int("stream-replicas", 1, "replicas of the streams when this server's ingest creates them (3 on a 3-node cluster)"),
 		stc:         storeFlags(fs, "lem-store", "Parquet store directory (unless -clickhouse); the JetStream store is <dir>.nats"),
 		logger:      logFlags(fs),
 	}
 	return opt.run
+}
+
+// embeddedConfig is the server the flags describe.
+func (opt *serveCmd) embeddedConfig(natsDir, token string) bus.EmbeddedConfig {
+	ec := bus.EmbeddedConfig{StoreDir: natsDir, Listen: *opt.listen, Token: token}
+	if *opt.clusterAt != "" {
+		ec.Cluster = bus.ClusterConfig{Name: *opt.clusterName, ServerName: *opt.serverName, Listen: *opt.clusterAt, Routes: splitList(*opt.routes)}
+		if ec.Cluster.ServerName == "" {
+			ec.Cluster.ServerName = "lem-" + strings.NewReplacer(":", "-", ".", "-").Replace(*opt.clusterAt)
+		}
+	}
+	return ec
 }
 
 func (opt *serveCmd) run(_ []string) error {
@@ -106,7 +135,7 @@ func (opt *serveCmd) run(_ []string) error {
 		if err != nil {
 			return err
 		}
-		emb, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: natsDir, Listen: *opt.listen, Token: token})
+		emb, err := bus.StartEmbedded(opt.embeddedConfig(natsDir, token))
 		if err != nil {
 			return err
 		}
@@ -121,7 +150,7 @@ func (opt *serveCmd) run(_ []string) error {
 	if err != nil {
 		return err
 	}
-	bb, err := startBackbone(*opt.listen, token, natsDir, opt.stc(), log)
+	bb, err := startBackboneWith(opt.embeddedConfig(natsDir, token), bus.StreamConfig{Replicas: *opt.replicas}, opt.stc(), log)
 	if err != nil {
 		return err
 	}

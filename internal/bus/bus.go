@@ -7,6 +7,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -112,6 +114,19 @@ type EmbeddedConfig struct {
 	// Token, if set, is required of every client (the in-process ones
 	// present it themselves).
 	Token string
+	// Cluster, if its Listen is set, makes this server one node of a
+	// JetStream cluster (streams then take Replicas 3: bus.StreamConfig).
+	Cluster ClusterConfig
+}
+
+// ClusterConfig joins an embedded server to a NATS cluster: every node
+// listens for routes on Listen and dials the others' Routes; each has a
+// unique Name (JetStream's Raft needs it) and the same cluster Name.
+type ClusterConfig struct {
+	Name       string   // the cluster's name, the same on every node
+	ServerName string   // this node's name, unique in the cluster
+	Listen     string   // host:port for routes from the other nodes
+	Routes     []string // the other nodes' route URLs (nats://host:port)
 }
 
 // StartEmbedded starts an embedded JetStream server.
@@ -137,6 +152,24 @@ func StartEmbedded(c EmbeddedConfig) (*Embedded, error) {
 			port = server.RANDOM_PORT // nats-server reads 0 as its default, 4222
 		}
 		opts.Host, opts.Port = host, port
+	}
+	if cl := c.Cluster; cl.Listen != "" {
+		host, port, err := splitHostPort(cl.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("cluster %w", err)
+		}
+		if cl.ServerName == "" || cl.Name == "" {
+			return nil, errors.New("embedded nats: a cluster node needs the cluster's name and a server name of its own")
+		}
+		opts.ServerName = cl.ServerName
+		opts.Cluster = server.ClusterOpts{Name: cl.Name, Host: host, Port: port}
+		for _, r := range cl.Routes {
+			u, err := url.Parse(strings.TrimSpace(r))
+			if err != nil || u.Host == "" {
+				return nil, fmt.Errorf("embedded nats: route %q: want nats://host:port", r)
+			}
+			opts.Routes = append(opts.Routes, u)
+		}
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
@@ -229,6 +262,26 @@ func WaitConnected(ctx context.Context, nc *nats.Conn) error {
 		}
 	}
 	return nil
+}
+
+// Transient says whether a JetStream error is one that passes by itself: a
+// timeout, no responders or no leader while a cluster elects one, a lost
+// connection. A stream configured otherwise than asked, bad credentials
+// and the like are not.
+func Transient(err error) bool {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout), errors.Is(err, nats.ErrNoResponders),
+		errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrDisconnected),
+		errors.Is(err, jetstream.ErrJetStreamNotEnabled):
+		return true
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		// 10008: JetStream temporarily unavailable (no meta leader);
+		// 503 answers in general.
+		return apiErr.ErrorCode == 10008 || apiErr.Code == 503
+	}
+	return false
 }
 
 // WaitIngested returns once ingest has stored every event that was on the
