@@ -236,8 +236,8 @@ type worker struct {
 	// of the lastSeq skip, so the worker resyncs from the stored watermark.
 	dseq   uint64
 	resync bool
-	sorter  schemas.Sorter
-	log     zerolog.Logger
+	sorter schemas.Sorter
+	log    zerolog.Logger
 	// rate-limits repeated error logs
 	errMu      sync.Mutex
 	lastErrLog time.Time
