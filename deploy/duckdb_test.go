@@ -321,7 +321,8 @@ func TestUnknownFiguresAreNull(t *testing.T) {
 		cr.From.Append(int64(c) * 1e9)
 		cr.To.Append(int64(c+1) * 1e9)
 		for _, col := range []*schemas.Col[float64]{cr.DurationS, cr.EnergyJ, cr.StaticJ, cr.DynamicJ, cr.PrefillJ, cr.DecodeJ, cr.UnattributedJ,
-			cr.EdgeUncJ, cr.SystemJ, cr.JPerToken, cr.TokensPerJ, cr.RequestJp50, cr.TTFTp50, cr.TTFTp99, cr.ITLp50, cr.ITLp99, cr.TPOTp50, cr.E2Ep50} {
+			cr.EdgeUncJ, cr.SystemJ, cr.JPerToken, cr.TokensPerJ, cr.RequestJp50, cr.TTFTp50, cr.TTFTp99, cr.ITLp50, cr.ITLp99, cr.TPOTp50, cr.E2Ep50,
+			cr.CPUPackageJ, cr.DRAMJ, cr.CPUDRAMUncJ, cr.CPUDRAMJPerToken} {
 			col.Append(e)
 		}
 		cr.Requests.Append(1)

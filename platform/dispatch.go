@@ -139,30 +139,38 @@ func (p *pool) fit(n int) int {
 }
 
 // activeByUser counts each user's jobs released or running, and says
-// when each user's latest job was released.
+// when each user was last served (a job released or started).
 func activeByUser(jobs []Job) (map[string]int, map[string]int64) {
 	a, served := map[string]int{}, map[string]int64{}
 	for _, j := range jobs {
 		if j.State == JobRunning || released(j) {
 			a[j.User]++
 		}
-		served[j.User] = max(served[j.User], j.DispatchedNS)
+		// When it was released — or started: a worker that takes a job
+		// before the dispatcher records its release leaves it without
+		// dispatched_ns (the release's update finds it running).
+		served[j.User] = max(served[j.User], j.DispatchedNS, j.StartedNS)
 	}
 	return a, served
 }
 
 // waitingJobs returns the queued jobs not yet released, by profile, in
 // fair order.
-func waitingJobs(jobs []Job) map[string][]Job {
+// served adds the releases this dispatcher made and may not see in the
+// records yet (nil: none).
+func waitingJobs(jobs []Job, served map[string]int64) map[string][]Job {
 	byProfile := map[string][]Job{}
 	for _, j := range jobs {
 		if j.State == JobQueued && j.DispatchedNS == 0 && !j.CancelRequested {
 			byProfile[j.Profile] = append(byProfile[j.Profile], j)
 		}
 	}
-	active, served := activeByUser(jobs)
+	active, last := activeByUser(jobs)
+	for u, t := range served {
+		last[u] = max(last[u], t)
+	}
 	for p, js := range byProfile {
-		byProfile[p] = fairOrder(js, active, served)
+		byProfile[p] = fairOrder(js, active, last)
 	}
 	return byProfile
 }
@@ -173,7 +181,7 @@ func waitingJobs(jobs []Job) map[string][]Job {
 func (j *Jobs) release(ctx context.Context, jobs []Job, workers []Worker) ([]Job, error) {
 	ps := pools(jobs, workers)
 	var out []Job
-	for profile, order := range waitingJobs(jobs) {
+	for profile, order := range waitingJobs(jobs, j.served) {
 		p := ps[profile]
 		if p == nil {
 			continue
@@ -187,6 +195,10 @@ func (j *Jobs) release(ctx context.Context, jobs []Job, workers []Worker) ([]Job
 			if err := j.Enqueue(ctx, job); err != nil {
 				return out, fmt.Errorf("releasing job %s: %w", job.ID, err)
 			}
+			// Served now, whatever the record says next: a worker may take
+			// the job before its release is recorded, and then the record
+			// never holds dispatched_ns.
+			j.served[job.User] = time.Now().UnixNano()
 			cur, err := j.Update(ctx, job.ID, "platform", func(cur *Job) error {
 				if cur.State != JobQueued || cur.DispatchedNS > 0 {
 					return nil // canceled or taken meanwhile; its worker acknowledges the stale message
@@ -312,7 +324,7 @@ func whyWaiting(job Job, jobs []Job, workers []Worker) string {
 		return "released to the workers; it starts when one takes it"
 	}
 	ahead := 0
-	for _, w := range waitingJobs(jobs)[job.Profile] {
+	for _, w := range waitingJobs(jobs, nil)[job.Profile] {
 		if w.ID == job.ID {
 			break
 		}

@@ -125,6 +125,7 @@ type Jobs struct {
 	maxDel   int
 	log      zerolog.Logger
 	kick     chan struct{}
+	served   map[string]int64 // the dispatcher's releases by user (its goroutine only)
 }
 
 // JobsConfig tunes the queue.
@@ -147,7 +148,7 @@ func OpenJobs(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, st *St
 	if c.Memory {
 		storage = jetstream.MemoryStorage
 	}
-	j := &Jobs{js: js, nc: nc, state: st, lease: c.Lease, maxDel: c.MaxDeliver, log: c.Log, kick: make(chan struct{}, 1)}
+	j := &Jobs{js: js, nc: nc, state: st, lease: c.Lease, maxDel: c.MaxDeliver, log: c.Log, kick: make(chan struct{}, 1), served: map[string]int64{}}
 	var err error
 	if j.queue, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: JobStream, Description: "lem platform: confirmed jobs, one subject per hardware profile",
 		Subjects: []string{JobSubjectRoot + ".>"}, Retention: jetstream.WorkQueuePolicy, Storage: storage, Duplicates: 10 * time.Minute}); err != nil {
