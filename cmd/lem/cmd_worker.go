@@ -32,8 +32,8 @@ import (
 func init() {
 	register(&command{
 		name: "worker",
-		summary: "Run jobs from a results platform on this GPU host: announce its hardware profile, pull the jobs of that profile " +
-			"from the platform's JetStream one at a time, run each experiment with the normal collectors, upload the runs for verification.",
+		summary: "Run jobs from a results platform on this GPU host: announce its hardware profile and GPU sets, take the jobs the platform " +
+			"releases to them (one at a time per set), run each experiment with the normal collectors, upload the runs for verification.",
 		setup: newWorkerCmd,
 	})
 }
