@@ -116,12 +116,11 @@ func newCalibrator(pts []point, ps []schemas.PowerSample, hold int64) *calibrato
 func (c *calibrator) load(i int) {
 	c.i = i
 	a, b := c.pts[i-1], c.pts[i]
-	sampJ, _ := IntegratePower(c.ps, a.t, b.t, c.hold)
+	sampJ, weight := energyAndRoughness(c.ps, a.t, b.t, c.hold)
 	c.lin = sampJ <= 0
 	if !c.lin {
 		counterJ := (b.e - a.e) / 1e6
-		c.scale, c.resid = counterJ/sampJ, counterJ-sampJ
-		c.weight = roughness(c.ps, a.t, b.t, c.hold)
+		c.scale, c.resid, c.weight = counterJ/sampJ, counterJ-sampJ, weight
 	}
 }
 
@@ -158,9 +157,9 @@ func (c *calibrator) energy(lo, hi int64) float64 {
 		if c.lin {
 			j += (b.e - a.e) / 1e6 * float64(end-lo) / float64(b.t-a.t)
 		} else {
-			e, _ := IntegratePower(c.ps, lo, end, c.hold)
+			e, w := energyAndRoughness(c.ps, lo, end, c.hold)
 			if c.weight > 0 {
-				e += c.resid * roughness(c.ps, lo, end, c.hold) / c.weight
+				e += c.resid * w / c.weight
 			} else {
 				e *= c.scale
 			}

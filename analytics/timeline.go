@@ -52,11 +52,11 @@ func CalibratedEnergy(rs []Reading, ps []schemas.PowerSample, hold, from, to int
 // Steady intervals (no roughness) reduce to the proportional scale.
 const CalibrationRoughness = 0.1
 
-// roughness integrates the samples' calibration weight (see
-// CalibrationRoughness) over [from, to], held as IntegratePower holds
-// samples; in mW·ns.
-func roughness(ps []schemas.PowerSample, from, to, hold int64) float64 {
-	var w float64
+// energyAndRoughness integrates the samples over [from, to] as
+// IntegratePower does (J) and, in the same pass, their calibration weight
+// (see CalibrationRoughness; mW·ns).
+func energyAndRoughness(ps []schemas.PowerSample, from, to, hold int64) (joules, weight float64) {
+	var uj float64
 	holdSpans(ps, from, to, hold, func(i int, a, b int64) {
 		p := float64(ps[i].Power)
 		r := CalibrationRoughness * p
@@ -66,7 +66,8 @@ func roughness(ps []schemas.PowerSample, from, to, hold int64) float64 {
 		if i+1 < len(ps) {
 			r += math.Abs(float64(ps[i+1].Power) - p)
 		}
-		w += r * float64(b-a)
+		uj += p * float64(b-a) / 1e6
+		weight += r * float64(b-a)
 	})
-	return w
+	return uj / 1e6, weight
 }
