@@ -28,7 +28,10 @@ type NodeEnergy struct {
 // NodeCycle is one cycle's node energy.
 type NodeCycle struct {
 	PackageJ, DRAMJ, UncJ float64
-	Quality               string
+	// JPerToken is package plus DRAM (the package alone on a host without
+	// a DRAM domain) per output token of the cycle; NaN without tokens.
+	JPerToken float64
+	Quality   string
 }
 
 // raplKind classifies a RAPL domain by its name: package or dram; cores
@@ -116,6 +119,13 @@ func nodeEnergy(ctx context.Context, st Store, tr TableReader, host string, cycl
 			nc.PackageJ = math.NaN()
 		}
 		nc.UncJ = math.Sqrt(unc2)
+		nc.JPerToken = math.NaN()
+		if c.OutputTokens > 0 {
+			nc.JPerToken = nc.PackageJ / float64(c.OutputTokens)
+			if !math.IsNaN(nc.DRAMJ) {
+				nc.JPerToken = (nc.PackageJ + nc.DRAMJ) / float64(c.OutputTokens)
+			}
+		}
 		n.Cycles = append(n.Cycles, nc)
 	}
 	return n, nil
@@ -133,24 +143,14 @@ func readPeriod(rs []Reading) int64 {
 	return int64(median(gaps))
 }
 
-// cycle returns cycle i's CPU package and DRAM energy, their uncertainty
-// and (package + DRAM, or package alone where the host has no DRAM
-// domain) per output token; NaN (NULL in the results) for a run without
-// RAPL.
-func (n *NodeEnergy) cycle(i int, outputTokens uint64) (pkg, dram, unc, perToken float64) {
+// cycle returns cycle i's node energy; all NaN (NULL in the results) for
+// a run without RAPL.
+func (n *NodeEnergy) cycle(i int) NodeCycle {
 	if n == nil || i >= len(n.Cycles) {
 		nan := math.NaN()
-		return nan, nan, nan, nan
+		return NodeCycle{PackageJ: nan, DRAMJ: nan, UncJ: nan, JPerToken: nan}
 	}
-	c := n.Cycles[i]
-	perToken = c.PackageJ / float64(outputTokens)
-	if !math.IsNaN(c.DRAMJ) {
-		perToken = (c.PackageJ + c.DRAMJ) / float64(outputTokens)
-	}
-	if outputTokens == 0 {
-		perToken = math.NaN()
-	}
-	return c.PackageJ, c.DRAMJ, c.UncJ, perToken
+	return n.Cycles[i]
 }
 
 func (n *NodeEnergy) print(w io.Writer, r *RunResult) {
@@ -161,8 +161,7 @@ func (n *NodeEnergy) print(w io.Writer, r *RunResult) {
 	fmt.Fprintf(w, "host %s, RAPL (%d domains; not in the GPU figures above):\n", n.Host, len(n.Domains))
 	for i, c := range n.Cycles {
 		cy := r.Cycles[i]
-		_, _, _, per := n.cycle(i, cy.OutputTokens)
 		fmt.Fprintf(w, "  cycle %d: CPU package %s J, DRAM %s J (±%s J), %s J/token CPU+DRAM, %s\n", cy.Cycle,
-			num(c.PackageJ, 1), num(c.DRAMJ, 1), num(c.UncJ, 1), num(per, 4), c.Quality)
+			num(c.PackageJ, 1), num(c.DRAMJ, 1), num(c.UncJ, 1), num(c.JPerToken, 4), c.Quality)
 	}
 }

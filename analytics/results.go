@@ -41,11 +41,11 @@ func ResultTables(r *RunResult, analyzedNS int64) []*schemas.Table {
 	}
 	cr := schemas.NewCycleResultRows()
 	for i, c := range r.Cycles {
-		pkg, dram, unc, per := r.Node.cycle(i, c.OutputTokens)
-		cr.CPUPackageJ.Append(pkg)
-		cr.DRAMJ.Append(dram)
-		cr.CPUDRAMUncJ.Append(unc)
-		cr.CPUDRAMJPerToken.Append(per)
+		nc := r.Node.cycle(i)
+		cr.CPUPackageJ.Append(nc.PackageJ)
+		cr.DRAMJ.Append(nc.DRAMJ)
+		cr.CPUDRAMUncJ.Append(nc.UncJ)
+		cr.CPUDRAMJPerToken.Append(nc.JPerToken)
 		cr.RunID.Append(r.RunID)
 		cr.Cycle.Append(c.Cycle)
 		cr.From.Append(c.From)

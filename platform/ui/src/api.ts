@@ -44,7 +44,7 @@ export interface RunResult {
   Trends: { Metric: string; S: number; P: number }[];
   Context: null | { SMClockMeanMHz: number | null; SMClockMinMHz: number | null; TempMaxC: number | null; ThrottleReasons: number; StateSamples: number; Gauges: Record<string, number | null>; Increases: Record<string, number | null>; Derived: Record<string, number | null> };
   Server: null | { Requests: number; QueueP50: number | null; PrefillP50: number | null; DecodeP50: number | null; ClientTTFTP50: number | null; ClientDecodeSpanP50: number | null };
-  Node: null | { Host: string; Domains: string[]; Cycles: { PackageJ: number | null; DRAMJ: number | null; UncJ: number | null; Quality: string }[] };
+  Node: null | { Host: string; Domains: string[]; Cycles: { PackageJ: number | null; DRAMJ: number | null; UncJ: number | null; JPerToken: number | null; Quality: string }[] };
   RequestEnergy: Hist | null; RequestPrefill: Hist | null; RequestDecode: Hist | null;
   Chunks: number; KernelStamped: number;
 }

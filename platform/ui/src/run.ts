@@ -116,11 +116,9 @@ export async function runPage(root: HTMLElement, id: string): Promise<void> {
   }
   if (r.Server) ctxRows.push(['server: queue / prefill / decode p50', `${num(r.Server.QueueP50)} / ${num(r.Server.PrefillP50)} / ${num(r.Server.DecodeP50)} ms (${r.Server.Requests} requests)`]);
   for (const [d, w] of Object.entries(r.BaselineW ?? {})) ctxRows.push([`idle baseline ${d.slice(0, 16)}…`, `${num(w)} ± ${num(r.BaselineUncW?.[d] ?? null)} W`]);
-  ctxRows.push(['CPU package / DRAM (RAPL, host; not in the GPU figures)', r.Node ? r.Node.Cycles.map((c, i) => {
-    const out = r.Cycles[i]?.OutputTokens ?? 0;
-    const per = c.PackageJ === null ? null : ((c.PackageJ + (c.DRAMJ ?? 0)) / out);
-    return `${num(c.PackageJ)} / ${num(c.DRAMJ)} J ± ${num(c.UncJ)}${out > 0 && per !== null ? ` (${num(per)} J/token)` : ''}`;
-  }).join('; ') : 'not collected on this host']);
+  ctxRows.push(['CPU package / DRAM (RAPL, host; not in the GPU figures)', r.Node ? r.Node.Cycles.map((c) =>
+    `${num(c.PackageJ)} / ${num(c.DRAMJ)} J ± ${num(c.UncJ)}${c.JPerToken !== null ? ` (${num(c.JPerToken)} J/token)` : ''}`).join('; ')
+    : 'not collected on this host']);
   root.appendChild(section('What else was happening', table('Device state, the server\'s own metrics and the host', ['', 'value'], ctxRows)));
 
   // Verification.
