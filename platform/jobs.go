@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -548,22 +549,31 @@ var HostChosen = []string{"out", "output", "backend.command", "backend.env", "ba
 	"backend.parallelism.devices", "collectors.devices", "collectors.rapl", "workload.dataset.path", "workload.arrival.trace",
 	"sweep.workload.dataset.path", "sweep.workload.arrival.trace"}
 
-// handleSchema serves the JSON Schema of experiment files (for editors
-// and the config builder's form), with the settings a job leaves to the
-// worker.
-func (s *Server) handleSchema(w http.ResponseWriter, r *http.Request) {
-	b, err := experiment.JSONSchema()
+// experimentSchema is the JSON Schema of experiment files (generated once).
+var experimentSchema = sync.OnceValues(experiment.JSONSchema)
+
+// handleJobSchema serves the schema for the config builder's form, with the
+// settings a job leaves to the worker.
+func (s *Server) handleJobSchema(w http.ResponseWriter, r *http.Request) {
+	b, err := experimentSchema()
 	if err != nil {
 		writeErr(w, http.StatusInternalServerError, "%v", err)
 		return
 	}
-	if r.URL.Path == "/experiment.schema.json" {
-		w.Header().Set("Content-Type", "application/schema+json")
-		w.Header().Set("Cache-Control", "public, max-age=3600")
-		w.Write(b)
+	writeJSON(w, http.StatusOK, map[string]any{"schema": json.RawMessage(b), "host_chosen": HostChosen})
+}
+
+// handleSchemaFile serves the schema itself, for editors
+// (yaml-language-server: $schema=<platform>/experiment.schema.json).
+func (s *Server) handleSchemaFile(w http.ResponseWriter, r *http.Request) {
+	b, err := experimentSchema()
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, "%v", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"schema": json.RawMessage(b), "host_chosen": HostChosen})
+	w.Header().Set("Content-Type", "application/schema+json")
+	w.Header().Set("Cache-Control", "public, max-age=3600")
+	w.Write(b)
 }
 
 func profileIDs() []string {
@@ -723,6 +733,7 @@ func (s *Server) handleJobs(w http.ResponseWriter, r *http.Request, p *principal
 	}
 	out := []Job{}
 	var ratios []float64
+	inside := 0
 	for _, j := range jobs {
 		if all || j.User == p.User.ID {
 			out = append(out, j)
@@ -730,6 +741,9 @@ func (s *Server) handleJobs(w http.ResponseWriter, r *http.Request, p *principal
 		if j.State == JobSucceeded && j.ActualS > 0 {
 			mid := (j.Estimate.DurationS[0] + j.Estimate.DurationS[1]) / 2
 			ratios = append(ratios, j.ActualS/mid)
+			if j.ActualS >= j.Estimate.DurationS[0] && j.ActualS <= j.Estimate.DurationS[1] {
+				inside++
+			}
 		}
 	}
 	ws, err := s.cfg.Jobs.Workers(r.Context())
@@ -744,12 +758,6 @@ func (s *Server) handleJobs(w http.ResponseWriter, r *http.Request, p *principal
 	if all {
 		acc := map[string]any{"jobs": len(ratios)}
 		if len(ratios) > 0 {
-			inside := 0
-			for _, j := range jobs {
-				if j.State == JobSucceeded && j.ActualS > 0 && j.ActualS >= j.Estimate.DurationS[0] && j.ActualS <= j.Estimate.DurationS[1] {
-					inside++
-				}
-			}
 			acc["actual_over_estimate_median"] = analytics.Percentile(ratios, 50)
 			acc["within_range"] = inside
 		}
