@@ -204,7 +204,7 @@ func (opt *agentCmd) run(_ []string) error {
 		*opt.host, _ = os.Hostname()
 	}
 	cc := collectorConfig{GPU: "nvml", SimDevices: 1, RAPL: *opt.raplRoot, Publish: *opt.publish, Counter: *opt.counter,
-		CounterBudget: *opt.counterBudget, AlsoInstant: *opt.alsoInstant, AlignedCounter: *opt.alignedCounter, AllowNoGPU: true}
+		CounterBudget: *opt.counterBudget, AlsoInstant: *opt.alsoInstant, AlignedCounter: opt.alignedCounter, AllowNoGPU: true}
 	if cc.Devices, err = parseIndices(*opt.devs); err != nil {
 		return err
 	}

@@ -208,7 +208,7 @@ func (e *experimentRun) execute(ctx context.Context) ([]*analytics.RunResult, er
 	}
 	gc, err := openCollectors(collectorConfig{GPU: c.Collectors.GPU, Devices: c.Collectors.Devices,
 		SimDevices: max(len(c.Collectors.Devices), c.Backend.Parallelism.GPUs(), 1), Seed: c.Measurement.Seed,
-		RAPL: c.Collectors.RAPL, CounterBudget: c.Collectors.CounterCPUBudget, AlignedCounter: c.Collectors.AlignedCounter == nil || *c.Collectors.AlignedCounter,
+		RAPL: c.Collectors.RAPL, CounterBudget: c.Collectors.CounterCPUBudget, AlignedCounter: c.Collectors.AlignedCounter,
 		Publish: 500 * time.Millisecond, Capacity: capacity}, host, log)
 	if err != nil {
 		return nil, err

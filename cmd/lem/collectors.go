@@ -31,7 +31,7 @@ type collectorConfig struct {
 	Counter        time.Duration // shortest counter period (1 s)
 	CounterBudget  float64       // CPU share per GPU (0.004)
 	AlsoInstant    bool
-	AlignedCounter bool
+	AlignedCounter *bool // nil: the collector's default (aligned)
 	// AllowNoGPU keeps going with RAPL only when NVML cannot open (agent).
 	AllowNoGPU bool
 	// Capacity scales a simulated GPU's load: requests in flight /
@@ -72,7 +72,7 @@ func openCollectors(c collectorConfig, host string, log zerolog.Logger) (*opened
 	switch c.GPU {
 	case "nvml":
 		col, err := nvml.Build(nvml.Config{Devices: c.Devices, Publish: c.Publish, Counter: c.Counter, CounterBudget: c.CounterBudget,
-			AlsoInstant: c.AlsoInstant, AlignedCounter: &c.AlignedCounter}, env)
+			AlsoInstant: c.AlsoInstant, AlignedCounter: c.AlignedCounter}, env)
 		switch {
 		case err != nil && (!c.AllowNoGPU || len(o.collectors) == 0):
 			return nil, fmt.Errorf("nvml: %w (use the simulated GPU, collectors.gpu: sim or -sim, to exercise the pipeline without one)", err)
