@@ -172,11 +172,11 @@ func TestAlignSeriesRecoversShift(t *testing.T) {
 // prefill and decode passes). Spread in proportion to the samples, an
 // interval's correction put an aliased phase's deficit onto the 2 s idle
 // after it: up to 2.70% (aligned) and 3.70% (plain) off. Spread by
-// roughness, the worst phase is 1.97% (aligned: the idle after the matmul
+// roughness, the worst phase is 1.95% (aligned: the idle after the matmul
 // burst of run9, where the buffer itself reads +2.1% — its falling edge
-// placed ~15 ms late, inside one counter interval, which no calibration
-// moves) and 1.13% (plain); the stated interval covers the exact counter
-// on every phase. `go test ./analytics -run CalibrationOnH200Phases -v`
+// placed late, inside one counter interval, which no calibration moves)
+// and 1.13% (plain); the stated interval covers the exact counter on every
+// phase. `go test ./analytics -run CalibrationOnH200Phases -v`
 // prints the table of docs/methodology.md ("Calibration").
 func TestCalibrationOnH200Phases(t *testing.T) {
 	ctx := context.Background()
