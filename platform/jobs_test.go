@@ -174,7 +174,6 @@ func TestJobFailsAfterMaxDeliveries(t *testing.T) {
 	jobs := p.srv.cfg.Jobs
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go jobs.WatchMaxDeliveries(ctx)
 	alice := p.user(t, "alice", RoleUser)
 	var job Job
 	p.call(t, "POST", "/api/jobs", alice, map[string]string{"profile": "sim", "experiment": simJob}, &job)

@@ -140,10 +140,15 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.routes()
 	if cfg.Jobs != nil {
 		// Confirmed jobs wait for a free GPU set and are released in fair
-		// order (dispatch.go).
+		// order (dispatch.go); a job whose last delivery died is failed.
 		go func() {
 			if err := cfg.Jobs.RunDispatcher(ctx); err != nil {
 				cfg.Log.Error().Err(err).Msg("the job dispatcher stopped")
+			}
+		}()
+		go func() {
+			if err := cfg.Jobs.WatchMaxDeliveries(ctx); err != nil {
+				cfg.Log.Error().Err(err).Msg("the max-deliveries watch stopped")
 			}
 		}()
 	}

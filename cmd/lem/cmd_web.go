@@ -147,7 +147,6 @@ func (opt *webCmd) run(_ []string) error {
 	if err != nil {
 		return err
 	}
-	go jobs.WatchMaxDeliveries(ctx)
 	smtpPw, err := readSecret("LEM_SMTP_PASSWORD", *opt.smtpPwFile, "SMTP password")
 	if err != nil {
 		return err
