@@ -417,7 +417,12 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 	if w.resync {
 		return // the rest of this fetch comes again from the new consumer
 	}
-	if w.dseq != 0 && meta.Sequence.Consumer != w.dseq+1 {
+	// The consumer is made afresh (consumerFrom), so its first delivery
+	// is number 1: one that is not means deliveries went astray before
+	// the first arrived (a fetch the client had given up on, a consumer
+	// leader that changed during it), and AckAll on what follows would
+	// acknowledge them away unstored.
+	if meta.Sequence.Consumer != w.dseq+1 {
 		w.log.Warn().Uint64("expected", w.dseq+1).Uint64("got", meta.Sequence.Consumer).Uint64("stream_seq", meta.Sequence.Stream).
 			Msg("deliveries out of order (a JetStream node failed over): resyncing from the stored watermark")
 		w.resync = true

@@ -34,7 +34,7 @@ type clusterNode struct {
 // then the ingest process; each comes back. At the end ClickHouse holds
 // every sample exactly once (count and sum), with no duplicate.
 // LEM_CLUSTER_SAMPLES sets the size (default 1,000,000 samples in 2,000
-// events). At the 5 M it still fails: ADR 0015, "Not settled".
+// events); the 5 M passes too (ADR 0016).
 func TestJetStreamClusterFaults(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short")
@@ -151,8 +151,9 @@ func TestJetStreamClusterFaults(t *testing.T) {
 		t.Fatalf("leader %q is no node of ours", name)
 		return nil
 	}
+	began := time.Now()
 	kill := func(what string, p *bgProc) {
-		t.Logf("SIGKILL %s", what)
+		t.Logf("%5.1fs SIGKILL %s", time.Since(began).Seconds(), what)
 		p.cmd.Process.Signal(syscall.SIGKILL)
 		p.cmd.Wait()
 	}
@@ -192,6 +193,7 @@ func TestJetStreamClusterFaults(t *testing.T) {
 	publish(4*step, events)
 	drain()
 
+	t.Logf("%5.1fs all published", time.Since(began).Seconds())
 	// Every sample once: count and sum, and no (device, ts) twice.
 	q := fmt.Sprintf("SELECT count(), sum(power_mw) FROM %s.power_samples", db)
 	var n uint64
@@ -217,6 +219,17 @@ func TestJetStreamClusterFaults(t *testing.T) {
 					info += fmt.Sprintf("; dead letter: %s", m.Header.Get("Lem-Dead-Letter-Reason"))
 				}
 			}
+			// Which stream sequences are stored, by stream incarnation.
+			if rows, err := conn.Query(ctx, fmt.Sprintf("SELECT stream_epoch, uniqExact(stream_seq), min(stream_seq), max(stream_seq), count() FROM %s.power_samples GROUP BY stream_epoch", db)); err == nil {
+				for rows.Next() {
+					var epoch int64
+					var seqs, lo, hi, c uint64
+					if rows.Scan(&epoch, &seqs, &lo, &hi, &c) == nil {
+						info += fmt.Sprintf("; epoch %d: %d sequences in %d..%d, %d rows", epoch, seqs, lo, hi, c)
+					}
+				}
+				rows.Close()
+			}
 			t.Fatalf("ClickHouse holds %d of %d samples after 3 minutes (%s)", n, events*perEvent, info)
 		}
 	}
@@ -232,7 +245,7 @@ func TestJetStreamClusterFaults(t *testing.T) {
 	for _, p := range ingests {
 		resyncs += strings.Count(p.String(), "resyncing from the stored watermark")
 	}
-	t.Logf("%d events, %d samples: ClickHouse holds %d rows (%d distinct), sum %d (want %d); ingest resynced %d times", events, events*perEvent, raw, distinct, sum, wantSum, resyncs)
+	t.Logf("%5.1fs: %d events, %d samples: ClickHouse holds %d rows (%d distinct), sum %d (want %d); ingest resynced %d times", time.Since(began).Seconds(), events, events*perEvent, raw, distinct, sum, wantSum, resyncs)
 	if n != uint64(events*perEvent) || sum != wantSum || raw != distinct {
 		t.Fatalf("after the faults: %d rows (%d stored, %d distinct), sum %d; want %d rows, sum %d", n, raw, distinct, sum, events*perEvent, wantSum)
 	}
