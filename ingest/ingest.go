@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -46,6 +48,20 @@ type Config struct {
 	// AckWait must exceed the worst time from receipt to acknowledgement
 	// (default 2 minutes). Redeliveries after it are skipped by watermark.
 	AckWait time.Duration `yaml:"ack_wait"`
+	// Shared lets several ingest processes share the consumers (ADR
+	// 0017): each kind is ingested by the one process holding its lease
+	// in the LEM_INGEST_LEASES bucket, and the kinds are spread over the
+	// processes alive. Without it one process must own all consumers: a
+	// second would reset them under the first.
+	Shared bool `yaml:"shared"`
+	// LeaseTTL is how long a lease lasts unrenewed (default 10 s; renewed
+	// every quarter of it). A lease that expired is taken over only after
+	// a further LeaseTTL, so that a holder cut off mid-insert has stopped.
+	LeaseTTL time.Duration `yaml:"lease_ttl"`
+	// Instance names this process among the sharers (default host-pid).
+	Instance string `yaml:"instance"`
+	// Replicas of the lease bucket (default 1; 3 on a 3-node cluster).
+	Replicas int `yaml:"replicas"`
 }
 
 func (c Config) withDefaults() Config {
@@ -77,6 +93,16 @@ func (c Config) withDefaults() Config {
 	}
 	if c.AckWait <= 0 {
 		c.AckWait = 2 * time.Minute
+	}
+	if c.LeaseTTL <= 0 {
+		c.LeaseTTL = 10 * time.Second
+	}
+	if c.Instance == "" {
+		host, _ := os.Hostname()
+		c.Instance = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	if c.Replicas <= 0 {
+		c.Replicas = 1
 	}
 	return c
 }
@@ -116,24 +142,8 @@ func New(js jetstream.JetStream, sink Sink, cfg Config, m *Metrics, log zerolog.
 // Run ingests until ctx ends, then flushes what it holds and returns. It
 // returns early only on a setup failure.
 func (in *Ingester) Run(ctx context.Context) error {
-	// JetStream answering nothing for a while (a cluster electing a leader,
-	// a node restarting) is waited for; anything else stops ingest.
-	retry := func(what string, f func() error) error {
-		for backoff := 250 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
-			err := f()
-			if err == nil || ctx.Err() != nil || !bus.Transient(err) {
-				return err
-			}
-			in.log.Warn().Err(err).Dur("retry_in", backoff).Msg(what)
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(backoff):
-			}
-		}
-	}
 	var info *jetstream.StreamInfo
-	err := retry("reading the stream", func() error {
+	err := in.retry(ctx, "reading the stream", func() error {
 		stream, err := in.js.Stream(ctx, bus.EventStream)
 		if err == nil {
 			info, err = stream.Info(ctx)
@@ -149,13 +159,12 @@ func (in *Ingester) Run(ctx context.Context) error {
 	// A recreated stream restarts its sequences: its creation time tells
 	// the incarnations apart.
 	epoch := info.Created.UnixNano()
+	if in.cfg.Shared {
+		return in.runShared(ctx, epoch)
+	}
 	ws := make([]*worker, 0, len(in.cfg.Kinds))
 	for _, k := range in.cfg.Kinds {
-		var w *worker
-		err := retry("setting up the consumer of "+k.String(), func() (err error) {
-			w, err = in.newWorker(ctx, k, epoch)
-			return err
-		})
+		w, err := in.startWorker(ctx, k, epoch, nil)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil // stopped while starting: nothing was taken, nothing is lost
@@ -174,6 +183,40 @@ func (in *Ingester) Run(ctx context.Context) error {
 	}
 	wg.Wait()
 	return nil
+}
+
+// retry runs f until it succeeds, fails for good or ctx ends. JetStream
+// answering nothing for a while (a cluster electing a leader, a node
+// restarting) is waited for; anything else is returned.
+func (in *Ingester) retry(ctx context.Context, what string, f func() error) error {
+	for backoff := 250 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+		err := f()
+		if err == nil || ctx.Err() != nil || !bus.Transient(err) {
+			return err
+		}
+		in.log.Warn().Err(err).Dur("retry_in", backoff).Msg(what)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+	}
+}
+
+// startWorker makes kind k's worker, its consumer delivering from the
+// stored watermark on. fresh, when not nil, fences it (shared ingest):
+// it stores nothing once fresh says the lease may have passed on.
+func (in *Ingester) startWorker(ctx context.Context, k schemas.Kind, epoch int64, fresh func() bool) (*worker, error) {
+	var w *worker
+	err := in.retry(ctx, "setting up the consumer of "+k.String(), func() (err error) {
+		w, err = in.newWorker(ctx, k, epoch)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	w.fresh = fresh
+	return w, nil
 }
 
 // consumerFrom (re)creates kind k's durable consumer to deliver from the
@@ -236,6 +279,11 @@ type worker struct {
 	// of the lastSeq skip, so the worker resyncs from the stored watermark.
 	dseq   uint64
 	resync bool
+	// fresh fences a shared worker (nil otherwise): false once this
+	// process may no longer hold the kind's lease. The worker then stores
+	// and acknowledges nothing more and stops (lost).
+	fresh  func() bool
+	lost   atomic.Bool
 	sorter schemas.Sorter
 	log    zerolog.Logger
 	// rate-limits repeated error logs
@@ -295,7 +343,7 @@ func (w *worker) run(ctx context.Context) {
 	}()
 	w.cur = <-w.free
 	lastFlush := time.Now()
-	for ctx.Err() == nil {
+	for ctx.Err() == nil && !w.lost.Load() {
 		wait := w.in.cfg.FlushInterval - time.Since(lastFlush)
 		if wait < 50*time.Millisecond {
 			wait = 50 * time.Millisecond
@@ -331,7 +379,7 @@ func (w *worker) run(ctx context.Context) {
 		}
 	}
 	// Clean shutdown: write what was received so it is acknowledged.
-	if w.cur != nil && w.cur.last != nil {
+	if w.cur != nil && w.cur.last != nil && !w.lost.Load() {
 		w.full <- w.cur
 	}
 	close(w.full)
@@ -356,6 +404,9 @@ func (w *worker) resyncFromWatermark(ctx context.Context) {
 		return
 	}
 	for backoff := 250 * time.Millisecond; ctx.Err() == nil; backoff = min(2*backoff, 5*time.Second) {
+		if !w.owns() {
+			return // the lease's next holder makes its own consumer
+		}
 		cons, err := w.in.consumerFrom(ctx, w.kind, w.wm)
 		if err == nil {
 			w.cons, w.lastSeq, w.dseq, w.resync = cons, w.wm, 0, false
@@ -518,7 +569,7 @@ func (w *worker) write(ctx context.Context, b *block) {
 		b.last = nil
 		b.stamps = b.stamps[:0]
 	}()
-	if b.last == nil {
+	if b.last == nil || w.lost.Load() {
 		return
 	}
 	t := b.rows.Table()
@@ -553,10 +604,28 @@ func (w *worker) write(ctx context.Context, b *block) {
 	}
 }
 
-// retry runs write until it succeeds (true) or ctx ends (false).
+// owns reports whether the worker may still store and acknowledge: always
+// unless shared, and then while its lease is fresh. Once not, never again.
+func (w *worker) owns() bool {
+	if w.lost.Load() {
+		return false
+	}
+	if w.fresh != nil && !w.fresh() {
+		w.lost.Store(true)
+		w.log.Warn().Msg("lease not renewed in time: storing nothing more (its next holder resumes from the store's watermark)")
+		return false
+	}
+	return true
+}
+
+// retry runs write until it succeeds (true), ctx ends or the worker loses
+// its lease (false).
 func (w *worker) retry(ctx context.Context, write func() error, table string, rows int) bool {
 	backoff := 200 * time.Millisecond
 	for {
+		if !w.owns() {
+			return false
+		}
 		start := time.Now()
 		err := write()
 		if err == nil {

@@ -13,6 +13,7 @@ type Metrics struct {
 	InsertSeconds *prometheus.HistogramVec
 	InsertErrors  *prometheus.CounterVec
 	Watermark     *prometheus.GaugeVec
+	Leases        prometheus.Gauge
 	EndToEnd      *prometheus.HistogramVec
 }
 
@@ -48,6 +49,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		InsertErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lem_ingest_insert_errors_total", Help: "Failed writes to the store (each is retried).",
 		}, []string{"table"}),
+		Leases: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "lem_ingest_leases_held", Help: "Event kinds this process ingests under shared ingest (-shared), by lease.",
+		}),
 		Watermark: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "lem_ingest_watermark_sequence", Help: "Highest stream sequence stored, by table.",
 		}, []string{"table"}),
@@ -59,7 +63,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.MessagesIn, m.RowsWritten, m.Skipped, m.Resyncs, m.DeadLettered, m.ConsumerLag,
-			m.InsertSeconds, m.InsertErrors, m.Watermark, m.EndToEnd)
+			m.InsertSeconds, m.InsertErrors, m.Watermark, m.Leases, m.EndToEnd)
 	}
 	return m
 }

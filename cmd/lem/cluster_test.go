@@ -110,24 +110,8 @@ func TestJetStreamClusterFaults(t *testing.T) {
 	dctxAll, stopDrain := context.WithCancel(ctx)
 	defer stopDrain()
 	go pub.Drain(dctxAll)
-	t0 := time.Now().Add(-time.Hour).UnixNano() // (ingest dead-letters samples stamped a day ahead)
-	var wantSum int64
-	publish := func(from, to int) {
-		t.Helper()
-		for e := from; e < to; e++ {
-			dev := uint32(e % 8)
-			pb := &schemas.PowerBatch{Origin: schemas.Origin{Host: "h1", Source: "sim"}, Device: schemas.Device{Index: dev, UUID: fmt.Sprintf("GPU-%d", dev)}}
-			base := t0 + int64(e/8)*perEvent*20e6
-			for i := 0; i < perEvent; i++ {
-				p := schemas.Power(80_000 + (e*perEvent+i)%600_000)
-				pb.Samples = append(pb.Samples, schemas.PowerSample{TS: base + int64(i)*20e6, Power: p})
-				wantSum += int64(p)
-			}
-			if err := pub.Publish(schemas.DeviceSubject(schemas.KindPower, "h1", dev), fmt.Sprintf("cluster-%d", e), pb); err != nil {
-				t.Fatalf("publish %d: %v", e, err)
-			}
-		}
-	}
+	pw := newPowerEvents(pub, perEvent)
+	publish := func(from, to int) { t.Helper(); pw.publish(t, from, to) }
 	leader := func() *clusterNode {
 		t.Helper()
 		var name string
@@ -245,8 +229,40 @@ func TestJetStreamClusterFaults(t *testing.T) {
 	for _, p := range ingests {
 		resyncs += strings.Count(p.String(), "resyncing from the stored watermark")
 	}
-	t.Logf("%5.1fs: %d events, %d samples: ClickHouse holds %d rows (%d distinct), sum %d (want %d); ingest resynced %d times", time.Since(began).Seconds(), events, events*perEvent, raw, distinct, sum, wantSum, resyncs)
-	if n != uint64(events*perEvent) || sum != wantSum || raw != distinct {
-		t.Fatalf("after the faults: %d rows (%d stored, %d distinct), sum %d; want %d rows, sum %d", n, raw, distinct, sum, events*perEvent, wantSum)
+	t.Logf("%5.1fs: %d events, %d samples: ClickHouse holds %d rows (%d distinct), sum %d (want %d); ingest resynced %d times", time.Since(began).Seconds(), events, events*perEvent, raw, distinct, sum, pw.sum, resyncs)
+	if n != uint64(events*perEvent) || sum != pw.sum || raw != distinct {
+		t.Fatalf("after the faults: %d rows (%d stored, %d distinct), sum %d; want %d rows, sum %d", n, raw, distinct, sum, events*perEvent, pw.sum)
+	}
+}
+
+// powerEvents publishes numbered power events of perEvent samples each,
+// eight devices in turn, and keeps the sum of what it published.
+type powerEvents struct {
+	pub      *bus.Publisher
+	perEvent int
+	t0       int64
+	sum      int64
+}
+
+func newPowerEvents(pub *bus.Publisher, perEvent int) *powerEvents {
+	// An hour back: ingest dead-letters samples stamped a day ahead.
+	return &powerEvents{pub: pub, perEvent: perEvent, t0: time.Now().Add(-time.Hour).UnixNano()}
+}
+
+// publish publishes events from..to-1 (each under its own message id).
+func (pw *powerEvents) publish(t *testing.T, from, to int) {
+	t.Helper()
+	for e := from; e < to; e++ {
+		dev := uint32(e % 8)
+		pb := &schemas.PowerBatch{Origin: schemas.Origin{Host: "h1", Source: "sim"}, Device: schemas.Device{Index: dev, UUID: fmt.Sprintf("GPU-%d", dev)}}
+		base := pw.t0 + int64(e/8)*int64(pw.perEvent)*20e6
+		for i := 0; i < pw.perEvent; i++ {
+			p := schemas.Power(80_000 + (e*pw.perEvent+i)%600_000)
+			pb.Samples = append(pb.Samples, schemas.PowerSample{TS: base + int64(i)*20e6, Power: p})
+			pw.sum += int64(p)
+		}
+		if err := pw.pub.Publish(schemas.DeviceSubject(schemas.KindPower, "h1", dev), fmt.Sprintf("power-%d", e), pb); err != nil {
+			t.Fatalf("publish %d: %v", e, err)
+		}
 	}
 }

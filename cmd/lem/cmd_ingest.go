@@ -59,6 +59,9 @@ type ingestCmd struct {
 	batchRows *int
 	batchMiB  *int
 	replicas  *int
+	shared    *bool
+	leaseTTL  *time.Duration
+	instance  *string
 	stc       func() store.Config
 	natsOpts  func() ([]nats.Option, error)
 	logger    func() zerolog.Logger
@@ -74,6 +77,9 @@ func newIngestCmd(fs *flag.FlagSet) func([]string) error {
 		batchRows: fs.Int("batch-rows", 500_000, fmt.Sprintf("flush a table at this many rows (at most %d)", ingest.MaxBatchRows)),
 		batchMiB:  fs.Int("batch-mib", 64, fmt.Sprintf("flush a table when its rows hold this many MiB (at most %d); row memory stays under 2 x kinds x this", ingest.MaxBatchBytes>>20)),
 		replicas:  fs.Int("stream-replicas", 1, "replicas of the JetStream streams when ingest creates them (3 on a 3-node cluster)"),
+		shared:    fs.Bool("shared", false, "share the consumers with other `lem ingest -shared` processes: each event kind is ingested by one process at a time, held by a lease, and taken over when that process stops or dies (ClickHouse only; ADR 0017)"),
+		leaseTTL:  fs.Duration("lease-ttl", 10*time.Second, "with -shared: how long a lease lasts unrenewed; a dead process's kinds resume after about twice this"),
+		instance:  fs.String("instance", "", "with -shared: this process's name among the sharers (default host-pid)"),
 		stc:       storeFlags(fs, "", "write the local Parquet store under this directory instead of ClickHouse"),
 		natsOpts:  natsFlags(fs),
 		logger:    logFlags(fs),
@@ -86,6 +92,12 @@ func (opt *ingestCmd) run(_ []string) error {
 	sc := opt.stc()
 	if err := sc.Validate(); err != nil {
 		return err
+	}
+	if *opt.shared && sc.Parquet != "" {
+		return errors.New("-shared needs ClickHouse (-clickhouse): the Parquet store is one process's directory")
+	}
+	if *opt.leaseTTL < time.Second {
+		return fmt.Errorf("-lease-ttl %s: at least 1s", *opt.leaseTTL)
 	}
 	nopts, err := opt.natsOpts()
 	if err != nil {
@@ -149,6 +161,6 @@ func (opt *ingestCmd) run(_ []string) error {
 		return fmt.Errorf("-batch-rows must be in 1..%d and -batch-mib in 1..%d", ingest.MaxBatchRows, ingest.MaxBatchBytes>>20)
 	}
 	return ingest.New(js, sink, ingest.Config{ConsumerPrefix: *opt.prefix, FlushInterval: *opt.flush,
-		BatchRows: *opt.batchRows, BatchBytes: *opt.batchMiB << 20}, m, log).Run(ctx)
-
+		BatchRows: *opt.batchRows, BatchBytes: *opt.batchMiB << 20,
+		Shared: *opt.shared, LeaseTTL: *opt.leaseTTL, Instance: *opt.instance, Replicas: *opt.replicas}, m, log).Run(ctx)
 }
