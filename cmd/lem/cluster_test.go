@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/llm-energy-measure/lem/ingest"
 	"github.com/llm-energy-measure/lem/internal/bus"
 	"github.com/llm-energy-measure/lem/internal/spool"
 	"github.com/llm-energy-measure/lem/internal/testenv"
@@ -28,10 +29,11 @@ type clusterNode struct {
 }
 
 // TestJetStreamClusterFaults: three `lem serve` processes form a JetStream
-// cluster (streams at R3), `lem ingest` reads it into ClickHouse. While a
-// publisher (spooling what it cannot publish) streams power samples
-// through the cluster: the stream's leader is SIGKILLed, then a follower,
-// then the ingest process; each comes back. At the end ClickHouse holds
+// cluster (streams at R3), two `lem ingest -shared` read it into
+// ClickHouse. While a publisher (spooling what it cannot publish) streams
+// power samples through the cluster: the stream's leader is SIGKILLed,
+// then a follower, then the ingest process holding power (another
+// joins). At the end ClickHouse holds
 // every sample exactly once (count and sum), with no duplicate.
 // LEM_CLUSTER_SAMPLES sets the size (default 1,000,000 samples in 2,000
 // events); the issue's 5 M passes too (ADR 0016).
@@ -88,10 +90,14 @@ func TestJetStreamClusterFaults(t *testing.T) {
 	waitFor(t, "the cluster's streams at R3", 2*time.Minute, func() bool {
 		return bus.EnsureStreams(ctx, js, bus.StreamConfig{Replicas: 3}) == nil
 	})
-	ingestArgs := []string{"ingest", "-nats", natsURL, "-clickhouse", chAddr, "-database", db, "-stream-replicas", "3",
-		"-flush-interval", "200ms", "-metrics", "", "-log-format", "console"}
-	ingest := startProc(t, bin, ingestArgs...)
-	ingests := []*bgProc{ingest}
+	// Two ingest processes share the consumers (ADR 0017).
+	ingests := map[string]*bgProc{}
+	startIngest := func(name string) {
+		ingests[name] = startProc(t, bin, "ingest", "-shared", "-instance", name, "-lease-ttl", "2s", "-nats", natsURL,
+			"-clickhouse", chAddr, "-database", db, "-stream-replicas", "3", "-flush-interval", "200ms", "-metrics", "", "-log-format", "console")
+	}
+	startIngest("i1")
+	startIngest("i2")
 	waitFor(t, "ingest's consumers", time.Minute, func() bool {
 		_, err := js.Consumer(ctx, bus.EventStream, "ingest-power")
 		return err == nil
@@ -171,9 +177,22 @@ func TestJetStreamClusterFaults(t *testing.T) {
 	publish(2*step, 3*step)
 	start(follower)
 	drain()
-	kill("ingest", ingest)
+	var holder string
+	waitFor(t, "the holder of power's lease", time.Minute, func() bool {
+		kv, err := js.KeyValue(ctx, ingest.BucketLeases)
+		if err != nil {
+			return false
+		}
+		e, err := kv.Get(ctx, "k.ingest.power")
+		holder = ""
+		if err == nil {
+			holder = string(e.Value())
+		}
+		return ingests[holder] != nil
+	})
+	kill("the ingest process holding power, "+holder, ingests[holder])
 	publish(3*step, 4*step)
-	ingests = append(ingests, startProc(t, bin, ingestArgs...))
+	startIngest("i3")
 	publish(4*step, events)
 	drain()
 
