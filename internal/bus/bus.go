@@ -235,6 +235,12 @@ func Connect(url, name string, log zerolog.Logger, opts ...nats.Option) (*nats.C
 		nats.RetryOnFailedConnect(true),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),
+		// A server cut off without closing the connection (a network
+		// partition) is noticed after PingInterval × MaxPingsOutstanding,
+		// not the default 2 min × 2: a collector moves to another node of
+		// the cluster within ~15 s.
+		nats.PingInterval(PingInterval),
+		nats.MaxPingsOutstanding(3),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			log.Warn().Err(err).Str("nats", url).Msg("NATS disconnected; reconnecting")
 		}),
@@ -251,6 +257,9 @@ func Connect(url, name string, log zerolog.Logger, opts ...nats.Option) (*nats.C
 	}
 	return nc, nil
 }
+
+// PingInterval is how often every lem connection pings its NATS server.
+const PingInterval = 5 * time.Second
 
 // WaitConnected blocks until nc is connected or ctx ends.
 func WaitConnected(ctx context.Context, nc *nats.Conn) error {
