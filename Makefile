@@ -12,7 +12,7 @@ export CGO_CFLAGS := -O2 -Wno-deprecated-declarations
 CGO_TMP   := $(CURDIR)/.cache/cgo-tmp
 DEMO_OUT  ?= lem-demo
 
-.PHONY: iproute2 all build build-device ui chromium validate-gpu debootstrap llama-root demo demo-stop test test-short bench fuzz docs check-docs clickhouse vet clean
+.PHONY: iproute2 zookeeper all build build-device ui chromium validate-gpu debootstrap llama-root demo demo-stop test test-short bench fuzz docs check-docs clickhouse vet clean
 
 all: build
 
@@ -84,6 +84,14 @@ iproute2:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq iproute2 >/dev/null; }
 
+# Debian's zookeeper (Java): the ClickHouse 2 x 2 cluster test's replicated
+# tables need it (18.16 has no keeper of its own).
+zookeeper:
+	@[ -f /usr/share/java/zookeeper.jar ] && command -v java >/dev/null 2>&1 || { \
+		echo "installing zookeeper (Debian package) for the ClickHouse cluster test"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq zookeeper >/dev/null; }
+
 # llama.cpp's server root (shared/tools/llama-server), built once here
 # before the tests so that no two test packages build it at the same time.
 LLAMA_ROOT  := /var/tmp/lem-llama-root
@@ -95,7 +103,7 @@ llama-root: debootstrap
 
 # All tests. Each test package starts the throwaway servers it needs;
 # LEM_E2E=1 turns a missing server into a failure instead of a skip.
-test: clickhouse llama-root chromium iproute2 ui
+test: clickhouse llama-root chromium iproute2 zookeeper ui
 	@mkdir -p $(CGO_TMP)
 	TMPDIR=$(CGO_TMP) LEM_E2E=1 $(GO) test -count=1 -timeout 30m ./...
 	TMPDIR=$(CGO_TMP) $(GO) test -count=1 -run XXX -fuzz FuzzDecode -fuzztime 15s ./schemas

@@ -44,16 +44,41 @@ func (m Migration) RenderCluster(db, cluster string) ([]string, error) {
 		if a := alterRE.FindStringSubmatch(s); a != nil {
 			table, ops := a[1], a[2]
 			out = append(out, fmt.Sprintf("ALTER TABLE %s.%s_local ON CLUSTER %s%s", db, table, cluster, ops))
-			// The Distributed table carries the columns but no storage:
-			// codecs stay with the local table.
-			if dist := stripCodecs(ops); strings.TrimSpace(dist) != "" {
-				out = append(out, fmt.Sprintf("ALTER TABLE %s.%s ON CLUSTER %s%s", db, table, cluster, dist))
+			// The Distributed table is made again over the altered local
+			// one: ALTER … ON CLUSTER of a table that is not replicated
+			// is refused on a cluster whose shards replicate (18.16: "Table
+			// … isn't replicated, but shard #1 is replicated"), and it
+			// holds no rows (ingest inserts synchronously).
+			key, err := tableShardKey(table)
+			if err != nil {
+				return nil, fmt.Errorf("migration %04d_%s: %w", m.ID, m.Name, err)
 			}
+			out = append(out,
+				fmt.Sprintf("DROP TABLE IF EXISTS %s.%s ON CLUSTER %s", db, table, cluster),
+				fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s.%s ON CLUSTER %s AS %s.%s_local ENGINE = Distributed(%s, %s, %s_local, %s)",
+					db, table, cluster, db, table, cluster, db, table, key))
 			continue
 		}
 		return nil, fmt.Errorf("migration %04d_%s: no clustered form for %.60q", m.ID, m.Name, s)
 	}
 	return out, nil
+}
+
+// tableShardKey is the shard key of table, from the migration that
+// creates it.
+func tableShardKey(table string) (string, error) {
+	ms, err := Migrations()
+	if err != nil {
+		return "", err
+	}
+	for _, m := range ms {
+		for _, s := range m.Statements {
+			if c := createRE.FindStringSubmatch(s); c != nil && c[1] == table {
+				return shardKey(c[2]), nil
+			}
+		}
+	}
+	return "", fmt.Errorf("no migration creates table %s", table)
 }
 
 // shardKey keeps a run's (or a device's) rows on one shard.
@@ -65,26 +90,4 @@ func shardKey(cols string) string {
 		return "cityHash64(device_uuid)"
 	}
 	return "rand()"
-}
-
-// stripCodecs removes CODEC(...) clauses (nested parentheses included).
-func stripCodecs(s string) string {
-	for {
-		i := strings.Index(s, " CODEC(")
-		if i < 0 {
-			return s
-		}
-		depth, j := 0, i+len(" CODEC")
-		for ; j < len(s); j++ {
-			if s[j] == '(' {
-				depth++
-			} else if s[j] == ')' {
-				depth--
-				if depth == 0 {
-					break
-				}
-			}
-		}
-		s = s[:i] + s[j+1:]
-	}
 }

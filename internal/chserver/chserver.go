@@ -25,9 +25,11 @@ type Server struct {
 	Dir      string // data, config and logs
 	TCPPort  int    // native protocol
 	HTTPPort int
-	cmd      *exec.Cmd
-	done     chan struct{}
-	waitErr  error
+	// InterserverPort serves parts to the other replicas of a shard.
+	InterserverPort int
+	cmd             *exec.Cmd
+	done            chan struct{}
+	waitErr         error
 }
 
 // Addr returns the native-protocol address, host:port.
@@ -56,6 +58,12 @@ type Options struct {
 	// Detach lets the server outlive this process (lem demo leaves it
 	// running so the rows stay queryable); otherwise it dies with it.
 	Detach bool
+	// HTTPPort and InterserverPort (0: free ports); fixed ones let a
+	// replica restart where its peers know it.
+	HTTPPort, InterserverPort int
+	// Cluster replaces the default one-shard cluster lem_test and its
+	// macros: XML elements for remote_servers, macros and zookeeper.
+	Cluster string
 }
 
 // Start launches a server and returns once it accepts native-protocol
@@ -74,9 +82,21 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 			return nil, err
 		}
 	}
-	httpPort, err := freePort()
-	if err != nil {
-		return nil, err
+	httpPort, interPort := o.HTTPPort, o.InterserverPort
+	if httpPort == 0 {
+		if httpPort, err = freePort(); err != nil {
+			return nil, err
+		}
+	}
+	if interPort == 0 {
+		if interPort, err = freePort(); err != nil {
+			return nil, err
+		}
+	}
+	cluster := o.Cluster
+	if cluster == "" {
+		cluster = fmt.Sprintf(`<remote_servers><lem_test><shard><replica><host>127.0.0.1</host><port>%d</port></replica></shard></lem_test></remote_servers>
+  <macros><shard>1</shard><replica>r1</replica></macros>`, tcpPort)
 	}
 	dir, err = filepath.Abs(dir)
 	if err != nil {
@@ -88,7 +108,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		}
 	}
 	cfg := filepath.Join(dir, "config.xml")
-	if err := os.WriteFile(cfg, []byte(configXML(dir, tcpPort, httpPort)), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte(configXML(dir, tcpPort, httpPort, interPort, cluster)), 0o644); err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "users.xml"), []byte(usersXML), 0o644); err != nil {
@@ -115,7 +135,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		out.Close()
 		return nil, fmt.Errorf("starting clickhouse-server: %w", err)
 	}
-	s := &Server{Dir: dir, TCPPort: tcpPort, HTTPPort: httpPort, cmd: cmd, done: make(chan struct{})}
+	s := &Server{Dir: dir, TCPPort: tcpPort, HTTPPort: httpPort, InterserverPort: interPort, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		s.waitErr = cmd.Wait()
 		out.Close()
@@ -181,7 +201,7 @@ func tail(b []byte, n int) []byte {
 	return b
 }
 
-func configXML(dir string, tcpPort, httpPort int) string {
+func configXML(dir string, tcpPort, httpPort, interPort int, cluster string) string {
 	return fmt.Sprintf(`<?xml version="1.0"?>
 <yandex>
   <logger><level>warning</level><log>%[1]s/server.log</log><errorlog>%[1]s/err.log</errorlog><size>10M</size><count>2</count></logger>
@@ -197,10 +217,11 @@ func configXML(dir string, tcpPort, httpPort int) string {
   <default_database>default</default_database>
   <mark_cache_size>268435456</mark_cache_size>
   <max_concurrent_queries>100</max_concurrent_queries>
-  <remote_servers><lem_test><shard><replica><host>127.0.0.1</host><port>%[2]d</port></replica></shard></lem_test></remote_servers>
-  <macros><shard>1</shard><replica>r1</replica></macros>
+  <interserver_http_host>127.0.0.1</interserver_http_host>
+  <interserver_http_port>%[4]d</interserver_http_port>
+  %[5]s
 </yandex>
-`, dir, tcpPort, httpPort)
+`, dir, tcpPort, httpPort, interPort, cluster)
 }
 
 // TestUser and TestUserPassword are a user that needs a password, on

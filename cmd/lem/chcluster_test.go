@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	ch "github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/llm-energy-measure/lem/internal/chserver"
+	"github.com/llm-energy-measure/lem/internal/testenv"
+	"github.com/llm-energy-measure/lem/schemas"
+	chstore "github.com/llm-energy-measure/lem/store/clickhouse"
+)
+
+// chReplica is one clickhouse-server of the 2 × 2 cluster.
+type chReplica struct {
+	name string
+	opts chserver.Options
+	srv  *chserver.Server
+	conn driver.Conn
+}
+
+// TestClickHouseCluster2x2: ZooKeeper (Debian's package) and four
+// clickhouse-server 18.16 processes as two shards of two replicas.
+// `lem migrate -cluster` runs for real — ON CLUSTER, ReplicatedMergeTree
+// local tables, Distributed tables over them — and every server ends with
+// every table. Rows written through the Distributed tables reach both
+// replicas of their shard and come back through any server; a replica
+// SIGKILLed while rows are written catches up after its restart; so does
+// everything after ZooKeeper restarts. (How ingest writes to such a
+// cluster exactly once is ADR 0018.)
+func TestClickHouseCluster2x2(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	if _, err := chserver.Binary(); err != nil {
+		testenv.Miss(t, "%v", err)
+	}
+	zk := testenv.StartZooKeeper(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	reps := make([]*chReplica, 4)
+	for i := range reps {
+		reps[i] = &chReplica{name: fmt.Sprintf("s%dr%d", i/2+1, i%2+1)}
+		o := &reps[i].opts
+		o.Dir = filepath.Join(dir, reps[i].name)
+		o.TCPPort, o.HTTPPort, o.InterserverPort = freePort(t), freePort(t), freePort(t)
+	}
+	var remote strings.Builder
+	remote.WriteString("<remote_servers><lem_2x2>")
+	for s := 0; s < 2; s++ {
+		remote.WriteString("<shard><internal_replication>true</internal_replication>")
+		for r := 0; r < 2; r++ {
+			fmt.Fprintf(&remote, "<replica><host>127.0.0.1</host><port>%d</port></replica>", reps[2*s+r].opts.TCPPort)
+		}
+		remote.WriteString("</shard>")
+	}
+	remote.WriteString("</lem_2x2></remote_servers>")
+	zkHost, zkPort, _ := strings.Cut(zk.Addr, ":")
+	for i, r := range reps {
+		r.opts.Cluster = remote.String() + fmt.Sprintf(
+			"<zookeeper><node><host>%s</host><port>%s</port></node><session_timeout_ms>6000</session_timeout_ms></zookeeper>"+
+				"<distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>"+
+				"<macros><shard>0%d</shard><replica>r%d</replica></macros>", zkHost, zkPort, i/2+1, i%2+1)
+		r.start(t)
+	}
+
+	// lem migrate -cluster, for real, through one server.
+	const db = "lemc"
+	out, err := exec.Command(buildLem(t), "migrate", "-clickhouse", reps[0].srv.Addr(), "-database", db, "-cluster", "lem_2x2").CombinedOutput()
+	if err != nil {
+		t.Fatalf("lem migrate -cluster: %v\n%s", err, out)
+	}
+	t.Logf("lem migrate -cluster lem_2x2: %s", strings.TrimSpace(string(out)))
+	ms, err := schemas.Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sv, err := chstore.ServerVersion(ctx, reps[0].conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables := map[string]bool{} // every table the migrations make, once
+	for _, m := range ms {
+		if !sv.AtLeast(m.MinServer) {
+			continue
+		}
+		stmts, _ := m.RenderCluster(db, "lem_2x2")
+		for _, s := range stmts {
+			if name, ok := strings.CutPrefix(s, "CREATE TABLE IF NOT EXISTS "+db+"."); ok && strings.Contains(s, "ENGINE = Distributed") {
+				tables[strings.Fields(name)[0]] = true
+			}
+		}
+	}
+	want := len(tables)
+	for _, r := range reps {
+		var local, dist uint64
+		if err := r.conn.QueryRow(ctx, "SELECT countIf(engine LIKE 'Replicated%'), countIf(engine = 'Distributed') FROM system.tables WHERE database = ?", db).Scan(&local, &dist); err != nil {
+			t.Fatal(err)
+		}
+		if local != uint64(want) || dist != uint64(want) {
+			t.Errorf("%s: %d replicated and %d Distributed tables; want %d of each", r.name, local, dist, want)
+		}
+	}
+
+	// Power rows of eight devices through the Distributed table.
+	sync := ch.Context(ctx, ch.WithSettings(ch.Settings{"insert_distributed_sync": 1}))
+	var wantRows, wantSum int64
+	insert := func(via *chReplica, from, to int) {
+		t.Helper()
+		b, err := via.conn.PrepareBatch(sync, "INSERT INTO "+db+".power_samples (host, source, device_index, device_uuid, ts_ns, power_mw, stream_epoch, stream_seq)")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := from; i < to; i++ {
+			p := int64(80_000 + i%600_000)
+			if err := b.Append("h1", "sim", uint32(i%8), fmt.Sprintf("GPU-%d", i%8), int64(1.7e18)+int64(i)*20e6, p, int64(1), uint64(i/500+1)); err != nil {
+				t.Fatal(err)
+			}
+			wantRows, wantSum = wantRows+1, wantSum+p
+		}
+		if err := b.Send(); err != nil {
+			t.Fatalf("insert through %s: %v", via.name, err)
+		}
+	}
+	// count checks every server: through its Distributed table, the whole
+	// table; through its local table, its shard — the same on both
+	// replicas, and the shards summing to the whole.
+	count := func(what string) {
+		t.Helper()
+		var shards [2][2]int64
+		waitFor(t, what, 2*time.Minute, func() bool {
+			for i, r := range reps {
+				var n, sum int64
+				if r.conn.QueryRow(ctx, "SELECT toInt64(count()), toInt64(sum(power_mw)) FROM "+db+".power_samples").Scan(&n, &sum) != nil || n != wantRows || sum != wantSum {
+					return false
+				}
+				if r.conn.QueryRow(ctx, "SELECT toInt64(count()) FROM "+db+".power_samples_local").Scan(&shards[i/2][i%2]) != nil {
+					return false
+				}
+			}
+			return shards[0][0] == shards[0][1] && shards[1][0] == shards[1][1] && shards[0][0]+shards[1][0] == wantRows && shards[0][0] > 0 && shards[1][0] > 0
+		})
+		t.Logf("%s: %d rows through every server's Distributed table; shard 1 holds %d on each replica, shard 2 %d", what, wantRows, shards[0][0], shards[1][0])
+	}
+	insert(reps[0], 0, 100_000)
+	insert(reps[3], 100_000, 200_000)
+	count("rows written through two servers")
+
+	// A replica dies while rows are written; it catches up after restart.
+	t.Logf("SIGKILL %s", reps[1].name)
+	syscall.Kill(-reps[1].srv.Pid(), syscall.SIGKILL)
+	reps[1].srv.Stop()
+	insert(reps[0], 200_000, 300_000)
+	insert(reps[2], 300_000, 400_000)
+	reps[1].start(t)
+	count("a killed replica caught up")
+
+	// ZooKeeper restarts: replicated tables are read-only until the
+	// servers reconnect, then writes go on.
+	t.Log("restart ZooKeeper")
+	zk.Stop()
+	zk.Start()
+	waitFor(t, "inserts after ZooKeeper's restart", 2*time.Minute, func() bool {
+		b, err := reps[2].conn.PrepareBatch(sync, "INSERT INTO "+db+".power_samples (host, source, device_index, device_uuid, ts_ns, power_mw, stream_epoch, stream_seq)")
+		if err != nil {
+			return false
+		}
+		defer b.Abort()
+		return b.Append("h1", "sim", uint32(0), "GPU-probe", int64(1), int64(0), int64(0), uint64(0)) == nil && b.Send() == nil
+	})
+	wantRows++
+	insert(reps[3], 400_000, 500_000)
+	count("rows after ZooKeeper's restart")
+}
+
+func (r *chReplica) start(t *testing.T) {
+	t.Helper()
+	srv, err := chserver.Start(context.Background(), r.opts)
+	if err != nil {
+		t.Fatalf("%s: %v", r.name, err)
+	}
+	t.Cleanup(func() { srv.Stop() })
+	r.srv = srv
+	if r.conn != nil {
+		r.conn.Close()
+	}
+	if r.conn, err = chstore.Connect(context.Background(), chstore.Config{Addr: srv.Addr()}); err != nil {
+		t.Fatalf("%s: %v", r.name, err)
+	}
+	t.Cleanup(func() { r.conn.Close() })
+}
