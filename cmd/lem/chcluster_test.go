@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -12,10 +13,14 @@ import (
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/rs/zerolog"
 
+	"github.com/llm-energy-measure/lem/ingest"
+	"github.com/llm-energy-measure/lem/internal/bus"
 	"github.com/llm-energy-measure/lem/internal/chserver"
 	"github.com/llm-energy-measure/lem/internal/testenv"
 	"github.com/llm-energy-measure/lem/schemas"
+	"github.com/llm-energy-measure/lem/store"
 	chstore "github.com/llm-energy-measure/lem/store/clickhouse"
 )
 
@@ -63,6 +68,17 @@ func TestClickHouseCluster2x2(t *testing.T) {
 		remote.WriteString("</shard>")
 	}
 	remote.WriteString("</lem_2x2></remote_servers>")
+	t.Cleanup(func() {
+		if t.Failed() { // what the servers said
+			for _, r := range reps {
+				b, _ := os.ReadFile(filepath.Join(r.opts.Dir, "err.log"))
+				if len(b) > 3000 {
+					b = b[len(b)-3000:]
+				}
+				t.Logf("%s err.log: %s", r.name, b)
+			}
+		}
+	})
 	zkHost, zkPort, _ := strings.Cut(zk.Addr, ":")
 	for i, r := range reps {
 		r.opts.Cluster = remote.String() + fmt.Sprintf(
@@ -179,6 +195,73 @@ func TestClickHouseCluster2x2(t *testing.T) {
 	wantRows++
 	insert(reps[3], 400_000, 500_000)
 	count("rows after ZooKeeper's restart")
+
+	// Ingest into the cluster (ADR 0018) while a replica dies and comes
+	// back and ZooKeeper restarts: every sample once.
+	const idb = "lemi"
+	st, err := store.Open(ctx, store.Config{ClickHouse: chstore.Config{Addr: reps[0].srv.Addr(), Database: idb, Cluster: "lem_2x2"}},
+		store.Options{Migrate: true, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	_, nc, js := testenv.JetStream(t)
+	ictx, stopIngest := context.WithCancel(ctx)
+	ingestDone := make(chan error, 1)
+	go func() {
+		ingestDone <- ingest.New(js, st, ingest.Config{FlushInterval: 200 * time.Millisecond, BatchRows: 20_000}, nil, zerolog.Nop()).Run(ictx)
+	}()
+	defer func() { stopIngest(); <-ingestDone }()
+	pub, err := bus.NewPublisher(nc, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw := newPowerEvents(pub, 500)
+	flush := func() {
+		t.Helper()
+		fctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		if err := pub.Flush(fctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stored := func(what string) {
+		t.Helper()
+		want := int64(pw.events * pw.perEvent)
+		var n, sum, distinct int64
+		waitFor(t, what, 3*time.Minute, func() bool {
+			return reps[3].conn.QueryRow(ctx, "SELECT toInt64(count()), toInt64(sum(power_mw)), toInt64(uniqExact(device_uuid, ts_ns)) FROM "+idb+".power_samples").Scan(&n, &sum, &distinct) == nil && n >= want
+		})
+		time.Sleep(time.Second) // a duplicate would land by now
+		if err := reps[3].conn.QueryRow(ctx, "SELECT toInt64(count()), toInt64(sum(power_mw)), toInt64(uniqExact(device_uuid, ts_ns)) FROM "+idb+".power_samples").Scan(&n, &sum, &distinct); err != nil {
+			t.Fatal(err)
+		}
+		var local [4]int64
+		for i, r := range reps {
+			r.conn.QueryRow(ctx, "SELECT toInt64(count()) FROM "+idb+".power_samples_local").Scan(&local[i])
+		}
+		t.Logf("%s: %d samples published, %d stored (%d distinct), sum %d (want %d); local rows %v", what, want, n, distinct, sum, pw.sum, local)
+		if n != want || distinct != n || sum != pw.sum {
+			t.Fatalf("%s: %d rows, %d distinct, sum %d; want %d rows, sum %d", what, n, distinct, sum, want, pw.sum)
+		}
+	}
+	pw.publish(t, 0, 200)
+	flush()
+	stored("ingested into the cluster")
+	t.Logf("SIGKILL %s while ingesting", reps[2].name)
+	syscall.Kill(-reps[2].srv.Pid(), syscall.SIGKILL)
+	reps[2].srv.Stop()
+	pw.publish(t, 200, 400)
+	flush()
+	time.Sleep(3 * time.Second) // blocks for its shard wait for the quorum
+	reps[2].start(t)
+	stored("after a replica died and came back")
+	t.Log("restart ZooKeeper while ingesting")
+	zk.Stop()
+	pw.publish(t, 400, 600)
+	flush()
+	zk.Start()
+	stored("after ZooKeeper's restart")
 }
 
 func (r *chReplica) start(t *testing.T) {

@@ -65,12 +65,13 @@ func storeFlags(fs *flag.FlagSet, pqDefault, pqUsage string) func() store.Config
 	db := fs.String("database", "lem", "ClickHouse database")
 	user := fs.String("clickhouse-user", "default", "ClickHouse user")
 	pwFile := fs.String("clickhouse-password-file", "", "file holding the ClickHouse password (or set "+chstore.PasswordEnv+")")
+	cluster := fs.String("clickhouse-cluster", "", "the servers' cluster when the database has the clustered schema (lem migrate -cluster): ingest writes each block to one shard's local table with a quorum of its replicas (ADR 0018)")
 	var pq *string
 	if pqUsage != "" {
 		pq = fs.String("parquet", pqDefault, pqUsage)
 	}
 	return func() store.Config {
-		c := store.Config{ClickHouse: chstore.Config{Addr: *addr, Database: *db, User: *user, PasswordFile: *pwFile}}
+		c := store.Config{ClickHouse: chstore.Config{Addr: *addr, Database: *db, User: *user, PasswordFile: *pwFile, Cluster: *cluster}}
 		if pq != nil {
 			c.Parquet = *pq
 			if *addr != "" && !flagSet(fs, "parquet") {

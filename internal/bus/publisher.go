@@ -97,6 +97,13 @@ func (p *Publisher) PublishRaw(subject, msgID string, data []byte) error {
 			break
 		}
 		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) && !errors.Is(err, nats.ErrReconnectBufExceeded) {
+			if p.spool != nil {
+				// The connection failed under the write (a server cut off
+				// mid-write: "i/o timeout"): the spool keeps the message
+				// and Drain sends it again under its message id.
+				p.published.Add(1)
+				return p.spool.Append(subject, msgID, data)
+			}
 			return fmt.Errorf("publishing to %s: %w", subject, err)
 		}
 		p.stalls.Add(1)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -31,7 +32,12 @@ type Config struct {
 	User     string `yaml:"user"`     // default "default"
 	// PasswordFile holds the password; LEM_CLICKHOUSE_PASSWORD overrides.
 	PasswordFile string `yaml:"password_file"`
-	Password     string `yaml:"-" json:"-"` // never logged or shown
+	// Cluster names the servers' cluster (remote_servers) when the
+	// database has the clustered schema (lem migrate -cluster): writes
+	// then go whole to one shard's local table with a quorum of its
+	// replicas (ADR 0018).
+	Cluster  string `yaml:"cluster"`
+	Password string `yaml:"-" json:"-"` // never logged or shown
 }
 
 // WithDefaults fills the database ("lem") and user ("default").
@@ -55,6 +61,11 @@ func (c Config) Validate() error {
 	}
 	if err := schemas.CheckIdentifier(c.Database); err != nil {
 		return fmt.Errorf("clickhouse database: %w", err)
+	}
+	if c.Cluster != "" {
+		if err := schemas.CheckIdentifier(c.Cluster); err != nil {
+			return fmt.Errorf("clickhouse cluster: %w", err)
+		}
 	}
 	return nil
 }
@@ -229,6 +240,9 @@ type Store struct {
 	conn driver.Conn
 	db   string
 	addr string
+	// shards of the cluster (Config.Cluster), in shard order; nil on one
+	// server.
+	shards []shard
 	// insert statements by table, built once; workers share the store.
 	inserts sync.Map
 }
@@ -242,12 +256,69 @@ func Open(ctx context.Context, c Config, migrate bool, log zerolog.Logger) (*Sto
 		return nil, err
 	}
 	if migrate {
-		if _, err := Migrate(ctx, conn, c.Database, log); err != nil {
+		if _, err := MigrateCluster(ctx, conn, c.Database, c.Cluster, log); err != nil {
 			conn.Close()
 			return nil, err
 		}
 	}
-	return &Store{conn: conn, db: c.Database, addr: c.Addr}, nil
+	st := &Store{conn: conn, db: c.Database, addr: c.Addr}
+	if c.Cluster != "" {
+		if st.shards, err = openShards(ctx, conn, c); err != nil {
+			conn.Close()
+			return nil, err
+		}
+	}
+	return st, nil
+}
+
+// mix spreads block sequences over the shards (splitmix64's finaliser):
+// blocks of a steady size would otherwise start on sequences of one
+// residue and land on one shard.
+func mix(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ x>>31
+}
+
+// shard is one shard of the cluster: a connection that tries its
+// replicas in order, and how many replicas an insert must reach.
+type shard struct {
+	conn     driver.Conn
+	replicas int
+}
+
+// openShards reads the cluster's shards from system.clusters and connects
+// to each.
+func openShards(ctx context.Context, conn driver.Conn, c Config) ([]shard, error) {
+	rows, err := conn.Query(ctx, "SELECT shard_num, groupArray(concat(host_address, ':', toString(port))) FROM system.clusters WHERE cluster = ? GROUP BY shard_num ORDER BY shard_num", c.Cluster)
+	if err != nil {
+		return nil, fmt.Errorf("reading cluster %s: %w", c.Cluster, err)
+	}
+	defer rows.Close()
+	var out []shard
+	for rows.Next() {
+		var num uint32
+		var addrs []string
+		if err := rows.Scan(&num, &addrs); err != nil {
+			return nil, err
+		}
+		o := c.options()
+		o.Addr = addrs
+		sc, err := ch.Open(o)
+		if err != nil {
+			return nil, fmt.Errorf("opening shard %d of %s: %w", num, c.Cluster, err)
+		}
+		out = append(out, shard{conn: sc, replicas: len(addrs)})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("clickhouse: no cluster %s in system.clusters of %s", c.Cluster, c.Addr)
+	}
+	return out, nil
 }
 
 // New returns a store of database db over conn, which it then owns.
@@ -269,7 +340,12 @@ func (s *Store) Name() string { return "clickhouse" }
 // Describe says where the store is, for people.
 func (s *Store) Describe() string { return "ClickHouse " + s.addr + " database " + s.db }
 
-func (s *Store) Close() error { return s.conn.Close() }
+func (s *Store) Close() error {
+	for _, sh := range s.shards {
+		sh.conn.Close()
+	}
+	return s.conn.Close()
+}
 
 func (s *Store) Watermark(ctx context.Context, table string, epoch int64) (uint64, error) {
 	if err := schemas.CheckIdentifier(table); err != nil {
@@ -289,18 +365,37 @@ func (s *Store) Write(ctx context.Context, t *schemas.Table) error {
 	if t.Rows() == 0 {
 		return nil
 	}
+	conn, target := s.conn, t.Name
+	if s.shards != nil {
+		// The clustered schema (ADR 0018): a block of ingest's, whole, to
+		// one shard's local table — one part, atomic — chosen by a hash of
+		// its lowest stream sequence, so that a retry goes to the same shard
+		// (where a block that did land is deduplicated), acknowledged
+		// once every replica has it, so that the watermark read from any
+		// replica sees it. Anything else through the Distributed table,
+		// synchronously.
+		if seqs, ok := t.Column("stream_seq").(*schemas.Col[uint64]); ok && seqs.Len() > 0 && t.Name != schemas.TableDevice {
+			sh := s.shards[mix(slices.Min(seqs.V))%uint64(len(s.shards))]
+			conn, target = sh.conn, t.Name+"_local"
+			if sh.replicas > 1 {
+				ctx = ch.Context(ctx, ch.WithSettings(ch.Settings{"insert_quorum": sh.replicas}))
+			}
+		} else {
+			ctx = ch.Context(ctx, ch.WithSettings(ch.Settings{"insert_distributed_sync": 1}))
+		}
+	}
 	var q string
-	if v, ok := s.inserts.Load(t.Name); ok {
+	if v, ok := s.inserts.Load(target); ok {
 		q = v.(string)
 	} else {
-		if err := schemas.CheckIdentifier(t.Name); err != nil {
+		if err := schemas.CheckIdentifier(target); err != nil {
 			return err
 		}
 		// 18.16 returns a batch with no columns unless they are named.
-		q = "INSERT INTO " + s.db + "." + t.Name + " (" + strings.Join(t.ColumnNames(), ", ") + ")"
-		s.inserts.Store(t.Name, q)
+		q = "INSERT INTO " + s.db + "." + target + " (" + strings.Join(t.ColumnNames(), ", ") + ")"
+		s.inserts.Store(target, q)
 	}
-	batch, err := s.conn.PrepareBatch(ctx, q)
+	batch, err := conn.PrepareBatch(ctx, q)
 	if err != nil {
 		return fmt.Errorf("preparing insert into %s: %w", t.Name, err)
 	}
