@@ -8,9 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/llm-energy-measure/lem/deploy"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -239,4 +241,26 @@ func mustYAML(t *testing.T, v any) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestIngestArgsAgree: the compose file's and the Kubernetes manifests'
+// ingest run exactly deploy.ComposeIngest's and deploy.KubernetesIngest's
+// arguments — the source the cluster tests build theirs from too.
+func TestIngestArgsAgree(t *testing.T) {
+	services := docs(t, "compose/compose.yaml")[0]["services"].(map[string]any)
+	got := toStrings(services["ingest"].(map[string]any)["command"])
+	if want := deploy.ComposeIngest.Args(); !slices.Equal(got, want) {
+		t.Errorf("compose ingest runs\n  %q\nwant deploy.ComposeIngest\n  %q", got, want)
+	}
+	var k8s []string
+	for _, d := range docs(t, "k8s/ingest.yaml") {
+		walk(d, "", func(_ string, m map[string]any) {
+			if m["name"] == "ingest" && m["args"] != nil {
+				k8s = toStrings(m["args"])
+			}
+		})
+	}
+	if want := deploy.KubernetesIngest.Args(); !slices.Equal(k8s, want) {
+		t.Errorf("k8s ingest runs\n  %q\nwant deploy.KubernetesIngest\n  %q", k8s, want)
+	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/llm-energy-measure/lem/deploy"
 	"github.com/llm-energy-measure/lem/ingest"
 	"github.com/llm-energy-measure/lem/internal/bus"
 	"github.com/llm-energy-measure/lem/internal/spool"
@@ -123,8 +124,10 @@ func newClusterRig(t *testing.T, hosts *testenv.Hosts, perEvent int) *clusterRig
 func (r *clusterRig) startNode(n *clusterNode) { n.proc = startProc(r.t, n.cmd[0], n.cmd[1:]...) }
 
 func (r *clusterRig) startIngest(name string) {
-	r.ingests[name] = startProc(r.t, r.bin, "ingest", "-shared", "-instance", name, "-lease-ttl", "2s", "-nats", r.natsURL,
-		"-clickhouse", r.chAddr, "-database", r.db, "-stream-replicas", "3", "-flush-interval", "200ms", "-metrics", "", "-log-format", "console")
+	// The deployments' arguments (deploy.Ingest), and a short lease.
+	args := deploy.Ingest{NATS: r.natsURL, StreamReplicas: "3", ClickHouse: r.chAddr, Database: r.db,
+		Extra: []string{"-instance", name, "-lease-ttl", "2s", "-flush-interval", "200ms", "-log-format", "console"}}.Args()
+	r.ingests[name] = startProc(r.t, r.bin, args...)
 }
 
 func (r *clusterRig) logf(format string, a ...any) {
@@ -195,14 +198,22 @@ func (r *clusterRig) powerHolder() string {
 	return holder
 }
 
-// drain waits until the spool is empty and every publish acknowledged.
+// drain waits until every publish is acknowledged and the spool empty:
+// a publish that fails while Flush waits goes to the spool, so the two
+// are waited for in turn until both hold.
 func (r *clusterRig) drain() {
 	r.t.Helper()
-	waitFor(r.t, "the spool to drain", 3*time.Minute, func() bool { n, _, _ := r.sp.Stats(); return n == 0 })
-	dctx, cancel := context.WithTimeout(r.ctx, 2*time.Minute)
-	defer cancel()
-	if err := r.pub.Flush(dctx); err != nil {
-		r.t.Fatalf("flush: %v", err)
+	for deadline := time.Now().Add(4 * time.Minute); ; {
+		waitFor(r.t, "the spool to drain", time.Until(deadline), func() bool { n, _, _ := r.sp.Stats(); return n == 0 })
+		dctx, cancel := context.WithTimeout(r.ctx, time.Until(deadline))
+		err := r.pub.Flush(dctx)
+		cancel()
+		if err != nil {
+			r.t.Fatalf("flush: %v", err)
+		}
+		if n, _, _ := r.sp.Stats(); n == 0 {
+			return
+		}
 	}
 }
 
@@ -272,6 +283,9 @@ func (r *clusterRig) diagnose() string {
 		if m, err := s.GetLastMsgForSubject(ctx, ">"); err == nil {
 			info += fmt.Sprintf("; dead letter: %s", m.Header.Get("Lem-Dead-Letter-Reason"))
 		}
+	}
+	if n, _, _ := r.sp.Stats(); n > 0 {
+		info += fmt.Sprintf("; %d messages still spooled", n)
 	}
 	if rows, err := r.conn.Query(ctx, fmt.Sprintf("SELECT stream_epoch, uniqExact(stream_seq), min(stream_seq), max(stream_seq), count() FROM %s.power_samples GROUP BY stream_epoch", r.db)); err == nil {
 		for rows.Next() {

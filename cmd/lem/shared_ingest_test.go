@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/llm-energy-measure/lem/deploy"
 	"github.com/llm-energy-measure/lem/ingest"
 	"github.com/llm-energy-measure/lem/internal/bus"
 	"github.com/llm-energy-measure/lem/internal/testenv"
@@ -53,8 +54,8 @@ func TestSharedIngestKills(t *testing.T) {
 	procs := map[string]*bgProc{}
 	var all []*bgProc
 	start := func(name string) {
-		p := startProc(t, bin, "ingest", "-shared", "-instance", name, "-lease-ttl", "2s", "-nats", "nats://"+natsAddr,
-			"-clickhouse", chAddr, "-database", db, "-flush-interval", "2s", "-metrics", "", "-log-format", "console")
+		p := startProc(t, bin, deploy.Ingest{NATS: "nats://" + natsAddr, StreamReplicas: "1", ClickHouse: chAddr, Database: db,
+			Extra: []string{"-instance", name, "-lease-ttl", "2s", "-flush-interval", "2s", "-log-format", "console"}}.Args()...)
 		procs[name] = p
 		all = append(all, p)
 	}

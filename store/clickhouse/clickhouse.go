@@ -169,6 +169,11 @@ func MigrateCluster(ctx context.Context, conn driver.Conn, db, cluster string, l
 		return res, err
 	}
 	res.Server = sv
+	if cluster != "" {
+		if err := waitZooKeeper(ctx, conn); err != nil {
+			return res, err
+		}
+	}
 	if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+db+onCluster); err != nil {
 		return res, fmt.Errorf("creating database %s: %w", db, err)
 	}
@@ -228,6 +233,29 @@ func MigrateCluster(ctx context.Context, conn driver.Conn, db, cluster string, l
 		res.Applied = append(res.Applied, m)
 	}
 	return res, nil
+}
+
+// waitZooKeeper waits (up to a minute) until the server has a ZooKeeper
+// session. ON CLUSTER DDL before that crashed 18.16 (a segmentation fault
+// in zkutil::ZooKeeper::createImpl after the DDL worker's first connection
+// timed out, seen in TestClickHouseCluster2x2 under load).
+func waitZooKeeper(ctx context.Context, conn driver.Conn) error {
+	var err error
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); {
+		var n uint64
+		if err = conn.QueryRow(ctx, "SELECT count() FROM system.zookeeper WHERE path = '/'").Scan(&n); err == nil {
+			return nil
+		}
+		if strings.Contains(err.Error(), "no zookeeper configuration") || strings.Contains(err.Error(), "There is no zookeeper") {
+			return fmt.Errorf("clickhouse: the clustered schema needs ZooKeeper, and the server has none configured: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("clickhouse: no ZooKeeper session within a minute (the clustered schema needs it): %w", err)
 }
 
 // sendBlockRows is the size of the data blocks an insert is sent in.
