@@ -419,3 +419,13 @@ func (pw *powerEvents) publish(t *testing.T, from, to int) {
 		pw.events = max(pw.events, e+1)
 	}
 }
+
+// flush waits (up to a minute) until every publish is acknowledged.
+func (pw *powerEvents) flush(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := pw.pub.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -107,14 +107,6 @@ func TestSharedIngestKills(t *testing.T) {
 	}
 	const perEvent, events = 500, 2000 // 1 M samples
 	pw := newPowerEvents(pub, perEvent)
-	flush := func() {
-		t.Helper()
-		fctx, cancel := context.WithTimeout(ctx, time.Minute)
-		defer cancel()
-		if err := pub.Flush(fctx); err != nil {
-			t.Fatal(err)
-		}
-	}
 	stop := func(name string, sig syscall.Signal) {
 		t.Helper()
 		t.Logf("%s to %s (holding power)", sig, name)
@@ -127,15 +119,15 @@ func TestSharedIngestKills(t *testing.T) {
 	}
 	step := events / 4
 	pw.publish(t, 0, step)
-	flush()
+	pw.flush(t)
 	stop(h["power"], syscall.SIGKILL)
 	pw.publish(t, step, 2*step)
-	flush()
+	pw.flush(t)
 	start("i4")
 	h = holders("power taken over")
 	t.Logf("leases: %s", spread(h))
 	pw.publish(t, 2*step, 3*step)
-	flush()
+	pw.flush(t)
 	stop(h["power"], syscall.SIGTERM)
 	h = holders("power taken over again")
 	t.Logf("leases: %s", spread(h))
@@ -145,7 +137,7 @@ func TestSharedIngestKills(t *testing.T) {
 	// frozen one must store nothing of what it held (its fence), or those
 	// rows would be there twice.
 	pw.publish(t, 3*step, 3*step+step/2)
-	flush()
+	pw.flush(t)
 	frozen, fp := h["power"], procs[h["power"]]
 	t.Logf("SIGSTOP to %s (holding power)", frozen)
 	fp.cmd.Process.Signal(syscall.SIGSTOP)
@@ -164,7 +156,7 @@ func TestSharedIngestKills(t *testing.T) {
 		return strings.Contains(fp.String(), "lease lost") || strings.Contains(fp.String(), "lease not renewed in time")
 	})
 	pw.publish(t, 3*step+step/2, events)
-	flush()
+	pw.flush(t)
 	h = holders("the thawed process back among the holders")
 	t.Logf("leases: %s", spread(h))
 	for name := range procs {

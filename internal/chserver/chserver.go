@@ -182,6 +182,16 @@ func (s *Server) Stop() error {
 	return nil
 }
 
+// Exited reports whether the server process has ended.
+func (s *Server) Exited() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // Pid returns the server's process id.
 func (s *Server) Pid() int { return s.cmd.Process.Pid }
 
