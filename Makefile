@@ -106,6 +106,8 @@ llama-root: debootstrap
 test: clickhouse llama-root chromium iproute2 zookeeper ui
 	@mkdir -p $(CGO_TMP)
 	TMPDIR=$(CGO_TMP) LEM_E2E=1 $(GO) test -count=1 -timeout 30m ./...
+	@# The ClickHouse 2 x 2 cluster (four servers and ZooKeeper) on its own, after the suite.
+	TMPDIR=$(CGO_TMP) LEM_E2E=1 LEM_CH_CLUSTER=1 $(GO) test -count=1 -timeout 15m -run TestClickHouseCluster2x2 ./cmd/lem
 	TMPDIR=$(CGO_TMP) $(GO) test -count=1 -run XXX -fuzz FuzzDecode -fuzztime 15s ./schemas
 	@# Every parser of user-supplied files, briefly (crashers land in testdata/fuzz and become regression tests).
 	TMPDIR=$(CGO_TMP) $(GO) test -count=1 -run XXX -fuzz FuzzParse -fuzztime 5s ./experiment

@@ -45,6 +45,12 @@ func TestClickHouseCluster2x2(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short")
 	}
+	if os.Getenv("LEM_CH_CLUSTER") != "1" {
+		// make test runs it on its own right after the suite: beside the
+		// other packages' servers, four 18.16 servers and ZooKeeper raced
+		// for ports and 18.16 crashed on its first ON CLUSTER statement.
+		t.Skip("runs on its own after the suite: make test sets LEM_CH_CLUSTER=1 for it")
+	}
 	if _, err := chserver.Binary(); err != nil {
 		testenv.Miss(t, "%v", err)
 	}
