@@ -36,13 +36,17 @@ type lease struct {
 
 var unsafeKey = regexp.MustCompile(`[^A-Za-z0-9_-]`)
 
+// keyPart makes s a KV key token.
+func keyPart(s string) string { return unsafeKey.ReplaceAllString(s, "_") }
+
 func (in *Ingester) leaseKey(k schemas.Kind) string {
-	return "k." + unsafeKey.ReplaceAllString(in.cfg.ConsumerPrefix, "_") + "." + k.String()
+	return "k." + keyPart(in.cfg.ConsumerPrefix) + "." + k.String()
 }
 
-func (in *Ingester) memberKey() string {
-	return "m." + unsafeKey.ReplaceAllString(in.cfg.ConsumerPrefix, "_") + "." + unsafeKey.ReplaceAllString(in.cfg.Instance, "_")
-}
+// memberKey is this process's key; members matches every sharer's.
+func (in *Ingester) memberKey() string { return in.members() + keyPart(in.cfg.Instance) }
+
+func (in *Ingester) members() string { return "m." + keyPart(in.cfg.ConsumerPrefix) + "." }
 
 // runShared ingests the kinds whose leases this process holds, taking its
 // share of them (the kinds over the processes alive, rounded up) and
@@ -142,7 +146,7 @@ func (in *Ingester) renew(ctx context.Context, kv jetstream.KeyValue, held map[s
 func (in *Ingester) balance(ctx context.Context, kv jetstream.KeyValue, epoch int64, held map[schemas.Kind]*lease) {
 	ttl := in.cfg.LeaseTTL
 	members := 1
-	if lister, err := kv.ListKeysFiltered(ctx, "m."+unsafeKey.ReplaceAllString(in.cfg.ConsumerPrefix, "_")+".*"); err == nil {
+	if lister, err := kv.ListKeysFiltered(ctx, in.members()+"*"); err == nil {
 		n := 0
 		for range lister.Keys() {
 			n++
