@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/llm-energy-measure/lem/internal/bus"
+	"github.com/llm-energy-measure/lem/internal/fence"
 	"github.com/llm-energy-measure/lem/internal/sleep"
 	"github.com/llm-energy-measure/lem/schemas"
 )
@@ -204,9 +205,10 @@ func (in *Ingester) retry(ctx context.Context, what string, f func() error) erro
 }
 
 // startWorker makes kind k's worker, its consumer delivering from the
-// stored watermark on. fresh, when not nil, fences it (shared ingest):
-// it stores nothing once fresh says the lease may have passed on.
-func (in *Ingester) startWorker(ctx context.Context, k schemas.Kind, epoch int64, fresh func() bool) (*worker, error) {
+// stored watermark on. limit, when not nil, fences it (shared ingest):
+// the time until which its lease is surely its own; it stores nothing
+// once that has passed, and each write is bounded by it (ADR 0019).
+func (in *Ingester) startWorker(ctx context.Context, k schemas.Kind, epoch int64, limit func() time.Time) (*worker, error) {
 	var w *worker
 	err := in.retry(ctx, "setting up the consumer of "+k.String(), func() (err error) {
 		w, err = in.newWorker(ctx, k, epoch)
@@ -215,7 +217,7 @@ func (in *Ingester) startWorker(ctx context.Context, k schemas.Kind, epoch int64
 	if err != nil {
 		return nil, err
 	}
-	w.fresh = fresh
+	w.limit = limit
 	return w, nil
 }
 
@@ -279,10 +281,11 @@ type worker struct {
 	// of the lastSeq skip, so the worker resyncs from the stored watermark.
 	dseq   uint64
 	resync bool
-	// fresh fences a shared worker (nil otherwise): false once this
-	// process may no longer hold the kind's lease. The worker then stores
-	// and acknowledges nothing more and stops (lost).
-	fresh  func() bool
+	// limit fences a shared worker (nil otherwise): past it, this process
+	// may no longer hold the kind's lease. The worker then stores and
+	// acknowledges nothing more and stops (lost); a write under way when
+	// it passes fails in the store (internal/fence).
+	limit  func() time.Time
 	lost   atomic.Bool
 	sorter schemas.Sorter
 	log    zerolog.Logger
@@ -581,7 +584,7 @@ func (w *worker) write(ctx context.Context, b *block) {
 			w.logErr(err, "sorting rows failed; writing them unsorted")
 			out = t
 		}
-		if !w.retry(ctx, func() error { return w.in.sink.Write(ctx, out) }, w.table, t.Rows()) {
+		if !w.retry(ctx, func(ctx context.Context) error { return w.in.sink.Write(ctx, out) }, w.table, t.Rows()) {
 			return
 		}
 		w.wm = b.lastSeq
@@ -589,7 +592,7 @@ func (w *worker) write(ctx context.Context, b *block) {
 	}
 	// Identities are idempotent (ReplacingMergeTree): retried on their own.
 	if b.devices != nil && b.devices.Table().Rows() > 0 {
-		if !w.retry(ctx, func() error { return w.in.sink.Write(ctx, b.devices.Table()) }, schemas.TableDevice, b.devices.Table().Rows()) {
+		if !w.retry(ctx, func(ctx context.Context) error { return w.in.sink.Write(ctx, b.devices.Table()) }, schemas.TableDevice, b.devices.Table().Rows()) {
 			return
 		}
 	}
@@ -610,7 +613,7 @@ func (w *worker) owns() bool {
 	if w.lost.Load() {
 		return false
 	}
-	if w.fresh != nil && !w.fresh() {
+	if w.limit != nil && !time.Now().Before(w.limit()) {
 		w.lost.Store(true)
 		w.log.Warn().Msg("lease not renewed in time: storing nothing more (its next holder resumes from the store's watermark)")
 		return false
@@ -619,15 +622,18 @@ func (w *worker) owns() bool {
 }
 
 // retry runs write until it succeeds (true), ctx ends or the worker loses
-// its lease (false).
-func (w *worker) retry(ctx context.Context, write func() error, table string, rows int) bool {
+// its lease (false). A shared worker's writes are bounded by its lease.
+func (w *worker) retry(ctx context.Context, write func(context.Context) error, table string, rows int) bool {
 	backoff := 200 * time.Millisecond
+	if w.limit != nil {
+		ctx = fence.With(ctx, w.limit)
+	}
 	for {
 		if !w.owns() {
 			return false
 		}
 		start := time.Now()
-		err := write()
+		err := write(ctx)
 		if err == nil {
 			w.in.metrics.InsertSeconds.WithLabelValues(table).Observe(time.Since(start).Seconds())
 			w.in.metrics.RowsWritten.WithLabelValues(table).Add(float64(rows))

@@ -201,7 +201,7 @@ func (in *Ingester) balance(ctx context.Context, kv jetstream.KeyValue, epoch in
 		held[k] = l
 		n++
 		in.log.Info().Str("kind", k.String()).Dur("settle", settle).Msg("shared ingest: lease taken")
-		fresh := func() bool { return time.Since(time.Unix(0, l.renewed.Load())) < ttl/2 }
+		limit := func() time.Time { return time.Unix(0, l.renewed.Load()).Add(ttl / 2) }
 		go func() {
 			defer close(l.done)
 			select {
@@ -209,7 +209,7 @@ func (in *Ingester) balance(ctx context.Context, kv jetstream.KeyValue, epoch in
 				return
 			case <-time.After(settle):
 			}
-			w, err := in.startWorker(wctx, k, epoch, fresh)
+			w, err := in.startWorker(wctx, k, epoch, limit)
 			if err != nil {
 				if wctx.Err() == nil {
 					in.log.Error().Err(err).Str("kind", k.String()).Msg("shared ingest: starting the worker failed")

@@ -15,7 +15,7 @@ const module = "github.com/llm-energy-measure/lem"
 var layer = map[string]int{
 	"schemas": 0,
 
-	"internal/spool": 1, "internal/progress": 1, "internal/jsonsafe": 1, "internal/chserver": 1, "internal/sleep": 1,
+	"internal/spool": 1, "internal/progress": 1, "internal/jsonsafe": 1, "internal/chserver": 1, "internal/sleep": 1, "internal/fence": 1,
 	"internal/pacedserver": 1, "internal/gof": 1,
 
 	"internal/bus": 2, "internal/logging": 2, "collectors": 2, "store/clickhouse": 2, "store/parquet": 2,

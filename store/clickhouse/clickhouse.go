@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"slices"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/rs/zerolog"
 
+	"github.com/llm-energy-measure/lem/internal/fence"
 	"github.com/llm-energy-measure/lem/schemas"
 )
 
@@ -102,7 +104,21 @@ func (c Config) options() *ch.Options {
 		Compression:      &ch.Compression{Method: ch.CompressionLZ4},
 		BlockBufferSize:  4,
 		ConnOpenStrategy: ch.ConnOpenInOrder,
+		DialContext:      dial,
 	}
+}
+
+// dial connects to addr; a connection dialled for a fenced write (ADR
+// 0019) checks the write's lease before every chunk it sends.
+func dial(ctx context.Context, addr string) (net.Conn, error) {
+	c, err := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if limit, ok := fence.From(ctx); ok {
+		return fence.Conn(c, limit), nil
+	}
+	return c, nil
 }
 
 // Connect opens a connection to the server (no database needed). It does
@@ -266,8 +282,13 @@ const sendBlockRows = 65_536
 // are written back into it. Safe for concurrent use.
 type Store struct {
 	conn driver.Conn
-	db   string
-	addr string
+	// fenced writes (a lease's limit in the context, ADR 0019) each open
+	// a client of these options, so that their connection is dialled for
+	// the insert and carries its lease, and close it after; nil for a
+	// store made by New.
+	fenced *ch.Options
+	db     string
+	addr   string
 	// shards of the cluster (Config.Cluster), in shard order; nil on one
 	// server.
 	shards []shard
@@ -289,7 +310,7 @@ func Open(ctx context.Context, c Config, migrate bool, log zerolog.Logger) (*Sto
 			return nil, err
 		}
 	}
-	st := &Store{conn: conn, db: c.Database, addr: c.Addr}
+	st := &Store{conn: conn, fenced: c.options(), db: c.Database, addr: c.Addr}
 	if c.Cluster != "" {
 		if st.shards, err = openShards(ctx, conn, c); err != nil {
 			conn.Close()
@@ -314,6 +335,7 @@ func mix(x uint64) uint64 {
 // replicas in order, and how many replicas an insert must reach.
 type shard struct {
 	conn     driver.Conn
+	fenced   *ch.Options
 	replicas int
 }
 
@@ -338,7 +360,7 @@ func openShards(ctx context.Context, conn driver.Conn, c Config) ([]shard, error
 		if err != nil {
 			return nil, fmt.Errorf("opening shard %d of %s: %w", num, c.Cluster, err)
 		}
-		out = append(out, shard{conn: sc, replicas: len(addrs)})
+		out = append(out, shard{conn: sc, fenced: o, replicas: len(addrs)})
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
@@ -393,7 +415,16 @@ func (s *Store) Write(ctx context.Context, t *schemas.Table) error {
 	if t.Rows() == 0 {
 		return nil
 	}
-	conn, target := s.conn, t.Name
+	_, fenced := fence.From(ctx)
+	if fenced {
+		if err := fence.Check(ctx); err != nil {
+			return err
+		}
+		if s.fenced == nil {
+			return fmt.Errorf("inserting into %s: a store made over a connection (New) cannot bound a write by a lease; open it with Open", t.Name)
+		}
+	}
+	conn, target, opts := s.conn, t.Name, s.fenced
 	if s.shards != nil {
 		// The clustered schema (ADR 0018): a block of ingest's, whole, to
 		// one shard's local table — one part, atomic — chosen by a hash of
@@ -404,13 +435,24 @@ func (s *Store) Write(ctx context.Context, t *schemas.Table) error {
 		// synchronously.
 		if seqs, ok := t.Column("stream_seq").(*schemas.Col[uint64]); ok && seqs.Len() > 0 && t.Name != schemas.TableDevice {
 			sh := s.shards[mix(slices.Min(seqs.V))%uint64(len(s.shards))]
-			conn, target = sh.conn, t.Name+"_local"
+			conn, target, opts = sh.conn, t.Name+"_local", sh.fenced
 			if sh.replicas > 1 {
 				ctx = ch.Context(ctx, ch.WithSettings(ch.Settings{"insert_quorum": sh.replicas}))
 			}
 		} else {
 			ctx = ch.Context(ctx, ch.WithSettings(ch.Settings{"insert_distributed_sync": 1}))
 		}
+	}
+	if fenced {
+		// Not from the pool: pooled connections were dialled for other
+		// writes. (A client of its own, closed after: clickhouse-go's pool
+		// can deadlock in Close when its lifetime ticker is short.)
+		c, err := ch.Open(opts)
+		if err != nil {
+			return fmt.Errorf("inserting into %s: %w", t.Name, err)
+		}
+		defer c.Close()
+		conn = c
 	}
 	var q string
 	if v, ok := s.inserts.Load(target); ok {

@@ -112,6 +112,13 @@ func WriteFile(path string, t *schemas.Table, meta map[string]string) error {
 // WriteFileRowGroups is WriteFile with at most rowGroupRows rows per row
 // group (0: parquet-go's default, one row group for small files).
 func WriteFileRowGroups(path string, t *schemas.Table, meta map[string]string, rowGroupRows int64) error {
+	return writeFile(path, t, meta, rowGroupRows, nil)
+}
+
+// writeFile is WriteFileRowGroups that, when ready is not nil, asks it
+// just before the rename that makes the file visible, and leaves no file
+// when it says no.
+func writeFile(path string, t *schemas.Table, meta map[string]string, rowGroupRows int64, ready func() error) error {
 	if err := t.Check(); err != nil {
 		return err
 	}
@@ -149,6 +156,9 @@ func WriteFileRowGroups(path string, t *schemas.Table, meta map[string]string, r
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
+	}
+	if err == nil && ready != nil {
+		err = ready()
 	}
 	if err == nil {
 		err = os.Rename(tmp, path)

@@ -2,9 +2,13 @@ package parquet
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"path/filepath"
 	"testing"
+	"time"
 
+	"github.com/llm-energy-measure/lem/internal/fence"
 	"github.com/llm-energy-measure/lem/schemas"
 )
 
@@ -98,4 +102,34 @@ func BenchmarkReadWindow(b *testing.B) {
 			}
 		}
 	})
+}
+
+// A write bounded by a lease whose limit has passed leaves no file (ADR
+// 0019); within its limit it is stored.
+func TestFencedWrite(t *testing.T) {
+	dir := t.TempDir()
+	st := Open(dir)
+	block := func(seq uint64) *schemas.Table {
+		rows := schemas.NewRows(schemas.KindPower)
+		rows.Append(&schemas.PowerBatch{Origin: schemas.Origin{Host: "h", Source: schemas.SourceNVMLBuffer}, Device: schemas.Device{UUID: "GPU-0"},
+			Samples: []schemas.PowerSample{{TS: 1, Power: 1}}}, schemas.Position{Epoch: 1, Seq: seq})
+		return rows.Table()
+	}
+	past := fence.With(context.Background(), func() time.Time { return time.Now().Add(-time.Millisecond) })
+	if err := st.Write(past, block(1)); !errors.Is(err, fence.ErrExpired) {
+		t.Fatalf("write past its limit: %v, want fence.ErrExpired", err)
+	}
+	if wm, err := st.Watermark(context.Background(), schemas.TablePower, 1); err != nil || wm != 0 {
+		t.Fatalf("watermark %d (%v) after a refused write, want 0", wm, err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, schemas.TablePower, "*")); len(left) != 0 {
+		t.Fatalf("files left by a refused write: %v", left)
+	}
+	ahead := fence.With(context.Background(), func() time.Time { return time.Now().Add(time.Hour) })
+	if err := st.Write(ahead, block(2)); err != nil {
+		t.Fatal(err)
+	}
+	if wm, err := st.Watermark(context.Background(), schemas.TablePower, 1); err != nil || wm != 2 {
+		t.Fatalf("watermark %d (%v), want 2", wm, err)
+	}
 }

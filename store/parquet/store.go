@@ -9,6 +9,7 @@ import (
 
 	pq "github.com/parquet-go/parquet-go"
 
+	"github.com/llm-energy-measure/lem/internal/fence"
 	"github.com/llm-energy-measure/lem/schemas"
 )
 
@@ -41,8 +42,9 @@ func (s *Store) Watermark(_ context.Context, table string, epoch int64) (uint64,
 }
 
 // Write stores t as one file, named by the stream positions it covers
-// when it has them.
-func (s *Store) Write(_ context.Context, t *schemas.Table) error {
+// when it has them. A write bounded by a lease (ADR 0019) checks it just
+// before the file is renamed into place.
+func (s *Store) Write(ctx context.Context, t *schemas.Table) error {
 	if t.Rows() == 0 {
 		return nil
 	}
@@ -59,7 +61,11 @@ func (s *Store) Write(_ context.Context, t *schemas.Table) error {
 		}
 		path = BatchPath(s.dir, t.Name, epochs[0], first, last)
 	}
-	if err := WriteFile(path, t, map[string]string{"lem.table": t.Name}); err != nil {
+	var ready func() error
+	if _, ok := fence.From(ctx); ok {
+		ready = func() error { return fence.Check(ctx) }
+	}
+	if err := writeFile(path, t, map[string]string{"lem.table": t.Name}, 0, ready); err != nil {
 		return fmt.Errorf("parquet store: %w", err)
 	}
 	return nil
