@@ -30,11 +30,25 @@ type Selection struct {
 	Margin   int64 // ns around the runs' span (5 s)
 }
 
-// Writer writes one table in some format.
+// Writer writes tables in some format, a table at a time and each in
+// chunks: BeginTable, Append (any number of times), EndTable. A table
+// with no rows appended leaves no file.
 type Writer interface {
-	WriteTable(t *schemas.Table, meta map[string]string) error
+	BeginTable(name string, meta map[string]string) error
+	Append(t *schemas.Table) error
+	EndTable() error
 	Close() error
 }
+
+// Scanner streams a table's selected rows in chunks (both stores do:
+// store.Store.ScanTable).
+type Scanner interface {
+	ScanTable(ctx context.Context, name string, f schemas.Filter, rows int, fn func(*schemas.Table) error) error
+}
+
+// ChunkRows is how many rows Export reads and writes at a time: memory
+// follows it, not the export's size.
+var ChunkRows = 1 << 18
 
 // Summary says what an export wrote.
 type Summary struct {
@@ -55,8 +69,9 @@ func Meta(sel Selection, toolVersion, table string) map[string]string {
 	}
 }
 
-// Export reads each selected table from src and writes it with w;
-// progress (may be nil) is told each table's rows as they are written.
+// Export reads each selected table from src and writes it with w, in
+// chunks of ChunkRows when src is a Scanner (else whole); progress (may be
+// nil) is told each table's rows as they are written.
 func Export(ctx context.Context, src analytics.TableReader, store analytics.Store, sel Selection, toolVersion string,
 	w Writer, progress func(table string, rows int)) (Summary, error) {
 	sum := Summary{Rows: map[string]int{}}
@@ -98,18 +113,36 @@ func Export(ctx context.Context, src analytics.TableReader, store analytics.Stor
 			}
 			f.RunIDs = ids
 		}
-		if err := src.ReadTable(ctx, t, f); err != nil {
-			return sum, fmt.Errorf("reading %s: %w", name, err)
-		}
-		sum.Rows[name] = t.Rows()
-		if t.Rows() == 0 {
-			continue
-		}
-		if err := w.WriteTable(t, Meta(sel, toolVersion, name)); err != nil {
+		if err := w.BeginTable(name, Meta(sel, toolVersion, name)); err != nil {
 			return sum, fmt.Errorf("writing %s: %w", name, err)
 		}
-		if progress != nil {
-			progress(name, t.Rows())
+		write := func(t *schemas.Table) error {
+			if t.Rows() == 0 {
+				return nil
+			}
+			if err := w.Append(t); err != nil {
+				return fmt.Errorf("writing %s: %w", name, err)
+			}
+			sum.Rows[name] += t.Rows()
+			if progress != nil {
+				progress(name, sum.Rows[name])
+			}
+			return nil
+		}
+		var err error
+		if sc, ok := src.(Scanner); ok {
+			err = sc.ScanTable(ctx, name, f, ChunkRows, write)
+		} else if err = src.ReadTable(ctx, t, f); err == nil {
+			err = write(t)
+		}
+		if err != nil {
+			return sum, fmt.Errorf("exporting %s: %w", name, err)
+		}
+		if _, ok := sum.Rows[name]; !ok {
+			sum.Rows[name] = 0 // listed, with no rows
+		}
+		if err := w.EndTable(); err != nil {
+			return sum, fmt.Errorf("writing %s: %w", name, err)
 		}
 	}
 	return sum, w.Close()

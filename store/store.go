@@ -61,6 +61,10 @@ type Tables interface {
 	Watermark(ctx context.Context, table string, epoch int64) (uint64, error)
 	// ReadTable appends to the empty t the rows of its table f selects.
 	ReadTable(ctx context.Context, t *schemas.Table, f schemas.Filter) error
+	// ScanTable calls fn with the rows of table name that f selects in
+	// chunks of about rows rows, so that memory follows the chunk, not
+	// the selection; fn must not keep the chunk.
+	ScanTable(ctx context.Context, name string, f schemas.Filter, rows int, fn func(*schemas.Table) error) error
 	// WriteResults stores one run's analysis results, replacing earlier
 	// ones.
 	WriteResults(ctx context.Context, runID string, tables []*schemas.Table) error

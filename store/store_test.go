@@ -2,8 +2,11 @@ package store_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"reflect"
+	"sort"
+	"strings"
 	"testing"
 
 	"github.com/llm-energy-measure/lem/internal/testenv"
@@ -187,5 +190,92 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if err := (store.Config{Parquet: "x"}).Validate(); err != nil {
 		t.Error(err)
+	}
+}
+
+// rowSet renders t's rows as sorted lines, to compare selections that may
+// come in another order.
+func rowSet(t *schemas.Table) []string {
+	out := make([]string, t.Rows())
+	for r := range out {
+		var b strings.Builder
+		for _, c := range t.Columns {
+			fmt.Fprintf(&b, "%v|", c.Slice(r, r+1).Data())
+		}
+		out[r] = b.String()
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TestScanTableChunks: both stores stream a selection in chunks of about
+// the size asked, and the chunks together are exactly what ReadTable
+// returns for that selection.
+func TestScanTableChunks(t *testing.T) {
+	ctx := context.Background()
+	db, conn := testenv.FreshDatabase(t)
+	chs, err := chstore.New(conn, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const t0 = int64(1_800_000_000_000_000_000)
+	selections := []struct {
+		table string
+		f     schemas.Filter
+		rows  int
+	}{
+		{schemas.TablePower, schemas.Filter{From: t0 + 100e6, To: t0 + 500e6, DeviceUUID: "GPU-b"}, 21},
+		{schemas.TablePower, schemas.Filter{From: t0, To: t0 + 1e9}, 7},
+		{schemas.TableEnergy, schemas.Filter{From: t0, To: t0 + 1e9}, 4},
+		{schemas.TableRequest, schemas.Filter{RunIDs: []string{"r1"}}, 1},
+		{schemas.TableToken, schemas.Filter{RunIDs: []string{"r1"}}, 2},
+		{schemas.TableRun, schemas.Filter{AllRuns: true}, 1},
+	}
+	for _, st := range []*store.Store{store.Wrap(chs), store.Parquet(t.TempDir())} {
+		for _, tb := range events() {
+			// Twice, as two blocks: a selection spans files.
+			half := tb.Rows() / 2
+			for _, part := range []*schemas.Table{tb.Slice(0, half), tb.Slice(half, tb.Rows())} {
+				if err := st.Write(ctx, part); err != nil {
+					t.Fatalf("%s: %v", st.Name(), err)
+				}
+			}
+		}
+		for _, sel := range selections {
+			spec, _ := schemas.Spec(sel.table)
+			whole := spec.NewTable()
+			if err := st.ReadTable(ctx, whole, sel.f); err != nil {
+				t.Fatal(err)
+			}
+			got := spec.NewTable()
+			var sizes []int
+			err := st.ScanTable(ctx, sel.table, sel.f, sel.rows, func(c *schemas.Table) error {
+				sizes = append(sizes, c.Rows())
+				all := make([]bool, c.Rows())
+				for i := range all {
+					all[i] = true
+				}
+				return got.AppendKept(c, all)
+			})
+			if err != nil {
+				t.Fatalf("%s %s: %v", st.Name(), sel.table, err)
+			}
+			if whole.Rows() == 0 {
+				t.Fatalf("%s %s: the selection is empty: the test proves nothing", st.Name(), sel.table)
+			}
+			if !reflect.DeepEqual(rowSet(got), rowSet(whole)) {
+				t.Errorf("%s %s: the chunks hold %d rows, ReadTable %d, or other rows", st.Name(), sel.table, got.Rows(), whole.Rows())
+			}
+			// Every chunk but the last holds at least the rows asked: from
+			// ClickHouse exactly that many, from Parquet up to a row group
+			// more (a chunk ends where a row group does).
+			for i, n := range sizes {
+				last := i == len(sizes)-1
+				if (!last && n < sel.rows) || n == 0 || (st.Name() == "clickhouse" && n > sel.rows) {
+					t.Errorf("%s %s: chunks of %v rows, asked for %d", st.Name(), sel.table, sizes, sel.rows)
+					break
+				}
+			}
+		}
 	}
 }

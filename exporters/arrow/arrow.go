@@ -25,11 +25,23 @@ import (
 // DefaultBatchRows is the rows per record batch.
 const DefaultBatchRows = 1 << 16
 
-// Writer writes tables under Dir.
+// Writer writes tables under Dir, a table at a time: BeginTable, Append
+// any number of chunks, EndTable.
 type Writer struct {
 	Dir       string
 	BatchRows int
 	Files     []string
+
+	cur *open
+}
+
+// open is the table being written.
+type open struct {
+	name, path string
+	meta       map[string]string
+	f          *os.File
+	fw         *ipc.FileWriter
+	b          *array.RecordBuilder
 }
 
 // Schema maps a table's columns to Arrow fields.
@@ -72,57 +84,77 @@ func Schema(t *schemas.Table, meta map[string]string) (*arrow.Schema, error) {
 	return arrow.NewSchema(fields, &md), nil
 }
 
-// WriteTable writes t to <Dir>/<table>.arrow.
-func (w *Writer) WriteTable(t *schemas.Table, meta map[string]string) error {
-	sch, err := Schema(t, meta)
-	if err != nil {
-		return err
+// BeginTable starts <Dir>/<name>.arrow; its schema comes from the first
+// chunk appended.
+func (w *Writer) BeginTable(name string, meta map[string]string) error {
+	if w.cur != nil {
+		return fmt.Errorf("arrow: %s begun before %s ended", name, w.cur.name)
 	}
-	if err := os.MkdirAll(w.Dir, 0o755); err != nil {
-		return err
+	w.cur = &open{name: name, meta: meta, path: filepath.Join(w.Dir, name+".arrow")}
+	return nil
+}
+
+// Append writes t's rows as record batches of BatchRows rows.
+func (w *Writer) Append(t *schemas.Table) error {
+	o := w.cur
+	if o == nil {
+		return fmt.Errorf("arrow: rows of %s appended outside a table", t.Name)
 	}
-	path := filepath.Join(w.Dir, t.Name+".arrow")
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	// Uncompressed: zero-copy reading needs the buffers as they are, and
-	// not every reader has IPC compression codecs (Arrow JS has none
-	// registered by default).
-	fw, err := ipc.NewFileWriter(f, ipc.WithSchema(sch))
-	if err != nil {
-		f.Close()
-		return err
+	if o.fw == nil {
+		sch, err := Schema(t, o.meta)
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(w.Dir, 0o755); err != nil {
+			return err
+		}
+		if o.f, err = os.Create(o.path); err != nil {
+			return err
+		}
+		// Uncompressed: zero-copy reading needs the buffers as they are,
+		// and not every reader has IPC compression codecs (Arrow JS has
+		// none registered by default).
+		if o.fw, err = ipc.NewFileWriter(o.f, ipc.WithSchema(sch)); err != nil {
+			o.f.Close()
+			return err
+		}
+		o.b = array.NewRecordBuilder(memory.NewGoAllocator(), sch)
 	}
 	rows := w.BatchRows
 	if rows <= 0 {
 		rows = DefaultBatchRows
 	}
-	mem := memory.NewGoAllocator()
-	b := array.NewRecordBuilder(mem, sch)
-	defer b.Release()
 	for a := 0; a < t.Rows(); a += rows {
 		end := min(a+rows, t.Rows())
 		for i, c := range t.Columns {
-			appendColumn(b.Field(i), c, a, end)
+			appendColumn(o.b.Field(i), c, a, end)
 		}
-		rec := b.NewRecordBatch()
-		err := fw.Write(rec)
+		rec := o.b.NewRecordBatch()
+		err := o.fw.Write(rec)
 		rec.Release()
 		if err != nil {
-			fw.Close()
-			f.Close()
 			return err
 		}
 	}
-	if err := fw.Close(); err != nil {
-		f.Close()
+	return nil
+}
+
+// EndTable finishes the table's file (none when no rows were appended).
+func (w *Writer) EndTable() error {
+	o := w.cur
+	w.cur = nil
+	if o == nil || o.fw == nil {
+		return nil
+	}
+	o.b.Release()
+	if err := o.fw.Close(); err != nil {
+		o.f.Close()
 		return err
 	}
-	if err := f.Close(); err != nil {
+	if err := o.f.Close(); err != nil {
 		return err
 	}
-	w.Files = append(w.Files, path)
+	w.Files = append(w.Files, o.path)
 	return nil
 }
 

@@ -15,48 +15,86 @@ import (
 	"github.com/llm-energy-measure/lem/schemas"
 )
 
-// Writer writes tables under Dir.
+// Writer writes tables under Dir, a table at a time: BeginTable, Append
+// any number of chunks, EndTable.
 type Writer struct {
 	Dir   string
 	Files []string
+
+	cur *open
 }
 
-// WriteTable writes t (metadata goes to <table>.csv.meta as key=value lines).
-func (w *Writer) WriteTable(t *schemas.Table, meta map[string]string) error {
-	if err := os.MkdirAll(w.Dir, 0o755); err != nil {
-		return err
+// open is the table being written.
+type open struct {
+	name, path string
+	meta       map[string]string
+	f          *os.File
+	cw         *csv.Writer
+	rec        []string
+}
+
+// BeginTable starts <Dir>/<name>.csv (metadata goes to <name>.csv.meta
+// as key=value lines); the header comes from the first chunk appended.
+func (w *Writer) BeginTable(name string, meta map[string]string) error {
+	if w.cur != nil {
+		return fmt.Errorf("csv: %s begun before %s ended", name, w.cur.name)
 	}
-	path := filepath.Join(w.Dir, t.Name+".csv")
-	f, err := os.Create(path)
-	if err != nil {
-		return err
+	w.cur = &open{name: name, meta: meta, path: filepath.Join(w.Dir, name+".csv")}
+	return nil
+}
+
+// Append writes t's rows.
+func (w *Writer) Append(t *schemas.Table) error {
+	o := w.cur
+	if o == nil {
+		return fmt.Errorf("csv: rows of %s appended outside a table", t.Name)
 	}
-	cw := csv.NewWriter(f)
-	cw.Write(t.ColumnNames())
-	rec := make([]string, len(t.Columns))
-	for r := 0; r < t.Rows(); r++ {
-		for i, c := range t.Columns {
-			rec[i] = cell(c, r)
+	if o.cw == nil {
+		if err := os.MkdirAll(w.Dir, 0o755); err != nil {
+			return err
 		}
-		if err := cw.Write(rec); err != nil {
-			f.Close()
+		f, err := os.Create(o.path)
+		if err != nil {
+			return err
+		}
+		o.f, o.cw = f, csv.NewWriter(f)
+		o.rec = make([]string, len(t.Columns))
+		if err := o.cw.Write(t.ColumnNames()); err != nil {
 			return err
 		}
 	}
-	cw.Flush()
-	if err := cw.Error(); err != nil {
-		f.Close()
+	for r := 0; r < t.Rows(); r++ {
+		for i, c := range t.Columns {
+			o.rec[i] = cell(c, r)
+		}
+		if err := o.cw.Write(o.rec); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// EndTable finishes the table's files (none when no rows were appended).
+func (w *Writer) EndTable() error {
+	o := w.cur
+	w.cur = nil
+	if o == nil || o.cw == nil {
+		return nil
+	}
+	o.cw.Flush()
+	if err := o.cw.Error(); err != nil {
+		o.f.Close()
 		return err
 	}
-	if err := f.Close(); err != nil {
+	if err := o.f.Close(); err != nil {
 		return err
 	}
 	var mb strings.Builder
-	for _, k := range sortedKeys(meta) {
-		fmt.Fprintf(&mb, "%s=%s\n", k, meta[k])
+	for _, k := range sortedKeys(o.meta) {
+		fmt.Fprintf(&mb, "%s=%s\n", k, o.meta[k])
 	}
-	w.Files = append(w.Files, path)
-	return os.WriteFile(path+".meta", []byte(mb.String()), 0o644)
+	w.Files = append(w.Files, o.path)
+	return os.WriteFile(o.path+".meta", []byte(mb.String()), 0o644)
 }
 
 func cell(c schemas.Column, r int) string {

@@ -22,12 +22,25 @@ const (
 	DefaultShardBytes   = 500 << 20
 )
 
-// Writer writes tables under Dir.
+// Writer writes tables under Dir, a table at a time: BeginTable, Append
+// any number of chunks, EndTable. A shard is closed and the next begun
+// once it holds about ShardBytes.
 type Writer struct {
 	Dir          string
 	RowGroupRows int64
 	ShardBytes   int64
 	Files        []string
+
+	cur *open
+}
+
+// open is the table being written.
+type open struct {
+	name  string
+	meta  map[string]string
+	part  int
+	bytes int64 // in the current shard, estimated before compression
+	fw    *pqstore.FileWriter
 }
 
 // RowBytes estimates the encoded size of a row of t before compression:
@@ -60,8 +73,22 @@ func RowBytes(t *schemas.Table) int64 {
 	return max(n, 1)
 }
 
-// WriteTable writes t in as many shards as ShardBytes requires.
-func (w *Writer) WriteTable(t *schemas.Table, meta map[string]string) error {
+// BeginTable starts table name's shards.
+func (w *Writer) BeginTable(name string, meta map[string]string) error {
+	if w.cur != nil {
+		return fmt.Errorf("parquet: %s begun before %s ended", name, w.cur.name)
+	}
+	w.cur = &open{name: name, meta: meta}
+	return nil
+}
+
+// Append writes t's rows into the current shard, beginning the next one
+// whenever the current holds ShardBytes.
+func (w *Writer) Append(t *schemas.Table) error {
+	o := w.cur
+	if o == nil {
+		return fmt.Errorf("parquet: rows of %s appended outside a table", t.Name)
+	}
 	rg, shard := w.RowGroupRows, w.ShardBytes
 	if rg <= 0 {
 		rg = DefaultRowGroupRows
@@ -69,22 +96,55 @@ func (w *Writer) WriteTable(t *schemas.Table, meta map[string]string) error {
 	if shard <= 0 {
 		shard = DefaultShardBytes
 	}
-	perShard := max(int(shard/RowBytes(t)), 1)
-	n := t.Rows()
-	for part, a := 0, 0; a < n; part, a = part+1, a+perShard {
-		b := min(a+perShard, n)
-		path := filepath.Join(w.Dir, t.Name, fmt.Sprintf("part-%05d.parquet", part))
-		m := map[string]string{}
-		for k, v := range meta {
-			m[k] = v
+	rowBytes := RowBytes(t)
+	for a, n := 0, t.Rows(); a < n; {
+		if o.fw == nil {
+			path := filepath.Join(w.Dir, o.name, fmt.Sprintf("part-%05d.parquet", o.part))
+			m := map[string]string{}
+			for k, v := range o.meta {
+				m[k] = v
+			}
+			m["lem.shard"] = fmt.Sprintf("%d", o.part)
+			fw, err := pqstore.CreateFile(path, t.Slice(0, 0), m, rg)
+			if err != nil {
+				return err
+			}
+			o.fw, o.bytes = fw, 0
 		}
-		m["lem.shard"] = fmt.Sprintf("%d", part)
-		if err := pqstore.WriteFileRowGroups(path, t.Slice(a, b), m, rg); err != nil {
+		room := max(int((shard-o.bytes)/rowBytes), 1)
+		b := min(a+room, n)
+		if err := o.fw.Write(t.Slice(a, b)); err != nil {
 			return err
 		}
-		w.Files = append(w.Files, path)
+		o.bytes += int64(b-a) * rowBytes
+		a = b
+		if o.bytes >= shard {
+			if err := w.closeShard(); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
+}
+
+func (w *Writer) closeShard() error {
+	o := w.cur
+	if err := o.fw.Close(); err != nil {
+		return err
+	}
+	w.Files = append(w.Files, o.fw.Path())
+	o.fw = nil
+	o.part++
+	return nil
+}
+
+// EndTable finishes the table's last shard.
+func (w *Writer) EndTable() error {
+	defer func() { w.cur = nil }()
+	if w.cur == nil || w.cur.fw == nil {
+		return nil
+	}
+	return w.closeShard()
 }
 
 // Close implements exporters.Writer.

@@ -12,6 +12,31 @@ import (
 // parameterised SELECT of t's columns. Replacing tables are read with
 // FINAL, so a re-analysed run shows its latest rows only.
 func (s *Store) ReadTable(ctx context.Context, t *schemas.Table, f schemas.Filter) error {
+	return s.scan(ctx, t, f, 0, nil)
+}
+
+// ScanTable calls fn with the rows of table name that f selects, in
+// chunks of about rows rows (the last may be smaller), streamed from one
+// SELECT: memory follows the chunk, not the selection. The chunk is
+// reused after fn returns.
+func (s *Store) ScanTable(ctx context.Context, name string, f schemas.Filter, rows int, fn func(*schemas.Table) error) error {
+	spec, ok := schemas.Spec(name)
+	if !ok {
+		return fmt.Errorf("reading %s: not a table of the catalog", name)
+	}
+	t := spec.NewTable()
+	if err := s.scan(ctx, t, f, max(rows, 1), fn); err != nil {
+		return err
+	}
+	if t.Rows() > 0 {
+		return fn(t)
+	}
+	return nil
+}
+
+// scan appends the selected rows to t; with fn, it hands t to fn (and
+// resets it) whenever it holds chunk rows.
+func (s *Store) scan(ctx context.Context, t *schemas.Table, f schemas.Filter, chunk int, fn func(*schemas.Table) error) error {
 	spec, ok := schemas.Spec(t.Name)
 	if !ok {
 		return fmt.Errorf("reading %s: not a table of the catalog", t.Name)
@@ -42,6 +67,15 @@ func (s *Store) ReadTable(ctx context.Context, t *schemas.Table, f schemas.Filte
 		}
 		for i, c := range t.Columns {
 			c.AppendScanned(dest[i])
+		}
+		if fn != nil && t.Rows() >= chunk {
+			if err := t.Check(); err != nil {
+				return err
+			}
+			if err := fn(t); err != nil {
+				return err
+			}
+			t.Reset()
 		}
 	}
 	if err := rows.Err(); err != nil {

@@ -119,20 +119,46 @@ func WriteFileRowGroups(path string, t *schemas.Table, meta map[string]string, r
 // just before the rename that makes the file visible, and leaves no file
 // when it says no.
 func writeFile(path string, t *schemas.Table, meta map[string]string, rowGroupRows int64, ready func() error) error {
-	if err := t.Check(); err != nil {
-		return err
-	}
-	sch, err := Schema(t)
+	fw, err := CreateFile(path, t, meta, rowGroupRows)
 	if err != nil {
 		return err
 	}
+	if err := fw.Write(t); err != nil {
+		fw.Abort()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return fw.close(ready)
+}
+
+// FileWriter writes one Parquet file of a table's rows, appended a table
+// at a time (a row group is flushed whenever it holds rowGroupRows rows,
+// so memory follows the row group, not the file), made visible atomically
+// by Close (temp file, fsync, rename).
+type FileWriter struct {
+	path, tmp string
+	f         *os.File
+	w         *pq.Writer
+	sch       *pq.Schema
+	rows      int64
+}
+
+// CreateFile starts path for the rows of tables shaped like like (its
+// name and columns; its rows are not written).
+func CreateFile(path string, like *schemas.Table, meta map[string]string, rowGroupRows int64) (*FileWriter, error) {
+	if err := like.Check(); err != nil {
+		return nil, err
+	}
+	sch, err := Schema(like)
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
+		return nil, err
 	}
 	tmp := fmt.Sprintf("%s.tmp-%d-%d", path, os.Getpid(), tmpSeq.Add(1))
 	f, err := os.Create(tmp)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	opts := []pq.WriterOption{sch, pq.KeyValueMetadata("lem.schema_version", strconv.Itoa(schemas.WireVersion))}
 	keys := make([]string, 0, len(meta))
@@ -146,28 +172,52 @@ func writeFile(path string, t *schemas.Table, meta map[string]string, rowGroupRo
 	if rowGroupRows > 0 {
 		opts = append(opts, pq.MaxRowsPerRowGroup(rowGroupRows))
 	}
-	w := pq.NewWriter(f, opts...)
-	err = writeRows(w, sch, t)
-	if err == nil {
-		err = w.Close()
+	return &FileWriter{path: path, tmp: tmp, f: f, w: pq.NewWriter(f, opts...), sch: sch}, nil
+}
+
+// Write appends t's rows (t has the columns the file was created with).
+func (fw *FileWriter) Write(t *schemas.Table) error {
+	if err := t.Check(); err != nil {
+		return err
 	}
+	fw.rows += int64(t.Rows())
+	return writeRows(fw.w, fw.sch, t)
+}
+
+// Path is where the file appears once closed.
+func (fw *FileWriter) Path() string { return fw.path }
+
+// Rows is how many rows were written.
+func (fw *FileWriter) Rows() int64 { return fw.rows }
+
+// Close finishes the file and moves it into place.
+func (fw *FileWriter) Close() error { return fw.close(nil) }
+
+// Abort removes the unfinished file.
+func (fw *FileWriter) Abort() {
+	fw.f.Close()
+	os.Remove(fw.tmp)
+}
+
+func (fw *FileWriter) close(ready func() error) error {
+	err := fw.w.Close()
 	if err == nil {
-		err = f.Sync()
+		err = fw.f.Sync()
 	}
-	if cerr := f.Close(); err == nil {
+	if cerr := fw.f.Close(); err == nil {
 		err = cerr
 	}
 	if err == nil && ready != nil {
 		err = ready()
 	}
 	if err == nil {
-		err = os.Rename(tmp, path)
+		err = os.Rename(fw.tmp, fw.path)
 	}
 	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("writing %s: %w", path, err)
+		os.Remove(fw.tmp)
+		return fmt.Errorf("writing %s: %w", fw.path, err)
 	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
+	if d, err := os.Open(filepath.Dir(fw.path)); err == nil {
 		_ = d.Sync()
 		d.Close()
 	}
@@ -324,10 +374,20 @@ func ReadTable(dir string, t *schemas.Table) error {
 // filesRead counts the files readFile decoded (not pruned), for tests.
 var filesRead atomic.Int64
 
+// groupsRead counts the row groups of flat files decoded, for tests.
+var groupsRead atomic.Int64
+
 // readFile appends path's rows to t, unless prune, given the open file,
 // says none of them can be wanted (then it reports false and reads
 // nothing).
 func readFile(path string, t *schemas.Table, prune func(*pq.File) bool) (bool, error) {
+	return readGroups(path, t, prune, nil, nil)
+}
+
+// readGroups is readFile that, when group is not nil, reads only the row
+// groups group says may hold selected rows (flat files), and, when done
+// is not nil, calls it after each row group read into t.
+func readGroups(path string, t *schemas.Table, prune func(*pq.File) bool, group func(*pq.Schema, pq.RowGroup) bool, done func() error) (bool, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return false, err
@@ -358,7 +418,7 @@ func readFile(path string, t *schemas.Table, prune func(*pq.File) bool) (bool, e
 		flat = flat && leaf.MaxRepetitionLevel == 0
 	}
 	if flat {
-		return true, readColumns(pf, t, idx)
+		return true, readColumns(pf, t, idx, group, done)
 	}
 	r := pq.NewReader(pf)
 	defer r.Close()
@@ -383,6 +443,9 @@ func readFile(path string, t *schemas.Table, prune func(*pq.File) bool) (bool, e
 			}
 		}
 		if err == io.EOF {
+			if done != nil {
+				return true, done()
+			}
 			return true, nil
 		}
 		if err != nil {
@@ -394,9 +457,13 @@ func readFile(path string, t *schemas.Table, prune func(*pq.File) bool) (bool, e
 // readColumns reads a file whose columns are all flat (no repeated
 // values) column chunk by column chunk, in batches of values: no row is
 // assembled, which is several times faster than reading rows.
-func readColumns(pf *pq.File, t *schemas.Table, idx []int) error {
+func readColumns(pf *pq.File, t *schemas.Table, idx []int, group func(*pq.Schema, pq.RowGroup) bool, done func() error) error {
 	vals := make([]pq.Value, 4096)
 	for _, rg := range pf.RowGroups() {
+		if group != nil && !group(pf.Schema(), rg) {
+			continue
+		}
+		groupsRead.Add(1)
 		n := rg.NumRows()
 		chunks := rg.ColumnChunks()
 		for i, c := range t.Columns {
@@ -412,6 +479,11 @@ func readColumns(pf *pq.File, t *schemas.Table, idx []int) error {
 			}
 			if got != n {
 				return fmt.Errorf("column %s: %d values in a row group of %d rows", c.Name(), got, n)
+			}
+		}
+		if done != nil {
+			if err := done(); err != nil {
+				return err
 			}
 		}
 	}

@@ -133,3 +133,44 @@ func TestFencedWrite(t *testing.T) {
 		t.Fatalf("watermark %d (%v), want 2", wm, err)
 	}
 }
+
+// In a file of many row groups, a time window decodes only the row groups
+// whose statistics overlap it (the predicate pushed down to row groups,
+// not only files), and ScanTable does the same.
+func TestReadPrunesRowGroups(t *testing.T) {
+	dir := t.TempDir()
+	rows := schemas.NewRows(schemas.KindPower)
+	pb := &schemas.PowerBatch{Origin: schemas.Origin{Host: "h", Source: schemas.SourceNVMLBuffer}, Device: schemas.Device{UUID: "GPU-0"}}
+	for i := 0; i < 100*50; i++ { // 100 s at 50 Hz
+		pb.Samples = append(pb.Samples, schemas.PowerSample{TS: int64(i) * 20e6, Power: 1})
+	}
+	rows.Append(pb, schemas.Position{Epoch: 1, Seq: 1})
+	// Row groups of 1 s.
+	if err := WriteFileRowGroups(BatchPath(dir, schemas.TablePower, 1, 1, 1), rows.Table(), nil, 50); err != nil {
+		t.Fatal(err)
+	}
+	st := Open(dir)
+	f := schemas.Filter{From: 10e9, To: 12e9 - 1}
+	before := groupsRead.Load()
+	pw := schemas.NewRows(schemas.KindPower).(*schemas.PowerRows)
+	if err := st.ReadTable(context.Background(), pw.Table(), f); err != nil {
+		t.Fatal(err)
+	}
+	if n := groupsRead.Load() - before; n != 2 {
+		t.Errorf("decoded %d of 100 row groups for a 2 s window (want 2)", n)
+	}
+	if len(pw.TS.V) != 100 {
+		t.Fatalf("%d samples, want 100", len(pw.TS.V))
+	}
+	before = groupsRead.Load()
+	var got int
+	if err := st.ScanTable(context.Background(), schemas.TablePower, f, 10, func(c *schemas.Table) error {
+		got += c.Rows()
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n := groupsRead.Load() - before; n != 2 || got != 100 {
+		t.Errorf("ScanTable decoded %d row groups (want 2) for %d rows (want 100)", n, got)
+	}
+}

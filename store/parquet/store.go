@@ -74,46 +74,99 @@ func (s *Store) Write(ctx context.Context, t *schemas.Table) error {
 // ReadTable appends to t the rows of its table that f selects, file by
 // file: a file whose statistics (the min and max of the time column, the
 // run id or the device in each row group) show that none of its rows can
-// be selected is not decoded, and of the others only the selected rows
-// are kept, so memory follows the selection, not the store.
-func (s *Store) ReadTable(_ context.Context, t *schemas.Table, f schemas.Filter) error {
+// be selected is not decoded, nor is such a row group of the others, and
+// of what is decoded only the selected rows are kept, so memory follows
+// the selection, not the store.
+func (s *Store) ReadTable(ctx context.Context, t *schemas.Table, f schemas.Filter) error {
+	if t.Rows() > 0 {
+		return fmt.Errorf("reading %s: the table to read into must be empty", t.Name)
+	}
+	return s.scan(ctx, t, f, 0, nil)
+}
+
+// ScanTable calls fn with the rows of table name that f selects, in
+// chunks of about rows rows (a chunk ends at a row group, so it may hold
+// up to a row group more; the last may be smaller), reading one row group
+// at a time and skipping those the statistics rule out: memory follows the
+// chunk, not the selection. The chunk is reused after fn returns.
+func (s *Store) ScanTable(ctx context.Context, name string, f schemas.Filter, rows int, fn func(*schemas.Table) error) error {
+	spec, ok := schemas.Spec(name)
+	if !ok {
+		return fmt.Errorf("reading %s: not a table of the catalog", name)
+	}
+	t := spec.NewTable()
+	if err := s.scan(ctx, t, f, max(rows, 1), fn); err != nil {
+		return err
+	}
+	if t.Rows() > 0 {
+		return fn(t)
+	}
+	return nil
+}
+
+// scan appends the selected rows to t; with fn, it hands t to fn (and
+// resets it) whenever it holds chunk rows or more.
+func (s *Store) scan(ctx context.Context, t *schemas.Table, f schemas.Filter, chunk int, fn func(*schemas.Table) error) error {
 	spec, ok := schemas.Spec(t.Name)
 	if !ok {
 		return fmt.Errorf("reading %s: not a table of the catalog", t.Name)
-	}
-	if t.Rows() > 0 {
-		return fmt.Errorf("reading %s: the table to read into must be empty", t.Name)
 	}
 	files, err := Files(s.dir, t.Name)
 	if err != nil {
 		return err
 	}
 	scratch := schemas.EmptyTable(t.Name)
-	prune := pruner(spec, f)
-	for _, path := range files {
+	group := groupFilter(spec, f)
+	var prune func(*pq.File) bool
+	if group != nil {
+		prune = func(pf *pq.File) bool {
+			for _, rg := range pf.RowGroups() {
+				if group(pf.Schema(), rg) {
+					return false // this row group may hold selected rows
+				}
+			}
+			return len(pf.RowGroups()) > 0
+		}
+	}
+	keep := func() error {
+		if scratch.Rows() == 0 {
+			return nil
+		}
+		kept, err := f.Keep(spec, scratch)
+		if err != nil {
+			return err
+		}
+		if err := t.AppendKept(scratch, kept); err != nil {
+			return err
+		}
 		scratch.Reset()
-		read, err := readFile(path, scratch, prune)
-		if err != nil {
+		if fn != nil && t.Rows() >= chunk {
+			if err := t.Check(); err != nil {
+				return err
+			}
+			if err := fn(t); err != nil {
+				return err
+			}
+			t.Reset()
+		}
+		return nil
+	}
+	for _, path := range files {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		scratch.Reset()
+		if _, err := readGroups(path, scratch, prune, group, keep); err != nil {
 			return fmt.Errorf("reading %s: %w", path, err)
-		}
-		if !read || scratch.Rows() == 0 {
-			continue
-		}
-		keep, err := f.Keep(spec, scratch)
-		if err != nil {
-			return err
-		}
-		if err := t.AppendKept(scratch, keep); err != nil {
-			return err
 		}
 	}
 	return t.Check()
 }
 
-// pruner returns whether a file can hold none of f's rows, by its row
-// groups' column statistics; nil when f selects by nothing a file's
+// groupFilter returns whether a row group may hold some of f's rows, by
+// its column statistics; nil when f selects by nothing a row group's
 // statistics can rule out.
-func pruner(spec schemas.TableSpec, f schemas.Filter) func(*pq.File) bool {
+func groupFilter(spec schemas.TableSpec, f schemas.Filter) func(*pq.Schema, pq.RowGroup) bool {
 	type check struct {
 		col string
 		in  func(lo, hi pq.Value) bool
@@ -139,29 +192,21 @@ func pruner(spec schemas.TableSpec, f schemas.Filter) func(*pq.File) bool {
 			}})
 		}
 	}
-	return func(pf *pq.File) bool {
-		sch := pf.Schema()
-		for _, rg := range pf.RowGroups() {
-			maybe := true
-			for _, c := range checks {
-				leaf, ok := sch.Lookup(c.col)
-				if !ok {
-					continue
-				}
-				fc, ok := rg.ColumnChunks()[leaf.ColumnIndex].(*pq.FileColumnChunk)
-				if !ok {
-					continue
-				}
-				if lo, hi, ok := fc.Bounds(); ok && !c.in(lo, hi) {
-					maybe = false
-					break
-				}
+	return func(sch *pq.Schema, rg pq.RowGroup) bool {
+		for _, c := range checks {
+			leaf, ok := sch.Lookup(c.col)
+			if !ok {
+				continue
 			}
-			if maybe {
-				return false // this row group may hold selected rows
+			fc, ok := rg.ColumnChunks()[leaf.ColumnIndex].(*pq.FileColumnChunk)
+			if !ok {
+				continue
+			}
+			if lo, hi, ok := fc.Bounds(); ok && !c.in(lo, hi) {
+				return false
 			}
 		}
-		return len(pf.RowGroups()) > 0
+		return true
 	}
 }
 
