@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	pq "github.com/parquet-go/parquet-go"
 	"github.com/parquet-go/parquet-go/compress/zstd"
@@ -241,11 +242,23 @@ func writeRows(w *pq.Writer, sch *pq.Schema, t *schemas.Table) error {
 	sort.Slice(order, func(a, b int) bool { return idx[order[a]] < idx[order[b]] })
 	const chunk = 1024
 	rows := make([]pq.Row, 0, chunk)
+	// The rows' values share one backing array, reused chunk after chunk
+	// (parquet-go copies what it keeps before WriteRows returns); a row
+	// with a list may outgrow its share and is then reallocated.
+	nc := len(t.Columns)
+	backing := make([]pq.Value, chunk*nc)
+	// Each column's data once: Data() boxes the slice in an interface,
+	// an allocation per call.
+	datas := make([]any, nc)
+	for i, c := range t.Columns {
+		datas[i] = c.Data()
+	}
 	n := t.Rows()
 	for r := 0; r < n; r++ {
-		row := make(pq.Row, 0, len(t.Columns))
+		k := len(rows)
+		row := pq.Row(backing[k*nc : k*nc : (k+1)*nc])
 		for _, ci := range order {
-			row = appendValues(row, t.Columns[ci], r, idx[ci])
+			row = appendValues(row, datas[ci], t.Columns[ci].Nullable(), r, idx[ci])
 		}
 		rows = append(rows, row)
 		if len(rows) == chunk || r == n-1 {
@@ -258,10 +271,10 @@ func writeRows(w *pq.Writer, sch *pq.Schema, t *schemas.Table) error {
 	return nil
 }
 
-func appendValues(row pq.Row, c schemas.Column, r, col int) pq.Row {
-	switch v := c.Data().(type) {
+func appendValues(row pq.Row, data any, nullable bool, r, col int) pq.Row {
+	switch v := data.(type) {
 	case []string:
-		return append(row, pq.ByteArrayValue([]byte(v[r])).Level(0, 0, col))
+		return append(row, pq.ByteArrayValue(bytesOf(v[r])).Level(0, 0, col))
 	case []int64:
 		return append(row, pq.Int64Value(v[r]).Level(0, 0, col))
 	case []int32:
@@ -273,7 +286,7 @@ func appendValues(row pq.Row, c schemas.Column, r, col int) pq.Row {
 	case []uint8:
 		return append(row, pq.Int32Value(int32(v[r])).Level(0, 0, col))
 	case []float64:
-		if c.Nullable() {
+		if nullable {
 			if math.IsNaN(v[r]) {
 				return append(row, pq.NullValue().Level(0, 0, col))
 			}
@@ -289,12 +302,16 @@ func appendValues(row pq.Row, c schemas.Column, r, col int) pq.Row {
 			if i == 0 {
 				rep = 0
 			}
-			row = append(row, pq.ByteArrayValue([]byte(s)).Level(rep, 1, col))
+			row = append(row, pq.ByteArrayValue(bytesOf(s)).Level(rep, 1, col))
 		}
 		return row
 	}
-	panic(fmt.Sprintf("pqstore: unmapped column type %T", c.Data()))
+	panic(fmt.Sprintf("pqstore: unmapped column type %T", data))
 }
+
+// bytesOf returns s's bytes without copying them: a string is never
+// written to, and parquet-go only reads a value's bytes.
+func bytesOf(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
 // BatchPath returns the file of a batch of table covering stream sequences
 // first..last of stream epoch epoch.
