@@ -27,19 +27,54 @@ type Correlation struct {
 // correlate bins power (summed over devices, sample-and-hold) and activity
 // over the cycles' windows.
 func correlate(windows [][2]int64, power [][]schemas.PowerSample, hold int64, reqs []schemas.Request, toks map[string][]schemas.Token) *Correlation {
+	pbins := make([][]float64, len(windows))
+	for k, w := range windows {
+		for _, ps := range power {
+			pbins[k] = addBins(pbins[k], powerBins(w, ps, hold))
+		}
+	}
+	return correlateBins(windows, pbins, reqs, toks)
+}
+
+// powerBins is one series' mean power (W) in each CorrelationBin of w;
+// nil when w holds fewer than two bins.
+func powerBins(w [2]int64, ps []schemas.PowerSample, hold int64) []float64 {
+	n := int((w[1] - w[0]) / CorrelationBin)
+	if n < 2 {
+		return nil
+	}
+	p := make([]float64, n)
+	for i := 0; i < n; i++ {
+		a := w[0] + int64(i)*CorrelationBin
+		j, _ := IntegratePower(ps, a, a+CorrelationBin, hold)
+		p[i] = j / (CorrelationBin / 1e9)
+	}
+	return p
+}
+
+// addBins adds b to a bin by bin (a nil a takes b).
+func addBins(a, b []float64) []float64 {
+	if a == nil {
+		return b
+	}
+	for i := range b {
+		a[i] += b[i]
+	}
+	return a
+}
+
+// correlateBins is correlate with each window's summed power already
+// binned (powerBins), so that the series need not be held together.
+func correlateBins(windows [][2]int64, pbins [][]float64, reqs []schemas.Request, toks map[string][]schemas.Token) *Correlation {
 	var pw, thr, inSys, decoding []float64
-	for _, w := range windows {
+	for k, w := range windows {
 		n := int((w[1] - w[0]) / CorrelationBin)
 		if n < 2 {
 			continue
 		}
-		p := make([]float64, n)
-		for _, ps := range power {
-			for i := 0; i < n; i++ {
-				a := w[0] + int64(i)*CorrelationBin
-				j, _ := IntegratePower(ps, a, a+CorrelationBin, hold)
-				p[i] += j / (CorrelationBin / 1e9)
-			}
+		p := pbins[k]
+		if p == nil {
+			p = make([]float64, n)
 		}
 		th, sy, dc := make([]float64, n), make([]float64, n+1), make([]float64, n+1)
 		bin := func(t int64) int {

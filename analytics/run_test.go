@@ -2,6 +2,7 @@ package analytics
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -182,4 +183,110 @@ func checkRunAgainstTruth(t *testing.T, m *memStore, devs []string, truth [][]fl
 	if q := stored[0]; q != res.Label() || !strings.Contains(q, "simulated") {
 		t.Errorf("stored quality %q, printed %q", q, res.Label())
 	}
+}
+
+// spanStore is a memStore that records the widest span read at once.
+type spanStore struct {
+	*memStore
+	widest int64
+}
+
+func (s *spanStore) PowerBySource(ctx context.Context, uuid string, from, to int64) (map[string][]schemas.PowerSample, error) {
+	s.widest = max(s.widest, to-from)
+	return s.memStore.PowerBySource(ctx, uuid, from, to)
+}
+
+// A run analysed a span of cycles at a time (LoadSpan) gives the same
+// figures as one read whole, and never holds more than a span (plus the
+// margins) of the devices' series at once.
+func TestLoadSpansAgree(t *testing.T) {
+	start := time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC)
+	t0 := start.UnixNano()
+	sec := func(k int) int64 { return t0 + int64(k)*1e9 }
+	s := sim.New(sim.Config{Devices: 2, Seed: 9, Load: func(d int, ts int64) float64 {
+		return 0.3 + 0.3*math.Sin(float64(ts-t0)/3e9+float64(d))
+	}}, start)
+	m := &memStore{energy: map[string][]Reading{}, tokens: map[string][]schemas.Token{}, power: map[string][]schemas.PowerSample{}}
+	var devs []string
+	for i, d := range s.Devices() {
+		devs = append(devs, d.UUID)
+		for k := 1; k <= 200; k++ {
+			pb, eb := s.Advance(i, sec(k))
+			m.power[d.UUID] = append(m.power[d.UUID], pb.Samples...)
+			for _, e := range eb.Readings {
+				m.energy[d.UUID] = append(m.energy[d.UUID], Reading{EnergyReading: e, Source: "sim"})
+			}
+		}
+	}
+	ev := func(c uint32, p schemas.RunPhase, ts int64) schemas.RunEvent {
+		return schemas.RunEvent{RunID: "r", Backend: "synthetic", Cycle: c, Phase: p, TS: ts, Devices: devs}
+	}
+	m.runs = []schemas.RunEvent{ev(0, schemas.RunStart, sec(1)), ev(0, schemas.RunBaseline, sec(5))}
+	for c := 0; c < 4; c++ {
+		a := sec(10 + 45*c)
+		m.runs = append(m.runs, ev(uint32(c), schemas.RunStart, a), ev(uint32(c), schemas.RunEnd, a+20e9))
+		for r := 0; r < 5; r++ {
+			q := schemas.Request{ID: fmt.Sprintf("c%d-%d", c, r), Cycle: uint32(c), Scheduled: a + int64(r)*3e9, Sent: a + int64(r)*3e9,
+				FirstToken: a + int64(r)*3e9 + 2e8, LastToken: a + int64(r)*3e9 + 4e9, Done: a + int64(r)*3e9 + 4e9,
+				PromptTokens: 100, OutputTokens: 50, Status: schemas.StatusOK}
+			m.requests = append(m.requests, q)
+		}
+	}
+	analyze := func(span int64) (*RunResult, int64) {
+		defer func(v int64) { LoadSpan = v }(LoadSpan)
+		LoadSpan = span
+		st := &spanStore{memStore: m}
+		r, err := AnalyzeRun(context.Background(), st, "r")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r, st.widest
+	}
+	whole, wideWhole := analyze(LoadSpan)
+	split, wideSplit := analyze(1) // each cycle, and the baseline, alone
+	if wideWhole < 180e9 {
+		t.Fatalf("the whole run was read in spans of %v: the test proves nothing", time.Duration(wideWhole))
+	}
+	if want := int64(20e9 + 2*loadMargin); wideSplit > want {
+		t.Errorf("analysed a cycle at a time, it read %v at once (want ≤ %v)", time.Duration(wideSplit), time.Duration(want))
+	}
+	near := func(what string, a, b float64) {
+		t.Helper()
+		if !(math.Abs(a-b) <= 1e-9*math.Max(math.Abs(a), 1)) && !(math.IsNaN(a) && math.IsNaN(b)) {
+			t.Errorf("%s: %v whole, %v a span at a time", what, a, b)
+		}
+	}
+	for _, d := range devs {
+		near("baseline "+d, whole.BaselineW[d], split.BaselineW[d])
+	}
+	if len(whole.Cycles) != 4 || len(split.Cycles) != 4 {
+		t.Fatalf("%d and %d cycles, want 4", len(whole.Cycles), len(split.Cycles))
+	}
+	for i, c := range whole.Cycles {
+		o := split.Cycles[i]
+		near(fmt.Sprintf("cycle %d energy", i), c.EnergyJ, o.EnergyJ)
+		near(fmt.Sprintf("cycle %d dynamic", i), c.DynamicJ, o.DynamicJ)
+		near(fmt.Sprintf("cycle %d prefill", i), c.PrefillJ, o.PrefillJ)
+		near(fmt.Sprintf("cycle %d decode", i), c.DecodeJ, o.DecodeJ)
+		near(fmt.Sprintf("cycle %d uncertainty", i), c.DynamicUncJ, o.DynamicUncJ)
+		if c.Quality != o.Quality {
+			t.Errorf("cycle %d: quality %s whole, %s a span at a time", i, c.Quality, o.Quality)
+		}
+		if math.IsNaN(c.EnergyJ) || c.Quality != QualityOK {
+			t.Errorf("cycle %d: %v J, %s: the test proves nothing", i, c.EnergyJ, c.Quality)
+		}
+	}
+	if len(whole.Requests) != len(split.Requests) || len(whole.Requests) != 20 {
+		t.Fatalf("%d and %d request energies, want 20", len(whole.Requests), len(split.Requests))
+	}
+	for i, r := range whole.Requests {
+		near("request "+r.ID, r.TotalJ(), split.Requests[i].TotalJ())
+	}
+	if whole.Correlation == nil || split.Correlation == nil {
+		t.Fatalf("correlation %v / %v", whole.Correlation, split.Correlation)
+	}
+	for k, v := range whole.Correlation.Pearson {
+		near("pearson "+k, v, split.Correlation.Pearson[k])
+	}
+	near("lag", whole.Correlation.LagMS, split.Correlation.LagMS)
 }

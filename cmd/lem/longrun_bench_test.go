@@ -57,7 +57,7 @@ func (r longRun) write(tb testing.TB, dir string) string {
 		}
 		first := seq[k] + 1
 		seq[k] = first
-		if err := pqstore.WriteFile(pqstore.BatchPath(dir, t.Name, 1, first, first), t, nil); err != nil {
+		if err := pqstore.WriteFileRowGroups(pqstore.BatchPath(dir, t.Name, 1, first, first), t, nil, pqstore.BatchRowGroupRows); err != nil {
 			tb.Fatal(err)
 		}
 	}

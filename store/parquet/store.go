@@ -41,6 +41,14 @@ func (s *Store) Watermark(_ context.Context, table string, epoch int64) (uint64,
 	return Watermark(s.dir, table, epoch)
 }
 
+// BatchRowGroupRows bounds the row groups of the files Write stores.
+// Ingest's blocks come sorted by host, device and time, so a row group
+// this small spans few devices, and a read of one device's series skips
+// the others' row groups by their statistics (analysis reads a device at
+// a time: with one row group per block, every device's read decoded the
+// whole block).
+const BatchRowGroupRows = 8192
+
 // Write stores t as one file, named by the stream positions it covers
 // when it has them. A write bounded by a lease (ADR 0019) checks it just
 // before the file is renamed into place.
@@ -65,7 +73,7 @@ func (s *Store) Write(ctx context.Context, t *schemas.Table) error {
 	if _, ok := fence.From(ctx); ok {
 		ready = func() error { return fence.Check(ctx) }
 	}
-	if err := writeFile(path, t, map[string]string{"lem.table": t.Name}, 0, ready); err != nil {
+	if err := writeFile(path, t, map[string]string{"lem.table": t.Name}, BatchRowGroupRows, ready); err != nil {
 		return fmt.Errorf("parquet store: %w", err)
 	}
 	return nil
