@@ -126,6 +126,8 @@ bench: clickhouse
 	TMPDIR=$(CGO_TMP) $(GO) test -run XXX -bench 'TimestampAccuracy|PoissonKS' -benchtime 3x ./collectors/loadgen
 	@# Token stamps as a user gets them: lem run attached to a streaming server in its own process, 1,000 and 2,000 streams.
 	TMPDIR=$(CGO_TMP) $(GO) test -run XXX -bench RunAttachedStamps -benchtime 2x -timeout 30m ./cmd/lem
+	@# A long run of 64 GPUs (1.5, 6 and 24 h: up to 276 M power samples, 10 M requests; the stores are kept in .cache/longrun-*): lem export and lem analyze, peak RSS and time.
+	TMPDIR=$(CGO_TMP) LEM_LONGRUN_ANALYZE=1 $(GO) test -run XXX -bench LongRunMemory -benchtime 1x -timeout 120m ./cmd/lem
 	@# The results platform: leaderboard over 100,000 runs, the timeline of 1 h x 8 GPUs, 200 concurrent clients, bundle verification.
 	TMPDIR=$(CGO_TMP) $(GO) test -run XXX -bench 'LeaderboardP95|LeaderboardAfterUpload|TimelineHour8GPU|ConcurrentClients|VerifyBundle|ReadBundleHour8GPU|RunPageAfterRestart' -benchtime 20x ./platform
 	TMPDIR=$(CGO_TMP) $(GO) test -run XXX -bench 'VerifyHour8GPU' -benchtime 1x -timeout 20m ./platform

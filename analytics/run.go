@@ -222,9 +222,17 @@ func AnalyzeRunWith(ctx context.Context, store Store, runID string, opt Options)
 			res.SentKernel++
 		}
 	}
+	// Each cycle's requests, as views of reqs (grouped by cycle, in
+	// schedule order within one): no copies.
+	sort.SliceStable(reqs, func(a, b int) bool { return reqs[a].Cycle < reqs[b].Cycle })
 	byCycle := map[uint32][]schemas.Request{}
-	for _, q := range reqs {
-		byCycle[q.Cycle] = append(byCycle[q.Cycle], q)
+	for i := 0; i < len(reqs); {
+		j := i
+		for j < len(reqs) && reqs[j].Cycle == reqs[i].Cycle {
+			j++
+		}
+		byCycle[reqs[i].Cycle] = reqs[i:j:j]
+		i = j
 	}
 	var cycles [][2]int64
 	for c := uint32(0); ; c++ {

@@ -148,20 +148,41 @@ func (s *Store) RunEvents(ctx context.Context, runID string) ([]schemas.RunEvent
 	return out, nil
 }
 
+// scanChunk is the rows the typed reads below convert at a time: they
+// scan the table in chunks, so that a read holds the converted rows and
+// one chunk of columns, not every column of the selection besides.
+const scanChunk = 1 << 16
+
+// refill makes dst (a typed table's) hold exactly src's rows.
+func refill(dst, src *schemas.Table) error {
+	dst.Reset()
+	all := make([]bool, src.Rows())
+	for i := range all {
+		all[i] = true
+	}
+	return dst.AppendKept(src, all)
+}
+
 // Requests returns the run's requests in schedule order.
 func (s *Store) Requests(ctx context.Context, runID string) ([]schemas.Request, error) {
-	r, err := read(ctx, s, schemas.NewRows(schemas.KindRequest).(*schemas.RequestRows), schemas.Filter{RunIDs: []string{runID}})
+	var out []schemas.Request
+	r := schemas.NewRows(schemas.KindRequest).(*schemas.RequestRows)
+	err := s.ScanTable(ctx, schemas.TableRequest, schemas.Filter{RunIDs: []string{runID}}, scanChunk, func(t *schemas.Table) error {
+		if err := refill(r.Table(), t); err != nil {
+			return err
+		}
+		for i := range r.RunID.V {
+			out = append(out, schemas.Request{ID: r.ID.V[i], Cycle: r.Cycle.V[i], Scheduled: r.Scheduled.V[i], Sent: r.Sent.V[i],
+				FirstToken: r.FirstToken.V[i], LastToken: r.LastToken.V[i], Done: r.Done.V[i], PromptTokens: r.PromptTokens.V[i],
+				OutputTokens: r.OutputTokens.V[i], Status: schemas.ParseRequestStatus(r.Status.V[i]), Error: r.Error.V[i],
+				ServerQueue: r.ServerQueue.V[i], ServerPrefill: r.ServerPrefill.V[i], ServerDecode: r.ServerDecode.V[i],
+				KernelStamped: r.KernelStamped.V[i],
+				SentKernel:    r.SentKernel.V[i] != 0})
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("reading requests of %s: %w", runID, err)
-	}
-	out := make([]schemas.Request, len(r.RunID.V))
-	for i := range out {
-		out[i] = schemas.Request{ID: r.ID.V[i], Cycle: r.Cycle.V[i], Scheduled: r.Scheduled.V[i], Sent: r.Sent.V[i],
-			FirstToken: r.FirstToken.V[i], LastToken: r.LastToken.V[i], Done: r.Done.V[i], PromptTokens: r.PromptTokens.V[i],
-			OutputTokens: r.OutputTokens.V[i], Status: schemas.ParseRequestStatus(r.Status.V[i]), Error: r.Error.V[i],
-			ServerQueue: r.ServerQueue.V[i], ServerPrefill: r.ServerPrefill.V[i], ServerDecode: r.ServerDecode.V[i],
-			KernelStamped: r.KernelStamped.V[i],
-			SentKernel:    r.SentKernel.V[i] != 0}
 	}
 	sort.SliceStable(out, func(a, b int) bool { return out[a].Scheduled < out[b].Scheduled })
 	return out, nil
@@ -170,13 +191,19 @@ func (s *Store) Requests(ctx context.Context, runID string) ([]schemas.Request, 
 // Tokens returns the run's chunk arrivals by request id, each in time
 // order.
 func (s *Store) Tokens(ctx context.Context, runID string) (map[string][]schemas.Token, error) {
-	r, err := read(ctx, s, schemas.NewRows(schemas.KindToken).(*schemas.TokenRows), schemas.Filter{RunIDs: []string{runID}})
+	out := map[string][]schemas.Token{}
+	r := schemas.NewRows(schemas.KindToken).(*schemas.TokenRows)
+	err := s.ScanTable(ctx, schemas.TableToken, schemas.Filter{RunIDs: []string{runID}}, scanChunk, func(t *schemas.Table) error {
+		if err := refill(r.Table(), t); err != nil {
+			return err
+		}
+		for i, req := range r.Request.V {
+			out[req] = append(out[req], schemas.Token{Index: r.Index.V[i], TS: r.TS.V[i], Tokens: r.Tokens.V[i]})
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("reading tokens of %s: %w", runID, err)
-	}
-	out := map[string][]schemas.Token{}
-	for i, req := range r.Request.V {
-		out[req] = append(out[req], schemas.Token{Index: r.Index.V[i], TS: r.TS.V[i], Tokens: r.Tokens.V[i]})
 	}
 	for _, ts := range out {
 		sort.SliceStable(ts, func(a, b int) bool { return ts[a].TS < ts[b].TS })

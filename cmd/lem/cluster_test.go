@@ -402,7 +402,7 @@ func newPowerEvents(pub *bus.Publisher, perEvent int) *powerEvents {
 }
 
 // publish publishes events from..to-1 (each under its own message id).
-func (pw *powerEvents) publish(t *testing.T, from, to int) {
+func (pw *powerEvents) publish(t testing.TB, from, to int) {
 	t.Helper()
 	for e := from; e < to; e++ {
 		dev := uint32(e % 8)
@@ -421,7 +421,7 @@ func (pw *powerEvents) publish(t *testing.T, from, to int) {
 }
 
 // flush waits (up to a minute) until every publish is acknowledged.
-func (pw *powerEvents) flush(t *testing.T) {
+func (pw *powerEvents) flush(t testing.TB) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

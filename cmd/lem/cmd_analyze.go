@@ -42,6 +42,7 @@ func newAnalyzeCmd(fs *flag.FlagSet) func([]string) error {
 }
 
 func (opt *analyzeCmd) run(args []string) error {
+	boundHeap()
 	ctx := context.Background()
 	store, ids, err := openRuns(ctx, opt.stc(), *opt.write, opt.logger(), args)
 	if err != nil {

@@ -80,6 +80,7 @@ func (opt *exportCmd) run(args []string) error {
 	if *opt.out == "" {
 		return errors.New("-out is required")
 	}
+	boundHeap()
 	log := opt.logger()
 	sel := exporters.Selection{}
 	var err error

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -251,5 +252,19 @@ func profileFlag(fs *flag.FlagSet, of string) func() (stop func(), err error) {
 			return nil, err
 		}
 		return func() { pprof.StopCPUProfile(); f.Close() }, nil
+	}
+}
+
+// readerHeap is the heap the Go collector aims to stay under in the
+// commands that read a store through (lem analyze, lem export) unless
+// GOMEMLIMIT says otherwise: they read in spans and chunks, so their live
+// heap is small, but garbage between collections (GOGC=100 lets the heap
+// double) would otherwise show as RSS. A soft limit: above it the
+// collector works harder, it never fails an allocation.
+const readerHeap = 1536 << 20
+
+func boundHeap() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(readerHeap)
 	}
 }

@@ -30,7 +30,7 @@ type bgProc struct {
 	syncBuffer
 }
 
-func startProc(t *testing.T, bin string, args ...string) *bgProc {
+func startProc(t testing.TB, bin string, args ...string) *bgProc {
 	t.Helper()
 	p := &bgProc{cmd: exec.Command(bin, args...)}
 	p.cmd.Stdout, p.cmd.Stderr = &p.syncBuffer, &p.syncBuffer
@@ -54,7 +54,7 @@ func startProc(t *testing.T, bin string, args ...string) *bgProc {
 }
 
 // waitFor polls until f holds or the time is up.
-func waitFor(t *testing.T, what string, limit time.Duration, f func() bool) {
+func waitFor(t testing.TB, what string, limit time.Duration, f func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
 	for !f() {
