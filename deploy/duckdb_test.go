@@ -506,3 +506,73 @@ func checkModernClickHouse(t *testing.T, conn driver.Conn, db string, st *store.
 		}
 	}
 }
+
+// TestClusteredSchemaParsesOnCurrentClickHouse: every statement of `lem
+// migrate -cluster` (ON CLUSTER, replicated local tables, Distributed
+// tables; TestClickHouseCluster2x2 runs them on four 18.16 servers) is
+// parsed by a current ClickHouse (chDB) through formatQuery. chDB has no
+// ZooKeeper or Keeper and no cluster, so it cannot run them: what a
+// current server is checked for here is the syntax, not the execution.
+func TestClusteredSchemaParsesOnCurrentClickHouse(t *testing.T) {
+	nm := testenv.NodeModules(t)
+	ms, err := schemas.Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sts, queries []string
+	for _, m := range ms {
+		s, err := m.RenderCluster("lem", "lem_cluster")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, st := range s {
+			sts = append(sts, st)
+			lit := strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(st)
+			queries = append(queries, "SELECT formatQuery('"+lit+"')")
+		}
+	}
+	// A statement that does not parse must fail here: the check can fail.
+	sts = append(sts, "CREATE TABLE lem.x ON CLUSTER (")
+	queries = append(queries, `SELECT formatQuery('CREATE TABLE lem.x ON CLUSTER (')`)
+	dir := t.TempDir()
+	write := func(name string, v any) string {
+		b, _ := json.Marshal(v)
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	sp := filepath.Join(nm, fmt.Sprintf("chdb-cluster-%d.mjs", os.Getpid()))
+	script, _ := os.ReadFile("testdata/chdb.mjs")
+	if err := os.WriteFile(sp, script, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(sp)
+	out, err := exec.Command("node", sp, write("setup.json", []string{}), write("queries.json", queries)).Output()
+	if err != nil {
+		if ee, ok := err.(*exec.ExitError); ok {
+			t.Fatalf("chdb: %v\n%s", err, ee.Stderr)
+		}
+		t.Fatal(err)
+	}
+	var got struct {
+		Version string `json:"version"`
+		Results []struct {
+			Error string `json:"error"`
+		} `json:"results"`
+	}
+	if err := json.Unmarshal(out, &got); err != nil || len(got.Results) != len(queries) {
+		t.Fatalf("chdb output (%v): %.2000s", err, out)
+	}
+	last := len(queries) - 1
+	for i, r := range got.Results[:last] {
+		if r.Error != "" {
+			t.Errorf("ClickHouse %s does not parse:\n%s\n%s", got.Version, sts[i], r.Error)
+		}
+	}
+	if got.Results[last].Error == "" {
+		t.Errorf("ClickHouse %s parsed a broken statement: the check cannot fail", got.Version)
+	}
+	t.Logf("ClickHouse %s parses the %d statements of the clustered schema", got.Version, last)
+}
