@@ -392,7 +392,6 @@ func TestUnknownFiguresAreNull(t *testing.T) {
 // query and how.
 func checkModernClickHouse(t *testing.T, conn driver.Conn, db string, st *store.Store, run, request string, from, to time.Time) {
 	t.Helper()
-	nm := testenv.NodeModules(t)
 	dir := t.TempDir()
 	sum, err := exporters.Export(context.Background(), st, st, exporters.Selection{RunIDs: []string{run}, Margin: 3600e9}, "test", &lemparquet.Writer{Dir: dir}, nil)
 	if err != nil {
@@ -429,27 +428,7 @@ func checkModernClickHouse(t *testing.T, conn driver.Conn, db string, st *store.
 	for _, q := range qs {
 		modern = append(modern, q.modern)
 	}
-	write := func(name string, v any) string {
-		b, _ := json.Marshal(v)
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	sp := filepath.Join(nm, fmt.Sprintf("chdb-%d.mjs", os.Getpid()))
-	script, _ := os.ReadFile("testdata/chdb.mjs")
-	if err := os.WriteFile(sp, script, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	defer os.Remove(sp)
-	out, err := exec.Command("node", sp, write("setup.json", setup), write("queries.json", modern)).Output()
-	if err != nil {
-		if ee, ok := err.(*exec.ExitError); ok {
-			t.Fatalf("chdb: %v\n%s", err, ee.Stderr)
-		}
-		t.Fatal(err)
-	}
+	out := runChDB(t, setup, modern)
 	var got struct {
 		Version     string `json:"version"`
 		SetupErrors []struct {
@@ -514,7 +493,6 @@ func checkModernClickHouse(t *testing.T, conn driver.Conn, db string, st *store.
 // ZooKeeper or Keeper and no cluster, so it cannot run them: what a
 // current server is checked for here is the syntax, not the execution.
 func TestClusteredSchemaParsesOnCurrentClickHouse(t *testing.T) {
-	nm := testenv.NodeModules(t)
 	ms, err := schemas.Migrations()
 	if err != nil {
 		t.Fatal(err)
@@ -534,28 +512,7 @@ func TestClusteredSchemaParsesOnCurrentClickHouse(t *testing.T) {
 	// A statement that does not parse must fail here: the check can fail.
 	sts = append(sts, "CREATE TABLE lem.x ON CLUSTER (")
 	queries = append(queries, `SELECT formatQuery('CREATE TABLE lem.x ON CLUSTER (')`)
-	dir := t.TempDir()
-	write := func(name string, v any) string {
-		b, _ := json.Marshal(v)
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	sp := filepath.Join(nm, fmt.Sprintf("chdb-cluster-%d.mjs", os.Getpid()))
-	script, _ := os.ReadFile("testdata/chdb.mjs")
-	if err := os.WriteFile(sp, script, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	defer os.Remove(sp)
-	out, err := exec.Command("node", sp, write("setup.json", []string{}), write("queries.json", queries)).Output()
-	if err != nil {
-		if ee, ok := err.(*exec.ExitError); ok {
-			t.Fatalf("chdb: %v\n%s", err, ee.Stderr)
-		}
-		t.Fatal(err)
-	}
+	out := runChDB(t, []string{}, queries)
 	var got struct {
 		Version string `json:"version"`
 		Results []struct {
@@ -575,4 +532,34 @@ func TestClusteredSchemaParsesOnCurrentClickHouse(t *testing.T) {
 		t.Errorf("ClickHouse %s parsed a broken statement: the check cannot fail", got.Version)
 	}
 	t.Logf("ClickHouse %s parses the %d statements of the clustered schema", got.Version, last)
+}
+
+// runChDB runs testdata/chdb.mjs: the setup statements in order, then the
+// queries, in chDB (a current ClickHouse in process); its JSON output.
+func runChDB(t *testing.T, setup, queries []string) []byte {
+	t.Helper()
+	nm := testenv.NodeModules(t)
+	dir := t.TempDir()
+	write := func(name string, v any) string {
+		b, _ := json.Marshal(v)
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	sp := filepath.Join(nm, fmt.Sprintf("chdb-%d-%d.mjs", os.Getpid(), time.Now().UnixNano()))
+	script, _ := os.ReadFile("testdata/chdb.mjs")
+	if err := os.WriteFile(sp, script, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(sp)
+	out, err := exec.Command("node", sp, write("setup.json", setup), write("queries.json", queries)).Output()
+	if err != nil {
+		if ee, ok := err.(*exec.ExitError); ok {
+			t.Fatalf("chdb: %v\n%s", err, ee.Stderr)
+		}
+		t.Fatal(err)
+	}
+	return out
 }

@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -139,25 +138,10 @@ func report(b *testing.B, prefix string, r pipeRun) {
 
 // cpuClock reads the CPU seconds of this process and of child pids.
 func cpuClock(pids ...int) (self float64, others []float64) {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	self = float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 	for _, pid := range pids {
-		others = append(others, procCPU(pid))
+		others = append(others, testenv.ProcCPU(pid))
 	}
-	return self, others
-}
-
-func procCPU(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the command (which may hold spaces): utime is the 12th.
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-	u, _ := strconv.ParseFloat(f[11], 64)
-	s, _ := strconv.ParseFloat(f[12], 64)
-	return (u + s) / 100 // USER_HZ
+	return testenv.SelfCPU(), others
 }
 
 // tcpJetStream starts an embedded server listening on loopback and
@@ -360,7 +344,7 @@ func runPeer(b *testing.B, telegraf string, nS, nT int, backlog bool) pipeRun {
 	}
 	chPid := testenv.ClickHouseServer().Pid()
 	self0, _ := cpuClock(chPid)
-	ch0 := procCPU(chPid)
+	ch0 := testenv.ProcCPU(chPid)
 	start := time.Now()
 	cmd := exec.Command(telegraf, "--config", conf)
 	logf, _ := os.Create(filepath.Join(dir, "telegraf.log"))

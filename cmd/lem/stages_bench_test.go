@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -18,25 +17,6 @@ import (
 	"github.com/llm-energy-measure/lem/internal/bus"
 	"github.com/llm-energy-measure/lem/internal/testenv"
 )
-
-// procCPU is the CPU seconds (user + system) pid has used.
-func procCPU(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the command (which may hold spaces): utime is the 12th.
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-	u, _ := strconv.ParseFloat(f[11], 64)
-	s, _ := strconv.ParseFloat(f[12], 64)
-	return (u + s) / 100 // USER_HZ
-}
-
-func selfCPU() float64 {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
-}
 
 // BenchmarkStageCosts: the CPU each stage of the pipeline spends per
 // million power samples, every stage its own process — the publisher
@@ -121,9 +101,9 @@ func stageCosts(b *testing.B, replicas, events, perEvent int) {
 	// Idle rates first: what each process spends doing nothing.
 	cpu := func() (self, natsCPU, ingest, ch float64) {
 		for _, p := range natsProcs {
-			natsCPU += procCPU(p.cmd.Process.Pid)
+			natsCPU += testenv.ProcCPU(p.cmd.Process.Pid)
 		}
-		return selfCPU(), natsCPU, procCPU(ing.cmd.Process.Pid), procCPU(chPid)
+		return testenv.SelfCPU(), natsCPU, testenv.ProcCPU(ing.cmd.Process.Pid), testenv.ProcCPU(chPid)
 	}
 	_, n0, i0, c0 := cpu()
 	time.Sleep(10 * time.Second)
@@ -134,7 +114,7 @@ func stageCosts(b *testing.B, replicas, events, perEvent int) {
 	s0, n2, i2, c2 := cpu()
 	pw.publish(b, 0, events)
 	pw.flush(b)
-	s1 := selfCPU()
+	s1 := testenv.SelfCPU()
 	want := uint64(events * perEvent)
 	var n uint64
 	waitFor(b, "every sample stored", 10*time.Minute, func() bool {
