@@ -432,14 +432,29 @@ func loadGroups(baseFrom, baseTo int64, cycles [][2]int64, span int64) []loadGro
 // reported).
 func loadDevices(ctx context.Context, store Store, res *RunResult, from, to int64) (map[string]*deviceData, error) {
 	devs := map[string]*deviceData{}
-	for _, d := range res.Devices {
-		rs, err := store.Energy(ctx, d, from, to)
-		if err != nil {
+	var spanReadings map[string][]Reading
+	var spanPower map[string]map[string][]schemas.PowerSample
+	if sr, ok := store.(SpanReader); ok {
+		var err error
+		if spanReadings, spanPower, err = sr.Span(ctx, res.Devices, from, to); err != nil {
 			return nil, err
 		}
-		ps, src, err := Power(ctx, store, d, from, to)
-		if err != nil {
-			return nil, err
+	}
+	for _, d := range res.Devices {
+		var rs []Reading
+		var ps []schemas.PowerSample
+		var src string
+		if spanReadings != nil {
+			rs = spanReadings[d]
+			ps, src = pickSeries(spanPower[d])
+		} else {
+			var err error
+			if rs, err = store.Energy(ctx, d, from, to); err != nil {
+				return nil, err
+			}
+			if ps, src, err = Power(ctx, store, d, from, to); err != nil {
+				return nil, err
+			}
 		}
 		dd := &deviceData{readings: rs, power: ps, source: src}
 		if len(ps) > 0 {

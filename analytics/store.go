@@ -27,6 +27,17 @@ type Store interface {
 	PowerBySource(ctx context.Context, deviceUUID string, from, to int64) (map[string][]schemas.PowerSample, error)
 }
 
+// SpanReader is a Store that reads every device's counter readings and
+// power samples of a time span in one pass (store.Store does): analysis
+// reads a span of a run's cycles that way instead of device by device,
+// which in the Parquet store decoded each block's footer and shared row
+// groups once per device.
+type SpanReader interface {
+	// Span returns, for each of devices, its readings in [from, to] (in
+	// time order) and its power samples by source (each in time order).
+	Span(ctx context.Context, devices []string, from, to int64) (map[string][]Reading, map[string]map[string][]schemas.PowerSample, error)
+}
+
 // Power returns the device's best time-resolved power series in [from,
 // to] — the driver buffer (nvml.buffer), else the simulator, else the
 // instant field — placed on the time it describes, and its source; nil

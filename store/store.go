@@ -247,3 +247,61 @@ func (s *Store) PowerBySource(ctx context.Context, uuid string, from, to int64) 
 	}
 	return by, nil
 }
+
+// Span returns, for each of devices, its counter readings in [from, to]
+// (with their sources, in time order) and its power samples by source
+// (each in time order), from one scan of each table over the span: the
+// rows of other devices are skipped as they come.
+func (s *Store) Span(ctx context.Context, devices []string, from, to int64) (map[string][]schemas.CounterReading, map[string]map[string][]schemas.PowerSample, error) {
+	readings := map[string][]schemas.CounterReading{}
+	power := map[string]map[string][]schemas.PowerSample{}
+	for _, d := range devices {
+		readings[d] = nil
+		power[d] = map[string][]schemas.PowerSample{}
+	}
+	f := schemas.Filter{From: from, To: to}
+	en := schemas.NewRows(schemas.KindEnergy).(*schemas.EnergyRows)
+	err := s.ScanTable(ctx, schemas.TableEnergy, f, scanChunk, func(t *schemas.Table) error {
+		if err := refill(en.Table(), t); err != nil {
+			return err
+		}
+		sources := en.Table().Column("source").Data().([]string)
+		uuids := en.Table().Column("device_uuid").Data().([]string)
+		for i, u := range uuids {
+			if rs, ok := readings[u]; ok {
+				readings[u] = append(rs, schemas.CounterReading{EnergyReading: schemas.EnergyReading{TSBefore: en.TSBefore.V[i], TSAfter: en.TSAfter.V[i],
+					Energy: schemas.Energy(en.Energy.V[i]), Reset: en.Reset.V[i] == 1}, Source: sources[i]})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading energy of %d devices: %w", len(devices), err)
+	}
+	pw := schemas.NewRows(schemas.KindPower).(*schemas.PowerRows)
+	err = s.ScanTable(ctx, schemas.TablePower, f, scanChunk, func(t *schemas.Table) error {
+		if err := refill(pw.Table(), t); err != nil {
+			return err
+		}
+		sources := pw.Table().Column("source").Data().([]string)
+		uuids := pw.Table().Column("device_uuid").Data().([]string)
+		for i, u := range uuids {
+			if by, ok := power[u]; ok {
+				by[sources[i]] = append(by[sources[i]], schemas.PowerSample{TS: pw.TS.V[i], Power: schemas.Power(pw.Power.V[i])})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading power of %d devices: %w", len(devices), err)
+	}
+	for _, rs := range readings {
+		sort.SliceStable(rs, func(a, b int) bool { return rs[a].TSBefore < rs[b].TSBefore })
+	}
+	for _, by := range power {
+		for _, ps := range by {
+			sort.SliceStable(ps, func(a, b int) bool { return ps[a].TS < ps[b].TS })
+		}
+	}
+	return readings, power, nil
+}

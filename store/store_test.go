@@ -279,3 +279,47 @@ func TestScanTableChunks(t *testing.T) {
 		}
 	}
 }
+
+// TestSpanAgreesWithDeviceReads: the one-pass read of a span (analysis's)
+// gives each device exactly what its own reads give, in both stores.
+func TestSpanAgreesWithDeviceReads(t *testing.T) {
+	ctx := context.Background()
+	db, conn := testenv.FreshDatabase(t)
+	chs, err := chstore.New(conn, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const t0 = int64(1_800_000_000_000_000_000)
+	from, to := t0+100e6, t0+700e6
+	for _, st := range []*store.Store{store.Wrap(chs), store.Parquet(t.TempDir())} {
+		for _, tb := range events() {
+			if err := st.Write(ctx, tb); err != nil {
+				t.Fatal(err)
+			}
+		}
+		devices := []string{"GPU-a", "GPU-b", "GPU-none"}
+		readings, power, err := st.Span(ctx, devices, from, to)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range devices {
+			rs, err := st.Energy(ctx, d, from, to)
+			if err != nil {
+				t.Fatal(err)
+			}
+			by, err := st.PowerBySource(ctx, d, from, to)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rs) != len(readings[d]) || (len(rs) > 0 && !reflect.DeepEqual(rs, readings[d])) {
+				t.Errorf("%s %s: span readings %v, device readings %v", st.Name(), d, readings[d], rs)
+			}
+			if len(by) != len(power[d]) || (len(by) > 0 && !reflect.DeepEqual(by, power[d])) {
+				t.Errorf("%s %s: span power %v, device power %v", st.Name(), d, power[d], by)
+			}
+			if d != "GPU-none" && (len(rs) == 0 || len(by) == 0) {
+				t.Errorf("%s %s: nothing in the span: the test proves nothing", st.Name(), d)
+			}
+		}
+	}
+}
