@@ -28,21 +28,29 @@ import (
 // sample takes in JetStream and on ClickHouse's disk. docs/scaling.md
 // builds its capacity model on these figures.
 func BenchmarkStageCosts(b *testing.B) {
-	const perEvent = 50
-	events := 40_000 // 2 M samples
+	samples := 2_000_000
 	if v := os.Getenv("LEM_STAGE_SAMPLES"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil {
 			b.Fatal(err)
 		}
-		events = n / perEvent
+		samples = n
 	}
+	// Messages of 50 samples (the driver buffer's second) and of 2 (a
+	// counter or device-state message): two points, so that a stage's
+	// cost splits into a part per message and a part per row.
 	for _, replicas := range []int{1, 3} {
-		b.Run(fmt.Sprintf("R%d", replicas), func(b *testing.B) {
-			for i := 0; i < b.N; i++ {
-				stageCosts(b, replicas, events, perEvent)
-			}
-		})
+		for _, perEvent := range []int{50, 2} {
+			b.Run(fmt.Sprintf("R%d/rows-per-msg-%d", replicas, perEvent), func(b *testing.B) {
+				n := samples
+				if perEvent < 50 {
+					n = samples / 5 // as many messages as 200 k rows take: enough
+				}
+				for i := 0; i < b.N; i++ {
+					stageCosts(b, replicas, n/perEvent, perEvent)
+				}
+			})
+		}
 	}
 }
 
@@ -131,6 +139,7 @@ func stageCosts(b *testing.B, replicas, events, perEvent int) {
 	b.ReportMetric(perM(c3-c2-idle(took, c0, c1)), "clickhouse-insert-cpu-s/M")
 	b.ReportMetric(perM(c4-c3-idle(20*time.Second, c0, c1)), "clickhouse-after-cpu-s/M")
 	b.ReportMetric(samples/took.Seconds(), "samples/s")
+	b.ReportMetric(float64(events)/took.Seconds(), "msgs/s")
 	var bytes, rows uint64
 	if err := conn.QueryRow(ctx, "SELECT sum(bytes_on_disk), sum(rows) FROM system.parts WHERE active AND database = ? AND table = 'power_samples'", db).Scan(&bytes, &rows); err != nil {
 		b.Fatal(err)
