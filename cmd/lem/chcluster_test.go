@@ -13,8 +13,10 @@ import (
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/llm-energy-measure/lem/deploy"
 	"github.com/llm-energy-measure/lem/ingest"
 	"github.com/llm-energy-measure/lem/internal/bus"
 	"github.com/llm-energy-measure/lem/internal/chserver"
@@ -288,6 +290,95 @@ func TestClickHouseCluster2x2(t *testing.T) {
 	pw.flush(t)
 	zk.Start()
 	stored("after ZooKeeper's restart")
+
+	ingestKilledMidInsert(t, reps)
+}
+
+// ingestKilledMidInsert: a `lem ingest -clickhouse-cluster` process (the
+// deployments' arguments) is SIGKILLed three times at the moment one of
+// the replicas shows it inserting (system.processes), and started again:
+// the unfinished insert is dropped, the next process resumes from the
+// watermark, and every sample is stored once.
+func ingestKilledMidInsert(t *testing.T, reps []*chReplica) {
+	ctx := context.Background()
+	const kdb = "lemk"
+	st, err := store.Open(ctx, store.Config{ClickHouse: chstore.Config{Addr: reps[0].srv.Addr(), Database: kdb, Cluster: "lem_2x2"}},
+		store.Options{Migrate: true, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	e, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: t.TempDir(), Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Shutdown()
+	nc, err := e.Connect("kill-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.EnsureStreams(ctx, js, bus.StreamConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	bin := buildLem(t)
+	args := deploy.Ingest{NATS: e.ClientURL(), StreamReplicas: "1", ClickHouse: reps[0].srv.Addr(), Database: kdb, Cluster: "lem_2x2",
+		Extra: []string{"-instance", "k", "-lease-ttl", "2s", "-flush-interval", "200ms", "-batch-rows", "50000", "-log-format", "console"}}.Args()
+	proc := startProc(t, bin, args...)
+	pub, err := bus.NewPublisher(nc, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw := newPowerEvents(pub, 500)
+	// Publish steadily in the background: 2,400 events (1.2 M samples).
+	const events = 2400
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		for e := 0; e < events; e += 40 {
+			pw.publish(t, e, e+40)
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	inserting := func() bool {
+		for _, r := range reps {
+			var n uint64
+			if r.conn.QueryRow(ctx, "SELECT count() FROM system.processes WHERE query LIKE 'INSERT INTO "+kdb+".power_samples_local%'").Scan(&n) == nil && n > 0 {
+				return true
+			}
+		}
+		return false
+	}
+	for k := 1; k <= 3; k++ {
+		waitFor(t, "ingest inserting", 2*time.Minute, inserting)
+		proc.cmd.Process.Signal(syscall.SIGKILL)
+		proc.cmd.Wait()
+		t.Logf("SIGKILL %d to lem ingest while it inserted into the cluster", k)
+		// Its lease expires (2 s) and settles (2 s) before the next
+		// process takes power over from the watermark.
+		proc = startProc(t, bin, args...)
+	}
+	<-published
+	pw.flush(t)
+	want := int64(pw.events * pw.perEvent)
+	var n, sum, distinct int64
+	q := "SELECT toInt64(count()), toInt64(sum(power_mw)), toInt64(uniqExact(device_uuid, ts_ns)) FROM " + kdb + ".power_samples"
+	waitFor(t, "every sample after the kills", 3*time.Minute, func() bool {
+		return reps[3].conn.QueryRow(ctx, q).Scan(&n, &sum, &distinct) == nil && n >= want
+	})
+	time.Sleep(2 * time.Second) // a duplicate would land by now
+	if err := reps[3].conn.QueryRow(ctx, q).Scan(&n, &sum, &distinct); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("ingest killed mid-insert 3 times: %d samples published, %d stored (%d distinct), sum %d (want %d)", want, n, distinct, sum, pw.sum)
+	if n != want || distinct != n || sum != pw.sum {
+		t.Log(proc.String())
+		t.Fatalf("after ingest was killed mid-insert: %d rows, %d distinct, sum %d; want %d rows, sum %d", n, distinct, sum, want, pw.sum)
+	}
 }
 
 func (r *chReplica) start(t *testing.T) {
