@@ -425,16 +425,8 @@ func (m *memTables) ReadTable(_ context.Context, t *schemas.Table, f schemas.Fil
 	return t.AppendKept(src, keep)
 }
 
-// ScanTable hands fn the selected rows in one chunk: they are in memory
-// already.
-func (m *memTables) ScanTable(ctx context.Context, name string, f schemas.Filter, _ int, fn func(*schemas.Table) error) error {
-	spec, ok := schemas.Spec(name)
-	if !ok {
-		return fmt.Errorf("unknown table %s", name)
-	}
-	t := spec.NewTable()
-	if err := m.ReadTable(ctx, t, f); err != nil {
-		return err
-	}
-	return fn(t)
+// Scan reads the selected rows into t at once (they are in memory
+// already) and leaves them there.
+func (m *memTables) Scan(ctx context.Context, t *schemas.Table, f schemas.Filter, _ int, _ func(*schemas.Table) error) error {
+	return m.ReadTable(ctx, t, f)
 }

@@ -61,10 +61,10 @@ type Tables interface {
 	Watermark(ctx context.Context, table string, epoch int64) (uint64, error)
 	// ReadTable appends to the empty t the rows of its table f selects.
 	ReadTable(ctx context.Context, t *schemas.Table, f schemas.Filter) error
-	// ScanTable calls fn with the rows of table name that f selects in
-	// chunks of about rows rows, so that memory follows the chunk, not
-	// the selection; fn must not keep the chunk.
-	ScanTable(ctx context.Context, name string, f schemas.Filter, rows int, fn func(*schemas.Table) error) error
+	// Scan appends the rows of t's table that f selects to the empty t
+	// and, with fn, hands t to fn (then empties it) whenever it holds
+	// chunk rows or more; what is left at the end stays in t.
+	Scan(ctx context.Context, t *schemas.Table, f schemas.Filter, chunk int, fn func(*schemas.Table) error) error
 	// WriteResults stores one run's analysis results, replacing earlier
 	// ones.
 	WriteResults(ctx context.Context, runID string, tables []*schemas.Table) error
@@ -149,28 +149,39 @@ func (s *Store) RunEvents(ctx context.Context, runID string) ([]schemas.RunEvent
 }
 
 // scanChunk is the rows the typed reads below convert at a time: they
-// scan the table in chunks, so that a read holds the converted rows and
-// one chunk of columns, not every column of the selection besides.
+// scan the table in chunks into their typed table, so that a read holds
+// the converted rows and one chunk of columns, not every column of the
+// selection besides.
 const scanChunk = 1 << 16
 
-// refill makes dst (a typed table's) hold exactly src's rows.
-func refill(dst, src *schemas.Table) error {
-	dst.Reset()
-	all := make([]bool, src.Rows())
-	for i := range all {
-		all[i] = true
+// ScanTable calls fn with the rows of table name that f selects, in
+// chunks of about rows rows (the last may be smaller), so that memory
+// follows the chunk, not the selection; fn must not keep the chunk.
+func (s *Store) ScanTable(ctx context.Context, name string, f schemas.Filter, rows int, fn func(*schemas.Table) error) error {
+	spec, ok := schemas.Spec(name)
+	if !ok {
+		return fmt.Errorf("reading %s: not a table of the catalog", name)
 	}
-	return dst.AppendKept(src, all)
+	return s.scanInto(ctx, spec.NewTable(), f, rows, fn)
+}
+
+// scanInto is ScanTable into t (a typed table's, so that fn reads its
+// typed columns), the rows left at the end handed over too.
+func (s *Store) scanInto(ctx context.Context, t *schemas.Table, f schemas.Filter, rows int, fn func(*schemas.Table) error) error {
+	if err := s.Scan(ctx, t, f, max(rows, 1), fn); err != nil {
+		return err
+	}
+	if t.Rows() > 0 {
+		return fn(t)
+	}
+	return nil
 }
 
 // Requests returns the run's requests in schedule order.
 func (s *Store) Requests(ctx context.Context, runID string) ([]schemas.Request, error) {
 	var out []schemas.Request
 	r := schemas.NewRows(schemas.KindRequest).(*schemas.RequestRows)
-	err := s.ScanTable(ctx, schemas.TableRequest, schemas.Filter{RunIDs: []string{runID}}, scanChunk, func(t *schemas.Table) error {
-		if err := refill(r.Table(), t); err != nil {
-			return err
-		}
+	err := s.scanInto(ctx, r.Table(), schemas.Filter{RunIDs: []string{runID}}, scanChunk, func(*schemas.Table) error {
 		for i := range r.RunID.V {
 			out = append(out, schemas.Request{ID: r.ID.V[i], Cycle: r.Cycle.V[i], Scheduled: r.Scheduled.V[i], Sent: r.Sent.V[i],
 				FirstToken: r.FirstToken.V[i], LastToken: r.LastToken.V[i], Done: r.Done.V[i], PromptTokens: r.PromptTokens.V[i],
@@ -193,10 +204,7 @@ func (s *Store) Requests(ctx context.Context, runID string) ([]schemas.Request, 
 func (s *Store) Tokens(ctx context.Context, runID string) (map[string][]schemas.Token, error) {
 	out := map[string][]schemas.Token{}
 	r := schemas.NewRows(schemas.KindToken).(*schemas.TokenRows)
-	err := s.ScanTable(ctx, schemas.TableToken, schemas.Filter{RunIDs: []string{runID}}, scanChunk, func(t *schemas.Table) error {
-		if err := refill(r.Table(), t); err != nil {
-			return err
-		}
+	err := s.scanInto(ctx, r.Table(), schemas.Filter{RunIDs: []string{runID}}, scanChunk, func(*schemas.Table) error {
 		for i, req := range r.Request.V {
 			out[req] = append(out[req], schemas.Token{Index: r.Index.V[i], TS: r.TS.V[i], Tokens: r.Tokens.V[i]})
 		}
@@ -261,10 +269,7 @@ func (s *Store) Span(ctx context.Context, devices []string, from, to int64) (map
 	}
 	f := schemas.Filter{From: from, To: to}
 	en := schemas.NewRows(schemas.KindEnergy).(*schemas.EnergyRows)
-	err := s.ScanTable(ctx, schemas.TableEnergy, f, scanChunk, func(t *schemas.Table) error {
-		if err := refill(en.Table(), t); err != nil {
-			return err
-		}
+	err := s.scanInto(ctx, en.Table(), f, scanChunk, func(*schemas.Table) error {
 		sources := en.Table().Column("source").Data().([]string)
 		uuids := en.Table().Column("device_uuid").Data().([]string)
 		for i, u := range uuids {
@@ -279,10 +284,7 @@ func (s *Store) Span(ctx context.Context, devices []string, from, to int64) (map
 		return nil, nil, fmt.Errorf("reading energy of %d devices: %w", len(devices), err)
 	}
 	pw := schemas.NewRows(schemas.KindPower).(*schemas.PowerRows)
-	err = s.ScanTable(ctx, schemas.TablePower, f, scanChunk, func(t *schemas.Table) error {
-		if err := refill(pw.Table(), t); err != nil {
-			return err
-		}
+	err = s.scanInto(ctx, pw.Table(), f, scanChunk, func(*schemas.Table) error {
 		sources := pw.Table().Column("source").Data().([]string)
 		uuids := pw.Table().Column("device_uuid").Data().([]string)
 		for i, u := range uuids {

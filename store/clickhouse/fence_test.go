@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -126,6 +127,10 @@ func TestFencedInsertFrozenPastItsLimit(t *testing.T) {
 			}
 			if n != c.want {
 				t.Fatalf("%d rows stored after the thaw, want %d (child: %s)", n, c.want, report)
+			}
+			// Nothing stored because of the fence, not of some other error.
+			if c.limitMS > 0 && !strings.Contains(string(report), "fence:") {
+				t.Fatalf("the fenced insert failed without the fence saying so: %s", report)
 			}
 		})
 	}

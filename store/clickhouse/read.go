@@ -12,31 +12,14 @@ import (
 // parameterised SELECT of t's columns. Replacing tables are read with
 // FINAL, so a re-analysed run shows its latest rows only.
 func (s *Store) ReadTable(ctx context.Context, t *schemas.Table, f schemas.Filter) error {
-	return s.scan(ctx, t, f, 0, nil)
+	return s.Scan(ctx, t, f, 0, nil)
 }
 
-// ScanTable calls fn with the rows of table name that f selects, in
-// chunks of about rows rows (the last may be smaller), streamed from one
-// SELECT: memory follows the chunk, not the selection. The chunk is
-// reused after fn returns.
-func (s *Store) ScanTable(ctx context.Context, name string, f schemas.Filter, rows int, fn func(*schemas.Table) error) error {
-	spec, ok := schemas.Spec(name)
-	if !ok {
-		return fmt.Errorf("reading %s: not a table of the catalog", name)
-	}
-	t := spec.NewTable()
-	if err := s.scan(ctx, t, f, max(rows, 1), fn); err != nil {
-		return err
-	}
-	if t.Rows() > 0 {
-		return fn(t)
-	}
-	return nil
-}
-
-// scan appends the selected rows to t; with fn, it hands t to fn (and
-// resets it) whenever it holds chunk rows.
-func (s *Store) scan(ctx context.Context, t *schemas.Table, f schemas.Filter, chunk int, fn func(*schemas.Table) error) error {
+// Scan appends the rows of table t.Name that f selects to t, streamed
+// from one SELECT; with fn, it hands t to fn (and resets it) whenever it
+// holds chunk rows, so that memory follows the chunk, not the selection.
+// What is left at the end stays in t.
+func (s *Store) Scan(ctx context.Context, t *schemas.Table, f schemas.Filter, chunk int, fn func(*schemas.Table) error) error {
 	spec, ok := schemas.Spec(t.Name)
 	if !ok {
 		return fmt.Errorf("reading %s: not a table of the catalog", t.Name)

@@ -89,32 +89,15 @@ func (s *Store) ReadTable(ctx context.Context, t *schemas.Table, f schemas.Filte
 	if t.Rows() > 0 {
 		return fmt.Errorf("reading %s: the table to read into must be empty", t.Name)
 	}
-	return s.scan(ctx, t, f, 0, nil)
+	return s.Scan(ctx, t, f, 0, nil)
 }
 
-// ScanTable calls fn with the rows of table name that f selects, in
-// chunks of about rows rows (a chunk ends at a row group, so it may hold
-// up to a row group more; the last may be smaller), reading one row group
-// at a time and skipping those the statistics rule out: memory follows the
-// chunk, not the selection. The chunk is reused after fn returns.
-func (s *Store) ScanTable(ctx context.Context, name string, f schemas.Filter, rows int, fn func(*schemas.Table) error) error {
-	spec, ok := schemas.Spec(name)
-	if !ok {
-		return fmt.Errorf("reading %s: not a table of the catalog", name)
-	}
-	t := spec.NewTable()
-	if err := s.scan(ctx, t, f, max(rows, 1), fn); err != nil {
-		return err
-	}
-	if t.Rows() > 0 {
-		return fn(t)
-	}
-	return nil
-}
-
-// scan appends the selected rows to t; with fn, it hands t to fn (and
-// resets it) whenever it holds chunk rows or more.
-func (s *Store) scan(ctx context.Context, t *schemas.Table, f schemas.Filter, chunk int, fn func(*schemas.Table) error) error {
+// Scan appends the rows of table t.Name that f selects to t, one row
+// group at a time, skipping those the statistics rule out; with fn, it
+// hands t to fn (and resets it) whenever it holds chunk rows or more (a
+// chunk ends at a row group), so that memory follows the chunk, not the
+// selection. What is left at the end stays in t.
+func (s *Store) Scan(ctx context.Context, t *schemas.Table, f schemas.Filter, chunk int, fn func(*schemas.Table) error) error {
 	spec, ok := schemas.Spec(t.Name)
 	if !ok {
 		return fmt.Errorf("reading %s: not a table of the catalog", t.Name)
