@@ -40,8 +40,8 @@ type Writer interface {
 	Close() error
 }
 
-// Scanner streams a table's selected rows in chunks (both stores do:
-// store.Store.ScanTable).
+// Scanner streams a table's selected rows in chunks (store.Store does,
+// over either store).
 type Scanner interface {
 	ScanTable(ctx context.Context, name string, f schemas.Filter, rows int, fn func(*schemas.Table) error) error
 }
@@ -70,9 +70,9 @@ func Meta(sel Selection, toolVersion, table string) map[string]string {
 }
 
 // Export reads each selected table from src and writes it with w, in
-// chunks of ChunkRows when src is a Scanner (else whole); progress (may be
-// nil) is told each table's rows as they are written.
-func Export(ctx context.Context, src analytics.TableReader, store analytics.Store, sel Selection, toolVersion string,
+// chunks of ChunkRows; progress (may be nil) is told each table's rows as
+// they are written.
+func Export(ctx context.Context, src Scanner, store analytics.Store, sel Selection, toolVersion string,
 	w Writer, progress func(table string, rows int)) (Summary, error) {
 	sum := Summary{Rows: map[string]int{}}
 	if sel.Margin == 0 {
@@ -104,7 +104,6 @@ func Export(ctx context.Context, src analytics.TableReader, store analytics.Stor
 		if !ok {
 			return sum, fmt.Errorf("export: unknown table %q", name)
 		}
-		t := spec.NewTable()
 		if len(sel.RunIDs) == 0 && spec.RunScoped {
 			// A time range selects the runs that overlap it.
 			ids, err := runsIn(ctx, store, sel.From, sel.To)
@@ -129,13 +128,7 @@ func Export(ctx context.Context, src analytics.TableReader, store analytics.Stor
 			}
 			return nil
 		}
-		var err error
-		if sc, ok := src.(Scanner); ok {
-			err = sc.ScanTable(ctx, name, f, ChunkRows, write)
-		} else if err = src.ReadTable(ctx, t, f); err == nil {
-			err = write(t)
-		}
-		if err != nil {
+		if err := src.ScanTable(ctx, name, f, ChunkRows, write); err != nil {
 			return sum, fmt.Errorf("exporting %s: %w", name, err)
 		}
 		if _, ok := sum.Rows[name]; !ok {

@@ -45,9 +45,16 @@ type Options struct {
 	Provenance string
 }
 
+// Source is what the dataset is read from: streamed tables (the data)
+// and whole ones (the devices, for the card); store.Store is both.
+type Source interface {
+	exporters.Scanner
+	analytics.TableReader
+}
+
 // Export writes the runs' data (data/<table>/part-NNNNN.parquet, every
 // table of exporters.Tables that has rows) and results under dir.
-func Export(ctx context.Context, src analytics.TableReader, store analytics.Store, runIDs []string,
+func Export(ctx context.Context, src Source, store analytics.Store, runIDs []string,
 	results []*analytics.RunResult, dir, toolVersion string, opts ...Options) (Summary, error) {
 	var o Options
 	if len(opts) > 0 {
