@@ -248,7 +248,6 @@ func AnalyzeRunWith(ctx context.Context, store Store, runID string, opt Options)
 	// run is one span, baseline included.
 	var windows [][2]int64
 	var pbins [][]float64
-	hold := int64(60e6)
 	hasSeries := false
 	for _, g := range loadGroups(baseFrom, baseTo, cycles, LoadSpan) {
 		devs, err := loadDevices(ctx, store, res, g.from-loadMargin, g.to+loadMargin)
@@ -279,8 +278,8 @@ func AnalyzeRunWith(ctx context.Context, store Store, runID string, opt Options)
 			var bins []float64
 			for _, d := range res.Devices {
 				if dd := devs[d]; len(dd.power) > 0 {
-					hasSeries, hold = true, dd.hold()
-					bins = addBins(bins, powerBins(w, dd.power, hold))
+					hasSeries = true
+					bins = addBins(bins, powerBins(w, dd.power, dd.hold()))
 				}
 			}
 			pbins = append(pbins, bins)
